@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
+#   make run   - install and serve on an embedded PostgreSQL (GraphiQL on http://127.0.0.1:8000/graphql)
+#   make test  - install the dev extras and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test schema bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Portraits needs Python 3.11 or newer; set PYTHON=python3.x")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/portraits serve
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-export schema.graphql after changing the GraphQL types (a test fails when it drifts).
+schema: $(VENV)/.installed
+	$(BIN)/strawberry export-schema graph.schema:schema --output schema.graphql
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/list_characters.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,90 @@
+"""The Starlette application and its lifespan, assembled in one place."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypedDict
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from graph import json
+from graph.auth import BearerTokenBackend, unauthenticated_response, viewer_of
+from graph.context import Context
+from graph.schema import PortraitsSchema, schema as default_schema
+from graph.settings import Settings
+from storage.database import create_pool, ping
+from storage.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    """What the lifespan opens; Starlette hands a copy to every request as ``request.state``."""
+
+    pool: asyncpg.Pool
+
+
+class PortraitsGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context and a faster JSON encoder."""
+
+    def __init__(self, schema: PortraitsSchema, settings: Settings) -> None:
+        super().__init__(schema, graphql_ide="graphiql" if settings.graphiql else None)
+        self.settings = settings
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        return Context(
+            request=request,
+            response=response,
+            pool=request.state.pool,
+            settings=self.settings,
+            viewer=viewer_of(request),
+        )
+
+    def encode_json(self, data: object) -> bytes:
+        return json.dumps(data)
+
+
+async def healthz(request: Request) -> Response:
+    """200 when the database answers, 503 when it does not (for the Docker HEALTHCHECK and load balancers)."""
+    try:
+        await ping(request.state.pool)
+    except StorageError as error:
+        logger.warning("health check failed: %s", error)
+        return json.json_response({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return json.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings, *, schema: PortraitsSchema = default_schema) -> Starlette:
+    """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one)."""
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url")
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        pool = await create_pool(database_url, max_size=settings.database_pool_size)
+        try:
+            yield {"pool": pool}
+        finally:
+            await pool.close()
+
+    graphql = AuthenticationMiddleware(
+        PortraitsGraphQL(schema, settings),
+        backend=BearerTokenBackend(settings.jwt_secret),
+        on_error=unauthenticated_response,
+    )
+    routes: list[Any] = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,124 @@
+"""Bearer tokens as Supabase issues them: HS256 JWTs with ``sub`` = user id.
+
+Verified once per request by Starlette's ``AuthenticationMiddleware`` on the
+GraphQL route. A request without a token runs anonymously (only public
+fields answer); a request with a bad token is refused as a whole with HTTP
+401 and a GraphQL-shaped body, so a client learns at once that its token
+must be refreshed (see the README, "Authentication").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import jwt
+from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from graph.json import json_response
+from resolvers.viewer import Viewer
+
+ALGORITHM = "HS256"
+AUDIENCE = "authenticated"
+ROLE = "authenticated"
+LEEWAY_SECONDS = 30  # clock skew between the token issuer and us
+
+
+class TokenError(AuthenticationError):
+    """Why a token was refused; the message is safe to show."""
+
+
+def issue_token(secret: str, user_id: UUID, *, ttl: timedelta, now: datetime | None = None) -> str:
+    """A Supabase-shaped access token, for development and tests (`portraits token`)."""
+    issued = now or datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "role": ROLE,
+        "aud": AUDIENCE,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Viewer:
+    """The viewer a token names, or ``TokenError`` saying what is wrong with it."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "sub", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenError("token has expired") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("token signature is invalid") from None
+    except jwt.InvalidAudienceError:
+        raise TokenError("token audience must be 'authenticated'") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise TokenError(f"token has no '{error.claim}' claim") from None
+    except jwt.InvalidTokenError:
+        raise TokenError("token is malformed") from None
+    if claims.get("role") != ROLE:
+        raise TokenError("token role must be 'authenticated'")
+    try:
+        user_id = UUID(str(claims["sub"]))
+    except ValueError:
+        raise TokenError("token subject is not a user id") from None
+    return Viewer(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+
+
+class AuthenticatedUser(BaseUser):
+    """Starlette's view of a verified viewer."""
+
+    def __init__(self, viewer: Viewer) -> None:
+        self.viewer = viewer
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return str(self.viewer.user_id)
+
+    @property
+    def identity(self) -> str:
+        return str(self.viewer.user_id)
+
+
+class BearerTokenBackend(AuthenticationBackend):
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        header = conn.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise TokenError("Authorization header must be 'Bearer <token>'")
+        viewer = verify_token(self.secret, token)
+        return AuthCredentials([ROLE]), AuthenticatedUser(viewer)
+
+
+def viewer_of(conn: HTTPConnection) -> Viewer | None:
+    """The verified viewer of a request, None when it came without a token."""
+    user = conn.scope.get("user")
+    return user.viewer if isinstance(user, AuthenticatedUser) else None
+
+
+def unauthenticated_response(conn: HTTPConnection, error: AuthenticationError) -> Response:
+    """HTTP 401 with a GraphQL error body a client's error handling already understands."""
+    body = {"data": None, "errors": [{"message": f"Unauthenticated: {error}", "extensions": {"code": "UNAUTHENTICATED"}}]}
+    return json_response(
+        body,
+        status_code=401,
+        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{error}"'},
+    )

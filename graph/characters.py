@@ -1,0 +1,53 @@
+"""Character queries and mutations: thin wrappers over resolvers/characters.py."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from graph.context import Context
+from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
+from graph.types.pagination import Connection
+from resolvers import characters
+
+
+@strawberry.type
+class CharacterQuery:
+    @strawberry.field(description="One of the viewer's characters; NOT_FOUND for a missing or foreign id.")
+    async def character(self, info: Info[Context, None], id: strawberry.ID) -> CharacterType | None:  # noqa: A002
+        context = info.context
+        character = await characters.get_character(context.loaders.character_by_id.load, character_id=id)
+        return CharacterType.from_model(character)
+
+    @strawberry.field(description="The viewer's characters, newest first. `first` is 1-100 (default 20).")
+    async def characters(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[CharacterType] | None:
+        context = info.context
+        page = await characters.list_characters(context.pool, context.require_viewer(), first=first, after=after)
+        return Connection.from_page(page, CharacterType.from_model)
+
+
+@strawberry.type
+class CharacterMutation:
+    @strawberry.mutation(description="Create a character owned by the viewer.")
+    async def create_character(self, info: Info[Context, None], input: CreateCharacterInput) -> CharacterType | None:  # noqa: A002
+        context = info.context
+        character = await characters.create_character(context.pool, context.require_viewer(), fields=input.to_fields())
+        return CharacterType.from_model(character)
+
+    @strawberry.mutation(description="Change the given fields of one of the viewer's characters.")
+    async def update_character(
+        self, info: Info[Context, None], id: strawberry.ID, input: UpdateCharacterInput  # noqa: A002
+    ) -> CharacterType | None:
+        context = info.context
+        character = await characters.update_character(
+            context.pool, context.require_viewer(), character_id=id, fields=input.to_fields()
+        )
+        return CharacterType.from_model(character)
+
+    @strawberry.mutation(description="Delete one of the viewer's characters; returns its id.")
+    async def delete_character(self, info: Info[Context, None], id: strawberry.ID) -> strawberry.ID | None:  # noqa: A002
+        context = info.context
+        deleted = await characters.delete_character(context.pool, context.require_viewer(), character_id=id)
+        return strawberry.ID(str(deleted))

@@ -1,0 +1,168 @@
+"""The ``portraits`` command: serve, migrate, token.
+
+Settings are read here, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import uvicorn
+
+from graph.app import create_app
+from graph.auth import issue_token
+from graph.settings import Settings, SettingsError
+from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from storage.errors import StorageError
+from storage.migrate import migrate
+
+logger = logging.getLogger("portraits")
+
+DEV_TOKEN_TTL = timedelta(days=7)
+DEV_USER_FILE = "dev-user-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    url: str
+    description: str
+
+
+@contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """DATABASE_URL when set; otherwise the embedded PostgreSQL under the data folder, stopped on exit."""
+    if settings.database_url is not None:
+        yield Database(url=settings.database_url, description="DATABASE_URL")
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    server = embedded.start()
+    try:
+        yield Database(url=server.dsn, description=f"embedded PostgreSQL {server.version} in {embedded.pgdata}")
+    finally:
+        embedded.stop()
+        logger.info("embedded PostgreSQL stopped")
+
+
+class PortraitsServer(uvicorn.Server):
+    """uvicorn's server, printing where to go once the socket is really bound."""
+
+    def __init__(self, config: uvicorn.Config, banner: Callable[[], str]) -> None:
+        super().__init__(config)
+        self.banner = banner
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().startup(sockets)
+        if self.started:
+            print(self.banner(), flush=True)
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    with open_database(settings) as database:
+        settings = replace(settings, database_url=database.url)
+        asyncio.run(migrate(database.url))
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+        server = PortraitsServer(config, banner=lambda: _banner(settings, database))
+        server.run()
+        if not server.started:
+            return 1
+    return 0
+
+
+def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
+    with open_database(settings) as database:
+        applied = asyncio.run(migrate(database.url))
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
+    return 0
+
+
+def token_command(settings: Settings, args: argparse.Namespace) -> int:
+    print(issue_token(settings.jwt_secret, args.user, ttl=timedelta(seconds=args.ttl)))
+    return 0
+
+
+def _banner(settings: Settings, database: Database) -> str:
+    lines = [
+        "",
+        "Portraits is ready.",
+        f"  GraphiQL   {settings.public_url}/graphql" + ("" if settings.graphiql else " (GraphiQL off)"),
+        f"  Database   {database.description}",
+    ]
+    if not settings.is_production:
+        user_id = _dev_user_id(settings.data_dir)
+        token = issue_token(settings.jwt_secret, user_id, ttl=DEV_TOKEN_TTL)
+        lines += [
+            f"  Dev user   {user_id}",
+            "  Dev token  (valid 7 days; paste into GraphiQL's Headers tab)",
+            f'  {{"Authorization": "Bearer {token}"}}',
+        ]
+    lines += ["Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
+
+
+def _dev_user_id(data_dir: Path) -> uuid.UUID:
+    """One development user per data folder, so the printed token sees the same characters each run."""
+    path = data_dir / DEV_USER_FILE
+    try:
+        return uuid.UUID(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        user_id = uuid.uuid4()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{user_id}\n")
+        return user_id
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portraits", description="GraphQL backend for AI character portraits.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="apply migrations and serve the GraphQL API").set_defaults(run=serve)
+    commands.add_parser("migrate", help="apply database migrations and exit").set_defaults(run=migrate_command)
+    token = commands.add_parser("token", help="print a bearer token for a user (development and tests)")
+    token.add_argument("--user", required=True, type=uuid.UUID, help="the user's UUID (the token's sub)")
+    token.add_argument("--ttl", type=_positive_int, default=3600, help="lifetime in seconds (default 3600)")
+    token.set_defaults(run=token_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ()
+    except SettingsError as error:
+        print(f"portraits: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(settings, args))
+    except (EmbeddedPostgresError, StorageError) as error:
+        print(f"portraits: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The per-request context: who is asking, the pool, and this request's data loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from graph.loaders import Loaders
+from graph.settings import Settings
+from resolvers.errors import Unauthenticated
+from resolvers.viewer import Viewer
+
+AUTH_REQUIRED = "Authentication required: send 'Authorization: Bearer <token>'"
+
+
+@dataclass
+class Context:
+    request: Request | WebSocket
+    response: Response | WebSocket | None
+    pool: asyncpg.Pool
+    settings: Settings
+    viewer: Viewer | None = field(default=None)
+
+    def require_viewer(self) -> Viewer:
+        if self.viewer is None:
+            raise Unauthenticated(AUTH_REQUIRED)
+        return self.viewer
+
+    @cached_property
+    def loaders(self) -> Loaders:
+        """Made on first use, so a request batches and caches its own loads and nobody else's."""
+        return Loaders(self.pool, self.require_viewer())

@@ -1,0 +1,128 @@
+"""Settings, read once from the environment at start and passed down.
+
+Nothing else in the code base reads ``os.environ``: the CLI calls
+``Settings.from_environ`` once and hands the result to whatever it starts.
+Every variable is listed, with its default, in the README's settings table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
+# A production secret must at least match what Supabase issues (40+ chars).
+MIN_PRODUCTION_SECRET_LENGTH = 32
+DEV_SECRET_FILE = "jwt-secret"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: str
+    data_dir: Path
+    database_url: str | None
+    jwt_secret: str
+    host: str
+    port: int
+    public_url: str
+    log_level: str
+    database_pool_size: int
+    graphiql: bool
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == PRODUCTION
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (``os.environ`` by default), creating dev secrets on first use."""
+        env = os.environ if environ is None else environ
+        environment = env.get("PORTRAITS_ENV", DEVELOPMENT).strip().lower()
+        if environment not in (DEVELOPMENT, PRODUCTION):
+            raise SettingsError(f"PORTRAITS_ENV must be 'development' or 'production', not {environment!r}")
+        data_dir = Path(env.get("PORTRAITS_DATA_DIR", ".portraits")).expanduser().absolute()
+        database_url = env.get("DATABASE_URL") or None
+        host = env.get("HOST", "127.0.0.1")
+        port = _int_setting(env, "PORT", 8000, minimum=0, maximum=65535)
+        log_level = env.get("LOG_LEVEL", "info").lower()
+        if log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise SettingsError(f"LOG_LEVEL must be one of critical, error, warning, info, debug; not {log_level!r}")
+
+        jwt_secret = env.get("JWT_SECRET") or None
+        if environment == PRODUCTION:
+            if jwt_secret is None:
+                raise SettingsError("PORTRAITS_ENV=production needs JWT_SECRET (your Supabase project's JWT secret)")
+            if len(jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
+                raise SettingsError(f"JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
+            if database_url is None:
+                raise SettingsError("PORTRAITS_ENV=production needs DATABASE_URL; the embedded PostgreSQL is for development")
+        if jwt_secret is None:
+            jwt_secret = load_or_create_dev_secret(data_dir)
+
+        public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        public_url = env.get("PUBLIC_URL") or f"http://{public_host}:{port}"
+        return cls(
+            environment=environment,
+            data_dir=data_dir,
+            database_url=database_url,
+            jwt_secret=jwt_secret,
+            host=host,
+            port=port,
+            public_url=public_url.rstrip("/"),
+            log_level=log_level,
+            database_pool_size=_int_setting(env, "DATABASE_POOL_SIZE", 10, minimum=1, maximum=500),
+            graphiql=_bool_setting(env, "GRAPHIQL", True),
+        )
+
+
+def load_or_create_dev_secret(data_dir: Path) -> str:
+    """A development JWT secret made once and kept, so tokens survive restarts."""
+    path = data_dir / DEV_SECRET_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_text().strip()
+        if not secret:
+            raise SettingsError(f"{path} is empty; delete it to have a new development secret made")
+        return secret
+    secret = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    logging.getLogger(__name__).info("created a development JWT secret in %s", path)
+    return secret
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def _bool_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")

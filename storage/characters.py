@@ -1,0 +1,181 @@
+"""The ``characters`` table. Every query filters by the owner's user id."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.errors import translate_errors
+
+
+@dataclass(frozen=True, slots=True)
+class Character:
+    id: UUID
+    user_id: UUID
+    name: str
+    description: str
+    appearance_tags: tuple[str, ...]
+    traits: str | None
+    persona: str | None
+    gender: str | None
+    content_rating: str
+    scene_behavior_rules: dict[str, Any] | None
+    image_url: str | None
+    reference_image_url: str | None
+    seed_locked: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def sort_key(self) -> tuple[datetime, UUID]:
+        return (self.created_at, self.id)
+
+
+# Columns a client may write; ``update`` refuses any other name.
+WRITABLE_COLUMNS = (
+    "name",
+    "description",
+    "appearance_tags",
+    "traits",
+    "persona",
+    "gender",
+    "content_rating",
+    "scene_behavior_rules",
+    "image_url",
+    "reference_image_url",
+)
+
+COLUMNS = """id, user_id, name, description, appearance_tags, traits, persona, gender, content_rating,
+    scene_behavior_rules, image_url, reference_image_url, seed_locked, created_at, updated_at"""
+
+
+def _character(row: asyncpg.Record) -> Character:
+    values = dict(row)
+    values["appearance_tags"] = tuple(values["appearance_tags"])
+    return Character(**values)
+
+
+GET = f"SELECT {COLUMNS} FROM characters WHERE id = $1 AND user_id = $2"
+
+
+@translate_errors
+async def get(connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID) -> Character | None:
+    """One of the user's characters, or None."""
+    row = await connection.fetchrow(GET, character_id, user_id)
+    return None if row is None else _character(row)
+
+
+GET_MANY = f"SELECT {COLUMNS} FROM characters WHERE id = ANY($1::uuid[]) AND user_id = $2"
+
+
+@translate_errors
+async def get_many(connection: asyncpg.Connection, *, user_id: UUID, character_ids: Collection[UUID]) -> list[Character]:
+    """The user's characters among ``character_ids``, in no particular order."""
+    rows = await connection.fetch(GET_MANY, [*character_ids], user_id)
+    return [_character(row) for row in rows]
+
+
+LIST_FIRST = f"""
+SELECT {COLUMNS} FROM characters
+WHERE user_id = $1
+ORDER BY created_at DESC, id DESC
+LIMIT $2
+"""
+LIST_AFTER = f"""
+SELECT {COLUMNS} FROM characters
+WHERE user_id = $1 AND (created_at, id) < ($3, $4)
+ORDER BY created_at DESC, id DESC
+LIMIT $2
+"""
+
+
+@translate_errors
+async def list(  # noqa: A001 - the service verb, as in dispatch
+    connection: asyncpg.Connection, *, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None
+) -> list[Character]:
+    """The user's characters, newest first, after the given (created_at, id) key."""
+    if after is None:
+        rows = await connection.fetch(LIST_FIRST, user_id, limit)
+    else:
+        rows = await connection.fetch(LIST_AFTER, user_id, limit, after[0], after[1])
+    return [_character(row) for row in rows]
+
+
+CREATE = f"""
+INSERT INTO characters (user_id, name, description, appearance_tags, traits, persona, gender, content_rating,
+    scene_behavior_rules, image_url, reference_image_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING {COLUMNS}
+"""
+
+
+@translate_errors
+async def create(connection: asyncpg.Connection, *, user_id: UUID, values: Mapping[str, Any]) -> Character:
+    """Insert a character from ``values`` (keys from WRITABLE_COLUMNS; name and description required)."""
+    row = await connection.fetchrow(
+        CREATE,
+        user_id,
+        values["name"],
+        values["description"],
+        values.get("appearance_tags") or [],
+        values.get("traits"),
+        values.get("persona"),
+        values.get("gender"),
+        values.get("content_rating", "sfw"),
+        values.get("scene_behavior_rules"),
+        values.get("image_url"),
+        values.get("reference_image_url"),
+    )
+    return _character(row)
+
+
+# One static statement for any partial update: $3 lists the columns to set,
+# the others keep their value. No SQL is assembled from input.
+UPDATE = f"""
+UPDATE characters SET
+    name = CASE WHEN 'name' = ANY($3::text[]) THEN $4 ELSE name END,
+    description = CASE WHEN 'description' = ANY($3::text[]) THEN $5 ELSE description END,
+    appearance_tags = CASE WHEN 'appearance_tags' = ANY($3::text[]) THEN $6::text[] ELSE appearance_tags END,
+    traits = CASE WHEN 'traits' = ANY($3::text[]) THEN $7 ELSE traits END,
+    persona = CASE WHEN 'persona' = ANY($3::text[]) THEN $8 ELSE persona END,
+    gender = CASE WHEN 'gender' = ANY($3::text[]) THEN $9 ELSE gender END,
+    content_rating = CASE WHEN 'content_rating' = ANY($3::text[]) THEN $10 ELSE content_rating END,
+    scene_behavior_rules = CASE WHEN 'scene_behavior_rules' = ANY($3::text[]) THEN $11::jsonb
+                                ELSE scene_behavior_rules END,
+    image_url = CASE WHEN 'image_url' = ANY($3::text[]) THEN $12 ELSE image_url END,
+    reference_image_url = CASE WHEN 'reference_image_url' = ANY($3::text[]) THEN $13 ELSE reference_image_url END
+WHERE id = $1 AND user_id = $2
+RETURNING {COLUMNS}
+"""
+
+
+@translate_errors
+async def update(
+    connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID, changes: Mapping[str, Any]
+) -> Character | None:
+    """Set the given columns of one of the user's characters; None when it is not theirs or not there."""
+    unknown = set(changes) - set(WRITABLE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not writable: {sorted(unknown)}")
+    row = await connection.fetchrow(
+        UPDATE,
+        character_id,
+        user_id,
+        [*changes],
+        *(changes.get(column) for column in WRITABLE_COLUMNS),
+    )
+    return None if row is None else _character(row)
+
+
+DELETE = "DELETE FROM characters WHERE id = $1 AND user_id = $2 RETURNING id"
+
+
+@translate_errors
+async def delete(connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID) -> bool:
+    """Delete one of the user's characters; False when it is not theirs or not there."""
+    return await connection.fetchval(DELETE, character_id, user_id) is not None

@@ -1,0 +1,76 @@
+"""The one asyncpg pool of a process, and its codecs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import orjson
+
+from storage.errors import StorageUnavailable, translate_errors
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    """jsonb and json columns come back as Python values, and go in from them."""
+    for type_name in ("jsonb", "json"):
+        await connection.set_type_codec(
+            type_name,
+            schema="pg_catalog",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            format="text",
+        )
+
+
+@translate_errors
+async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    """Open the process's pool; fails fast with ``StorageUnavailable`` when the server is not there."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min(min_size, max_size),
+            max_size=max_size,
+            init=_init_connection,
+            timeout=10,
+            command_timeout=30,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        raise StorageUnavailable(f"cannot connect to PostgreSQL: {error}") from error
+    assert pool is not None
+    return pool
+
+
+@translate_errors
+async def ping(pool: asyncpg.Pool, *, timeout: float = 2.0) -> None:
+    """One round trip, for the health check."""
+    async with pool.acquire(timeout=timeout) as connection:
+        await connection.fetchval("SELECT 1", timeout=timeout)
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool, *, timeout: float = 10.0) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; a pool that cannot give one raises ``StorageUnavailable``."""
+    try:
+        connection = await pool.acquire(timeout=timeout)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise StorageUnavailable(f"no database connection: {error}") from error
+    try:
+        yield connection
+    finally:
+        await pool.release(connection)
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection inside one transaction, committed when the block ends without error."""
+    async with acquire(pool) as connection:
+        try:
+            async with connection.transaction():
+                yield connection
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # Raised by BEGIN or COMMIT themselves; statements inside wrap their own.
+            raise StorageUnavailable(f"transaction failed: {error}") from error
