@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -79,10 +80,25 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=10,
         )
         server = PortraitsServer(config, banner=lambda: _banner(settings, database))
-        server.run()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these
+        # handlers turn it into an exception so the embedded PostgreSQL is stopped in order.
+        signal.signal(signal.SIGTERM, _stop_requested)
+        signal.signal(signal.SIGINT, _stop_requested)
+        try:
+            server.run()
+        except StopRequested:
+            pass
         if not server.started:
             return 1
     return 0
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM after uvicorn's graceful shutdown."""
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise StopRequested
 
 
 def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -160,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except (EmbeddedPostgresError, StorageError) as error:
         print(f"portraits: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except (KeyboardInterrupt, StopRequested):
+        return 0
 
 
 if __name__ == "__main__":

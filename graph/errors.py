@@ -5,17 +5,15 @@
   message, which names only the query, and a code for each kind.
 - the database being unreachable: SERVICE_UNAVAILABLE, a retryable answer.
 - anything else: "Internal server error." with INTERNAL_SERVER_ERROR; the log
-  (``Schema.process_errors``) keeps the exception and its traceback, the
+  keeps the exception and its traceback, the
   client never sees a stack trace or SQL.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-
 from graphql import GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import SchemaExtension
+from strawberry.utils.str_converters import to_camel_case
 
 from resolvers.errors import PortraitsError
 from storage.errors import StorageUnavailable
@@ -29,7 +27,8 @@ UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; try again shortly
 def error_kind(error: GraphQLError) -> str:
     """``expected``, ``unavailable`` or ``unexpected``: what to log and what to show."""
     original = error.original_error
-    if original is None or isinstance(original, PortraitsError):
+    # graphql-core raises GraphQLErrors (a bad enum or scalar in variables, say) as client-facing.
+    if original is None or isinstance(original, (PortraitsError, GraphQLError)):
         return "expected"
     if isinstance(original, StorageUnavailable):
         return "unavailable"
@@ -40,15 +39,20 @@ def format_error(error: GraphQLError) -> GraphQLError:
     kind = error_kind(error)
     if kind == "expected":
         if error.extensions and "code" in error.extensions:
-            return error
+            return _with_api_field_name(error)
         return _with_code(error, error.message, _graphql_code(error))
     if kind == "unavailable":
         return _with_code(error, UNAVAILABLE_MESSAGE, "SERVICE_UNAVAILABLE")
     return _with_code(error, INTERNAL_MESSAGE, "INTERNAL_SERVER_ERROR")
 
 
-def log_errors(errors: list[GraphQLError]) -> None:
-    """Log what a client cannot be blamed for, with the cause."""
+def log_and_format_errors(errors: list[GraphQLError]) -> None:
+    """Log what a client cannot be blamed for, with the cause; then format every error, in place.
+
+    In place, because strawberry hands ``Schema.process_errors`` the very list
+    it returns, on every path (parse, validation, execution, subscriptions),
+    while extensions miss errors raised while parsing.
+    """
     for error in errors:
         kind = error_kind(error)
         if kind == "unexpected":
@@ -56,6 +60,16 @@ def log_errors(errors: list[GraphQLError]) -> None:
             logger.error("unexpected error at %s", error.path, exc_info=(type(original), original, original.__traceback__))  # type: ignore[arg-type]
         elif kind == "unavailable":
             logger.warning("database unavailable at %s: %s", error.path, error.original_error)
+    errors[:] = [format_error(error) for error in errors]
+
+
+def _with_api_field_name(error: GraphQLError) -> GraphQLError:
+    """Resolvers name fields as stored (``appearance_tags``); clients know them as in the schema."""
+    field = (error.extensions or {}).get("field")
+    if not isinstance(field, str) or "_" not in field:
+        return error
+    error.extensions = {**(error.extensions or {}), "field": to_camel_case(field)}  # type: ignore[misc]
+    return error
 
 
 def _graphql_code(error: GraphQLError) -> str:
@@ -76,14 +90,3 @@ def _with_code(error: GraphQLError, message: str, code: str) -> GraphQLError:
         original_error=None,
         extensions={**(error.extensions or {}), "code": code},
     )
-
-
-class ErrorCodes(SchemaExtension):
-    """Rewrites the result's errors through ``format_error`` once the operation is done."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        errors = getattr(result, "errors", None)
-        if errors:
-            result.errors = [format_error(error) for error in errors]  # type: ignore[union-attr]

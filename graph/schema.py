@@ -12,18 +12,33 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
-from graph.errors import ErrorCodes, log_errors
+from graph.errors import log_and_format_errors
 from graph.viewer import ViewerQuery
 
 MAX_DEPTH = 10
 MAX_TOKENS = 2000
 MAX_ALIASES = 30
+CACHE_SIZE = 256
+
+# The limiters' rule classes, made once: the validation cache is keyed by the
+# rule tuple, so per-request rule classes would never hit it.
+LIMIT_RULES = [
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+]
 
 Query = merge_types("Query", (ViewerQuery, CharacterQuery, CatalogQuery))
 Mutation = merge_types("Mutation", (CharacterMutation,))
@@ -31,8 +46,11 @@ Mutation = merge_types("Mutation", (CharacterMutation,))
 
 class PortraitsSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
-        """Log only what the client did not cause (strawberry's default logs every error as a crash)."""
-        log_errors(errors)
+        """Log only what the client did not cause, and give every error its code (graph/errors.py).
+
+        Strawberry's default logs every error, a typo in a query included, as a crash.
+        """
+        log_and_format_errors(errors)
 
 
 def build_schema(**kwargs: Any) -> PortraitsSchema:
@@ -40,13 +58,12 @@ def build_schema(**kwargs: Any) -> PortraitsSchema:
         query=Query,
         mutation=Mutation,
         extensions=[
-            ErrorCodes(),
-            MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            QueryDepthLimiter(max_depth=MAX_DEPTH),
-            MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            # Repeated documents (every client sends the same few) skip parsing and validation.
-            ParserCache(maxsize=256),
-            ValidationCache(maxsize=256),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            lambda: AddValidationRules(LIMIT_RULES),
+            # Repeated documents (every client sends the same few) skip parsing and validation;
+            # both caches are module-level LRUs shared by the per-request instances.
+            lambda: ParserCache(maxsize=CACHE_SIZE),
+            lambda: ValidationCache(maxsize=CACHE_SIZE),
         ],
         **kwargs,
     )

@@ -1,0 +1,152 @@
+"""Fixtures: a real PostgreSQL, the real app over its real HTTP interface, tokens.
+
+The server is the embedded PostgreSQL 18 (started once per session in a
+temporary folder) unless ``TEST_DATABASE_URL`` names another one. Either way
+the session gets a database of its own, migrated once, and every test starts
+from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from graph.app import create_app
+from graph.auth import issue_token
+from graph.settings import Settings
+from storage.database import create_pool
+from storage.embedded import EmbeddedPostgres
+from storage.migrate import migrate
+from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
+
+DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server's admin URL: TEST_DATABASE_URL, or an embedded one for this session."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    root = Path(tempfile.mkdtemp(prefix="portraits-test-pg-"))
+    embedded = EmbeddedPostgres(root, database="postgres", durable=False)
+    server = embedded.start()
+    try:
+        yield server.dsn
+    finally:
+        embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A migrated database of this session's own, dropped at the end."""
+    name = await new_database(server_url, prefix="portraits_test")
+    url = database_url_for(server_url, name)
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        await drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings.from_environ(
+        {
+            "DATABASE_URL": database_url,
+            "JWT_SECRET": TEST_JWT_SECRET,
+            "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+            "PUBLIC_URL": "http://testserver",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def app_manager(settings: Settings) -> AsyncIterator[LifespanManager]:
+    async with LifespanManager(create_app(settings)) as manager:
+        yield manager
+
+
+@pytest.fixture(scope="session")
+async def client(app_manager: LifespanManager) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app through its ASGI interface (lifespan included)."""
+    transport = httpx.ASGITransport(app=app_manager.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of the tests' own, to check what was really stored."""
+    test_pool = await create_pool(database_url, max_size=4)
+    try:
+        yield test_pool
+    finally:
+        await test_pool.close()
+
+
+@pytest.fixture(autouse=True)
+async def empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Tests that touch the database start from empty tables (image_models keeps its seed rows)."""
+    if "pool" not in request.fixturenames and "graphql" not in request.fixturenames:
+        yield
+        return
+    test_pool: asyncpg.Pool = request.getfixturevalue("pool")
+    await test_pool.execute(f"TRUNCATE {', '.join(DATA_TABLES)} CASCADE")
+    yield
+
+
+GraphQL = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def graphql(client: httpx.AsyncClient, pool: asyncpg.Pool) -> GraphQL:
+    """POST a query to /graphql as ``user`` (a UUID, or None for no token); returns the JSON body.
+
+    ``status`` is the expected HTTP status (200 unless said otherwise).
+    """
+
+    async def execute(
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        user: uuid.UUID | None = None,
+        headers: dict[str, str] | None = None,
+        status: int = 200,
+    ) -> dict[str, Any]:
+        all_headers = dict(headers or {})
+        if user is not None:
+            all_headers["Authorization"] = f"Bearer {token_for(user)}"
+        response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=all_headers)
+        assert response.status_code == status, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    return execute
+
+
+def token_for(user: uuid.UUID, *, ttl: timedelta = timedelta(hours=1)) -> str:
+    return issue_token(TEST_JWT_SECRET, user, ttl=ttl)
+
+
+@pytest.fixture
+def alice() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+@pytest.fixture
+def bob() -> uuid.UUID:
+    return uuid.uuid4()

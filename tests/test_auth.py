@@ -1,0 +1,113 @@
+"""Every way a bearer token can be wrong, and what an anonymous request may do."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from graph.auth import issue_token
+from tests.conftest import GraphQL
+from tests.support import TEST_JWT_SECRET, only_error
+
+NOW = datetime.now(UTC)
+
+
+def claims(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "sub": str(uuid.uuid4()),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(hours=1)).timestamp()),
+    }
+    base.update(overrides)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+def signed(payload: dict[str, object], secret: str = TEST_JWT_SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+BAD_HEADERS = {
+    "scheme is not Bearer": ("Basic dXNlcjpwYXNz", "Authorization header must be 'Bearer <token>'"),
+    "Bearer without a token": ("Bearer", "Authorization header must be 'Bearer <token>'"),
+    "garbage token": ("Bearer not.a.jwt", "token is malformed"),
+    "wrong secret": (f"Bearer {signed(claims(), secret='another-secret-entirely-another-secret')}", "token signature is invalid"),
+    "expired": (f"Bearer {signed(claims(exp=int((NOW - timedelta(minutes=5)).timestamp())))}", "token has expired"),
+    "wrong audience": (f"Bearer {signed(claims(aud='anon'))}", "token audience must be 'authenticated'"),
+    "anon role": (f"Bearer {signed(claims(role='anon'))}", "token role must be 'authenticated'"),
+    "no subject": (f"Bearer {signed(claims(sub=None))}", "token has no 'sub' claim"),
+    "no expiry": (f"Bearer {signed(claims(exp=None))}", "token has no 'exp' claim"),
+    "subject not a uuid": (f"Bearer {signed(claims(sub='alice'))}", "token subject is not a user id"),
+    "alg none": (f"Bearer {jwt.encode(claims(), None, algorithm='none')}", "token is malformed"),
+    "HS512 instead of HS256": (f"Bearer {signed(claims(), algorithm='HS512')}", "token is malformed"),
+}
+
+
+@pytest.mark.parametrize("header,reason", BAD_HEADERS.values(), ids=list(BAD_HEADERS))
+async def test_a_bad_token_refuses_the_whole_request_with_401(graphql: GraphQL, header: str, reason: str) -> None:
+    # given a request whose token is wrong, even for a public field
+    # when it is sent
+    body = await graphql("{ imageModels { modelKey } }", headers={"Authorization": header}, status=401)
+
+    # then nothing runs and the error says why, with the stable code
+    assert body["data"] is None
+    error = only_error(body)
+    assert error["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert error["message"] == f"Unauthenticated: {reason}"
+
+
+async def test_401_carries_www_authenticate(client) -> None:  # type: ignore[no-untyped-def]
+    response = await client.post("/graphql", json={"query": "{ viewer { id } }"}, headers={"Authorization": "Bearer x"})
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ viewer { id } }",
+        "{ characters { edges { node { id } } } }",
+        '{ character(id: "00000000-0000-0000-0000-000000000000") { id } }',
+        'mutation { createCharacter(input: {name: "A", description: "B"}) { id } }',
+        'mutation { updateCharacter(id: "00000000-0000-0000-0000-000000000000", input: {}) { id } }',
+        'mutation { deleteCharacter(id: "00000000-0000-0000-0000-000000000000") }',
+    ],
+)
+async def test_without_a_token_user_fields_are_unauthenticated(graphql: GraphQL, query: str) -> None:
+    body = await graphql(query)
+
+    assert only_error(body)["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert list(body["data"].values()) == [None]
+
+
+async def test_without_a_token_public_fields_still_answer(graphql: GraphQL) -> None:
+    body = await graphql("{ imageModels { modelKey } viewer { id } }")
+
+    assert len(body["data"]["imageModels"]) == 2
+    assert body["data"]["viewer"] is None
+    assert only_error(body)["path"] == ["viewer"]
+
+
+async def test_a_token_within_clock_skew_leeway_is_accepted(graphql: GraphQL) -> None:
+    user = uuid.uuid4()
+    token = signed(claims(sub=str(user), exp=int((NOW - timedelta(seconds=5)).timestamp())))
+
+    body = await graphql("{ viewer { id } }", headers={"Authorization": f"Bearer {token}"})
+
+    assert body == {"data": {"viewer": {"id": str(user)}}}
+
+
+async def test_issued_tokens_have_supabase_claims() -> None:
+    user = uuid.uuid4()
+    token = issue_token(TEST_JWT_SECRET, user, ttl=timedelta(minutes=10))
+
+    decoded = jwt.decode(token, TEST_JWT_SECRET, algorithms=["HS256"], audience="authenticated")
+
+    assert decoded["sub"] == str(user)
+    assert decoded["role"] == "authenticated"
+    assert decoded["exp"] - decoded["iat"] == 600
