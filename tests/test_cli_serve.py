@@ -1,0 +1,201 @@
+"""`portraits serve` as a user runs it: a real process, embedded PostgreSQL, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import TEST_JWT_SECRET
+
+READY = "Portraits is ready."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A `python -m graph.cli serve` subprocess whose output is read line by line in a thread."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        full_env = {**os.environ, "PORTRAITS_DATA_DIR": str(data_dir), "PORT": str(self.port), "LOG_LEVEL": "info", **env}
+        for name in ("DATABASE_URL", "JWT_SECRET", "PORTRAITS_ENV"):
+            if name not in env:
+                full_env.pop(name, None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "graph.cli", "serve"],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first line holding ``text``, printed already or within ``timeout`` seconds."""
+        for line in self.output:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"never printed {text!r}; output:\n" + "\n".join(self.output))
+
+    def rest_of_output(self) -> str:
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return "\n".join(self.output)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def dev_token(self) -> str:
+        line = self.wait_for('"Authorization": "Bearer ')
+        match = re.search(r"Bearer ([\w.-]+)", line)
+        assert match is not None
+        return match[1]
+
+    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 60) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+
+
+def wait_until_gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def graphql(server: Server, token: str, query: str) -> dict:
+    response = httpx.post(f"{server.url}/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_serve_runs_stops_and_restarts_on_its_embedded_postgres(tmp_path: Path, servers: list[Server]) -> None:
+    # given a fresh folder, `serve` starts PostgreSQL, migrates, serves and prints a working token
+    first = Server(tmp_path)
+    servers.append(first)
+    first.wait_for(READY)
+    assert f"GraphiQL   {first.url}/graphql" in first.rest_of_output()
+    token = first.dev_token()
+    assert httpx.get(f"{first.url}/healthz").json() == {"status": "ok"}
+    created = graphql(first, token, 'mutation { createCharacter(input: {name: "Kept", description: "d"}) { id } }')
+    assert "errors" not in created
+    assert "GraphiQL" in httpx.get(f"{first.url}/graphql", headers={"Accept": "text/html"}).text
+
+    # when a second `serve` starts on the same folder, it refuses clearly and harms nothing
+    second = Server(tmp_path)
+    servers.append(second)
+    assert second.process.wait(60) == 1
+    assert "already running on" in second.rest_of_output()
+    assert httpx.get(f"{first.url}/healthz").status_code == 200
+
+    # when the first gets Ctrl-C, it stops cleanly, PostgreSQL included
+    pg_pid = postmaster_pid(tmp_path)
+    assert first.stop(signal.SIGINT) == 0
+    assert wait_until_gone(pg_pid)
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+
+    # then a new run reuses the data: the character is still there for the same dev user
+    third = Server(tmp_path)
+    servers.append(third)
+    third.wait_for(READY)
+    listed = graphql(third, third.dev_token(), "{ characters { edges { node { name } } } }")
+    assert listed["data"]["characters"]["edges"] == [{"node": {"name": "Kept"}}]
+
+    # when it is SIGKILLed, PostgreSQL does not outlive it, and the next run starts
+    pg_pid = postmaster_pid(tmp_path)
+    third.process.kill()
+    third.process.wait()
+    assert wait_until_gone(pg_pid), "PostgreSQL outlived its SIGKILLed owner"
+    fourth = Server(tmp_path)
+    servers.append(fourth)
+    fourth.wait_for(READY)
+    assert httpx.get(f"{fourth.url}/healthz").status_code == 200
+    assert fourth.stop(signal.SIGTERM) == 0
+    assert "embedded PostgreSQL stopped" in fourth.rest_of_output()
+
+
+def test_serve_with_database_url_starts_no_postgres(tmp_path: Path, servers: list[Server], database_url: str) -> None:
+    server = Server(tmp_path, DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
+    servers.append(server)
+    server.wait_for(READY)
+
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert "Database   DATABASE_URL" in server.rest_of_output()
+    assert not (tmp_path / "pgdata").exists()
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_production_refuses_to_start_without_a_secret(tmp_path: Path, servers: list[Server], database_url: str) -> None:
+    server = Server(tmp_path, PORTRAITS_ENV="production", DATABASE_URL=database_url)
+    servers.append(server)
+
+    assert server.process.wait(30) == 2
+    assert "PORTRAITS_ENV=production needs JWT_SECRET" in server.rest_of_output()
+    assert not (tmp_path / "jwt-secret").exists()
+
+
+def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None:
+    env = {**os.environ, "PORTRAITS_DATA_DIR": str(tmp_path), "JWT_SECRET": TEST_JWT_SECRET}
+    user = "0b1c2d3e-0000-4000-8000-000000000001"
+
+    out = subprocess.run(
+        [sys.executable, "-m", "graph.cli", "token", "--user", user, "--ttl", "60"], env=env, capture_output=True, text=True
+    )
+
+    assert out.returncode == 0, out.stderr
+    from graph.auth import verify_token
+
+    assert str(verify_token(TEST_JWT_SECRET, out.stdout.strip()).user_id) == user

@@ -1,0 +1,122 @@
+"""Relay-style pagination of characters, newest first, across pages."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.conftest import GraphQL
+from tests.support import only_error
+from tests.test_characters import create_character
+
+PAGE = """
+query($first: Int, $after: String) {
+  characters(first: $first, after: $after) {
+    edges { cursor node { id name } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}
+"""
+
+
+async def insert_characters(pool: asyncpg.Pool, user: uuid.UUID, count: int) -> list[str]:
+    """``count`` characters with distinct creation times; returns their ids newest first."""
+    rows = await pool.fetch(
+        """
+        INSERT INTO characters (user_id, name, description, created_at)
+        SELECT $1, 'C' || n, 'd', now() - make_interval(secs => n)
+        FROM generate_series(1, $2) AS n
+        RETURNING id, created_at
+        """,
+        user,
+        count,
+    )
+    return [str(row["id"]) for row in sorted(rows, key=lambda row: row["created_at"], reverse=True)]
+
+
+async def test_pages_walk_every_character_once_newest_first(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+    # given 25 characters
+    expected = await insert_characters(pool, alice, 25)
+
+    # when alice walks the list 10 at a time
+    seen: list[str] = []
+    pages = []
+    after = None
+    while True:
+        body = await graphql(PAGE, {"first": 10, "after": after}, user=alice)
+        connection = body["data"]["characters"]
+        pages.append(connection)
+        seen += [edge["node"]["id"] for edge in connection["edges"]]
+        if not connection["pageInfo"]["hasNextPage"]:
+            break
+        after = connection["pageInfo"]["endCursor"]
+
+    # then she sees them all, once, in order, in pages of 10, 10 and 5
+    assert seen == expected
+    assert [len(page["edges"]) for page in pages] == [10, 10, 5]
+    assert [page["pageInfo"]["hasPreviousPage"] for page in pages] == [False, True, True]
+    for page in pages:
+        assert page["pageInfo"]["startCursor"] == page["edges"][0]["cursor"]
+        assert page["pageInfo"]["endCursor"] == page["edges"][-1]["cursor"]
+
+
+async def test_ties_on_creation_time_are_ordered_by_id(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+    # given 7 characters created in one transaction (the same now())
+    await pool.execute(
+        "INSERT INTO characters (user_id, name, description) SELECT $1, 'C' || n, 'd' FROM generate_series(1, 7) n", alice
+    )
+    expected = [str(row["id"]) for row in await pool.fetch("SELECT id FROM characters ORDER BY id DESC")]
+
+    seen = []
+    after = None
+    for _ in range(4):
+        connection = (await graphql(PAGE, {"first": 2, "after": after}, user=alice))["data"]["characters"]
+        seen += [edge["node"]["id"] for edge in connection["edges"]]
+        after = connection["pageInfo"]["endCursor"]
+
+    assert seen == expected
+
+
+async def test_a_new_character_does_not_shift_the_next_page(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+    expected = await insert_characters(pool, alice, 6)
+    first = (await graphql(PAGE, {"first": 3}, user=alice))["data"]["characters"]
+
+    await create_character(graphql, alice, name="Newcomer")
+    second = (await graphql(PAGE, {"first": 3, "after": first["pageInfo"]["endCursor"]}, user=alice))["data"]["characters"]
+
+    assert [edge["node"]["id"] for edge in second["edges"]] == expected[3:]
+    assert second["pageInfo"]["hasNextPage"] is False
+
+
+async def test_default_page_is_20(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+    await insert_characters(pool, alice, 21)
+
+    connection = (await graphql(PAGE, user=alice))["data"]["characters"]
+
+    assert len(connection["edges"]) == 20
+    assert connection["pageInfo"]["hasNextPage"] is True
+
+
+async def test_an_empty_list_has_no_cursors(graphql: GraphQL, alice: uuid.UUID) -> None:
+    connection = (await graphql(PAGE, user=alice))["data"]["characters"]
+
+    assert connection == {
+        "edges": [],
+        "pageInfo": {"hasNextPage": False, "hasPreviousPage": False, "startCursor": None, "endCursor": None},
+    }
+
+
+@pytest.mark.parametrize("first", [0, -1, 101])
+async def test_first_out_of_bounds_is_bad_input(graphql: GraphQL, alice: uuid.UUID, first: int) -> None:
+    body = await graphql(PAGE, {"first": first}, user=alice)
+
+    assert only_error(body)["extensions"] == {"code": "BAD_USER_INPUT", "field": "first"}
+
+
+@pytest.mark.parametrize("after", ["garbage", "", "!!!", "MjAyNi0xMS0yNVQwNzo0MDoxNw", "bm90fGF8dXVpZA"])
+async def test_a_malformed_cursor_is_bad_input(graphql: GraphQL, alice: uuid.UUID, after: str) -> None:
+    body = await graphql(PAGE, {"after": after}, user=alice)
+
+    assert only_error(body)["extensions"] == {"code": "BAD_USER_INPUT", "field": "after"}
