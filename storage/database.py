@@ -26,7 +26,6 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-@translate_errors
 async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
     """Open the process's pool; fails fast with ``StorageUnavailable`` when the server is not there."""
     try:

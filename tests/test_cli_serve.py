@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from graph.auth import verify_token
 from tests.support import TEST_JWT_SECRET
 
 READY = "Portraits is ready."
@@ -196,6 +197,4 @@ def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None
     )
 
     assert out.returncode == 0, out.stderr
-    from graph.auth import verify_token
-
     assert str(verify_token(TEST_JWT_SECRET, out.stdout.strip()).user_id) == user
