@@ -5,13 +5,14 @@
   message, which names only the query, and a code for each kind.
 - the database being unreachable: SERVICE_UNAVAILABLE, a retryable answer.
 - anything else: "Internal server error." with INTERNAL_SERVER_ERROR; the log
-  keeps the exception and its traceback, the
-  client never sees a stack trace or SQL.
+  keeps the exception and its traceback, the client never sees a stack trace
+  or SQL.
 """
 
 from __future__ import annotations
 
 import logging
+
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.utils.str_converters import to_camel_case
 

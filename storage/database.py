@@ -10,10 +10,6 @@ import orjson
 
 from storage.errors import StorageUnavailable, translate_errors
 
-Pool = asyncpg.Pool
-Connection = asyncpg.Connection
-
-
 async def _init_connection(connection: asyncpg.Connection) -> None:
     """jsonb and json columns come back as Python values, and go in from them."""
     for type_name in ("jsonb", "json"):
