@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -52,13 +50,12 @@ import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
 from graph.auth import issue_token  # noqa: E402
-from storage.embedded import EmbeddedPostgres  # noqa: E402
+from storage.embedded import EmbeddedPostgres, die_with_parent  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 
 QUERY = "query { characters(first:100){edges{node{id name description}}} }"
 PAGE_SIZE = 100
 STARTUP_TIMEOUT = 60.0
-PR_SET_PDEATHSIG = 1
 
 FIRST_NAMES = [
     "Aria", "Bram", "Cassia", "Dorian", "Elowen", "Fenn", "Greta", "Hollis", "Isolde", "Jareth",
@@ -102,22 +99,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook asking Linux to SIGTERM the child if we die, even by SIGKILL, so no server is orphaned."""
-    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if libc_name is None:
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
 
 
 def description_text(rng: random.Random, length: int) -> str:
@@ -198,7 +179,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches only us; we stop the servers in order
-                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - no threads yet
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - no threads yet
             )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -302,7 +283,7 @@ def run_load(server: Server, body_file: Path, token: str, args: argparse.Namespa
     ]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=_die_with_parent(),  # noqa: PLW1509
+        start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
     )
     try:
         out, err = process.communicate(timeout=args.warmup + args.duration + 60)
