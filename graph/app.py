@@ -19,10 +19,15 @@ from strawberry.asgi import GraphQL
 from graph import json
 from graph.auth import BearerTokenBackend, unauthenticated_response, viewer_of
 from graph.context import Context
+from graph.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
 from graph.settings import Settings
 from storage.database import create_pool, ping
 from storage.errors import StorageError
+from storage.objects.catalog import CatalogedObjectStore
+from storage.objects.config import open_object_store
+from storage.objects.local import SIGN_ROUTE
+from storage.objects.signing import UrlSigner
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,8 @@ class State(TypedDict):
     """What the lifespan opens; Starlette hands a copy to every request as ``request.state``."""
 
     pool: asyncpg.Pool
+    objects: CatalogedObjectStore
+    signer: UrlSigner
 
 
 class PortraitsGraphQL(GraphQL[Context, None]):
@@ -45,6 +52,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
             pool=request.state.pool,
+            signer=request.state.signer,
             settings=self.settings,
             viewer=viewer_of(request),
         )
@@ -73,7 +81,11 @@ def create_app(settings: Settings, *, schema: PortraitsSchema = default_schema) 
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         pool = await create_pool(database_url, max_size=settings.database_pool_size)
         try:
-            yield {"pool": pool}
+            objects = CatalogedObjectStore(await open_object_store(settings.objects), pool)
+            try:
+                yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing)}
+            finally:
+                await objects.close()
         finally:
             await pool.close()
 
@@ -86,5 +98,6 @@ def create_app(settings: Settings, *, schema: PortraitsSchema = default_schema) 
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -14,6 +14,7 @@ from graph.loaders import Loaders
 from graph.settings import Settings
 from resolvers.errors import Unauthenticated
 from resolvers.viewer import Viewer
+from storage.objects.signing import UrlSigner
 
 AUTH_REQUIRED = "Authentication required: send 'Authorization: Bearer <token>'"
 
@@ -23,6 +24,7 @@ class Context:
     request: Request | WebSocket
     response: Response | WebSocket | None
     pool: asyncpg.Pool
+    signer: UrlSigner
     settings: Settings
     viewer: Viewer | None = field(default=None)
 

@@ -14,6 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.objects.config import LOCAL, S3, ObjectStoreConfig
+from storage.objects.paths import Bucket
+from storage.objects.s3 import S3Config
+from storage.objects.signing import DEFAULT_TTL_SECONDS, DEFAULT_WINDOW_RATIO, SigningPolicy
+
 DEVELOPMENT = "development"
 PRODUCTION = "production"
 
@@ -38,6 +43,8 @@ class Settings:
     log_level: str
     database_pool_size: int
     graphiql: bool
+    objects: ObjectStoreConfig
+    signing: SigningPolicy
 
     @property
     def is_production(self) -> bool:
@@ -82,6 +89,8 @@ class Settings:
             log_level=log_level,
             database_pool_size=_int_setting(env, "DATABASE_POOL_SIZE", 10, minimum=1, maximum=500),
             graphiql=_bool_setting(env, "GRAPHIQL", True),
+            objects=_object_store_config(env, data_dir=data_dir, public_url=public_url.rstrip("/"), secret=jwt_secret),
+            signing=_signing_policy(env),
         )
 
 
@@ -101,6 +110,53 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
         handle.write(secret + "\n")
     logging.getLogger(__name__).info("created a development JWT secret in %s", path)
     return secret
+
+
+def _object_store_config(env: Mapping[str, str], *, data_dir: Path, public_url: str, secret: str) -> ObjectStoreConfig:
+    """Local folder unless S3_ENDPOINT_URL (or OBJECT_STORE=s3, for AWS itself) says S3."""
+    endpoint_url = env.get("S3_ENDPOINT_URL") or None
+    backend = (env.get("OBJECT_STORE") or (S3 if endpoint_url else LOCAL)).strip().lower()
+    if backend not in (LOCAL, S3):
+        raise SettingsError(f"OBJECT_STORE must be 'local' or 's3', not {backend!r}")
+    s3 = None
+    if backend == S3:
+        access_key = env.get("AWS_ACCESS_KEY_ID") or None
+        secret_key = env.get("AWS_SECRET_ACCESS_KEY") or None
+        if (access_key is None) != (secret_key is None):
+            raise SettingsError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (to use a profile or role)")
+        path_style = env.get("S3_FORCE_PATH_STYLE")
+        s3 = S3Config(
+            endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
+            region=env.get("S3_REGION") or env.get("AWS_REGION") or "us-east-1",
+            bucket_prefix=env.get("S3_BUCKET_PREFIX", ""),
+            path_style=None if not path_style else _bool_setting(env, "S3_FORCE_PATH_STYLE", False),
+            access_key_id=access_key,
+            secret_access_key=secret_key,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+        )
+    local_root = Path(env.get("OBJECTS_DIR") or data_dir / "objects").expanduser().absolute()
+    return ObjectStoreConfig(backend=backend, local_root=local_root, public_url=public_url, signing_secret=secret, s3=s3)
+
+
+def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
+    week = 7 * 24 * 3600
+    ttls = {
+        Bucket.USER_LIBRARY: _int_setting(
+            env, "SIGNED_URL_TTL_USER_LIBRARY", DEFAULT_TTL_SECONDS[Bucket.USER_LIBRARY], minimum=1, maximum=week
+        ),
+        Bucket.WORKSPACE_TEMP: _int_setting(
+            env, "SIGNED_URL_TTL_WORKSPACE_TEMP", DEFAULT_TTL_SECONDS[Bucket.WORKSPACE_TEMP], minimum=1, maximum=week
+        ),
+    }
+    raw_ratio = env.get("SIGNED_URL_WINDOW_RATIO") or str(DEFAULT_WINDOW_RATIO)
+    try:
+        ratio = float(raw_ratio)
+    except ValueError:
+        raise SettingsError(f"SIGNED_URL_WINDOW_RATIO must be a number, not {raw_ratio!r}") from None
+    try:
+        return SigningPolicy(ttl_seconds=ttls, window_ratio=ratio)
+    except ValueError as error:
+        raise SettingsError(f"signed URL settings: {error}") from None
 
 
 def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:

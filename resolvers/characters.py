@@ -10,7 +10,8 @@ import asyncpg
 
 from resolvers.errors import BadUserInput, NotFound
 from resolvers.pagination import Page, decode_cursor, make_page, page_size
-from resolvers.validation import clean_external_url, clean_json_object, clean_tags, clean_text, parse_id
+from resolvers.images import clean_image_reference
+from resolvers.validation import clean_json_object, clean_tags, clean_text, parse_id
 from resolvers.viewer import Viewer
 from storage import characters
 from storage.characters import Character
@@ -31,7 +32,7 @@ CONTENT_RATINGS = ("sfw", "nsfw")
 NOT_FOUND_MESSAGE = "Character not found"
 
 
-def clean_character_fields(fields: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:
+def clean_character_fields(fields: Mapping[str, Any], *, partial: bool, owner_id: UUID) -> dict[str, Any]:
     """Validate client-given columns; with ``partial`` only the given ones, else name and description too."""
     cleaned: dict[str, Any] = {}
     for column in ("name", "description"):
@@ -61,7 +62,9 @@ def clean_character_fields(fields: Mapping[str, Any], *, partial: bool) -> dict[
     for column in ("image_url", "reference_image_url"):
         if column in fields:
             url = fields[column]
-            cleaned[column] = None if url is None or not url.strip() else clean_external_url(url, field=column)
+            cleaned[column] = (
+                None if url is None or not url.strip() else clean_image_reference(url, field=column, owner_id=owner_id)
+            )
     return cleaned
 
 
@@ -95,7 +98,7 @@ async def list_characters(pool: asyncpg.Pool, viewer: Viewer, *, first: int | No
 
 
 async def create_character(pool: asyncpg.Pool, viewer: Viewer, *, fields: Mapping[str, Any]) -> Character:
-    values = clean_character_fields(fields, partial=False)
+    values = clean_character_fields(fields, partial=False, owner_id=viewer.user_id)
     async with transaction(pool) as connection:
         return await characters.create(connection, user_id=viewer.user_id, values=values)
 
@@ -105,7 +108,7 @@ async def update_character(
 ) -> Character:
     """A partial update: only the given fields change; null clears an optional one."""
     key = parse_id(character_id)
-    changes = clean_character_fields(fields, partial=True)
+    changes = clean_character_fields(fields, partial=True, owner_id=viewer.user_id)
     async with transaction(pool) as connection:
         if changes:
             character = await characters.update(connection, user_id=viewer.user_id, character_id=key, changes=changes)

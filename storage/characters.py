@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.errors import translate_errors
+from storage.objects.paths import DEFAULT_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,10 @@ class Character:
     seed_locked: int | None
     created_at: datetime
     updated_at: datetime
+    # Which of image_url / reference_image_url name an object in the catalog,
+    # as "bucket/path" keys: known from the same statement, so signing a page
+    # of characters needs no further round trip.
+    stored_image_keys: frozenset[str] = frozenset()
 
     @property
     def sort_key(self) -> tuple[datetime, UUID]:
@@ -50,17 +55,27 @@ WRITABLE_COLUMNS = (
     "reference_image_url",
 )
 
-COLUMNS = """id, user_id, name, description, appearance_tags, traits, persona, gender, content_rating,
-    scene_behavior_rules, image_url, reference_image_url, seed_locked, created_at, updated_at"""
+# Both spellings of each image are probed: "bucket/path" as we write it, and a
+# bare path, which means the default bucket (storage.objects.paths).
+_STORED_IMAGE_KEYS = f"""ARRAY(
+        SELECT o.key FROM stored_objects o
+        WHERE o.key IN (c.image_url, c.reference_image_url,
+                        '{DEFAULT_BUCKET.value}/' || c.image_url, '{DEFAULT_BUCKET.value}/' || c.reference_image_url)
+    ) AS stored_image_keys"""
+
+COLUMNS = f"""c.id, c.user_id, c.name, c.description, c.appearance_tags, c.traits, c.persona, c.gender,
+    c.content_rating, c.scene_behavior_rules, c.image_url, c.reference_image_url, c.seed_locked, c.created_at,
+    c.updated_at, {_STORED_IMAGE_KEYS}"""
 
 
 def _character(row: asyncpg.Record) -> Character:
     values = dict(row)
     values["appearance_tags"] = tuple(values["appearance_tags"])
+    values["stored_image_keys"] = frozenset(values["stored_image_keys"])
     return Character(**values)
 
 
-GET = f"SELECT {COLUMNS} FROM characters WHERE id = $1 AND user_id = $2"
+GET = f"SELECT {COLUMNS} FROM characters c WHERE c.id = $1 AND c.user_id = $2"
 
 
 @translate_errors
@@ -70,7 +85,7 @@ async def get(connection: asyncpg.Connection, *, user_id: UUID, character_id: UU
     return None if row is None else _character(row)
 
 
-GET_MANY = f"SELECT {COLUMNS} FROM characters WHERE id = ANY($1::uuid[]) AND user_id = $2"
+GET_MANY = f"SELECT {COLUMNS} FROM characters c WHERE c.id = ANY($1::uuid[]) AND c.user_id = $2"
 
 
 @translate_errors
@@ -81,15 +96,15 @@ async def get_many(connection: asyncpg.Connection, *, user_id: UUID, character_i
 
 
 LIST_FIRST = f"""
-SELECT {COLUMNS} FROM characters
-WHERE user_id = $1
-ORDER BY created_at DESC, id DESC
+SELECT {COLUMNS} FROM characters c
+WHERE c.user_id = $1
+ORDER BY c.created_at DESC, c.id DESC
 LIMIT $2
 """
 LIST_AFTER = f"""
-SELECT {COLUMNS} FROM characters
-WHERE user_id = $1 AND (created_at, id) < ($3, $4)
-ORDER BY created_at DESC, id DESC
+SELECT {COLUMNS} FROM characters c
+WHERE c.user_id = $1 AND (c.created_at, c.id) < ($3, $4)
+ORDER BY c.created_at DESC, c.id DESC
 LIMIT $2
 """
 
@@ -107,7 +122,7 @@ async def list(  # noqa: A001 - the service verb, as in dispatch
 
 
 CREATE = f"""
-INSERT INTO characters (user_id, name, description, appearance_tags, traits, persona, gender, content_rating,
+INSERT INTO characters AS c (user_id, name, description, appearance_tags, traits, persona, gender, content_rating,
     scene_behavior_rules, image_url, reference_image_url)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING {COLUMNS}
@@ -137,7 +152,7 @@ async def create(connection: asyncpg.Connection, *, user_id: UUID, values: Mappi
 # One static statement for any partial update: $3 lists the columns to set,
 # the others keep their value. No SQL is assembled from input.
 UPDATE = f"""
-UPDATE characters SET
+UPDATE characters AS c SET
     name = CASE WHEN 'name' = ANY($3::text[]) THEN $4 ELSE name END,
     description = CASE WHEN 'description' = ANY($3::text[]) THEN $5 ELSE description END,
     appearance_tags = CASE WHEN 'appearance_tags' = ANY($3::text[]) THEN $6::text[] ELSE appearance_tags END,
@@ -149,7 +164,7 @@ UPDATE characters SET
                                 ELSE scene_behavior_rules END,
     image_url = CASE WHEN 'image_url' = ANY($3::text[]) THEN $12 ELSE image_url END,
     reference_image_url = CASE WHEN 'reference_image_url' = ANY($3::text[]) THEN $13 ELSE reference_image_url END
-WHERE id = $1 AND user_id = $2
+WHERE c.id = $1 AND c.user_id = $2
 RETURNING {COLUMNS}
 """
 

@@ -30,7 +30,7 @@ from storage.embedded import EmbeddedPostgres
 from storage.migrate import migrate
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
 
-DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters")
+DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters", "stored_objects")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 from storage.migrate import MigrationError, apply_migrations, load_migrations, migrate
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
 
-EXPECTED_TABLES = {"characters", "image_models", "jobs", "workspace_assets", "user_library", "schema_migrations"}
+EXPECTED_TABLES = {"characters", "image_models", "jobs", "workspace_assets", "user_library", "stored_objects", "schema_migrations"}
 
 
 @pytest.fixture

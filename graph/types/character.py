@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types import Info
 
+from graph.types.signed_url import SignedUrlType
+from resolvers.images import check_ttl, signed_image
 from storage.characters import Character
+
+TTL_DESCRIPTION = "Seconds the URL should last; at most, and by default, the bucket's TTL (user-library 24 h, workspace-temp 1 h)."
 
 
 @strawberry.enum(description="Who the character is suitable for.")
@@ -39,10 +44,35 @@ class CharacterType:
     seed_locked: int | None = strawberry.field(description="The generation seed kept for a consistent look.")
     created_at: datetime
     updated_at: datetime
+    model: strawberry.Private[Character]
+
+    @strawberry.field(description="imageUrl as a URL to show: signed for our storage, as is for an external URL; "
+                      "null when there is no image or its object is gone.")
+    def signed_image_url(
+        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+    ) -> SignedUrlType | None:
+        return self._sign(info, self.model.image_url, ttl_seconds)
+
+    @strawberry.field(description="referenceImageUrl as a URL to show, by the same rules as signedImageUrl.")
+    def signed_reference_image_url(
+        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+    ) -> SignedUrlType | None:
+        return self._sign(info, self.model.reference_image_url, ttl_seconds)
+
+    def _sign(self, info: Info, reference: str | None, ttl_seconds: int | None) -> SignedUrlType | None:
+        signed = signed_image(
+            reference,
+            owner_id=self.model.user_id,
+            stored_keys=self.model.stored_image_keys,
+            signer=info.context.signer,
+            ttl=check_ttl(ttl_seconds),
+        )
+        return SignedUrlType.from_model(signed)
 
     @classmethod
     def from_model(cls, character: Character) -> CharacterType:
         return cls(
+            model=character,
             id=strawberry.ID(str(character.id)),
             name=character.name,
             description=character.description,
@@ -72,7 +102,11 @@ class CreateCharacterInput:
     scene_behavior_rules: JSON | None = strawberry.field(
         default=None, description="A JSON object of at most 16 KiB, nested at most 10 levels."
     )
-    image_url: str | None = strawberry.field(default=None, description="An external http(s) image URL (not a signed one).")
+    image_url: str | None = strawberry.field(
+        default=None,
+        description="An external http(s) image URL (not a signed one), or a path in your own storage: "
+        "user-library/{your user id}/..., workspace-temp/{your user id}/..., or {your user id}/... (user-library).",
+    )
     reference_image_url: str | None = strawberry.field(default=None, description="Same rules as imageUrl.")
 
     def to_fields(self) -> dict[str, Any]:

@@ -1,0 +1,25 @@
+"""A URL a browser can load right now, and until when."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from storage.objects.signing import SignedUrl
+
+
+@strawberry.type(
+    name="SignedUrl",
+    description="A URL to show an image with. Signed URLs of one object are identical within a cache window, "
+    "so browsers and CDNs can cache the image.",
+)
+class SignedUrlType:
+    url: str
+    expires_at: datetime | None = strawberry.field(
+        description="When a signed URL stops working; null for an external URL passed through unsigned."
+    )
+
+    @classmethod
+    def from_model(cls, signed: SignedUrl | None) -> SignedUrlType | None:
+        return None if signed is None else cls(url=signed.url, expires_at=signed.expires_at)
