@@ -22,7 +22,7 @@ from graph.context import Context
 from graph.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
 from graph.settings import Settings
-from storage.database import create_pool, ping
+from storage.database import QueryLogger, create_pool, ping
 from storage.errors import StorageError
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
@@ -71,7 +71,9 @@ async def healthz(request: Request) -> Response:
     return json.json_response({"status": "ok"})
 
 
-def create_app(settings: Settings, *, schema: PortraitsSchema = default_schema) -> Starlette:
+def create_app(
+    settings: Settings, *, schema: PortraitsSchema = default_schema, query_logger: QueryLogger | None = None
+) -> Starlette:
     """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one)."""
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
@@ -79,7 +81,7 @@ def create_app(settings: Settings, *, schema: PortraitsSchema = default_schema) 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        pool = await create_pool(database_url, max_size=settings.database_pool_size)
+        pool = await create_pool(database_url, max_size=settings.database_pool_size, query_logger=query_logger)
         try:
             objects = CatalogedObjectStore(await open_object_store(settings.objects), pool)
             try:

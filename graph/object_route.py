@@ -61,8 +61,6 @@ async def serve_signed_object(request: Request) -> Response:
         store.file_path(key.bucket, key.path),
         media_type=info.content_type,
         headers=headers,
-        stat_result=None,
-        method=request.method,
     )
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import asyncpg
 import orjson
 
 from storage.errors import StorageUnavailable, translate_errors
 
-async def _init_connection(connection: asyncpg.Connection) -> None:
+QueryLogger = Callable[[asyncpg.connection.LoggedQuery], None]
+
+
+async def _init_connection(connection: asyncpg.Connection, *, query_logger: QueryLogger | None = None) -> None:
     """jsonb and json columns come back as Python values, and go in from them."""
+    if query_logger is not None:
+        connection.add_query_logger(query_logger)
     for type_name in ("jsonb", "json"):
         await connection.set_type_codec(
             type_name,
@@ -22,14 +28,19 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
-    """Open the process's pool; fails fast with ``StorageUnavailable`` when the server is not there."""
+async def create_pool(
+    dsn: str, *, max_size: int = 10, min_size: int = 1, query_logger: QueryLogger | None = None
+) -> asyncpg.Pool:
+    """Open the process's pool; fails fast with ``StorageUnavailable`` when the server is not there.
+
+    ``query_logger`` sees every statement the pool runs (tests count statements per request with it).
+    """
     try:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min(min_size, max_size),
             max_size=max_size,
-            init=_init_connection,
+            init=partial(_init_connection, query_logger=query_logger),
             timeout=10,
             command_timeout=30,
         )

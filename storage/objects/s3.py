@@ -83,17 +83,17 @@ class S3ObjectStore:
                     ),
                 )
             )
-            resolved = await session.get_credentials()
-            if resolved is None:
-                raise ObjectStoreUnavailable(
-                    "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile or role)"
-                )
-            frozen = await resolved.get_frozen_credentials() if config.access_key_id is None else None
-            credentials = (
-                Credentials(config.access_key_id, config.secret_access_key or "", config.session_token)
-                if config.access_key_id is not None
-                else Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-            )
+            resolved: Any = None
+            if config.access_key_id is not None:
+                credentials = Credentials(config.access_key_id, config.secret_access_key or "", config.session_token)
+            else:  # the default chain: environment, profile, container or instance role
+                resolved = await session.get_credentials()
+                if resolved is None:
+                    raise ObjectStoreUnavailable(
+                        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile or role)"
+                    )
+                frozen = await resolved.get_frozen_credentials()
+                credentials = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
             store = cls(
                 client,
                 Presigner(endpoint_url=endpoint_url, region=config.region, credentials=credentials, path_style=path_style),
@@ -102,7 +102,7 @@ class S3ObjectStore:
             )
             if config.create_buckets:
                 await store.create_buckets()
-            if config.access_key_id is None and hasattr(resolved, "refresh_needed"):
+            if resolved is not None and hasattr(resolved, "refresh_needed"):
                 store._refresher = asyncio.create_task(store._refresh_credentials(resolved))
             return store
         except BaseException:
@@ -149,7 +149,7 @@ class S3ObjectStore:
             raise _wrap(error, f"get {bucket.value}/{path}") from error
         async with response["Body"] as body:
             try:
-                while chunk := await body.content.read(chunk_size):
+                async for chunk in body.iter_chunks(chunk_size):
                     yield chunk
             except (ClientError, BotoCoreError, OSError) as error:
                 raise _wrap(error, f"read {bucket.value}/{path}") from error

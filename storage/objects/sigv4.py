@@ -34,6 +34,8 @@ class Presigner:
         parts = urlsplit(endpoint_url)
         self._scheme = parts.scheme
         self._host = parts.netloc
+        # Supabase's S3 endpoint lives under a path: .../storage/v1/s3
+        self._base_path = parts.path.rstrip("/")
         self._region = region
         self._path_style = path_style
         self._key_cache: tuple[str, bytes] | None = None
@@ -60,10 +62,10 @@ class Presigner:
         encoded_key = quote(key, safe="/~")
         if self._path_style:
             host = self._host
-            path = f"/{bucket}/{encoded_key}"
+            path = f"{self._base_path}/{bucket}/{encoded_key}"
         else:
             host = f"{bucket}.{self._host}"
-            path = f"/{encoded_key}"
+            path = f"{self._base_path}/{encoded_key}"
         # Already in canonical (sorted) order.
         query = (
             f"X-Amz-Algorithm={ALGORITHM}"
