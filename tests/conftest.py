@@ -26,8 +26,7 @@ from graph.app import create_app
 from graph.auth import issue_token
 from graph.settings import Settings
 from storage.database import create_pool
-from storage.objects.config import S3, ObjectStoreConfig, open_object_store
-from storage.objects.s3 import S3Config
+from storage.objects.config import open_object_store
 from storage.objects.store import ObjectStore
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import migrate
@@ -115,8 +114,7 @@ async def empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
 GraphQL = Callable[..., Awaitable[dict[str, Any]]]
 
 
-@pytest.fixture
-def graphql(client: httpx.AsyncClient, pool: asyncpg.Pool) -> GraphQL:
+def graphql_over(client: httpx.AsyncClient) -> GraphQL:
     """POST a query to /graphql as ``user`` (a UUID, or None for no token); returns the JSON body.
 
     ``status`` is the expected HTTP status (200 unless said otherwise).
@@ -139,6 +137,12 @@ def graphql(client: httpx.AsyncClient, pool: asyncpg.Pool) -> GraphQL:
         return body
 
     return execute
+
+
+@pytest.fixture
+def graphql(client: httpx.AsyncClient, pool: asyncpg.Pool) -> GraphQL:
+    """The app on the local object store, through ``graphql_over``."""
+    return graphql_over(client)
 
 
 def token_for(user: uuid.UUID, *, ttl: timedelta = timedelta(hours=1)) -> str:
@@ -169,15 +173,38 @@ def s3_endpoint() -> Iterator[str]:
         server.stop()
 
 
-def s3_config_for(endpoint: str) -> S3Config:
-    """Buckets of their own (a random prefix), so runs and stores never see each other's objects."""
-    return S3Config(
-        endpoint_url=endpoint,
-        region="us-east-1",
-        bucket_prefix=f"t{uuid.uuid4().hex[:10]}-",
-        access_key_id="testing-key",
-        secret_access_key="testing-secret",
+def s3_environ(endpoint: str) -> dict[str, str]:
+    """S3 settings with buckets of their own (a random prefix), so stores never see each other's objects."""
+    return {
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_REGION": "us-east-1",
+        "S3_BUCKET_PREFIX": f"t{uuid.uuid4().hex[:10]}-",
+        "AWS_ACCESS_KEY_ID": "testing-key",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_settings(settings: Settings, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The test settings with objects on S3 (moto) instead of the local folder."""
+    return Settings.from_environ(
+        {
+            "DATABASE_URL": settings.database_url or "",
+            "JWT_SECRET": TEST_JWT_SECRET,
+            "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data-s3")),
+            "PUBLIC_URL": "http://testserver",
+            **s3_environ(s3_endpoint),
+        }
     )
+
+
+@pytest.fixture(scope="session")
+async def s3_client(s3_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Like ``client``, for an app whose objects live on S3."""
+    async with LifespanManager(create_app(s3_settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
 
 
 @pytest.fixture(scope="session")
@@ -189,15 +216,9 @@ async def local_store(settings: Settings) -> AsyncIterator[ObjectStore]:
 
 
 @pytest.fixture(scope="session")
-async def s3_store(settings: Settings, s3_endpoint: str) -> AsyncIterator[ObjectStore]:
-    config = ObjectStoreConfig(
-        backend=S3,
-        local_root=settings.objects.local_root,
-        public_url=settings.public_url,
-        signing_secret=settings.jwt_secret,
-        s3=s3_config_for(s3_endpoint),
-    )
-    store = await open_object_store(config)
+async def s3_store(s3_settings: Settings) -> AsyncIterator[ObjectStore]:
+    """An S3 store on the same buckets as the S3-backed app."""
+    store = await open_object_store(s3_settings.objects)
     yield store
     await store.close()
 
