@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from graph.settings import Settings, SettingsError
+from storage.objects.paths import Bucket
 
 
 def test_defaults_need_no_configuration(tmp_path: Path) -> None:
@@ -58,3 +59,61 @@ def test_public_url_follows_host_and_port_unless_set(tmp_path: Path) -> None:
 
     assert wildcard.public_url == "http://127.0.0.1:9000"
     assert explicit.public_url == "https://api.example.com"
+
+
+def test_objects_default_to_a_local_folder_with_the_seed_ttls(tmp_path: Path) -> None:
+    settings = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+
+    assert settings.objects.backend == "local"
+    assert settings.objects.local_root == tmp_path / "objects"
+    assert settings.objects.s3 is None
+    assert settings.signing.ttl_seconds == {Bucket.USER_LIBRARY: 86400, Bucket.WORKSPACE_TEMP: 3600}
+    assert settings.signing.window_ratio == 0.1
+
+
+def test_an_s3_endpoint_alone_switches_to_s3(tmp_path: Path) -> None:
+    settings = Settings.from_environ(
+        {
+            "PORTRAITS_DATA_DIR": str(tmp_path),
+            "S3_ENDPOINT_URL": "http://127.0.0.1:9000/",
+            "AWS_ACCESS_KEY_ID": "minio",
+            "AWS_SECRET_ACCESS_KEY": "minio-secret",
+        }
+    )
+
+    assert settings.objects.backend == "s3"
+    assert settings.objects.s3 is not None
+    assert settings.objects.s3.endpoint_url == "http://127.0.0.1:9000"
+    assert (settings.objects.s3.region, settings.objects.s3.bucket_prefix) == ("us-east-1", "")
+    assert settings.objects.s3.path_style is None
+
+
+def test_signed_url_lifetimes_are_configurable(tmp_path: Path) -> None:
+    settings = Settings.from_environ(
+        {
+            "PORTRAITS_DATA_DIR": str(tmp_path),
+            "SIGNED_URL_TTL_USER_LIBRARY": "7200",
+            "SIGNED_URL_TTL_WORKSPACE_TEMP": "600",
+            "SIGNED_URL_WINDOW_RATIO": "0",
+        }
+    )
+
+    assert settings.signing.ttl_seconds == {Bucket.USER_LIBRARY: 7200, Bucket.WORKSPACE_TEMP: 600}
+    assert settings.signing.window_ratio == 0
+
+
+@pytest.mark.parametrize(
+    "environ,message",
+    [
+        ({"OBJECT_STORE": "ftp"}, "OBJECT_STORE must be"),
+        ({"OBJECT_STORE": "s3", "AWS_ACCESS_KEY_ID": "only-half"}, "set both AWS_ACCESS_KEY_ID"),
+        ({"SIGNED_URL_TTL_USER_LIBRARY": "0"}, "SIGNED_URL_TTL_USER_LIBRARY must be between"),
+        ({"SIGNED_URL_TTL_WORKSPACE_TEMP": "999999999"}, "SIGNED_URL_TTL_WORKSPACE_TEMP must be between"),
+        ({"SIGNED_URL_TTL_USER_LIBRARY": "604800"}, "within 7 days"),
+        ({"SIGNED_URL_WINDOW_RATIO": "lots"}, "SIGNED_URL_WINDOW_RATIO must be a number"),
+        ({"SIGNED_URL_WINDOW_RATIO": "2"}, "window ratio must be between 0 and 1"),
+    ],
+)
+def test_bad_storage_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), **environ})

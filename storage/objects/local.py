@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ from storage.objects.tokens import ObjectTokens
 
 SIGN_ROUTE = "/storage/v1/object/sign"
 _TMP = ".tmp"
+# A write in progress takes seconds at most; older temporary files were left by a crash.
+STALE_TEMPORARY_SECONDS = 3600
 
 
 class LocalObjectStore:
@@ -35,6 +38,17 @@ class LocalObjectStore:
         for bucket in Bucket:
             (root / bucket.value).mkdir(parents=True, exist_ok=True)
         (root / _TMP).mkdir(exist_ok=True)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Half-written files of a process that crashed; never visible as objects, only wasted disk."""
+        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+        for entry in os.scandir(self.root / _TMP):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
 
     def file_path(self, bucket: Bucket, path: str) -> Path:
         """Where the object lives on disk; the path is checked, so it stays inside the bucket folder."""
