@@ -119,6 +119,7 @@ def _banner(settings: Settings, database: Database) -> str:
         "Portraits is ready.",
         f"  GraphiQL   {settings.public_url}/graphql" + ("" if settings.graphiql else " (GraphiQL off)"),
         f"  Database   {database.description}",
+        f"  Objects    {_objects_description(settings)}",
     ]
     if not settings.is_production:
         user_id = _dev_user_id(settings.data_dir)
@@ -130,6 +131,14 @@ def _banner(settings: Settings, database: Database) -> str:
         ]
     lines += ["Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
+
+
+def _objects_description(settings: Settings) -> str:
+    s3 = settings.objects.s3
+    if s3 is None:
+        return f"local folder {settings.objects.local_root}"
+    where = s3.endpoint_url or f"AWS S3 ({s3.region})"
+    return f"S3 at {where}" + (f", buckets prefixed {s3.bucket_prefix!r}" if s3.bucket_prefix else "")
 
 
 def _dev_user_id(data_dir: Path) -> uuid.UUID:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from graph.auth import verify_token
+from tests.conftest import s3_environ
 from tests.support import TEST_JWT_SECRET
 
 READY = "Portraits is ready."
@@ -198,3 +199,32 @@ def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None
 
     assert out.returncode == 0, out.stderr
     assert str(verify_token(TEST_JWT_SECRET, out.stdout.strip()).user_id) == user
+
+
+def test_an_s3_endpoint_switches_serve_to_s3(
+    tmp_path: Path, servers: list[Server], database_url: str, s3_endpoint: str
+) -> None:
+    # given: nothing but the S3 variables (and the test database) set
+    environ = s3_environ(s3_endpoint)
+    server = Server(tmp_path, DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET, **environ)
+    servers.append(server)
+    server.wait_for(READY)
+    # then: the server says so, made its buckets, and keeps no objects on disk
+    assert f"Objects    S3 at {s3_endpoint}" in server.rest_of_output()
+    buckets = httpx.get(f"{s3_endpoint}/").text
+    assert f"{environ['S3_BUCKET_PREFIX']}user-library" in buckets
+    assert f"{environ['S3_BUCKET_PREFIX']}workspace-temp" in buckets
+    assert not (tmp_path / "objects").exists()
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_an_unreachable_s3_endpoint_stops_serve_with_a_clear_error(
+    tmp_path: Path, servers: list[Server], database_url: str
+) -> None:
+    environ = {**s3_environ(f"http://127.0.0.1:{free_port()}"), "DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET}
+    server = Server(tmp_path, **environ)
+    servers.append(server)
+
+    # 3 is uvicorn's "startup failed"; the embedded-less server has nothing else to stop.
+    assert server.process.wait(60) == 3
+    assert "S3 unreachable during create buckets" in server.rest_of_output()
