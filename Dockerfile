@@ -1,6 +1,8 @@
 # A slim image that runs `portraits serve` against DATABASE_URL (no embedded PostgreSQL inside).
 #   docker build -t portraits .
 #   docker run -p 8000:8000 -e DATABASE_URL=postgresql://... -e JWT_SECRET=... portraits
+# Objects go to S3 when S3_ENDPOINT_URL (or OBJECT_STORE=s3) is set; otherwise to
+# /app/data/objects, which then needs a volume to outlive the container.
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -6,17 +6,25 @@ the same size, and the same JSON shape encoded with orjson, so the gap between
 the two servers is what the GraphQL layer (parsing, validation, resolvers,
 Strawberry's response building) costs.
 
+With BENCH_SIGNED=1 each node also carries ``signedImageUrl {url expiresAt}``,
+checked against the ``stored_objects`` catalog in the same statement and
+signed by the project's own UrlSigner, as ``resolvers.images.signed_image``
+does, so the URLs are byte-identical to the real server's.
+
 Configured by environment, because uvicorn imports it by name:
 BENCH_DSN (required), BENCH_JWT_SECRET (required), BENCH_POOL_SIZE (default 10,
-the real server's DATABASE_POOL_SIZE default). Run with
-``python -m uvicorn bench.baseline_app:app`` from the repository root.
+the real server's DATABASE_POOL_SIZE default), BENCH_SIGNED ("1" to sign, default
+off) and BENCH_PUBLIC_URL (the real server's PUBLIC_URL; needed when signing).
+Run with ``python -m uvicorn bench.baseline_app:app`` from the repository root.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, TypedDict
 from uuid import UUID
 
@@ -28,7 +36,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from storage.objects.local import LocalObjectStore
+from storage.objects.paths import DEFAULT_BUCKET, ExternalUrl, InvalidObjectPath, parse_image_reference
+from storage.objects.signing import DEFAULT_TTL_SECONDS, SigningPolicy, UrlSigner
+from storage.objects.tokens import ObjectTokens, derive_key
+
 LIST_SQL = "SELECT id, name, description FROM characters WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100"
+# The real server's catalog probe for image_url (storage.characters), in the same statement.
+SIGNED_LIST_SQL = f"""SELECT c.id, c.name, c.description, c.image_url,
+    ARRAY(SELECT o.key FROM stored_objects o WHERE o.key IN (c.image_url, '{DEFAULT_BUCKET.value}/' || c.image_url))
+        AS stored_keys
+FROM characters c WHERE c.user_id = $1 ORDER BY c.created_at DESC, c.id DESC LIMIT 100"""
 ALGORITHM = "HS256"
 AUDIENCE = "authenticated"
 JSON = "application/json"
@@ -39,6 +57,26 @@ class State(TypedDict):
 
     pool: asyncpg.Pool
     secret: str
+    signer: UrlSigner | None  # None: plain mode, no signedImageUrl
+
+
+def _signed_image_url(
+    reference: str | None, user_id: UUID, stored_keys: Sequence[str], signer: UrlSigner
+) -> dict[str, str | None] | None:
+    """``signedImageUrl`` as the real server answers it: the rules of ``resolvers.images.signed_image``."""
+    try:
+        target = parse_image_reference(reference)
+    except InvalidObjectPath:
+        return None
+    if target is None:
+        return None
+    if isinstance(target, ExternalUrl):
+        return {"url": target.url, "expiresAt": None}
+    if not target.is_owned_by(user_id) or target.key not in stored_keys:
+        return None
+    signed = signer.sign(target)
+    # Strawberry's DateTime scalar serializes with isoformat(); do the same so the JSON is identical.
+    return {"url": signed.url, "expiresAt": None if signed.expires_at is None else signed.expires_at.isoformat()}
 
 
 def _unauthenticated(message: str) -> Response:
@@ -67,8 +105,23 @@ async def list_characters(request: Request) -> Response:
     payload: Any = orjson.loads(await request.body())
     if not isinstance(payload, dict) or "query" not in payload:
         return Response(b'{"errors":[{"message":"no query"}]}', status_code=400, media_type=JSON)
-    rows = await request.state.pool.fetch(LIST_SQL, user_id)
-    edges = [{"node": {"id": str(row["id"]), "name": row["name"], "description": row["description"]}} for row in rows]
+    signer: UrlSigner | None = request.state.signer
+    if signer is None:
+        rows = await request.state.pool.fetch(LIST_SQL, user_id)
+        edges = [{"node": {"id": str(row["id"]), "name": row["name"], "description": row["description"]}} for row in rows]
+    else:
+        rows = await request.state.pool.fetch(SIGNED_LIST_SQL, user_id)
+        edges = [
+            {
+                "node": {
+                    "id": str(row["id"]),
+                    "name": row["name"],
+                    "description": row["description"],
+                    "signedImageUrl": _signed_image_url(row["image_url"], user_id, row["stored_keys"], signer),
+                }
+            }
+            for row in rows
+        ]
     return Response(orjson.dumps({"data": {"characters": {"edges": edges}}}), media_type=JSON)
 
 
@@ -78,17 +131,31 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type=JSON)
 
 
+def _signer(secret: str, objects_dir: Path) -> UrlSigner:
+    """The real server's local-store signer: same public URL, same derived key, default TTLs and window."""
+    tokens = ObjectTokens(derive_key(secret))
+    store = LocalObjectStore(objects_dir, public_url=os.environ["BENCH_PUBLIC_URL"], tokens=tokens)
+    return UrlSigner(store, SigningPolicy(ttl_seconds=DEFAULT_TTL_SECONDS))
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[State]:
     """One pool per process, sized like the real server's (min 1, max DATABASE_POOL_SIZE's default)."""
-    pool = await asyncpg.create_pool(
-        os.environ["BENCH_DSN"], min_size=1, max_size=int(os.environ.get("BENCH_POOL_SIZE", "10"))
-    )
-    assert pool is not None
-    try:
-        yield {"pool": pool, "secret": os.environ["BENCH_JWT_SECRET"]}
-    finally:
-        await pool.close()
+    secret = os.environ["BENCH_JWT_SECRET"]
+    with ExitStack() as stack:
+        signer = None
+        if os.environ.get("BENCH_SIGNED") == "1":
+            # Signing only reads the catalog; the store wants a root folder all the same.
+            objects_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="portraits-bench-objects-"))
+            signer = _signer(secret, Path(objects_dir))
+        pool = await asyncpg.create_pool(
+            os.environ["BENCH_DSN"], min_size=1, max_size=int(os.environ.get("BENCH_POOL_SIZE", "10"))
+        )
+        assert pool is not None
+        try:
+            yield {"pool": pool, "secret": secret, "signer": signer}
+        finally:
+            await pool.close()
 
 
 app = Starlette(
