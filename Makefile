@@ -30,8 +30,11 @@ test: $(VENV)/.installed-dev
 schema: $(VENV)/.installed
 	$(BIN)/strawberry export-schema graph.schema:schema --output schema.graphql
 
+# Prints figures (not a test): URL signing costs, then the list query plain and with signedImageUrl.
 bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
+	$(BIN)/python bench/list_characters.py --signed
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -146,7 +146,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[State]:
         signer = None
         if os.environ.get("BENCH_SIGNED") == "1":
             # Signing only reads the catalog; the store wants a root folder all the same.
-            objects_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="portraits-bench-objects-"))
+            objects_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="portraits-bench-baseline-objects-"))
             signer = _signer(secret, Path(objects_dir))
         pool = await asyncpg.create_pool(
             os.environ["BENCH_DSN"], min_size=1, max_size=int(os.environ.get("BENCH_POOL_SIZE", "10"))

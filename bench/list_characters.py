@@ -13,7 +13,12 @@ and drives each in turn from a separate, cheap load-generator process
 seconds after a warm-up. The ratio baseline/graphql is the price of the
 GraphQL layer on this machine.
 
-    python bench/list_characters.py [--duration 10] [--concurrency 16] [--rows 1000]
+With --signed every character gets an image in the ``stored_objects`` catalog
+(no file: signing only checks the catalog) and both servers also answer
+``signedImageUrl {url expiresAt}``, signed with the same PUBLIC_URL and secret,
+so the answers stay identical and the figures include the cost of signing.
+
+    python bench/list_characters.py [--duration 10] [--concurrency 16] [--rows 1000] [--signed]
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ from storage.embedded import EmbeddedPostgres, die_with_parent  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 
 QUERY = "query { characters(first:100){edges{node{id name description}}} }"
+SIGNED_QUERY = "query { characters(first:100){edges{node{id name description signedImageUrl{url expiresAt}}}} }"
+# Both servers sign against this, so their URLs are byte-identical; nothing ever fetches it.
+PUBLIC_URL = "http://bench.invalid"
 PAGE_SIZE = 100
 STARTUP_TIMEOUT = 60.0
 
@@ -112,8 +120,16 @@ def description_text(rng: random.Random, length: int) -> str:
     return (" ".join(words)[:length].rstrip() + ".").capitalize()
 
 
-async def seed(dsn: str, user_id: uuid.UUID, rows: int) -> None:
-    """``rows`` characters for one user, a second apart, so newest-first order is stable."""
+def image_key(user_id: uuid.UUID, n: int) -> str:
+    """The ``image_url`` of the n-th seeded character, a user-library key under its owner's folder."""
+    return f"user-library/{user_id}/{n}.png"
+
+
+async def seed(dsn: str, user_id: uuid.UUID, rows: int, *, signed: bool = False) -> None:
+    """``rows`` characters for one user, a second apart, so newest-first order is stable.
+
+    With ``signed`` each also gets an ``image_url`` catalogued in ``stored_objects``, so it is signed.
+    """
     rng = random.Random(42)
     now = datetime.now(UTC)
     records = [
@@ -122,25 +138,37 @@ async def seed(dsn: str, user_id: uuid.UUID, rows: int) -> None:
             f"{rng.choice(FIRST_NAMES)} {rng.choice(EPITHETS)}"[:100],
             description_text(rng, rng.randint(160, 240)),
             now - timedelta(seconds=i),
+            image_key(user_id, i) if signed else None,
         )
         for i in range(rows)
     ]
     connection = await asyncpg.connect(dsn, timeout=10)
     try:
-        await connection.executemany(
-            "INSERT INTO characters (user_id, name, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-            records,
-        )
+        async with connection.transaction():  # all or nothing: a failed seed leaves nothing to unseed
+            await connection.executemany(
+                "INSERT INTO characters (user_id, name, description, created_at, updated_at, image_url)"
+                " VALUES ($1, $2, $3, $4, $4, $5)",
+                records,
+            )
+            if signed:
+                await connection.executemany(
+                    "INSERT INTO stored_objects (key, size_bytes, content_type, etag)"
+                    " VALUES ($1, 1000, 'image/png', '\"x\"')",
+                    [(image_key(user_id, i),) for i in range(rows)],
+                )
+        if signed:
+            await connection.execute("ANALYZE stored_objects")
         await connection.execute("ANALYZE characters")
     finally:
         await connection.close()
 
 
 async def unseed(dsn: str, user_id: uuid.UUID) -> None:
-    """Remove the benchmark user's rows from a database we do not own (DATABASE_URL)."""
+    """Remove the benchmark user's rows (and catalogued images) from a database we do not own (DATABASE_URL)."""
     connection = await asyncpg.connect(dsn, timeout=10)
     try:
         await connection.execute("DELETE FROM characters WHERE user_id = $1", user_id)
+        await connection.execute("DELETE FROM stored_objects WHERE key LIKE $1", f"user-library/{user_id}/%")
     finally:
         await connection.close()
 
@@ -225,11 +253,12 @@ def start_graphql(port: int, dsn: str, secret: str, workdir: Path) -> Server:
         "HOST": "127.0.0.1",
         "LOG_LEVEL": "warning",
         "PORTRAITS_DATA_DIR": str(workdir / "portraits-data"),
+        "PUBLIC_URL": PUBLIC_URL,  # what signed URLs start with; the baseline gets the same
     }
     return Server("graphql", [sys.executable, "-m", "graph.cli", "serve"], env, port, workdir / "graphql.log")
 
 
-def start_baseline(port: int, dsn: str, secret: str, workdir: Path) -> Server:
+def start_baseline(port: int, dsn: str, secret: str, workdir: Path, *, signed: bool = False) -> Server:
     """The hand-written endpoint under the same uvicorn settings (auto loop and http: uvloop and httptools)."""
     args = [
         sys.executable, "-m", "uvicorn", "bench.baseline_app:app",
@@ -237,7 +266,12 @@ def start_baseline(port: int, dsn: str, secret: str, workdir: Path) -> Server:
         "--loop", "auto", "--http", "auto", "--lifespan", "on",
         "--log-level", "warning", "--no-server-header",
     ]
-    env = {"BENCH_DSN": dsn, "BENCH_JWT_SECRET": secret}
+    env = {
+        "BENCH_DSN": dsn,
+        "BENCH_JWT_SECRET": secret,
+        "BENCH_PUBLIC_URL": PUBLIC_URL,
+        "BENCH_SIGNED": "1" if signed else "0",
+    }
     return Server("baseline", args, env, port, workdir / "baseline.log")
 
 
@@ -270,6 +304,14 @@ def check_same_answer(graphql: Any, baseline: Any, expected: int) -> None:
             raise SystemExit(f"{name}: expected {expected} edges, got {str(payload)[:300]}")
     if graphql != baseline:
         raise SystemExit("graphql and baseline answers differ; the baseline no longer does the same work")
+
+
+def check_all_signed(payload: Any) -> None:
+    """With --signed every node must carry a URL, or equal answers could both be nulls and measure no signing."""
+    for edge in payload["data"]["characters"]["edges"]:
+        signed = edge["node"].get("signedImageUrl")
+        if not signed or not signed.get("url", "").startswith(PUBLIC_URL) or not signed.get("expiresAt"):
+            raise SystemExit(f"graphql: a node has no signed image URL: {str(edge)[:300]}")
 
 
 def run_load(server: Server, body_file: Path, token: str, args: argparse.Namespace, expected: int) -> Figures:
@@ -345,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before that (2)")
     parser.add_argument("--concurrency", type=_positive(int), default=16, help="keep-alive connections (16)")
     parser.add_argument("--rows", type=_positive(int), default=1000, help="characters seeded for the user (1000)")
+    parser.add_argument(
+        "--signed", action="store_true", help="give every character a stored image and also ask for signedImageUrl"
+    )
     return parser
 
 
@@ -359,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
     print(f"CPUs: {cpus} (usable by this process: {usable}); Python {platform.python_version()} on {platform.machine()}")
-    print(f"rows={args.rows} concurrency={args.concurrency} warmup={args.warmup:g}s duration={args.duration:g}s")
+    mode = "signed" if args.signed else "plain"
+    print(
+        f"mode={mode} rows={args.rows} concurrency={args.concurrency} "
+        f"warmup={args.warmup:g}s duration={args.duration:g}s"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="portraits-bench-"))
     servers: list[Server] = []
     user_id = uuid.uuid4()
@@ -368,24 +417,28 @@ def main(argv: list[str] | None = None) -> int:
         with database(workdir) as (dsn, description):
             try:
                 asyncio.run(migrate(dsn))
-                asyncio.run(seed(dsn, user_id, args.rows))
+                asyncio.run(seed(dsn, user_id, args.rows, signed=args.signed))
                 seeded_dsn = dsn
-                print(f"database: {description}; seeded {args.rows} characters for user {user_id}")
+                images = " with catalogued images" if args.signed else ""
+                print(f"database: {description}; seeded {args.rows} characters{images} for user {user_id}")
 
                 secret = secrets.token_urlsafe(30)  # 40 characters, like a Supabase JWT secret
                 token = issue_token(secret, user_id, ttl=timedelta(hours=1))
-                body = orjson.dumps({"query": QUERY})
+                body = orjson.dumps({"query": SIGNED_QUERY if args.signed else QUERY})
                 body_file = workdir / "body.json"
                 body_file.write_bytes(body)
                 expected = min(args.rows, PAGE_SIZE)
 
                 graphql = start_graphql(free_port(), dsn, secret, workdir)
                 servers.append(graphql)
-                baseline = start_baseline(free_port(), dsn, secret, workdir)
+                baseline = start_baseline(free_port(), dsn, secret, workdir, signed=args.signed)
                 servers.append(baseline)
                 for server in servers:
                     server.wait_healthy()
-                check_same_answer(fetch_page(graphql.port, body, token), fetch_page(baseline.port, body, token), expected)
+                graphql_page = fetch_page(graphql.port, body, token)
+                check_same_answer(graphql_page, fetch_page(baseline.port, body, token), expected)
+                if args.signed:
+                    check_all_signed(graphql_page)
                 print("both servers answer 200 with the same", expected, "edges; measuring...")
 
                 results = []

@@ -52,7 +52,11 @@ def page_keys(owner: uuid.UUID, page: int) -> list[ObjectKey]:
 
 
 def bench_local(rounds: int) -> None:
-    root = Path(tempfile.mkdtemp(prefix="portraits-bench-objects-"))
+    with tempfile.TemporaryDirectory(prefix="portraits-bench-sign-") as root:
+        measure_local(Path(root), rounds)
+
+
+def measure_local(root: Path, rounds: int) -> None:
     store = LocalObjectStore(root, public_url="https://api.example.com", tokens=ObjectTokens(derive_key("s" * 40)))
     policy = SigningPolicy(ttl_seconds=DEFAULT_TTL_SECONDS)
     owner = uuid.uuid4()
