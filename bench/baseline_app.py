@@ -131,6 +131,10 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type=JSON)
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release reset query; this app leaves no session state behind."""
+
+
 def _signer(secret: str, objects_dir: Path) -> UrlSigner:
     """The real server's local-store signer: same public URL, same derived key, default TTLs and window."""
     tokens = ObjectTokens(derive_key(secret))
@@ -148,8 +152,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[State]:
             # Signing only reads the catalog; the store wants a root folder all the same.
             objects_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="portraits-bench-baseline-objects-"))
             signer = _signer(secret, Path(objects_dir))
+        # No reset statement on release, as the real server's pool (storage.database), so neither pays
+        # a round trip the other does not.
         pool = await asyncpg.create_pool(
-            os.environ["BENCH_DSN"], min_size=1, max_size=int(os.environ.get("BENCH_POOL_SIZE", "10"))
+            os.environ["BENCH_DSN"],
+            min_size=1,
+            max_size=int(os.environ.get("BENCH_POOL_SIZE", "10")),
+            reset=_keep_session,
         )
         assert pool is not None
         try:
