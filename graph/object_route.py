@@ -44,7 +44,7 @@ async def serve_signed_object(request: Request) -> Response:
     except InvalidToken as error:
         return _error(400, error.error, str(error))
     try:
-        info = store.info(key.bucket, key.path)
+        stat_result, info = store.stat(key.bucket, key.path)
     except ObjectNotFound:
         return _error(404, "NoSuchKey", "Object not found")
     except ObjectStoreUnavailable:
@@ -61,6 +61,7 @@ async def serve_signed_object(request: Request) -> Response:
         store.file_path(key.bucket, key.path),
         media_type=info.content_type,
         headers=headers,
+        stat_result=stat_result,  # stat once per request, not again in Starlette
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import stat as stat_module
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -56,16 +57,20 @@ class LocalObjectStore:
 
     def info(self, bucket: Bucket, path: str) -> ObjectInfo:
         """Metadata from one ``stat``; ObjectNotFound when missing. Sync: it never blocks for long."""
+        return self.stat(bucket, path)[1]
+
+    def stat(self, bucket: Bucket, path: str) -> tuple[os.stat_result, ObjectInfo]:
+        """The file's one ``stat`` and the metadata made from it, for a server that sends the file itself."""
         file = self.file_path(bucket, path)
         try:
-            stat = file.stat()
+            result = file.stat()
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"{bucket.value}/{path}") from None
         except OSError as error:
             raise ObjectStoreUnavailable(str(error)) from error
-        if not file.is_file():
+        if not stat_module.S_ISREG(result.st_mode):
             raise ObjectNotFound(f"{bucket.value}/{path}")
-        return _info(bucket, path, stat)
+        return result, _info(bucket, path, result)
 
     async def put(self, bucket: Bucket, path: str, data: bytes) -> ObjectInfo:
         target = self.file_path(bucket, path)
@@ -158,9 +163,7 @@ class LocalObjectStore:
         file = self.file_path(bucket, path)
         try:
             file.unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except IsADirectoryError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as error:
             raise ObjectStoreUnavailable(str(error)) from error
