@@ -8,8 +8,8 @@ Strawberry's response building) costs.
 
 With BENCH_SIGNED=1 each node also carries ``signedImageUrl {url expiresAt}``,
 checked against the ``stored_objects`` catalog in the same statement and
-signed by the project's own UrlSigner, as ``resolvers.images.signed_image``
-does, so the URLs are byte-identical to the real server's.
+signed through the project's own ``resolvers.images.signed_image`` and
+UrlSigner, so the URLs are byte-identical to the real server's.
 
 Configured by environment, because uvicorn imports it by name:
 BENCH_DSN (required), BENCH_JWT_SECRET (required), BENCH_POOL_SIZE (default 10,
@@ -36,8 +36,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from resolvers.images import signed_image
 from storage.objects.local import LocalObjectStore
-from storage.objects.paths import DEFAULT_BUCKET, ExternalUrl, InvalidObjectPath, parse_image_reference
+from storage.objects.paths import DEFAULT_BUCKET
 from storage.objects.signing import DEFAULT_TTL_SECONDS, SigningPolicy, UrlSigner
 from storage.objects.tokens import ObjectTokens, derive_key
 
@@ -63,18 +64,10 @@ class State(TypedDict):
 def _signed_image_url(
     reference: str | None, user_id: UUID, stored_keys: Sequence[str], signer: UrlSigner
 ) -> dict[str, str | None] | None:
-    """``signedImageUrl`` as the real server answers it: the rules of ``resolvers.images.signed_image``."""
-    try:
-        target = parse_image_reference(reference)
-    except InvalidObjectPath:
+    """``signedImageUrl`` as the real server answers it, by the same rules (``resolvers.images.signed_image``)."""
+    signed = signed_image(reference, owner_id=user_id, stored_keys=stored_keys, signer=signer)
+    if signed is None:
         return None
-    if target is None:
-        return None
-    if isinstance(target, ExternalUrl):
-        return {"url": target.url, "expiresAt": None}
-    if not target.is_owned_by(user_id) or target.key not in stored_keys:
-        return None
-    signed = signer.sign(target)
     # Strawberry's DateTime scalar serializes with isoformat(); do the same so the JSON is identical.
     return {"url": signed.url, "expiresAt": None if signed.expires_at is None else signed.expires_at.isoformat()}
 

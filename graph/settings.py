@@ -17,6 +17,7 @@ from pathlib import Path
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
+from storage.objects.sigv4 import MAX_EXPIRES_SECONDS
 from storage.objects.signing import DEFAULT_TTL_SECONDS, DEFAULT_WINDOW_RATIO, SigningPolicy
 
 DEVELOPMENT = "development"
@@ -139,7 +140,7 @@ def _object_store_config(env: Mapping[str, str], *, data_dir: Path, public_url: 
 
 
 def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
-    week = 7 * 24 * 3600
+    week = MAX_EXPIRES_SECONDS  # SigningPolicy checks TTL plus window against it too
     ttls = {
         Bucket.USER_LIBRARY: _int_setting(
             env, "SIGNED_URL_TTL_USER_LIBRARY", DEFAULT_TTL_SECONDS[Bucket.USER_LIBRARY], minimum=1, maximum=week
