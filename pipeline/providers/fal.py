@@ -1,0 +1,339 @@
+"""fal.ai over its queue API: submit once (that is what costs money), then poll.
+
+Request-scoped URLs name the app, not the endpoint: the status of a request
+to ``fal-ai/bytedance/seedream/v4/text-to-image`` lives at
+``fal-ai/bytedance/requests/{id}/status``, as fal's own clients build it
+(fal-client's ``AppId.from_endpoint_id``, fal-js's ``parseEndpointId``). The
+URLs a submission answers with are preferred, but only when they point at
+fal (or at the configured queue), so the key never goes anywhere else.
+httpx exceptions become ``ProviderError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+from urllib.parse import quote
+
+import httpx
+
+from pipeline.providers.interface import (
+    ImageRequest,
+    ProgressReporter,
+    ProviderError,
+    ProviderProgress,
+    ProviderResult,
+)
+
+logger = logging.getLogger(__name__)
+
+COMPLETED = "COMPLETED"
+FAILED_STATUSES = frozenset({"ERROR", "FAILED", "CANCELLED", "CANCELED"})
+# App ids under these namespaces have three leading segments: workflows/{owner}/{alias}.
+APP_NAMESPACES = frozenset({"workflows", "comfy"})
+FAL_DOMAINS = ("fal.run", "fal.ai")
+# 4xx answers that mean "later", not "never".
+TRANSIENT_CODES = frozenset({408, 429})
+DETAIL_LIMIT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class FalConfig:
+    key: str = field(repr=False)
+    queue_url: str = "https://queue.fal.run"
+    poll_interval: float = 1.0
+    # Overall budget for one generate() call: submit, polls and result fetch.
+    timeout: float = 600.0
+    request_timeout: float = 30.0
+    # Consecutive transient failures tolerated while polling or fetching the result.
+    max_poll_errors: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Urls:
+    status: str
+    result: str
+    cancel: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    """One generation's time budget, shared by every call and every pause."""
+
+    seconds: float
+    end: float
+
+    @classmethod
+    def start(cls, seconds: float) -> _Deadline:
+        return cls(seconds, asyncio.get_running_loop().time() + seconds)
+
+    def remaining(self) -> float:
+        return self.end - asyncio.get_running_loop().time()
+
+    def exceeded(self, what: str) -> ProviderError:
+        return ProviderError(f"{what} timed out after {self.seconds:g} s", retryable=True)
+
+
+def app_path(model_key: str) -> str:
+    """The model id's app part (owner/alias, namespace included), which request URLs use."""
+    parts = [part for part in model_key.split("/") if part]
+    keep = 3 if parts and parts[0] in APP_NAMESPACES else 2
+    return "/".join(parts[:keep])
+
+
+class FalProvider:
+    """fal's queue API over one shared HTTP client; the key travels per request, never as a client default."""
+
+    name = "fal"
+
+    def __init__(self, config: FalConfig) -> None:
+        self._config = config
+        self._base = config.queue_url.rstrip("/")
+        self._base_url = httpx.URL(self._base)
+        self._auth = {"Authorization": f"Key {config.key}"}
+        self._client = httpx.AsyncClient(
+            timeout=config.request_timeout, headers={"Accept": "application/json"}
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def generate(
+        self, request: ImageRequest, *, reporter: ProgressReporter, request_id: str | None = None
+    ) -> ProviderResult:
+        deadline = _Deadline.start(self._config.timeout)
+        if request_id is None:
+            request_id, urls = await self._submit(request, deadline)
+            # Persisted before anything else can fail, so a retry resumes instead of paying again.
+            await reporter.submitted(request_id)
+        else:
+            urls = self._urls_for(request.model_key, request_id)
+        result_url = await self._wait(request_id, urls, reporter, deadline)
+        answer = await self._get_patiently(
+            result_url,
+            what=f"fal result fetch for request {request_id}",
+            deadline=deadline,
+            not_found=f"fal does not know request {request_id} (expired or never submitted)",
+        )
+        return _parse_result(answer, request_id)
+
+    async def cancel(self, *, model_key: str, request_id: str) -> None:
+        url = self._urls_for(model_key, request_id).cancel
+        try:
+            answer = await self._call("PUT", url, what=f"fal cancel of request {request_id}")
+        except Exception as exc:  # best effort by contract: a failed cancel must not fail the caller
+            message = exc.message if isinstance(exc, ProviderError) else type(exc).__name__
+            logger.warning("could not cancel fal request %s: %s", request_id, message)
+            return
+        logger.info("fal cancel of request %s: %s", request_id, answer.get("status"))
+
+    async def _submit(self, request: ImageRequest, deadline: _Deadline) -> tuple[str, _Urls]:
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "image_size": {"width": request.width, "height": request.height},
+            "num_images": 1,
+            "enable_safety_checker": True,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        answer = await self._call(
+            "POST",
+            f"{self._base}/{quote(request.model_key.strip('/'), safe='/')}",
+            what=f"fal submit to {request.model_key}",
+            deadline=deadline,
+            json=body,
+        )
+        request_id = answer.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise ProviderError("fal's submit answer has no request_id", retryable=False)
+        built = self._urls_for(request.model_key, request_id)
+        urls = _Urls(
+            status=self._trusted(answer.get("status_url")) or built.status,
+            result=self._trusted(answer.get("response_url")) or built.result,
+            cancel=self._trusted(answer.get("cancel_url")) or built.cancel,
+        )
+        logger.info("fal accepted request %s for %s", request_id, request.model_key)
+        return request_id, urls
+
+    async def _wait(
+        self, request_id: str, urls: _Urls, reporter: ProgressReporter, deadline: _Deadline
+    ) -> str:
+        """Poll until fal says COMPLETED; returns where to fetch the result."""
+        last: ProviderProgress | None = None
+        while True:
+            answer = await self._get_patiently(
+                urls.status,
+                what=f"fal status poll for request {request_id}",
+                deadline=deadline,
+                not_found=f"fal does not know request {request_id} (expired or never submitted)",
+            )
+            status = answer.get("status")
+            if not isinstance(status, str):
+                raise ProviderError(f"fal's status answer for request {request_id} has no status", retryable=False)
+            error = answer.get("error")
+            if status in FAILED_STATUSES or (status == COMPLETED and error):
+                raise ProviderError(
+                    f"fal request {request_id} failed ({status}): {_short(error) or 'no reason given'}",
+                    retryable=False,
+                )
+            position = answer.get("queue_position")
+            progress = ProviderProgress(status, position if _is_int(position) else None)
+            if progress != last:
+                await reporter.progress(progress)
+                last = progress
+            if status == COMPLETED:
+                return self._trusted(answer.get("response_url")) or urls.result
+            await self._pause(deadline, f"fal request {request_id}")
+
+    async def _get_patiently(self, url: str, *, what: str, deadline: _Deadline, not_found: str) -> dict[str, Any]:
+        """GET, riding out up to ``max_poll_errors`` transient failures in a row."""
+        failures = 0
+        while True:
+            try:
+                return await self._call("GET", url, what=what, deadline=deadline, not_found=not_found)
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                if deadline.remaining() <= 0:
+                    raise deadline.exceeded(what) from exc
+                failures += 1
+                if failures > self._config.max_poll_errors:
+                    raise ProviderError(f"{exc.message} ({failures} failures in a row)", retryable=True) from exc
+                logger.warning("%s (failure %d, retrying)", exc.message, failures)
+                await self._pause(deadline, what)
+
+    async def _pause(self, deadline: _Deadline, what: str) -> None:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise deadline.exceeded(what)
+        await asyncio.sleep(min(self._config.poll_interval, remaining))
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        deadline: _Deadline | None = None,
+        json: dict[str, Any] | None = None,
+        not_found: str | None = None,
+    ) -> dict[str, Any]:
+        """One HTTP call to fal: its JSON object, or a ProviderError that says whether to retry."""
+        timeout = self._config.request_timeout
+        if deadline is not None:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise deadline.exceeded(what)
+            timeout = min(timeout, remaining)
+        try:
+            response = await self._client.request(method, url, json=json, headers=self._auth, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            if deadline is not None and deadline.remaining() <= 0:
+                raise deadline.exceeded(what) from exc
+            raise ProviderError(f"{what} timed out after {timeout:g} s", retryable=True) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise ProviderError(f"{what}: unsupported URL {url!r}", retryable=False) from exc
+        except httpx.TransportError as exc:
+            raise ProviderError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise ProviderError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=False) from exc
+        if not response.is_success:
+            raise self._refusal(response, what, not_found)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ProviderError(f"{what}: the answer is not a JSON object", retryable=False)
+        return answer
+
+    def _refusal(self, response: httpx.Response, what: str, not_found: str | None) -> ProviderError:
+        code = response.status_code
+        if code == 404 and not_found:
+            message = f"{not_found} (404)"
+        elif code in (401, 403):
+            message = f"{what}: fal refused the API key ({code})"
+        else:
+            message = f"{what}: fal answered {code}"
+        detail = _detail(response)
+        if detail:
+            message = f"{message}: {detail}".replace(self._config.key, "***")
+        return ProviderError(message, retryable=code >= 500 or code in TRANSIENT_CODES)
+
+    def _urls_for(self, model_key: str, request_id: str) -> _Urls:
+        request_url = f"{self._base}/{quote(app_path(model_key), safe='/')}/requests/{quote(request_id, safe='')}"
+        return _Urls(status=f"{request_url}/status", result=request_url, cancel=f"{request_url}/cancel")
+
+    def _trusted(self, url: object) -> str | None:
+        """A URL fal handed back, if sending our key there is safe: fal's own hosts or the configured queue."""
+        if not isinstance(url, str):
+            return None
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            return None
+        same_origin = (parsed.scheme, parsed.host, parsed.port) == (
+            self._base_url.scheme,
+            self._base_url.host,
+            self._base_url.port,
+        )
+        fal_host = parsed.scheme == "https" and any(
+            parsed.host == domain or parsed.host.endswith(f".{domain}") for domain in FAL_DOMAINS
+        )
+        return url if same_origin or fal_host else None
+
+
+def _parse_result(answer: dict[str, Any], request_id: str) -> ProviderResult:
+    failure = answer.get("detail") or answer.get("error")
+    if failure:
+        raise ProviderError(f"fal request {request_id} failed: {_short(failure)}", retryable=False)
+    images = answer.get("images")
+    if not isinstance(images, list) or not images:
+        raise ProviderError(f"fal's result for request {request_id} has no images", retryable=False)
+    first = images[0]
+    url = first.get("url") if isinstance(first, dict) else None
+    if not _is_http_url(url):
+        raise ProviderError(
+            f"fal's result for request {request_id} has no http(s) image URL: {_short(url)}", retryable=False
+        )
+    seed = answer.get("seed")
+    if not _is_int(seed):
+        raise ProviderError(f"fal's result for request {request_id} has no integer seed: {_short(seed)}", retryable=False)
+    content_type = first.get("content_type")
+    return ProviderResult(
+        seed=seed,
+        image_url=url,
+        content_type=content_type if isinstance(content_type, str) and content_type else None,
+    )
+
+
+def _is_http_url(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _detail(response: httpx.Response) -> str:
+    """fal's explanation of a refusal: its JSON ``detail`` when there is one, else the body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _short(response.text.strip())
+    if isinstance(body, dict) and body.get("detail"):
+        return _short(body["detail"])
+    return _short(body)
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else ("" if value is None else repr(value))
+    return text if len(text) <= DETAIL_LIMIT else f"{text[:DETAIL_LIMIT]}..."

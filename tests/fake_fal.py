@@ -1,0 +1,349 @@
+"""A fake fal.ai queue server for the tests: real HTTP on 127.0.0.1, scriptable per test.
+
+It speaks the part of fal's queue API the provider uses (submit, status,
+result, cancel) with fal's URL scheme (request URLs name the app only, not
+the endpoint's sub-path), serves the result image itself, counts every call
+by kind so a test can assert a request was never paid for twice, and
+misbehaves on demand through ``behave(...)``.
+
+    with FakeFal() as fake:
+        fake.behave(status_errors=2, seed=7)
+        ...  # point FalConfig(queue_url=fake.url, key=fake.key) at it
+        assert fake.calls["submit"] == 1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from types import TracebackType
+from typing import Any
+
+import pytest
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+FAKE_FAL_KEY = "fake-fal-key-6f1d0c"
+APP_NAMESPACES = ("workflows", "comfy")
+# Every result kind ``behave(result=...)`` knows.
+RESULT_KINDS = ("ok", "malformed", "no_images", "missing_url", "bad_url", "bad_seed", "error_detail", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """How the fake behaves until the next ``behave`` or ``reset``."""
+
+    # Submits answer this code (with a detail) for the next ``submit_errors`` submits (None: all of them).
+    submit_status: int = 200
+    submit_errors: int | None = None
+    # "ok", "no_request_id", "no_urls" (request_id only) or "foreign_urls" (URLs on another host).
+    submit_answer: str = "ok"
+    # The next N status polls answer 503.
+    status_errors: int = 0
+    # Status answers before the final one: IN_QUEUE at these positions, then IN_PROGRESS.
+    queue_positions: tuple[int, ...] = (3, 2, 1)
+    polls_before_done: int = 5
+    # "COMPLETED", or "ERROR" for a request that failed on fal's side.
+    final_status: str = "COMPLETED"
+    result: str = "ok"
+    seed: int = 424242
+    image_size: tuple[int, int] = (64, 64)
+    file_status: int = 200
+    # Serve the image without Content-Length, in small chunks.
+    file_streamed: bool = False
+    # Make calls of this kind ("submit", "status", "result", "cancel", "file") sleep before answering.
+    hang: str | None = None
+    hang_seconds: float = 1.0
+
+
+@dataclass(slots=True)
+class _Queued:
+    app: str
+    polls: int = 0
+
+
+class FakeFal:
+    def __init__(self, *, key: str = FAKE_FAL_KEY) -> None:
+        self.key = key
+        self._lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
+        self.reset()
+
+    # -- what tests use -------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the fake fal server is not running")
+        return self._url
+
+    def reset(self) -> None:
+        """Forget every request and count, back to the default scenario."""
+        with self._lock:
+            self.scenario = Scenario()
+            self._submit_errors_left = self.scenario.submit_errors
+            self._status_errors_left = 0
+            self.calls: Counter[str] = Counter()
+            self.paths: list[tuple[str, str]] = []
+            self.submits: list[dict[str, Any]] = []
+            self.cancelled: list[str] = []
+            self._queue: dict[str, _Queued] = {}
+
+    def behave(self, **knobs: Any) -> Scenario:
+        """Replace the scenario: the knobs given, defaults for the rest; error counters start over."""
+        scenario = Scenario(**knobs)
+        if scenario.result not in RESULT_KINDS:
+            raise ValueError(f"unknown result kind {scenario.result!r}")
+        with self._lock:
+            self.scenario = scenario
+            self._submit_errors_left = scenario.submit_errors
+            self._status_errors_left = scenario.status_errors
+        return scenario
+
+    def enqueue(self, model_key: str) -> str:
+        """A request as if an earlier attempt had submitted (and paid for) it; not counted as a submit."""
+        request_id = str(uuid.uuid4())
+        with self._lock:
+            self._queue[request_id] = _Queued(app=app_of(model_key))
+        return request_id
+
+    def file_url(self, request_id: str, *, hops: int = 0) -> str:
+        """Where the image of ``request_id`` is served, optionally behind ``hops`` redirects."""
+        return f"{self.url}/hops/{hops}/{request_id}.png" if hops else f"{self.url}/files/{request_id}.png"
+
+    def png(self) -> bytes:
+        return png_bytes(*self.scenario.image_size)
+
+    # -- lifecycle ------------------------------------------------------
+
+    def start(self) -> FakeFal:
+        config = uvicorn.Config(
+            self._app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="fake-fal", daemon=True)
+        thread.start()
+        give_up = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > give_up:
+                raise RuntimeError("the fake fal server did not start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        self._server, self._thread, self._url = server, thread, f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = self._url = None
+
+    def __enter__(self) -> FakeFal:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- the HTTP side --------------------------------------------------
+
+    def _app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/files/{name}", self._file, methods=["GET"]),
+                Route("/hops/{count:int}/{name}", self._hop, methods=["GET"]),
+                Route("/{app:path}/requests/{request_id}/status", self._status, methods=["GET"]),
+                Route("/{app:path}/requests/{request_id}/cancel", self._cancel, methods=["PUT"]),
+                Route("/{app:path}/requests/{request_id}", self._result, methods=["GET"]),
+                Route("/{model:path}", self._submit, methods=["POST"]),
+            ]
+        )
+
+    async def _enter(self, kind: str, request: Request, *, auth: bool = True) -> Scenario | Response:
+        """Count the call; a Response means "answer this and stop" (a bad key)."""
+        with self._lock:
+            self.calls[kind] += 1
+            self.paths.append((request.method, request.url.path))
+            scenario = self.scenario
+        if auth and request.headers.get("authorization") != f"Key {self.key}":
+            return JSONResponse({"detail": "Invalid or missing fal key"}, status_code=401)
+        if scenario.hang == kind:
+            await asyncio.sleep(scenario.hang_seconds)
+        return scenario
+
+    async def _submit(self, request: Request) -> Response:
+        scenario = await self._enter("submit", request)
+        if isinstance(scenario, Response):
+            return scenario
+        if scenario.submit_status != 200 and self._take_submit_error():
+            return JSONResponse({"detail": "submit refused by the fake"}, status_code=scenario.submit_status)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return JSONResponse({"detail": [{"loc": ["body", "prompt"], "msg": "field required"}]}, status_code=422)
+        request_id = str(uuid.uuid4())
+        app = app_of(request.path_params["model"])
+        with self._lock:
+            self.submits.append(body)
+            self._queue[request_id] = _Queued(app=app)
+        base = str(request.base_url).rstrip("/")
+        if scenario.submit_answer == "foreign_urls":
+            base = "https://elsewhere.invalid"
+        request_url = f"{base}/{app}/requests/{request_id}"
+        answer: dict[str, Any] = {
+            "request_id": request_id,
+            "response_url": request_url,
+            "status_url": f"{request_url}/status",
+            "cancel_url": f"{request_url}/cancel",
+            "queue_position": scenario.queue_positions[0] if scenario.queue_positions else 0,
+        }
+        if scenario.submit_answer == "no_request_id":
+            del answer["request_id"]
+        elif scenario.submit_answer == "no_urls":
+            answer = {"request_id": request_id}
+        return JSONResponse(answer)
+
+    async def _status(self, request: Request) -> Response:
+        scenario = await self._enter("status", request)
+        if isinstance(scenario, Response):
+            return scenario
+        with self._lock:
+            queued = self._find(request)
+            if queued is None:
+                return JSONResponse({"detail": "Request not found"}, status_code=404)
+            if self._status_errors_left > 0:
+                self._status_errors_left -= 1
+                return PlainTextResponse("<html>503 Service Temporarily Unavailable</html>", status_code=503)
+            answered = queued.polls
+            queued.polls += 1
+        body: dict[str, Any] = {"response_url": str(request.url.replace(query="")).removesuffix("/status")}
+        positions = scenario.queue_positions
+        if answered >= scenario.polls_before_done:
+            body["status"] = scenario.final_status
+            if scenario.final_status != "COMPLETED":
+                body["error"] = "the runner crashed (fake)"
+            return JSONResponse(body, status_code=200)
+        if answered < len(positions):
+            body.update(status="IN_QUEUE", queue_position=positions[answered])
+        else:
+            body["status"] = "IN_PROGRESS"
+        return JSONResponse(body, status_code=202)
+
+    async def _result(self, request: Request) -> Response:
+        scenario = await self._enter("result", request)
+        if isinstance(scenario, Response):
+            return scenario
+        with self._lock:
+            queued = self._find(request)
+            done = queued is not None and queued.polls > scenario.polls_before_done
+        if queued is None or scenario.result == "unknown":
+            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        if not done:
+            return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
+        width, height = scenario.image_size
+        request_id = request.path_params["request_id"]
+        image: dict[str, Any] = {
+            "url": f"{str(request.base_url).rstrip('/')}/files/{request_id}.png",
+            "content_type": "image/png",
+            "width": width,
+            "height": height,
+        }
+        body: dict[str, Any] = {"images": [image], "seed": scenario.seed}
+        match scenario.result:
+            case "malformed":
+                return PlainTextResponse("<html>not json</html>")
+            case "no_images":
+                body["images"] = []
+            case "missing_url":
+                del image["url"]
+            case "bad_url":
+                image["url"] = "file:///etc/passwd"
+            case "bad_seed":
+                body["seed"] = "lucky"
+            case "error_detail":
+                body = {"detail": "Content policy violation (fake)"}
+        return JSONResponse(body)
+
+    async def _cancel(self, request: Request) -> Response:
+        scenario = await self._enter("cancel", request)
+        if isinstance(scenario, Response):
+            return scenario
+        with self._lock:
+            if self._find(request) is None:
+                return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+            self.cancelled.append(request.path_params["request_id"])
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"})
+
+    async def _file(self, request: Request) -> Response:
+        scenario = await self._enter("file", request, auth=False)
+        if isinstance(scenario, Response):
+            return scenario
+        if scenario.file_status != 200:
+            return PlainTextResponse("no file (fake)", status_code=scenario.file_status)
+        data = png_bytes(*scenario.image_size)
+        if scenario.file_streamed:
+            return StreamingResponse(_chunks(data), media_type="image/png")
+        return Response(data, media_type="image/png")
+
+    async def _hop(self, request: Request) -> Response:
+        with self._lock:
+            self.calls["redirect"] += 1
+            self.paths.append((request.method, request.url.path))
+        count, name = request.path_params["count"], request.path_params["name"]
+        target = f"/hops/{count - 1}/{name}" if count > 1 else f"/files/{name}"
+        return RedirectResponse(target, status_code=302)
+
+    def _find(self, request: Request) -> _Queued | None:
+        """The request, if the URL names it under its app (fal's scheme), not under the full model path."""
+        queued = self._queue.get(request.path_params["request_id"])
+        return queued if queued is not None and queued.app == request.path_params["app"] else None
+
+    def _take_submit_error(self) -> bool:
+        with self._lock:
+            if self._submit_errors_left is None:
+                return True
+            if self._submit_errors_left > 0:
+                self._submit_errors_left -= 1
+                return True
+            return False
+
+
+def app_of(model_key: str) -> str:
+    """fal's app id for a model id: owner/alias (namespace included), without the endpoint's sub-path."""
+    parts = [part for part in model_key.split("/") if part]
+    return "/".join(parts[: 3 if parts and parts[0] in APP_NAMESPACES else 2])
+
+
+@lru_cache(maxsize=8)
+def png_bytes(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (180, 90, 200)).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def _chunks(data: bytes, size: int = 64) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.fixture(scope="session")
+def fake_fal_server() -> Iterator[FakeFal]:
+    """One fake fal per session; import it into a conftest (or a test module) to use it."""
+    with FakeFal() as fake:
+        yield fake
