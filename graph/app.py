@@ -22,6 +22,7 @@ from graph.context import Context
 from graph.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
 from graph.settings import Settings
+from pipeline.service import Generation
 from storage.database import QueryLogger, create_pool, ping
 from storage.errors import StorageError
 from storage.objects.catalog import CatalogedObjectStore
@@ -53,6 +54,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             response=response,
             pool=request.state.pool,
             signer=request.state.signer,
+            objects=request.state.objects,
             settings=self.settings,
             viewer=viewer_of(request),
         )
@@ -85,7 +87,17 @@ def create_app(
         try:
             objects = CatalogedObjectStore(await open_object_store(settings.objects), pool)
             try:
-                yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing)}
+                generation = None
+                if settings.generation.workers > 0:
+                    generation = await Generation.start(
+                        settings.generation, dsn=database_url, pool=pool, objects=objects,
+                        workers=settings.generation.workers,
+                    )
+                try:
+                    yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing)}
+                finally:
+                    if generation is not None:
+                        await generation.stop()
             finally:
                 await objects.close()
         finally:

@@ -30,10 +30,16 @@ class CharacterQuery:
 
 @strawberry.type
 class CharacterMutation:
-    @strawberry.mutation(description="Create a character owned by the viewer.")
+    @strawberry.mutation(
+        description="Create a character owned by the viewer; with portraitJobId it takes that draft portrait "
+        "(which is then auto-saved to the library as for any portrait)."
+    )
     async def create_character(self, info: Info[Context, None], input: CreateCharacterInput) -> CharacterType | None:  # noqa: A002
         context = info.context
-        character = await characters.create_character(context.pool, context.require_viewer(), fields=input.to_fields())
+        character = await characters.create_character(
+            context.pool, context.require_viewer(), fields=input.to_fields(),
+            portrait_job_id=None if input.portrait_job_id is None else str(input.portrait_job_id),
+        )
         return CharacterType.from_model(character)
 
     @strawberry.mutation(description="Change the given fields of one of the viewer's characters.")

@@ -14,6 +14,8 @@ from graph.loaders import Loaders
 from graph.settings import Settings
 from resolvers.errors import Unauthenticated
 from resolvers.viewer import Viewer
+from resolvers.jobs import JobPolicy
+from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.signing import UrlSigner
 
 AUTH_REQUIRED = "Authentication required: send 'Authorization: Bearer <token>'"
@@ -25,6 +27,7 @@ class Context:
     response: Response | WebSocket | None
     pool: asyncpg.Pool
     signer: UrlSigner
+    objects: CatalogedObjectStore
     settings: Settings
     viewer: Viewer | None = field(default=None)
 
@@ -32,6 +35,10 @@ class Context:
         if self.viewer is None:
             raise Unauthenticated(AUTH_REQUIRED)
         return self.viewer
+
+    @property
+    def job_policy(self) -> JobPolicy:
+        return self.settings.job_policy
 
     @cached_property
     def loaders(self) -> Loaders:

@@ -9,8 +9,13 @@ import asyncpg
 from strawberry.dataloader import DataLoader
 
 from resolvers.characters import load_characters
+from resolvers.jobs import load_jobs
+from resolvers.library import load_library_assets_by_job, load_workspace_assets_by_job
 from resolvers.viewer import Viewer
 from storage.characters import Character
+from storage.jobs import Job
+from storage.user_library import LibraryAsset
+from storage.workspace_assets import WorkspaceAsset
 
 
 class CharacterByIdLoader(DataLoader[UUID, Character | None]):
@@ -18,6 +23,24 @@ class CharacterByIdLoader(DataLoader[UUID, Character | None]):
         super().__init__(load_fn=functools.partial(load_characters, pool, viewer))
 
 
+class JobByIdLoader(DataLoader[UUID, Job | None]):
+    def __init__(self, pool: asyncpg.Pool, viewer: Viewer) -> None:
+        super().__init__(load_fn=functools.partial(load_jobs, pool, viewer))
+
+
+class WorkspaceAssetByJobIdLoader(DataLoader[UUID, WorkspaceAsset | None]):
+    def __init__(self, pool: asyncpg.Pool, viewer: Viewer) -> None:
+        super().__init__(load_fn=functools.partial(load_workspace_assets_by_job, pool, viewer))
+
+
+class LibraryAssetByJobIdLoader(DataLoader[UUID, LibraryAsset | None]):
+    def __init__(self, pool: asyncpg.Pool, viewer: Viewer) -> None:
+        super().__init__(load_fn=functools.partial(load_library_assets_by_job, pool, viewer))
+
+
 class Loaders:
     def __init__(self, pool: asyncpg.Pool, viewer: Viewer) -> None:
         self.character_by_id = CharacterByIdLoader(pool, viewer)
+        self.job_by_id = JobByIdLoader(pool, viewer)
+        self.workspace_asset_by_job_id = WorkspaceAssetByJobIdLoader(pool, viewer)
+        self.library_asset_by_job_id = LibraryAssetByJobIdLoader(pool, viewer)

@@ -26,6 +26,8 @@ from strawberry.types import ExecutionContext
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
 from graph.errors import log_and_format_errors
+from graph.jobs import JobMutation, JobQuery
+from graph.library import LibraryMutation, LibraryQuery
 from graph.viewer import ViewerQuery
 
 MAX_DEPTH = 10
@@ -40,8 +42,8 @@ LIMIT_RULES = [
     *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
 ]
 
-Query = merge_types("Query", (ViewerQuery, CharacterQuery, CatalogQuery))
-Mutation = merge_types("Mutation", (CharacterMutation,))
+Query = merge_types("Query", (ViewerQuery, CharacterQuery, JobQuery, LibraryQuery, CatalogQuery))
+Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutation))
 
 
 class PortraitsSchema(strawberry.Schema):

@@ -14,6 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.generation import PipelineConfig
+from pipeline.providers.fal import FalConfig
+from pipeline.service import GenerationSettings
+from pipeline.worker import WorkerConfig
+from resolvers.jobs import JobPolicy
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
@@ -46,6 +51,8 @@ class Settings:
     graphiql: bool
     objects: ObjectStoreConfig
     signing: SigningPolicy
+    generation: GenerationSettings
+    job_policy: JobPolicy
 
     @property
     def is_production(self) -> bool:
@@ -77,6 +84,7 @@ class Settings:
         if jwt_secret is None:
             jwt_secret = load_or_create_dev_secret(data_dir)
 
+        generation = _generation_settings(env)
         public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         public_url = env.get("PUBLIC_URL") or f"http://{public_host}:{port}"
         return cls(
@@ -92,6 +100,12 @@ class Settings:
             graphiql=_bool_setting(env, "GRAPHIQL", True),
             objects=_object_store_config(env, data_dir=data_dir, public_url=public_url.rstrip("/"), secret=jwt_secret),
             signing=_signing_policy(env),
+            generation=generation,
+            job_policy=JobPolicy(
+                max_active_per_user=_int_setting(env, "MAX_ACTIVE_JOBS_PER_USER", 10, minimum=1, maximum=10_000),
+                max_attempts=_int_setting(env, "JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=20),
+                providers=generation.provider_names,
+            ),
         )
 
 
@@ -158,6 +172,51 @@ def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
         return SigningPolicy(ttl_seconds=ttls, window_ratio=ratio)
     except ValueError as error:
         raise SettingsError(f"signed URL settings: {error}") from None
+
+
+def _generation_settings(env: Mapping[str, str]) -> GenerationSettings:
+    """Workers, providers and the pipeline's bounds; fal.ai only when FAL_KEY is set."""
+    fal_key = env.get("FAL_KEY") or None
+    fal = None
+    if fal_key is not None:
+        fal = FalConfig(
+            key=fal_key,
+            queue_url=(env.get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/"),
+            poll_interval=_float_setting(env, "FAL_POLL_SECONDS", 1.0, minimum=0.01, maximum=60),
+            timeout=_float_setting(env, "FAL_TIMEOUT_SECONDS", 600, minimum=1, maximum=24 * 3600),
+        )
+    size = _int_setting(env, "IMAGE_SIZE", 1024, minimum=64, maximum=4096)
+    return GenerationSettings(
+        workers=_int_setting(env, "WORKERS", 1, minimum=0, maximum=64),
+        worker=WorkerConfig(
+            concurrency=_int_setting(env, "WORKER_CONCURRENCY", 4, minimum=1, maximum=256),
+            lease_seconds=_float_setting(env, "JOB_LEASE_SECONDS", 30, minimum=3, maximum=3600),
+            poll_seconds=_float_setting(env, "WORKER_POLL_SECONDS", 5, minimum=0.05, maximum=300),
+            retry_base_seconds=_float_setting(env, "JOB_RETRY_BASE_SECONDS", 2, minimum=0, maximum=3600),
+            sweep_interval_seconds=_float_setting(env, "SWEEP_INTERVAL_SECONDS", 600, minimum=0, maximum=7 * 24 * 3600),
+        ),
+        pipeline=PipelineConfig(
+            image_width=size,
+            image_height=size,
+            thumbnail_max_side=_int_setting(env, "THUMBNAIL_MAX_SIDE", 256, minimum=16, maximum=2048),
+            workspace_ttl_seconds=_float_setting(env, "WORKSPACE_TTL_SECONDS", 24 * 3600, minimum=1, maximum=90 * 24 * 3600),
+        ),
+        fal=fal,
+        local_latency_seconds=_float_setting(env, "LOCAL_RENDER_LATENCY_MS", 0, minimum=0, maximum=600_000) / 1000,
+    )
+
+
+def _float_setting(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not minimum <= value <= maximum:  # NaN fails this too
+        raise SettingsError(f"{name} must be between {minimum:g} and {maximum:g}, not {raw}")
+    return value
 
 
 def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:

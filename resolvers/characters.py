@@ -13,7 +13,7 @@ from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.images import clean_image_reference
 from resolvers.validation import clean_json_object, clean_tags, clean_text, parse_id
 from resolvers.viewer import Viewer
-from storage import characters
+from storage import characters, jobs, workspace_assets
 from storage.characters import Character
 from storage.database import acquire, transaction
 
@@ -97,10 +97,54 @@ async def list_characters(pool: asyncpg.Pool, viewer: Viewer, *, first: int | No
     return make_page(rows, size=size, after=key, sort_key=lambda character: character.sort_key)
 
 
-async def create_character(pool: asyncpg.Pool, viewer: Viewer, *, fields: Mapping[str, Any]) -> Character:
+async def create_character(
+    pool: asyncpg.Pool, viewer: Viewer, *, fields: Mapping[str, Any], portrait_job_id: str | None = None
+) -> Character:
+    """Store a new character; with ``portrait_job_id``, it takes that draft portrait as its own.
+
+    The draft's portrait is then auto-saved to the library exactly as if it
+    had been generated for the character (the seed loses such portraits).
+    """
     values = clean_character_fields(fields, partial=False, owner_id=viewer.user_id)
+    job_key = None if portrait_job_id is None else parse_id(portrait_job_id, field="portrait_job_id")
+    if job_key is not None and (values.get("image_url") or values.get("reference_image_url")):
+        raise BadUserInput("give either portraitJobId or an image URL, not both", field="portrait_job_id")
     async with transaction(pool) as connection:
-        return await characters.create(connection, user_id=viewer.user_id, values=values)
+        character = await characters.create(connection, user_id=viewer.user_id, values=values)
+        if job_key is None:
+            return character
+        await attach_draft_portrait(connection, viewer, job_id=job_key, character=character)
+        refreshed = await characters.get(connection, user_id=viewer.user_id, character_id=character.id)
+    assert refreshed is not None
+    return refreshed
+
+
+async def attach_draft_portrait(connection: asyncpg.Connection, viewer: Viewer, *, job_id: UUID, character: Character) -> None:
+    """Give a just-created character the portrait of a draft job (inside the creating transaction).
+
+    Locks the job first, then share-locks its workspace image, the same order
+    as the worker, so neither the worker nor the sweeper can slip in between.
+    """
+    job = await jobs.get_for_update(connection, user_id=viewer.user_id, job_id=job_id)
+    if job is None:
+        raise NotFound("Portrait job not found", field="portrait_job_id")
+    if not job.is_draft:
+        raise BadUserInput("that job is not a draft character portrait", field="portrait_job_id")
+    if job.character_id is not None:
+        raise BadUserInput("that portrait already belongs to a character", field="portrait_job_id")
+    if job.status in (jobs.FAILED, jobs.CANCELED):
+        raise BadUserInput(f"that portrait job {job.status}; generate a new one", field="portrait_job_id")
+    asset = await workspace_assets.get_by_job_for_share(connection, user_id=viewer.user_id, job_id=job.id)
+    if asset is not None:
+        await characters.set_portrait(
+            connection, user_id=viewer.user_id, character_id=character.id,
+            image_url=asset.image_key, seed_locked=asset.generation_seed,
+        )
+    elif job.status == jobs.COMPLETED:
+        raise BadUserInput("that portrait has expired from the workspace; generate a new one", field="portrait_job_id")
+    await jobs.attach_character(
+        connection, user_id=viewer.user_id, job_id=job.id, character_id=character.id, character_name=character.name
+    )
 
 
 async def update_character(

@@ -50,3 +50,9 @@ class ServiceUnavailable(PortraitsError):
     """A dependency (the database) is down; the client may retry."""
 
     code = "SERVICE_UNAVAILABLE"
+
+
+class RateLimited(PortraitsError):
+    """Too many requests of a kind at once; the client may retry once some finish."""
+
+    code = "RATE_LIMITED"

@@ -194,3 +194,51 @@ DELETE = "DELETE FROM characters WHERE id = $1 AND user_id = $2 RETURNING id"
 async def delete(connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID) -> bool:
     """Delete one of the user's characters; False when it is not theirs or not there."""
     return await connection.fetchval(DELETE, character_id, user_id) is not None
+
+
+SET_PORTRAIT = """
+UPDATE characters SET image_url = $3, reference_image_url = $3, seed_locked = coalesce($4, seed_locked)
+WHERE id = $1 AND user_id = $2
+RETURNING id
+"""
+
+
+@translate_errors
+async def set_portrait(
+    connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID, image_url: str, seed_locked: int | None
+) -> bool:
+    """Point image and reference at a new portrait and lock its seed (seed, phase 2); False when the character is gone."""
+    return await connection.fetchval(SET_PORTRAIT, character_id, user_id, image_url, seed_locked) is not None
+
+
+# Only a reference still naming the old image moves: a user who chose another
+# image meanwhile keeps it.
+REPLACE_PORTRAIT = """
+UPDATE characters SET
+    image_url = CASE WHEN image_url = $3 THEN $4 ELSE image_url END,
+    reference_image_url = CASE WHEN reference_image_url = $3 THEN $4 ELSE reference_image_url END
+WHERE id = $1 AND user_id = $2 AND (image_url = $3 OR reference_image_url = $3)
+RETURNING id
+"""
+
+
+@translate_errors
+async def replace_portrait(
+    connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID, old_url: str, new_url: str
+) -> bool:
+    """Move the character from ``old_url`` to ``new_url`` (seed, phase 3); False when it no longer shows ``old_url``."""
+    return await connection.fetchval(REPLACE_PORTRAIT, character_id, user_id, old_url, new_url) is not None
+
+
+CLEAR_IMAGE = """
+UPDATE characters SET
+    image_url = CASE WHEN image_url = $2 THEN NULL ELSE image_url END,
+    reference_image_url = CASE WHEN reference_image_url = $2 THEN NULL ELSE reference_image_url END
+WHERE user_id = $1 AND (image_url = $2 OR reference_image_url = $2)
+"""
+
+
+@translate_errors
+async def clear_image(connection: asyncpg.Connection, *, user_id: UUID, image_url: str) -> None:
+    """Forget an image being deleted, in every character of the user showing it (they fall back to null)."""
+    await connection.execute(CLEAR_IMAGE, user_id, image_url)

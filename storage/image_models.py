@@ -32,3 +32,17 @@ ORDER BY is_default DESC, display_name
 async def list_active(connection: asyncpg.Connection) -> list[ImageModel]:
     """Active models, the default first."""
     return [ImageModel(**row) for row in await connection.fetch(LIST_ACTIVE)]
+
+
+GET_ACTIVE = """
+SELECT id, model_key, display_name, provider, is_default, is_active
+FROM image_models
+WHERE is_active AND (CASE WHEN $1::uuid IS NULL THEN is_default ELSE id = $1 END)
+"""
+
+
+@translate_errors
+async def get_active(connection: asyncpg.Connection, *, model_id: UUID | None) -> ImageModel | None:
+    """The active model with that id, or with no id the default one; None when there is no such model."""
+    row = await connection.fetchrow(GET_ACTIVE, model_id)
+    return None if row is None else ImageModel(**row)

@@ -72,6 +72,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
             "JWT_SECRET": TEST_JWT_SECRET,
             "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data")),
             "PUBLIC_URL": "http://testserver",
+            # Tests run workers of their own (tests/test_generation*.py), never in the background of others.
+            "WORKERS": "0",
         }
     )
 
@@ -193,6 +195,7 @@ def s3_settings(settings: Settings, s3_endpoint: str, tmp_path_factory: pytest.T
             "JWT_SECRET": TEST_JWT_SECRET,
             "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data-s3")),
             "PUBLIC_URL": "http://testserver",
+            "WORKERS": "0",
             **s3_environ(s3_endpoint),
         }
     )

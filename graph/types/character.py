@@ -108,6 +108,11 @@ class CreateCharacterInput:
         "user-library/{your user id}/..., workspace-temp/{your user id}/..., or {your user id}/... (user-library).",
     )
     reference_image_url: str | None = strawberry.field(default=None, description="Same rules as imageUrl.")
+    portrait_job_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A draft portrait job (generateCharacterPortrait with draft) whose portrait the character takes; "
+        "queued, running or completed, not yet used by another character.",
+    )
 
     def to_fields(self) -> dict[str, Any]:
         return _fields(self)

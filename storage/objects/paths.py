@@ -132,14 +132,23 @@ def content_type_for(path: str) -> str:
     return CONTENT_TYPES.get(extension.lower(), DEFAULT_CONTENT_TYPE) if dot else DEFAULT_CONTENT_TYPE
 
 
-def workspace_image_path(*, user_id: UUID, job_id: UUID, timestamp_ms: int) -> str:
+def extension_for(content_type: str) -> str:
+    """The file extension we store an image type under (``image/jpeg`` -> ``jpg``); png when unknown."""
+    for extension, known in CONTENT_TYPES.items():
+        if known == content_type:
+            return extension
+    return "png"
+
+
+def workspace_image_path(*, user_id: UUID, job_id: UUID, timestamp_ms: int, extension: str = "png") -> str:
     """``{user_id}/{job_id}_{timestamp}.png`` in workspace-temp (seed, phase 2)."""
-    return f"{user_id}/{job_id}_{timestamp_ms}.png"
+    return f"{user_id}/{job_id}_{timestamp_ms}.{extension}"
 
 
-def library_image_path(*, user_id: UUID, job_id: UUID, character_id: UUID) -> str:
-    """``{user_id}/{job_id}_{character_id}.png`` in user-library (seed, phase 3)."""
-    return f"{user_id}/{job_id}_{character_id}.png"
+def library_image_path(*, user_id: UUID, job_id: UUID, character_id: UUID | None, extension: str = "png") -> str:
+    """``{user_id}/{job_id}_{character_id}.png`` in user-library (seed, phase 3); ``{user_id}/{job_id}.png`` without a character."""
+    stem = f"{job_id}_{character_id}" if character_id is not None else f"{job_id}"
+    return f"{user_id}/{stem}.{extension}"
 
 
 def thumbnail_path(image_path: str) -> str:

@@ -1,0 +1,54 @@
+"""Workspace and library queries and mutations: thin wrappers over resolvers/library.py."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from graph.context import Context
+from graph.types.assets import LibraryAssetType, LibraryTab, WorkspaceAssetType
+from graph.types.pagination import Connection
+from resolvers import library
+
+
+@strawberry.type
+class LibraryQuery:
+    @strawberry.field(description="The viewer's unexpired workspace images, newest first. `first` is 1-100 (default 20).")
+    async def workspace_assets(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[WorkspaceAssetType] | None:
+        context = info.context
+        page = await library.list_workspace_assets(context.pool, context.require_viewer(), first=first, after=after)
+        return Connection.from_page(page, WorkspaceAssetType.from_model)
+
+    @strawberry.field(
+        description="The viewer's library, newest first. tab CHARACTERS keeps the seed's characters tab: a "
+        "character_portrait, a 'character' tag, or the 'character' category."
+    )
+    async def library_assets(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None, tab: LibraryTab = LibraryTab.ALL
+    ) -> Connection[LibraryAssetType] | None:
+        context = info.context
+        page = await library.list_library_assets(
+            context.pool, context.require_viewer(), first=first, after=after, characters_only=tab is LibraryTab.CHARACTERS
+        )
+        return Connection.from_page(page, LibraryAssetType.from_model)
+
+
+@strawberry.type
+class LibraryMutation:
+    @strawberry.mutation(description="Keep a workspace image in the library; saving it again returns the same asset.")
+    async def save_to_library(self, info: Info[Context, None], workspace_asset_id: strawberry.ID) -> LibraryAssetType | None:
+        context = info.context
+        asset = await library.save_to_library(
+            context.pool, context.objects, context.require_viewer(), workspace_asset_id=workspace_asset_id
+        )
+        return LibraryAssetType.from_model(asset)
+
+    @strawberry.mutation(
+        description="Delete a library image and its thumbnail; characters showing it fall back to null. Returns its id."
+    )
+    async def delete_library_asset(self, info: Info[Context, None], id: strawberry.ID) -> strawberry.ID | None:  # noqa: A002
+        context = info.context
+        deleted = await library.delete_library_asset(context.pool, context.objects, context.require_viewer(), asset_id=id)
+        return strawberry.ID(str(deleted))

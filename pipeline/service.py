@@ -1,0 +1,85 @@
+"""Generation assembled: the providers, one HTTP client, the job runner, and N workers.
+
+``serve`` starts it inside the app's lifespan (``WORKERS`` of them, 0 for
+none) and ``portraits worker`` on its own. Everything it opens it closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from functools import partial
+
+import asyncpg
+import httpx
+
+from pipeline.generation import JobRunner, PipelineConfig
+from pipeline.providers.fal import FalConfig, FalProvider
+from pipeline.providers.interface import ImageProvider
+from pipeline.providers.local import LocalProvider
+from pipeline.sweeper import sweep
+from pipeline.worker import Worker, WorkerConfig
+from storage.objects.catalog import CatalogedObjectStore
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSettings:
+    workers: int = 1
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    # None: fal models are refused (no FAL_KEY).
+    fal: FalConfig | None = None
+    local_latency_seconds: float = 0.0
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        """Providers this deployment can run; jobs for other models are refused at creation."""
+        return frozenset({"local", "fal"} if self.fal is not None else {"local"})
+
+
+def open_providers(settings: GenerationSettings) -> dict[str, ImageProvider]:
+    providers: dict[str, ImageProvider] = {"local": LocalProvider(latency_seconds=settings.local_latency_seconds)}
+    if settings.fal is not None:
+        providers["fal"] = FalProvider(settings.fal)
+    return providers
+
+
+class Generation:
+    """The running workers of one process and what they share."""
+
+    def __init__(self, workers: list[Worker], providers: dict[str, ImageProvider], http: httpx.AsyncClient) -> None:
+        self.workers = workers
+        self.providers = providers
+        self.http = http
+
+    @classmethod
+    async def start(
+        cls, settings: GenerationSettings, *, dsn: str, pool: asyncpg.Pool, objects: CatalogedObjectStore, workers: int
+    ) -> Generation:
+        http = httpx.AsyncClient(follow_redirects=False)
+        providers = open_providers(settings)
+        runner = JobRunner(pool, objects, providers, http, settings.pipeline)
+        recheck = settings.pipeline.workspace_ttl_seconds
+        started: list[Worker] = []
+        generation = cls(started, providers, http)
+        try:
+            for _ in range(workers):
+                worker = Worker(
+                    dsn=dsn, pool=pool, runner=runner, config=settings.worker,
+                    sweep=partial(sweep, pool, objects, recheck_seconds=recheck),
+                )
+                await worker.start()
+                started.append(worker)
+        except BaseException:
+            await generation.stop()
+            raise
+        return generation
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(Exception):
+                await worker.stop()
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
+        await self.http.aclose()

@@ -1,0 +1,282 @@
+"""The job-queue worker: claims jobs from the ``jobs`` table and runs them, a few at a time.
+
+- Claims use ``FOR UPDATE SKIP LOCKED``, so any number of workers (in
+  ``serve`` or ``portraits worker`` processes) share one queue and never run
+  the same job at once.
+- A claim is a lease; a live worker renews its leases every third of their
+  length. A job whose worker died is claimed again when its lease runs out.
+- Workers wake on NOTIFY and poll slowly as a fallback (and for retries whose
+  backoff has passed).
+- A failed attempt goes back to the queue with exponential backoff until
+  ``max_attempts``; then the job is ``failed`` with a readable error.
+- A canceled running job is stopped at once, and its provider request canceled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+
+from pipeline.generation import JobFailed, JobRunner, LeaseLost
+from pipeline.signals import QueueSignals
+from storage import jobs
+from storage.database import acquire
+from storage.errors import StorageError
+from storage.jobs import ClaimedJob
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    concurrency: int = 4
+    lease_seconds: float = 30.0
+    poll_seconds: float = 5.0
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    sweep_interval_seconds: float = 600.0
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(slots=True)
+class _Running:
+    claimed: ClaimedJob
+    lease_token: str
+    task: asyncio.Task[None]
+    # Why we cancelled the task ourselves: "canceled" (by the user), "lost" (lease), "shutdown".
+    stop_reason: str | None = None
+
+
+def backoff_seconds(attempt: int, *, base: float, maximum: float) -> float:
+    """base, 2 base, 4 base, ... capped, with +-20 % jitter so retries of a burst spread out."""
+    delay = min(maximum, base * 2 ** max(attempt - 1, 0))
+    return delay * random.uniform(0.8, 1.2)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        pool: asyncpg.Pool,
+        runner: JobRunner,
+        config: WorkerConfig,
+        sweep: Callable[[], Awaitable[object]] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
+        self.pool = pool
+        self.runner = runner
+        self.config = config
+        self._sweep = sweep
+        self.signals = QueueSignals(dsn, on_canceled=self._job_canceled)
+        self._running: dict[UUID, _Running] = {}
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.signals.start()
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name=f"{self.name}-claim"),
+            asyncio.create_task(self._renew_loop(), name=f"{self.name}-renew"),
+        ]
+        if self._sweep is not None and self.config.sweep_interval_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(), name=f"{self.name}-sweep"))
+        logger.info("%s started: %d job(s) at a time", self.name, self.config.concurrency)
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish for a grace period, then hand the rest back to the queue."""
+        self._stopping.set()
+        self.signals.ready.set()
+        running = [entry.task for entry in self._running.values()]
+        if running:
+            await asyncio.wait(running, timeout=self.config.shutdown_grace_seconds)
+        for entry in list(self._running.values()):
+            entry.stop_reason = "shutdown"
+            entry.task.cancel()
+        remaining = [entry.task for entry in self._running.values()]
+        if remaining:
+            await asyncio.wait(remaining, timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.signals.close()
+        logger.info("%s stopped", self.name)
+
+    @property
+    def running_jobs(self) -> set[UUID]:
+        return set(self._running)
+
+    # --- claiming ---------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        error_backoff = 0.5
+        while not self._stopping.is_set():
+            # Cleared before claiming: a notification arriving meanwhile wakes the next wait.
+            self.signals.ready.clear()
+            try:
+                while len(self._running) < self.config.concurrency and not self._stopping.is_set():
+                    if not await self._claim_one():
+                        break
+                error_backoff = 0.5
+            except StorageError as error:
+                logger.warning("%s cannot claim (%s); retrying in %.1f s", self.name, error, error_backoff)
+                await self._sleep(error_backoff)
+                error_backoff = min(error_backoff * 2, self.config.poll_seconds)
+                continue
+            if len(self._running) >= self.config.concurrency:
+                self._slot_free.clear()
+                await self._wait_for(self._slot_free, timeout=None)
+            else:
+                await self._wait_for(self.signals.ready, timeout=await self._idle_timeout())
+
+    async def _claim_one(self) -> bool:
+        lease_token = f"{self.name}/{uuid.uuid4().hex[:12]}"
+        async with acquire(self.pool) as connection:
+            claimed = await jobs.claim(connection, lease_token=lease_token, lease_seconds=self.config.lease_seconds)
+        if claimed is None:
+            return False
+        task = asyncio.create_task(self._execute(claimed, lease_token), name=f"job-{claimed.job.id}")
+        self._running[claimed.job.id] = _Running(claimed, lease_token, task)
+        task.add_done_callback(lambda _: self._finished(claimed.job.id, lease_token))
+        return True
+
+    def _finished(self, job_id: UUID, lease_token: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None and entry.lease_token == lease_token:
+            del self._running[job_id]
+        self._slot_free.set()
+
+    async def _idle_timeout(self) -> float:
+        """The poll interval, or less when a retry or an expired lease falls due sooner."""
+        try:
+            due = await jobs.next_due(self.pool)
+        except StorageError:
+            return self.config.poll_seconds
+        if due is None:
+            return self.config.poll_seconds
+        seconds = (due - datetime.now(UTC)).total_seconds()
+        return min(self.config.poll_seconds, max(seconds, 0.05))
+
+    async def _wait_for(self, event: asyncio.Event, *, timeout: float | None) -> None:
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # --- running one job ----------------------------------------------------------
+
+    async def _execute(self, claimed: ClaimedJob, lease_token: str) -> None:
+        job = claimed.job
+        try:
+            if job.attempts > job.max_attempts:
+                raise JobFailed(
+                    f"gave up after {job.max_attempts} attempts: the workers running it stopped mid-job", retryable=False
+                )
+            await self.runner.run(claimed, lease_token)
+        except asyncio.CancelledError:
+            await self._stopped(claimed, lease_token)
+        except LeaseLost as error:
+            logger.info("%s: %s", self.name, error)
+        except JobFailed as error:
+            await self._failed(claimed, lease_token, error)
+        except StorageError as error:
+            logger.warning("job %s: storage failed: %s", job.id, error)
+            await self._failed(claimed, lease_token, JobFailed(f"storage failed: {error}", retryable=True))
+        except Exception:
+            logger.exception("job %s: unexpected error", job.id)
+            await self._failed(claimed, lease_token, JobFailed("internal error while generating", retryable=True))
+
+    async def _failed(self, claimed: ClaimedJob, lease_token: str, error: JobFailed) -> None:
+        job = claimed.job
+        try:
+            if error.retryable and job.attempts < job.max_attempts:
+                delay = backoff_seconds(job.attempts, base=self.config.retry_base_seconds, maximum=self.config.retry_max_seconds)
+                logger.info("job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay)
+                await jobs.retry_later(self.pool, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay)
+            else:
+                message = error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
+                logger.info("job %s failed: %s", job.id, message)
+                await jobs.fail(self.pool, job_id=job.id, lease_token=lease_token, error=message)
+        except StorageError as storage_error:
+            # The lease runs out and another worker takes the job again.
+            logger.warning("job %s: could not record its failure (%s)", job.id, storage_error)
+
+    async def _stopped(self, claimed: ClaimedJob, lease_token: str) -> None:
+        entry = self._running.get(claimed.job.id)
+        reason = entry.stop_reason if entry is not None else "shutdown"
+        try:
+            if reason in ("canceled", "lost"):
+                await self._cancel_at_provider(claimed)
+            elif reason == "shutdown":
+                await jobs.release(self.pool, job_id=claimed.job.id, lease_token=lease_token)
+        except StorageError as error:
+            logger.warning("job %s: could not wind down after %s (%s)", claimed.job.id, reason, error)
+
+    async def _cancel_at_provider(self, claimed: ClaimedJob) -> None:
+        """A job canceled by its user stops costing money; one merely claimed by another worker is left alone."""
+        async with acquire(self.pool) as connection:
+            job = await jobs.get(connection, user_id=claimed.job.user_id, job_id=claimed.job.id)
+        if job is None or job.status != jobs.CANCELED:
+            logger.info("job %s was taken over by another worker", claimed.job.id)
+            return
+        provider = self.runner.providers.get(claimed.provider)
+        if job.provider_request_id is not None and provider is not None:
+            await provider.cancel(model_key=job.model_key, request_id=job.provider_request_id)
+        logger.info("job %s canceled while running", claimed.job.id)
+
+    def _job_canceled(self, job_id: UUID) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None and entry.stop_reason is None:
+            entry.stop_reason = "canceled"
+            entry.task.cancel()
+
+    # --- leases and sweeping --------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while not self._stopping.is_set():
+            await self._sleep(interval)
+            for job_id, entry in list(self._running.items()):
+                try:
+                    kept = await jobs.extend_lease(
+                        self.pool, job_id=job_id, lease_token=entry.lease_token, lease_seconds=self.config.lease_seconds
+                    )
+                except StorageError as error:
+                    logger.warning("job %s: lease not renewed (%s)", job_id, error)
+                    continue
+                if not kept and entry.stop_reason is None:
+                    # Canceled (and the notification missed) or claimed by another worker.
+                    entry.stop_reason = "lost"
+                    entry.task.cancel()
+
+    async def _sweep_loop(self) -> None:
+        assert self._sweep is not None
+        while not self._stopping.is_set():
+            await self._sleep(self.config.sweep_interval_seconds * random.uniform(0.5, 1.0))
+            if self._stopping.is_set():
+                return
+            try:
+                await self._sweep()
+            except StorageError as error:
+                logger.warning("sweep failed: %s", error)
+            except Exception:
+                logger.exception("sweep failed")

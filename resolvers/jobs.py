@@ -1,0 +1,192 @@
+"""Generation jobs: start one (for a character, a draft, or the workspace), read, list, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from resolvers.characters import clean_character_fields
+from resolvers.errors import BadUserInput, NotFound, RateLimited
+from resolvers.pagination import Page, decode_cursor, make_page, page_size
+from resolvers.portrait_prompt import MAX_PROMPT_LENGTH, PortraitSubject, build_character_portrait_prompt
+from resolvers.validation import clean_text, parse_id
+from resolvers.viewer import Viewer
+from storage import characters, image_models, jobs
+from storage.database import acquire, transaction
+from storage.image_models import ImageModel
+from storage.jobs import Job
+
+MAX_SEED = 2**31 - 1
+QUALITIES = ("high", "fast")
+JOB_NOT_FOUND = "Job not found"
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """What job creation allows, from settings."""
+
+    max_active_per_user: int = 10
+    max_attempts: int = 3
+    # Providers this deployment runs (fal only with FAL_KEY).
+    providers: frozenset[str] = frozenset({"local"})
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    model_id: str | None = None
+    quality: str = "high"
+    seed: int | None = None
+
+
+async def generate_character_portrait(
+    pool: asyncpg.Pool,
+    viewer: Viewer,
+    policy: JobPolicy,
+    *,
+    character_id: str | None,
+    draft: Mapping[str, Any] | None,
+    options: GenerationOptions,
+) -> Job:
+    """Queue a portrait for one of the viewer's characters, or for a draft that createCharacter attaches later."""
+    if (character_id is None) == (draft is None):
+        raise BadUserInput("give either characterId or draft", field="character_id")
+    seed = _check_options(options)
+    draft_fields = None if draft is None else clean_character_fields(draft, partial=False, owner_id=viewer.user_id)
+    async with transaction(pool) as connection:
+        model = await _pick_model(connection, policy, options.model_id)
+        if character_id is not None:
+            character = await characters.get(connection, user_id=viewer.user_id, character_id=parse_id(character_id))
+            if character is None:
+                raise NotFound("Character not found")
+            subject = PortraitSubject(
+                name=character.name, description=character.description, appearance_tags=character.appearance_tags,
+                traits=character.traits, persona=character.persona, gender=character.gender,
+            )
+            target_id: UUID | None = character.id
+            rating = character.content_rating
+        else:
+            assert draft_fields is not None
+            subject = PortraitSubject(
+                name=draft_fields["name"], description=draft_fields["description"],
+                appearance_tags=draft_fields.get("appearance_tags") or (), traits=draft_fields.get("traits"),
+                persona=draft_fields.get("persona"), gender=draft_fields.get("gender"),
+            )
+            target_id = None
+            rating = draft_fields.get("content_rating", "sfw")
+        metadata = {
+            "destination": jobs.CHARACTER_PORTRAIT,
+            "character_id": None if target_id is None else str(target_id),
+            "character_name": subject.name,
+            "consistency_method": "seed_locked" if seed is not None else "none",
+            "content_rating": rating,
+            "draft": target_id is None,
+        }
+        return await _create(
+            connection, viewer, policy, destination=jobs.CHARACTER_PORTRAIT, character_id=target_id, model=model,
+            prompt=build_character_portrait_prompt(subject), quality=options.quality, seed=seed, metadata=metadata,
+        )
+
+
+async def generate_image(pool: asyncpg.Pool, viewer: Viewer, policy: JobPolicy, *, prompt: str, options: GenerationOptions) -> Job:
+    """Queue a free-form image for the workspace (saved to the library only on request)."""
+    text = clean_text(prompt, field="prompt", max_length=MAX_PROMPT_LENGTH, required=True)
+    assert text is not None
+    seed = _check_options(options)
+    async with transaction(pool) as connection:
+        model = await _pick_model(connection, policy, options.model_id)
+        return await _create(
+            connection, viewer, policy, destination=jobs.WORKSPACE, character_id=None, model=model, prompt=text,
+            quality=options.quality, seed=seed, metadata={"destination": jobs.WORKSPACE},
+        )
+
+
+def _check_options(options: GenerationOptions) -> int | None:
+    if options.quality not in QUALITIES:
+        raise BadUserInput("quality must be high or fast", field="quality")
+    if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
+        raise BadUserInput(f"seed must be between 0 and {MAX_SEED}", field="seed")
+    return options.seed
+
+
+async def _pick_model(connection: asyncpg.Connection, policy: JobPolicy, model_id: str | None) -> ImageModel:
+    key = None if model_id is None else parse_id(model_id, field="model_id")
+    model = await image_models.get_active(connection, model_id=key)
+    if model is None:
+        raise BadUserInput("no such image model" if key is not None else "no default image model is set", field="model_id")
+    if model.provider not in policy.providers:
+        raise BadUserInput(
+            f"{model.display_name} is not available on this server (its provider {model.provider!r} is not configured)",
+            field="model_id",
+        )
+    return model
+
+
+async def _create(
+    connection: asyncpg.Connection,
+    viewer: Viewer,
+    policy: JobPolicy,
+    *,
+    destination: str,
+    character_id: UUID | None,
+    model: ImageModel,
+    prompt: str,
+    quality: str,
+    seed: int | None,
+    metadata: Mapping[str, Any],
+) -> Job:
+    active = await jobs.count_active(connection, user_id=viewer.user_id)
+    if active >= policy.max_active_per_user:
+        raise RateLimited(
+            f"you have {active} generations queued or running (at most {policy.max_active_per_user}); "
+            "wait for one to finish or cancel one",
+            limit=policy.max_active_per_user,
+        )
+    return await jobs.create(
+        connection, user_id=viewer.user_id, destination=destination, character_id=character_id,
+        model_key=model.model_key, prompt=prompt, quality=quality, seed=seed, metadata=metadata,
+        max_attempts=policy.max_attempts,
+    )
+
+
+async def get_job(load: Any, *, job_id: str) -> Job:
+    """The viewer's job through a per-request loader; another user's gives the same NOT_FOUND as a missing one."""
+    job: Job | None = await load(parse_id(job_id))
+    if job is None:
+        raise NotFound(JOB_NOT_FOUND)
+    return job
+
+
+async def load_jobs(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]) -> list[Job | None]:
+    async with acquire(pool) as connection:
+        found = await jobs.get_many(connection, user_id=viewer.user_id, job_ids=set(job_ids))
+    by_id = {job.id: job for job in found}
+    return [by_id.get(job_id) for job_id in job_ids]
+
+
+async def list_jobs(
+    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, status: str | None
+) -> Page[Job]:
+    size = page_size(first)
+    key = decode_cursor(after)
+    async with acquire(pool) as connection:
+        rows = await jobs.list(connection, user_id=viewer.user_id, limit=size + 1, after=key, status=status)
+    return make_page(rows, size=size, after=key, sort_key=lambda job: job.sort_key)
+
+
+async def cancel_job(pool: asyncpg.Pool, viewer: Viewer, *, job_id: str) -> Job:
+    """Cancel a queued or running job; canceling a canceled job is a no-op, a finished one is refused."""
+    key = parse_id(job_id)
+    async with transaction(pool) as connection:
+        canceled = await jobs.cancel(connection, user_id=viewer.user_id, job_id=key)
+        if canceled is not None:
+            return canceled
+        job = await jobs.get(connection, user_id=viewer.user_id, job_id=key)
+    if job is None:
+        raise NotFound(JOB_NOT_FOUND)
+    if job.status == jobs.CANCELED:
+        return job
+    raise BadUserInput(f"the job is already {job.status}", field="id")

@@ -1,0 +1,391 @@
+"""The ``jobs`` table: generation requests, and the queue workers claim them from.
+
+Client-facing queries filter by the owner's user id. Worker-facing ones are
+fenced by the lease token a claim wrote into ``locked_by``: a worker whose
+lease ran out (and whose job another worker claimed) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.errors import translate_errors
+
+QUEUED = "queued"
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELED = "canceled"
+ACTIVE_STATUSES = (QUEUED, PROCESSING)
+STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, CANCELED)
+
+CHARACTER_PORTRAIT = "character_portrait"
+WORKSPACE = "workspace"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: UUID
+    user_id: UUID
+    status: str
+    destination: str
+    character_id: UUID | None
+    model_key: str
+    prompt: str
+    quality: str
+    seed: int | None
+    metadata: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    locked_by: str | None
+    locked_until: datetime | None
+    provider_request_id: str | None
+    provider_status: str | None
+    queue_position: int | None
+    result_url: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def sort_key(self) -> tuple[datetime, UUID]:
+        return (self.created_at, self.id)
+
+    @property
+    def is_draft(self) -> bool:
+        """A portrait generated before its character exists (createCharacter attaches it later)."""
+        return self.destination == CHARACTER_PORTRAIT and bool(self.metadata.get("draft"))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job: Job
+    # image_models.provider of the job's model: which provider runs it.
+    provider: str
+
+
+COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_key, j.prompt, j.quality, j.seed,
+    j.metadata, j.attempts, j.max_attempts, j.run_after, j.locked_by, j.locked_until, j.provider_request_id,
+    j.provider_status, j.queue_position, j.result_url, j.error, j.created_at, j.started_at, j.completed_at,
+    j.updated_at"""
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(**{key: row[key] for key in Job.__slots__})  # type: ignore[attr-defined]
+
+
+GET = f"SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND j.user_id = $2"
+
+
+@translate_errors
+async def get(connection: asyncpg.Connection | asyncpg.Pool, *, user_id: UUID, job_id: UUID) -> Job | None:
+    """One of the user's jobs, or None."""
+    row = await connection.fetchrow(GET, job_id, user_id)
+    return None if row is None else _job(row)
+
+
+GET_FOR_UPDATE = f"SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND j.user_id = $2 FOR UPDATE"
+
+
+@translate_errors
+async def get_for_update(connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
+    """One of the user's jobs, row-locked until the transaction ends (so no worker step interleaves)."""
+    row = await connection.fetchrow(GET_FOR_UPDATE, job_id, user_id)
+    return None if row is None else _job(row)
+
+
+GET_MANY = f"SELECT {COLUMNS} FROM jobs j WHERE j.id = ANY($1::uuid[]) AND j.user_id = $2"
+
+
+@translate_errors
+async def get_many(connection: asyncpg.Connection, *, user_id: UUID, job_ids: Collection[UUID]) -> list[Job]:
+    """The user's jobs among ``job_ids``, in no particular order."""
+    return [_job(row) for row in await connection.fetch(GET_MANY, [*job_ids], user_id)]
+
+
+# $3 is NULL for every status; one statement either way.
+LIST_FIRST = f"""
+SELECT {COLUMNS} FROM jobs j
+WHERE j.user_id = $1 AND ($3::text IS NULL OR j.status = $3)
+ORDER BY j.created_at DESC, j.id DESC
+LIMIT $2
+"""
+LIST_AFTER = f"""
+SELECT {COLUMNS} FROM jobs j
+WHERE j.user_id = $1 AND ($3::text IS NULL OR j.status = $3) AND (j.created_at, j.id) < ($4, $5)
+ORDER BY j.created_at DESC, j.id DESC
+LIMIT $2
+"""
+
+
+@translate_errors
+async def list(  # noqa: A001 - the service verb, as in dispatch
+    connection: asyncpg.Connection,
+    *,
+    user_id: UUID,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    status: str | None = None,
+) -> list[Job]:
+    """The user's jobs, newest first, optionally of one status."""
+    if after is None:
+        rows = await connection.fetch(LIST_FIRST, user_id, limit, status)
+    else:
+        rows = await connection.fetch(LIST_AFTER, user_id, limit, status, after[0], after[1])
+    return [_job(row) for row in rows]
+
+
+# Serialises job creation per user, so two concurrent requests cannot both
+# pass the cap. Transaction-scoped: released at commit or rollback.
+LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))"
+COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE user_id = $1 AND status IN ('queued', 'processing')"
+
+
+@translate_errors
+async def count_active(connection: asyncpg.Connection, *, user_id: UUID) -> int:
+    """Queued plus running jobs of the user, counted under a per-user lock held until commit."""
+    await connection.execute(LOCK_USER, user_id)
+    count: int = await connection.fetchval(COUNT_ACTIVE, user_id)
+    return count
+
+
+CREATE = f"""
+INSERT INTO jobs AS j (user_id, destination, character_id, model_key, prompt, quality, seed, metadata, max_attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING {COLUMNS}
+"""
+
+
+@translate_errors
+async def create(
+    connection: asyncpg.Connection,
+    *,
+    user_id: UUID,
+    destination: str,
+    character_id: UUID | None,
+    model_key: str,
+    prompt: str,
+    quality: str,
+    seed: int | None,
+    metadata: Mapping[str, Any],
+    max_attempts: int,
+) -> Job:
+    """Insert a queued job; its insert trigger wakes the workers at commit."""
+    row = await connection.fetchrow(
+        CREATE, user_id, destination, character_id, model_key, prompt, quality, seed, dict(metadata), max_attempts
+    )
+    return _job(row)
+
+
+CANCEL = f"""
+UPDATE jobs AS j SET status = 'canceled', completed_at = now(), locked_by = NULL, locked_until = NULL,
+    error = 'canceled by the user'
+WHERE j.id = $1 AND j.user_id = $2 AND j.status IN ('queued', 'processing')
+RETURNING {COLUMNS}
+"""
+
+
+@translate_errors
+async def cancel(connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
+    """Cancel an active job; None when it is not the user's or already finished."""
+    row = await connection.fetchrow(CANCEL, job_id, user_id)
+    return None if row is None else _job(row)
+
+
+ATTACH_CHARACTER = f"""
+UPDATE jobs AS j SET character_id = $3,
+    metadata = j.metadata || jsonb_build_object('character_id', $3::text, 'character_name', $4::text),
+    -- A draft that already finished goes back to the queue for its library save
+    -- (the worker skips the generation it already has); a running one just carries on.
+    status = CASE WHEN j.status = 'completed' THEN 'queued' ELSE j.status END,
+    attempts = CASE WHEN j.status = 'completed' THEN 0 ELSE j.attempts END,
+    run_after = CASE WHEN j.status = 'completed' THEN now() ELSE j.run_after END,
+    completed_at = CASE WHEN j.status = 'completed' THEN NULL ELSE j.completed_at END
+WHERE j.id = $1 AND j.user_id = $2
+RETURNING {COLUMNS}
+"""
+
+
+@translate_errors
+async def attach_character(
+    connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID, character_id: UUID, character_name: str
+) -> Job | None:
+    """Give a draft portrait job its new character (the caller checked, under lock, that it may)."""
+    row = await connection.fetchrow(ATTACH_CHARACTER, job_id, user_id, character_id, character_name)
+    return None if row is None else _job(row)
+
+
+# --- the worker's side -------------------------------------------------------
+
+# Claimable: queued and due, or processing with a lease that ran out (its
+# worker died). SKIP LOCKED lets concurrent claimers pass each other by.
+CLAIM = f"""
+WITH next AS (
+    SELECT id FROM jobs
+    WHERE status IN ('queued', 'processing') AND run_after <= now()
+      AND (locked_until IS NULL OR locked_until < now())
+    ORDER BY run_after, created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs AS j SET status = 'processing', locked_by = $1, locked_until = now() + make_interval(secs => $2),
+    attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
+FROM next
+WHERE j.id = next.id
+RETURNING {COLUMNS}, (SELECT m.provider FROM image_models m WHERE m.model_key = j.model_key) AS provider
+"""
+
+
+@translate_errors
+async def claim(connection: asyncpg.Connection, *, lease_token: str, lease_seconds: float) -> ClaimedJob | None:
+    """Take the next due job, leased to ``lease_token``; None when nothing is due."""
+    row = await connection.fetchrow(CLAIM, lease_token, lease_seconds)
+    return None if row is None else ClaimedJob(job=_job(row), provider=row["provider"])
+
+
+NEXT_DUE = """
+SELECT min(greatest(run_after, coalesce(locked_until, run_after))) FROM jobs
+WHERE status IN ('queued', 'processing')
+"""
+
+
+@translate_errors
+async def next_due(connection: asyncpg.Connection | asyncpg.Pool) -> datetime | None:
+    """When the next job becomes claimable (a retry's backoff or a lease running out), if any."""
+    due: datetime | None = await connection.fetchval(NEXT_DUE)
+    return due
+
+
+EXTEND_LEASE = """
+UPDATE jobs SET locked_until = now() + make_interval(secs => $3)
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def extend_lease(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, lease_seconds: float) -> bool:
+    """Keep a running job ours; False when it was canceled or claimed by another worker."""
+    return await connection.fetchval(EXTEND_LEASE, job_id, lease_token, lease_seconds) is not None
+
+
+LOCK_LEASED = f"""
+SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND j.locked_by = $2 AND j.status = 'processing' FOR UPDATE
+"""
+
+
+@translate_errors
+async def lock_leased(connection: asyncpg.Connection, *, job_id: UUID, lease_token: str) -> Job | None:
+    """The job, row-locked, if it is still ours to finish; the fence of every finishing transaction."""
+    row = await connection.fetchrow(LOCK_LEASED, job_id, lease_token)
+    return None if row is None else _job(row)
+
+
+RECORD_SUBMISSION = """
+UPDATE jobs SET provider_request_id = $3
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def record_submission(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, request_id: str) -> bool:
+    """Keep the provider's request id, so a retry resumes it instead of paying again."""
+    return await connection.fetchval(RECORD_SUBMISSION, job_id, lease_token, request_id) is not None
+
+
+RECORD_PROGRESS = """
+UPDATE jobs SET provider_status = $3, queue_position = $4
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+  AND (provider_status IS DISTINCT FROM $3 OR queue_position IS DISTINCT FROM $4)
+RETURNING id
+"""
+
+
+@translate_errors
+async def record_progress(
+    connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, status: str, queue_position: int | None
+) -> None:
+    """What the provider says about the request; a no-op (no write, no event) when nothing changed."""
+    await connection.execute(RECORD_PROGRESS, job_id, lease_token, status, queue_position)
+
+
+RECORD_RESULT = """
+UPDATE jobs SET result_url = $3, seed = coalesce($4, seed)
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def record_result(
+    connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, result_url: str | None, seed: int | None
+) -> bool:
+    """Keep the provider's result, so a retry after a storage failure downloads it again instead of regenerating."""
+    return await connection.fetchval(RECORD_RESULT, job_id, lease_token, result_url, seed) is not None
+
+
+COMPLETE = """
+UPDATE jobs SET status = 'completed', completed_at = now(), locked_by = NULL, locked_until = NULL, error = NULL,
+    provider_status = CASE WHEN provider_status IS NULL THEN NULL ELSE 'COMPLETED' END, queue_position = NULL
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def complete(connection: asyncpg.Connection, *, job_id: UUID, lease_token: str) -> bool:
+    return await connection.fetchval(COMPLETE, job_id, lease_token) is not None
+
+
+RETRY_LATER = """
+UPDATE jobs SET status = 'queued', run_after = now() + make_interval(secs => $4), error = $3,
+    locked_by = NULL, locked_until = NULL
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def retry_later(
+    connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, error: str, delay_seconds: float
+) -> bool:
+    """Back to the queue after a failed attempt, due after ``delay_seconds``; ``error`` says why."""
+    return await connection.fetchval(RETRY_LATER, job_id, lease_token, error, delay_seconds) is not None
+
+
+FAIL = """
+UPDATE jobs SET status = 'failed', completed_at = now(), error = $3, locked_by = NULL, locked_until = NULL,
+    queue_position = NULL
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def fail(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, error: str) -> bool:
+    """Give up on the job for good; ``error`` is what the client reads."""
+    return await connection.fetchval(FAIL, job_id, lease_token, error) is not None
+
+
+RELEASE = """
+UPDATE jobs SET status = 'queued', run_after = now(), locked_by = NULL, locked_until = NULL,
+    attempts = greatest(attempts - 1, 0)
+WHERE id = $1 AND locked_by = $2 AND status = 'processing'
+RETURNING id
+"""
+
+
+@translate_errors
+async def release(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str) -> bool:
+    """Hand a job back untouched (the worker is shutting down): due now, and the attempt not counted."""
+    return await connection.fetchval(RELEASE, job_id, lease_token) is not None

@@ -1,0 +1,188 @@
+"""The ``user_library`` table: the user's permanent images in user-library.
+
+Paths are kept as the seed keeps them, relative to the user-library bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.errors import translate_errors
+from storage.objects.paths import Bucket
+
+BUCKET_PREFIX = f"{Bucket.USER_LIBRARY.value}/"
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryAsset:
+    id: UUID
+    user_id: UUID
+    asset_type: str
+    storage_path: str
+    thumbnail_path: str | None
+    file_size_bytes: int
+    mime_type: str
+    original_prompt: str | None
+    model_used: str | None
+    generation_seed: int | None
+    width: int | None
+    height: int | None
+    tags: tuple[str, ...]
+    roleplay_metadata: dict[str, Any]
+    content_category: str | None
+    source_job_id: UUID | None
+    created_at: datetime
+    # Which of the image and thumbnail exist, as "bucket/path" catalog keys, from the same statement.
+    stored_keys: frozenset[str] = frozenset()
+
+    @property
+    def sort_key(self) -> tuple[datetime, UUID]:
+        return (self.created_at, self.id)
+
+    @property
+    def image_key(self) -> str:
+        """How a character's image_url names this image."""
+        return BUCKET_PREFIX + self.storage_path
+
+
+@dataclass(frozen=True, slots=True)
+class NewLibraryAsset:
+    """A library row to insert; the saving job's id makes the insert happen once."""
+
+    user_id: UUID
+    source_job_id: UUID
+    storage_path: str
+    thumbnail_path: str | None
+    file_size_bytes: int
+    mime_type: str
+    original_prompt: str | None
+    model_used: str | None
+    generation_seed: int | None
+    width: int | None
+    height: int | None
+    tags: Sequence[str]
+    roleplay_metadata: Mapping[str, Any]
+    content_category: str | None
+
+
+_STORED_KEYS = f"""ARRAY(
+        SELECT o.key FROM stored_objects o
+        WHERE o.key IN ('{BUCKET_PREFIX}' || l.storage_path, '{BUCKET_PREFIX}' || l.thumbnail_path)
+    ) AS stored_keys"""
+
+COLUMNS = f"""l.id, l.user_id, l.asset_type, l.storage_path, l.thumbnail_path, l.file_size_bytes, l.mime_type,
+    l.original_prompt, l.model_used, l.generation_seed, l.width, l.height, l.tags, l.roleplay_metadata,
+    l.content_category, l.source_job_id, l.created_at, {_STORED_KEYS}"""
+
+
+def _asset(row: asyncpg.Record) -> LibraryAsset:
+    values = dict(row)
+    values["tags"] = tuple(values["tags"])
+    values["stored_keys"] = frozenset(values["stored_keys"])
+    return LibraryAsset(**values)
+
+
+GET = f"SELECT {COLUMNS} FROM user_library l WHERE l.id = $1 AND l.user_id = $2"
+
+
+@translate_errors
+async def get(connection: asyncpg.Connection, *, user_id: UUID, asset_id: UUID) -> LibraryAsset | None:
+    row = await connection.fetchrow(GET, asset_id, user_id)
+    return None if row is None else _asset(row)
+
+
+GET_MANY_BY_JOB = f"SELECT {COLUMNS} FROM user_library l WHERE l.source_job_id = ANY($1::uuid[]) AND l.user_id = $2"
+
+
+@translate_errors
+async def get_many_by_job(connection: asyncpg.Connection, *, user_id: UUID, job_ids: Collection[UUID]) -> list[LibraryAsset]:
+    return [_asset(row) for row in await connection.fetch(GET_MANY_BY_JOB, [*job_ids], user_id)]
+
+
+# The seed's characters tab (UpdatedOptimizedLibrary.tsx): any one of three marks.
+CHARACTERS_TAB = """(l.roleplay_metadata->>'type' = 'character_portrait'
+    OR 'character' = ANY(l.tags) OR l.content_category = 'character')"""
+
+LIST_FIRST = f"""
+SELECT {COLUMNS} FROM user_library l
+WHERE l.user_id = $1 AND (NOT $3 OR {CHARACTERS_TAB})
+ORDER BY l.created_at DESC, l.id DESC
+LIMIT $2
+"""
+LIST_AFTER = f"""
+SELECT {COLUMNS} FROM user_library l
+WHERE l.user_id = $1 AND (NOT $3 OR {CHARACTERS_TAB}) AND (l.created_at, l.id) < ($4, $5)
+ORDER BY l.created_at DESC, l.id DESC
+LIMIT $2
+"""
+
+
+@translate_errors
+async def list(  # noqa: A001 - the service verb, as in dispatch
+    connection: asyncpg.Connection,
+    *,
+    user_id: UUID,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    characters_only: bool = False,
+) -> list[LibraryAsset]:
+    """The user's library, newest first; ``characters_only`` is the seed's characters tab."""
+    if after is None:
+        rows = await connection.fetch(LIST_FIRST, user_id, limit, characters_only)
+    else:
+        rows = await connection.fetch(LIST_AFTER, user_id, limit, characters_only, after[0], after[1])
+    return [_asset(row) for row in rows]
+
+
+# Exactly once per job: a second run of the save step finds the first one's row.
+CREATE = f"""
+WITH inserted AS (
+    INSERT INTO user_library AS l (user_id, source_job_id, storage_path, thumbnail_path, file_size_bytes, mime_type,
+        original_prompt, model_used, generation_seed, width, height, tags, roleplay_metadata, content_category)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    ON CONFLICT (source_job_id) DO NOTHING
+    RETURNING l.*
+)
+SELECT {COLUMNS} FROM inserted l
+UNION ALL
+SELECT {COLUMNS} FROM user_library l WHERE l.source_job_id = $2 AND NOT EXISTS (SELECT 1 FROM inserted)
+"""
+
+
+@translate_errors
+async def create(connection: asyncpg.Connection, *, asset: NewLibraryAsset) -> LibraryAsset:
+    """Insert the job's library row, or return the one it already has."""
+    row = await connection.fetchrow(
+        CREATE,
+        asset.user_id,
+        asset.source_job_id,
+        asset.storage_path,
+        asset.thumbnail_path,
+        asset.file_size_bytes,
+        asset.mime_type,
+        asset.original_prompt,
+        asset.model_used,
+        asset.generation_seed,
+        asset.width,
+        asset.height,
+        [*asset.tags],
+        dict(asset.roleplay_metadata),
+        asset.content_category,
+    )
+    return _asset(row)
+
+
+DELETE = f"DELETE FROM user_library l WHERE l.id = $1 AND l.user_id = $2 RETURNING {COLUMNS}"
+
+
+@translate_errors
+async def delete(connection: asyncpg.Connection, *, user_id: UUID, asset_id: UUID) -> LibraryAsset | None:
+    """Delete one of the user's library rows, returning it (its objects are the caller's to remove)."""
+    row = await connection.fetchrow(DELETE, asset_id, user_id)
+    return None if row is None else _asset(row)
