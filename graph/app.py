@@ -73,6 +73,22 @@ async def healthz(request: Request) -> Response:
     return json.json_response({"status": "ok"})
 
 
+@asynccontextmanager
+async def open_services(
+    settings: Settings, database_url: str, *, query_logger: QueryLogger | None = None
+) -> AsyncIterator[tuple[asyncpg.Pool, CatalogedObjectStore]]:
+    """The pool and the catalogued object store, as the app, workers and the sweeper all use them."""
+    pool = await create_pool(database_url, max_size=settings.database_pool_size, query_logger=query_logger)
+    try:
+        objects = CatalogedObjectStore(await open_object_store(settings.objects), pool)
+        try:
+            yield pool, objects
+        finally:
+            await objects.close()
+    finally:
+        await pool.close()
+
+
 def create_app(
     settings: Settings, *, schema: PortraitsSchema = default_schema, query_logger: QueryLogger | None = None
 ) -> Starlette:
@@ -83,25 +99,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        pool = await create_pool(database_url, max_size=settings.database_pool_size, query_logger=query_logger)
-        try:
-            objects = CatalogedObjectStore(await open_object_store(settings.objects), pool)
+        async with open_services(settings, database_url, query_logger=query_logger) as (pool, objects):
+            generation = None
+            if settings.generation.workers > 0:
+                generation = await Generation.start(
+                    settings.generation, dsn=database_url, pool=pool, objects=objects, workers=settings.generation.workers
+                )
             try:
-                generation = None
-                if settings.generation.workers > 0:
-                    generation = await Generation.start(
-                        settings.generation, dsn=database_url, pool=pool, objects=objects,
-                        workers=settings.generation.workers,
-                    )
-                try:
-                    yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing)}
-                finally:
-                    if generation is not None:
-                        await generation.stop()
+                yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing)}
             finally:
-                await objects.close()
-        finally:
-            await pool.close()
+                if generation is not None:
+                    await generation.stop()
 
     graphql = AuthenticationMiddleware(
         PortraitsGraphQL(schema, settings),

@@ -1,4 +1,4 @@
-"""The ``portraits`` command: serve, migrate, token.
+"""The ``portraits`` command: serve, worker, sweep, migrate, token.
 
 Settings are read here, once, and passed down.
 """
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import uvicorn
 
-from graph.app import create_app
+from graph.app import create_app, open_services
 from graph.auth import issue_token
 from graph.settings import Settings, SettingsError
+from pipeline.service import Generation
+from pipeline.sweeper import SweepReport, sweep
 from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from storage.errors import StorageError
 from storage.migrate import migrate
@@ -101,6 +103,43 @@ def _stop_requested(signum: int, frame: object) -> None:
     raise StopRequested
 
 
+def worker_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Workers without the HTTP server, to scale generation out; at least one even when WORKERS=0."""
+    with open_database(settings) as database:
+        asyncio.run(migrate(database.url))
+        asyncio.run(_run_workers(settings, database.url, max(settings.generation.workers, 1)))
+    return 0
+
+
+async def _run_workers(settings: Settings, database_url: str, count: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_services(settings, database_url) as (pool, objects):
+        generation = await Generation.start(settings.generation, dsn=database_url, pool=pool, objects=objects, workers=count)
+        print(f"portraits worker: {count} worker(s), {settings.generation.worker.concurrency} job(s) each; Ctrl-C stops", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await generation.stop()
+
+
+def sweep_command(settings: Settings, args: argparse.Namespace) -> int:
+    with open_database(settings) as database:
+        report = asyncio.run(_sweep_once(settings, database.url))
+    print(
+        f"deleted {report.deleted_assets} expired workspace asset(s) ({report.deleted_objects} objects); "
+        f"kept {report.kept_in_use} still shown by a character"
+    )
+    return 0
+
+
+async def _sweep_once(settings: Settings, database_url: str) -> SweepReport:
+    async with open_services(settings, database_url) as (pool, objects):
+        return await sweep(pool, objects, recheck_seconds=settings.generation.pipeline.workspace_ttl_seconds)
+
+
 def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as database:
         applied = asyncio.run(migrate(database.url))
@@ -164,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portraits", description="GraphQL backend for AI character portraits.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="apply migrations and serve the GraphQL API").set_defaults(run=serve)
+    commands.add_parser("worker", help="run generation workers only (scale-out; WORKERS of them, at least 1)").set_defaults(
+        run=worker_command
+    )
+    commands.add_parser("sweep", help="delete expired workspace-temp images once and exit").set_defaults(run=sweep_command)
     commands.add_parser("migrate", help="apply database migrations and exit").set_defaults(run=migrate_command)
     token = commands.add_parser("token", help="print a bearer token for a user (development and tests)")
     token.add_argument("--user", required=True, type=uuid.UUID, help="the user's UUID (the token's sub)")

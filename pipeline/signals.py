@@ -31,6 +31,7 @@ class QueueSignals:
         self._connection: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self) -> None:
         """Listen before the first claim, so nothing queued after it is missed; keeps trying in the background."""
@@ -42,6 +43,7 @@ class QueueSignals:
         self._task = asyncio.create_task(self._keep_connected(), name="queue-signals")
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -76,6 +78,8 @@ class QueueSignals:
             self.ready.set()
 
     def _terminated(self, connection: asyncpg.Connection) -> None:
+        if self._closing:
+            return
         logger.warning("LISTEN connection lost; reconnecting")
         self._lost.set()
 

@@ -146,7 +146,7 @@ async def list(  # noqa: A001 - the service verb, as in dispatch
 
 # Serialises job creation per user, so two concurrent requests cannot both
 # pass the cap. Transaction-scoped: released at commit or rollback.
-LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))"
+LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))"
 COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE user_id = $1 AND status IN ('queued', 'processing')"
 
 

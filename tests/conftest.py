@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,16 @@ from asgi_lifespan import LifespanManager
 from graph.app import create_app
 from graph.auth import issue_token
 from graph.settings import Settings
+from pipeline.providers.fal import FalConfig
+from pipeline.service import Generation
+from pipeline.worker import WorkerConfig
+from storage.objects.catalog import CatalogedObjectStore
 from storage.database import create_pool
 from storage.objects.config import open_object_store
 from storage.objects.store import ObjectStore
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import migrate
+from tests.fake_fal import FakeFal
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
 
 DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters", "stored_objects")
@@ -65,10 +71,20 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def fake_fal_server() -> Iterator[FakeFal]:
+    """One fake fal.ai queue server per session, over real HTTP on 127.0.0.1 (tests/fake_fal.py)."""
+    with FakeFal() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, fake_fal_server: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings.from_environ(
         {
             "DATABASE_URL": database_url,
+            # fal models are offered (the app's job policy allows them); test workers call the fake.
+            "FAL_KEY": fake_fal_server.key,
+            "FAL_QUEUE_URL": fake_fal_server.url,
             "JWT_SECRET": TEST_JWT_SECRET,
             "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data")),
             "PUBLIC_URL": "http://testserver",
@@ -196,6 +212,8 @@ def s3_settings(settings: Settings, s3_endpoint: str, tmp_path_factory: pytest.T
             "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data-s3")),
             "PUBLIC_URL": "http://testserver",
             "WORKERS": "0",
+            "FAL_KEY": settings.generation.fal.key if settings.generation.fal else "",
+            "FAL_QUEUE_URL": settings.generation.fal.queue_url if settings.generation.fal else "",
             **s3_environ(s3_endpoint),
         }
     )
@@ -244,3 +262,48 @@ def fetch(client: httpx.AsyncClient) -> Callable[..., Awaitable[httpx.Response]]
             return await network.get(url, headers=headers)
 
     return get
+
+
+StartGeneration = Callable[..., Awaitable[Generation]]
+
+
+@pytest.fixture
+async def start_generation(
+    settings: Settings, s3_settings: Settings, pool: asyncpg.Pool, fake_fal_server: FakeFal
+) -> AsyncIterator[StartGeneration]:
+    """Start workers of the test's own on the test database, like a `portraits worker` process.
+
+    ``store`` is "local" (the app's own folder) or "s3" (the S3-backed app's
+    buckets); keyword overrides go to WorkerConfig and PipelineConfig. Retries
+    and polls are fast; fal calls go to the fake fal server. Everything
+    started is stopped when the test ends.
+    """
+    fake_fal_server.reset()
+    started: list[tuple[Generation, ObjectStore]] = []
+
+    async def start(store: str = "local", *, workers: int = 1, local_latency: float = 0.0, **overrides: Any) -> Generation:
+        app_settings = settings if store == "local" else s3_settings
+        worker_fields = {name for name in WorkerConfig.__dataclass_fields__}
+        worker = replace(
+            WorkerConfig(concurrency=4, lease_seconds=10, poll_seconds=0.5, retry_base_seconds=0.05, sweep_interval_seconds=0),
+            **{key: value for key, value in overrides.items() if key in worker_fields},
+        )
+        pipeline = replace(
+            app_settings.generation.pipeline, **{key: value for key, value in overrides.items() if key not in worker_fields}
+        )
+        fal = FalConfig(key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=0.01, timeout=30)
+        generation_settings = replace(
+            app_settings.generation, worker=worker, pipeline=pipeline, fal=fal, local_latency_seconds=local_latency
+        )
+        store_object = await open_object_store(app_settings.objects)
+        objects = CatalogedObjectStore(store_object, pool)
+        generation = await Generation.start(
+            generation_settings, dsn=settings.database_url or "", pool=pool, objects=objects, workers=workers
+        )
+        started.append((generation, store_object))
+        return generation
+
+    yield start
+    for generation, store_object in started:
+        await generation.stop()
+        await store_object.close()

@@ -20,13 +20,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
-import pytest
 import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
@@ -340,10 +339,3 @@ def png_bytes(width: int, height: int) -> bytes:
 async def _chunks(data: bytes, size: int = 64) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
-
-
-@pytest.fixture(scope="session")
-def fake_fal_server() -> Iterator[FakeFal]:
-    """One fake fal per session; import it into a conftest (or a test module) to use it."""
-    with FakeFal() as fake:
-        yield fake

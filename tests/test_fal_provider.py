@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,16 +48,10 @@ class Recorder:
         return [value for kind, value in self.events if kind == "progress"]
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[FakeFal]:
-    with FakeFal() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(fal_server: FakeFal) -> FakeFal:
-    fal_server.reset()
-    return fal_server
+def fake(fake_fal_server: FakeFal) -> FakeFal:
+    fake_fal_server.reset()
+    return fake_fal_server
 
 
 @pytest.fixture
