@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 READY_CHANNEL = "portraits_jobs_ready"
 CANCELED_CHANNEL = "portraits_jobs_canceled"
 MAX_BACKOFF_SECONDS = 30.0
+# How the connection shows in pg_stat_activity.
+APPLICATION_NAME = "portraits-worker-listen"
 
 
 class QueueSignals:
@@ -54,7 +56,7 @@ class QueueSignals:
             self._connection = None
 
     async def _connect(self) -> None:
-        connection = await asyncpg.connect(self._dsn, timeout=10)
+        connection = await asyncpg.connect(self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME})
         connection.add_termination_listener(self._terminated)
         await connection.add_listener(READY_CHANNEL, self._ready)
         await connection.add_listener(CANCELED_CHANNEL, self._canceled)

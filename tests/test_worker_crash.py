@@ -1,0 +1,97 @@
+"""A `portraits worker` process killed mid-job: another worker finishes the job, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from graph.settings import Settings
+from tests.generation_support import GraphQL, create_character, generate_portrait, get_character, wait_for_job
+from tests.support import TEST_JWT_SECRET
+
+LEASE_SECONDS = 3
+
+
+def start_worker_process(settings: Settings, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`python -m graph.cli worker` on the test database and the test app's object folder."""
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "PORTRAITS_DATA_DIR": str(data_dir),
+        "OBJECTS_DIR": str(settings.objects.local_root),
+        "PUBLIC_URL": "http://testserver",
+        "WORKERS": "1",
+        "SWEEP_INTERVAL_SECONDS": "0",
+        "LOG_LEVEL": "warning",
+        **env,
+    }
+    for name in ("FAL_KEY", "S3_ENDPOINT_URL", "OBJECT_STORE"):
+        full_env.pop(name, None)
+    return subprocess.Popen([sys.executable, "-m", "graph.cli", "worker"], env=full_env)
+
+
+async def wait_until_locked(pool: asyncpg.Pool, job_id: str) -> str:
+    """The lease token once a worker holds the job; fails the test after 30 s."""
+    for _ in range(1500):
+        row = await pool.fetchrow("SELECT status, locked_by FROM jobs WHERE id = $1", uuid.UUID(job_id))
+        if row["status"] == "processing" and row["locked_by"] is not None:
+            return str(row["locked_by"])
+        await asyncio.sleep(0.02)
+    raise AssertionError("no worker process claimed the job")
+
+
+async def test_a_killed_worker_process_loses_its_job_to_another_which_finishes_it_once(
+    graphql: GraphQL,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    start_generation: Callable[..., Awaitable[Any]],
+    alice: uuid.UUID,
+    tmp_path: Path,
+) -> None:
+    # given a portrait job claimed by a worker process whose renderer takes a minute
+    character = await create_character(graphql, alice)
+    job = await generate_portrait(graphql, alice, characterId=character["id"], seed=77)
+    process = start_worker_process(
+        settings, tmp_path, LOCAL_RENDER_LATENCY_MS="60000", JOB_LEASE_SECONDS=str(LEASE_SECONDS)
+    )
+    try:
+        first_lease = await wait_until_locked(pool, job["id"])
+
+        # when that process is killed outright, mid-job
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    # then another worker claims the job once the dead one's lease runs out, and finishes it
+    await start_generation("local", lease_seconds=LEASE_SECONDS)
+    done = await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
+    assert done["attempts"] == 2
+    final_lease = await pool.fetchval("SELECT locked_by FROM jobs WHERE id = $1", uuid.UUID(job["id"]))
+    assert final_lease is None and first_lease.startswith("worker-")
+
+    # and exactly once: one workspace row, one library row, one object pair in each bucket
+    job_id = uuid.UUID(job["id"])
+    assert await pool.fetchval("SELECT count(*) FROM workspace_assets WHERE job_id = $1", job_id) == 1
+    assert await pool.fetchval("SELECT count(*) FROM user_library WHERE source_job_id = $1", job_id) == 1
+    keys = [row["key"] for row in await pool.fetch("SELECT key FROM stored_objects ORDER BY key")]
+    assert len([key for key in keys if key.startswith(f"workspace-temp/{alice}/{job_id}_")]) == 2
+    assert sorted(key for key in keys if key.startswith("user-library/")) == [
+        f"user-library/{alice}/{job_id}_{character['id']}.png",
+        f"user-library/{alice}/{job_id}_{character['id']}.thumb.webp",
+    ]
+    shown = await get_character(graphql, alice, character["id"])
+    assert shown["imageUrl"] == f"user-library/{alice}/{job_id}_{character['id']}.png"
+    assert shown["seedLocked"] == 77
