@@ -30,11 +30,13 @@ test: $(VENV)/.installed-dev
 schema: $(VENV)/.installed
 	$(BIN)/strawberry export-schema graph.schema:schema --output schema.graphql
 
-# Prints figures (not a test): URL signing costs, then the list query plain and with signedImageUrl.
+# Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl,
+# then jobs/s and per-job overhead through one generation worker.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
 	$(BIN)/python bench/list_characters.py --signed
+	$(BIN)/python bench/generation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
