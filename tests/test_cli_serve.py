@@ -11,13 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from graph.auth import verify_token
+from graph.auth import issue_token, verify_token
 from tests.conftest import s3_environ
 from tests.support import TEST_JWT_SECRET
 
@@ -228,3 +230,33 @@ def test_an_unreachable_s3_endpoint_stops_serve_with_a_clear_error(
     # 3 is uvicorn's "startup failed"; the embedded-less server has nothing else to stop.
     assert server.process.wait(60) == 3
     assert "S3 unreachable during create buckets" in server.rest_of_output()
+
+
+def test_serve_runs_a_worker_that_generates_portraits_offline(tmp_path: Path, servers: list[Server], database_url: str) -> None:
+    # given `portraits serve` with its default settings (one worker, the local renderer)
+    server = Server(tmp_path, DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
+    servers.append(server)
+    server.wait_for(READY)
+    token = issue_token(TEST_JWT_SECRET, uuid.uuid4(), ttl=timedelta(minutes=5))
+    created = graphql(server, token, 'mutation { createCharacter(input: {name: "Ilse", description: "A cartographer"}) { id } }')
+    character_id = created["data"]["createCharacter"]["id"]
+
+    # when a portrait is requested
+    started = graphql(
+        server, token, f'mutation {{ generateCharacterPortrait(input: {{characterId: "{character_id}"}}) {{ id }} }}'
+    )
+    job_id = started["data"]["generateCharacterPortrait"]["id"]
+
+    # then the server's own worker completes it and the character shows its library portrait
+    deadline = time.monotonic() + 30
+    while True:
+        job = graphql(server, token, f'{{ job(id: "{job_id}") {{ status character {{ imageUrl signedImageUrl {{ url }} }} }} }}')
+        if job["data"]["job"]["status"] == "COMPLETED" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert job["data"]["job"]["status"] == "COMPLETED", job
+    character = job["data"]["job"]["character"]
+    assert character["imageUrl"].startswith("user-library/") and character["imageUrl"].endswith(f"_{character_id}.png")
+    image = httpx.get(character["signedImageUrl"]["url"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert server.stop(signal.SIGTERM) == 0

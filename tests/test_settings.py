@@ -53,6 +53,14 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"SIGNED_URL_TTL_USER_LIBRARY": "604800"}, "within 7 days"),
         ({"SIGNED_URL_WINDOW_RATIO": "lots"}, "SIGNED_URL_WINDOW_RATIO must be a number"),
         ({"SIGNED_URL_WINDOW_RATIO": "2"}, "window ratio must be between 0 and 1"),
+        ({"WORKERS": "-1"}, "WORKERS must be between"),
+        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be between"),
+        ({"JOB_LEASE_SECONDS": "1"}, "JOB_LEASE_SECONDS must be between"),
+        ({"WORKER_POLL_SECONDS": "nan"}, "WORKER_POLL_SECONDS must be between"),
+        ({"JOB_RETRY_BASE_SECONDS": "soon"}, "JOB_RETRY_BASE_SECONDS must be a number"),
+        ({"MAX_ACTIVE_JOBS_PER_USER": "0"}, "MAX_ACTIVE_JOBS_PER_USER must be between"),
+        ({"THUMBNAIL_MAX_SIDE": "8"}, "THUMBNAIL_MAX_SIDE must be between"),
+        ({"FAL_KEY": "k", "FAL_POLL_SECONDS": "0"}, "FAL_POLL_SECONDS must be between"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -107,3 +115,16 @@ def test_signed_url_lifetimes_are_configurable(tmp_path: Path) -> None:
 
     assert settings.signing.ttl_seconds == {Bucket.USER_LIBRARY: 7200, Bucket.WORKSPACE_TEMP: 600}
     assert settings.signing.window_ratio == 0
+
+
+def test_generation_settings_default_to_one_local_worker_and_fal_only_with_a_key(tmp_path: Path) -> None:
+    # given no generation settings, then one in-process worker and only the local provider
+    plain = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+    assert plain.generation.workers == 1 and plain.generation.fal is None
+    assert plain.job_policy.providers == frozenset({"local"})
+
+    # given FAL_KEY and WORKERS=0, then fal models are allowed and serve runs no worker
+    with_fal = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "FAL_KEY": "secret", "WORKERS": "0"})
+    assert with_fal.generation.workers == 0
+    assert with_fal.job_policy.providers == frozenset({"local", "fal"})
+    assert with_fal.generation.fal is not None and "secret" not in repr(with_fal.generation.fal)
