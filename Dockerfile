@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY graph ./graph
 COPY resolvers ./resolvers
 COPY storage ./storage
+COPY pipeline ./pipeline
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.12-slim

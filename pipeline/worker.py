@@ -131,8 +131,11 @@ class Worker:
                     if not await self._claim_one():
                         break
                 error_backoff = 0.5
-            except StorageError as error:
-                logger.warning("%s cannot claim (%s); retrying in %.1f s", self.name, error, error_backoff)
+            except Exception as error:  # the loop must outlive any one failure, or the worker dies silently
+                if isinstance(error, StorageError):
+                    logger.warning("%s cannot claim (%s); retrying in %.1f s", self.name, error, error_backoff)
+                else:
+                    logger.exception("%s: unexpected error while claiming; retrying in %.1f s", self.name, error_backoff)
                 await self._sleep(error_backoff)
                 error_backoff = min(error_backoff * 2, self.config.poll_seconds)
                 continue
@@ -260,7 +263,7 @@ class Worker:
                     kept = await jobs.extend_lease(
                         self.pool, job_id=job_id, lease_token=entry.lease_token, lease_seconds=self.config.lease_seconds
                     )
-                except StorageError as error:
+                except Exception as error:  # keep renewing the other leases
                     logger.warning("job %s: lease not renewed (%s)", job_id, error)
                     continue
                 if not kept and entry.stop_reason is None:
