@@ -202,8 +202,8 @@ async def cancel(connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID)
 
 
 ATTACH_CHARACTER = f"""
-UPDATE jobs AS j SET character_id = $3,
-    metadata = j.metadata || jsonb_build_object('character_id', $3::text, 'character_name', $4::text),
+UPDATE jobs AS j SET character_id = $3::uuid,
+    metadata = j.metadata || jsonb_build_object('character_id', $3::uuid::text, 'character_name', $4::text),
     -- A draft that already finished goes back to the queue for its library save
     -- (the worker skips the generation it already has); a running one just carries on.
     status = CASE WHEN j.status = 'completed' THEN 'queued' ELSE j.status END,
