@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from pipeline.library import copy_to_library, library_row
-from resolvers.errors import NotFound
+from resolvers.errors import BadUserInput, NotFound
 from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.validation import parse_id
 from resolvers.viewer import Viewer
@@ -73,6 +73,13 @@ async def save_to_library(
         if existing:
             return existing[0]
         job = await jobs.get(connection, user_id=viewer.user_id, job_id=asset.job_id)
+    if job is not None and job.is_draft and job.character_id is None:
+        # Saved now, it would be a plain image, and the portrait saved again under
+        # its character's name once createCharacter attaches it: two copies of one job.
+        raise BadUserInput(
+            "a draft portrait is saved to the library when createCharacter(portraitJobId) attaches it",
+            field="workspace_asset_id",
+        )
     character = None
     if job is not None and job.character_id is not None and job.destination == jobs.CHARACTER_PORTRAIT:
         async with acquire(pool) as connection:

@@ -592,3 +592,21 @@ async def test_a_draft_whose_preview_was_swept_cannot_be_attached(
     assert await count(pool, "characters") == 0
     job = await get_job(graphql, alice, queued["id"])
     assert job["status"] == "COMPLETED" and job["characterId"] is None
+
+
+async def test_an_unattached_draft_is_not_saved_by_hand(
+    graphql: GraphQL, pool: asyncpg.Pool, start_generation: StartGeneration, alice: uuid.UUID
+) -> None:
+    # given a completed draft portrait, not yet attached to a character
+    await start_generation("local")
+    draft = await generate_portrait(graphql, alice, draft=DRAFT)
+    done = await wait_for_job(graphql, alice, draft["id"], status="COMPLETED")
+
+    # when it is saved by hand
+    refused = await graphql(SAVE, {"id": done["workspaceAsset"]["id"]}, user=alice)
+
+    # then it is refused (createCharacter saves it, under the character's name), and nothing is stored
+    assert code_of(refused) == "BAD_USER_INPUT"
+    assert "createCharacter" in only_error(refused)["message"]
+    assert await count(pool, "user_library") == 0
+    assert await pool.fetchval("SELECT count(*) FROM stored_objects WHERE key LIKE 'user-library/%'") == 0
