@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 from storage.characters import Character
 from storage.objects.catalog import CatalogedObjectStore
@@ -24,7 +25,7 @@ CHARACTER_CATEGORY = "character"
 
 
 async def copy_to_library(
-    objects: CatalogedObjectStore, *, asset: WorkspaceAsset, character_id: Any | None
+    objects: CatalogedObjectStore, *, asset: WorkspaceAsset, character_id: UUID | None
 ) -> tuple[str, str | None]:
     """Copy the image and its thumbnail to user-library; returns their library paths."""
     extension = asset.temp_storage_path.rpartition(".")[2] or "png"

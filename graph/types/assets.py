@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 from typing import Annotated
+from uuid import UUID
 
 import strawberry
 from strawberry.scalars import JSON
@@ -25,8 +26,9 @@ class LibraryTab(Enum):
     CHARACTERS = "characters"
 
 
-def _signed(info: Info, key: str | None, stored_keys: frozenset[str], owner_id: object, ttl_seconds: int | None) -> SignedUrlType | None:
-    signed = signed_image(key, owner_id=owner_id, stored_keys=stored_keys, signer=info.context.signer, ttl=check_ttl(ttl_seconds))  # type: ignore[arg-type]
+def _signed(info: Info, key: str | None, stored_keys: frozenset[str], owner_id: UUID, ttl_seconds: int | None) -> SignedUrlType | None:
+    """The same rules as a character's image: signed when the catalog holds it, else null."""
+    signed = signed_image(key, owner_id=owner_id, stored_keys=stored_keys, signer=info.context.signer, ttl=check_ttl(ttl_seconds))
     return SignedUrlType.from_model(signed)
 
 
