@@ -95,3 +95,23 @@ async def test_a_killed_worker_process_loses_its_job_to_another_which_finishes_i
     shown = await get_character(graphql, alice, character["id"])
     assert shown["imageUrl"] == f"user-library/{alice}/{job_id}_{character['id']}.png"
     assert shown["seedLocked"] == 77
+
+
+async def test_a_live_worker_renews_its_lease_so_a_long_job_is_never_taken_over(
+    graphql: GraphQL, pool: asyncpg.Pool, start_generation: Callable[..., Awaitable[Any]], alice: uuid.UUID
+) -> None:
+    # given a job whose rendering outlasts the lease (5 s against 3 s), on a live worker
+    character = await create_character(graphql, alice)
+    job = await generate_portrait(graphql, alice, characterId=character["id"])
+    await start_generation("local", lease_seconds=LEASE_SECONDS, local_latency=5.0)
+    first_lease = await wait_until_locked(pool, job["id"])
+
+    # and a second, idle worker that would take any job whose lease ran out
+    await start_generation("local", lease_seconds=LEASE_SECONDS, poll_seconds=0.2)
+
+    # when the job finishes
+    done = await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
+
+    # then the first worker kept it throughout: one attempt, one workspace row
+    assert done["attempts"] == 1 and first_lease.startswith("worker-")
+    assert await pool.fetchval("SELECT count(*) FROM workspace_assets WHERE job_id = $1", uuid.UUID(job["id"])) == 1
