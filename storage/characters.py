@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.errors import translate_errors
+from storage.stored_objects import present_keys_column
 from storage.objects.paths import DEFAULT_BUCKET
 
 
@@ -57,11 +58,11 @@ WRITABLE_COLUMNS = (
 
 # Both spellings of each image are probed: "bucket/path" as we write it, and a
 # bare path, which means the default bucket (storage.objects.paths).
-_STORED_IMAGE_KEYS = f"""ARRAY(
-        SELECT o.key FROM stored_objects o
-        WHERE o.key IN (c.image_url, c.reference_image_url,
-                        '{DEFAULT_BUCKET.value}/' || c.image_url, '{DEFAULT_BUCKET.value}/' || c.reference_image_url)
-    ) AS stored_image_keys"""
+_STORED_IMAGE_KEYS = present_keys_column(
+    "c.image_url", "c.reference_image_url",
+    f"'{DEFAULT_BUCKET.value}/' || c.image_url", f"'{DEFAULT_BUCKET.value}/' || c.reference_image_url",
+    alias="stored_image_keys",
+)
 
 COLUMNS = f"""c.id, c.user_id, c.name, c.description, c.appearance_tags, c.traits, c.persona, c.gender,
     c.content_rating, c.scene_behavior_rules, c.image_url, c.reference_image_url, c.seed_locked, c.created_at,

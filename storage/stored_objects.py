@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import asyncpg
 
 from storage.errors import translate_errors
@@ -32,11 +30,12 @@ async def delete(connection: asyncpg.Connection | asyncpg.Pool, *, key: str) -> 
     await connection.execute(DELETE, key)
 
 
-LIST_PRESENT = "SELECT key FROM stored_objects WHERE key = ANY($1::text[])"
+def present_keys_column(*key_expressions: str, alias: str) -> str:
+    """A select-list column: which of these SQL key expressions are catalogued, as a text[].
 
-
-@translate_errors
-async def list_present(connection: asyncpg.Connection | asyncpg.Pool, *, keys: Collection[str]) -> set[str]:
-    """Which of ``keys`` are catalogued, in one round trip."""
-    rows = await connection.fetch(LIST_PRESENT, [*keys])
-    return {row["key"] for row in rows}
+    Pages of characters and assets learn which of their images exist inside
+    their own statement (a primary-key probe per expression), never per image.
+    """
+    return f"""ARRAY(
+        SELECT o.key FROM stored_objects o WHERE o.key IN ({", ".join(key_expressions)})
+    ) AS {alias}"""

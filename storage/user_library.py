@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.errors import translate_errors
+from storage.stored_objects import present_keys_column
 from storage.objects.paths import Bucket
 
 BUCKET_PREFIX = f"{Bucket.USER_LIBRARY.value}/"
@@ -71,10 +72,9 @@ class NewLibraryAsset:
     content_category: str | None
 
 
-_STORED_KEYS = f"""ARRAY(
-        SELECT o.key FROM stored_objects o
-        WHERE o.key IN ('{BUCKET_PREFIX}' || l.storage_path, '{BUCKET_PREFIX}' || l.thumbnail_path)
-    ) AS stored_keys"""
+_STORED_KEYS = present_keys_column(
+    f"'{BUCKET_PREFIX}' || l.storage_path", f"'{BUCKET_PREFIX}' || l.thumbnail_path", alias="stored_keys"
+)
 
 COLUMNS = f"""l.id, l.user_id, l.asset_type, l.storage_path, l.thumbnail_path, l.file_size_bytes, l.mime_type,
     l.original_prompt, l.model_used, l.generation_seed, l.width, l.height, l.tags, l.roleplay_metadata,

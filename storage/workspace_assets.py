@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.errors import translate_errors
+from storage.stored_objects import present_keys_column
 from storage.objects.paths import Bucket
 
 BUCKET_PREFIX = f"{Bucket.WORKSPACE_TEMP.value}/"
@@ -48,10 +49,9 @@ class WorkspaceAsset:
         return BUCKET_PREFIX + self.temp_storage_path
 
 
-_STORED_KEYS = f"""ARRAY(
-        SELECT o.key FROM stored_objects o
-        WHERE o.key IN ('{BUCKET_PREFIX}' || w.temp_storage_path, '{BUCKET_PREFIX}' || w.thumbnail_path)
-    ) AS stored_keys"""
+_STORED_KEYS = present_keys_column(
+    f"'{BUCKET_PREFIX}' || w.temp_storage_path", f"'{BUCKET_PREFIX}' || w.thumbnail_path", alias="stored_keys"
+)
 
 COLUMNS = f"""w.id, w.user_id, w.job_id, w.asset_type, w.temp_storage_path, w.thumbnail_path, w.mime_type,
     w.file_size_bytes, w.original_prompt, w.model_used, w.generation_seed, w.generation_settings, w.created_at,
