@@ -49,7 +49,6 @@ class WorkerConfig:
 
 @dataclass(slots=True)
 class _Running:
-    claimed: ClaimedJob
     lease_token: str
     task: asyncio.Task[None]
     # Why we cancelled the task ourselves: "canceled" (by the user), "lost" (lease), "shutdown".
@@ -152,7 +151,7 @@ class Worker:
         if claimed is None:
             return False
         task = asyncio.create_task(self._execute(claimed, lease_token), name=f"job-{claimed.job.id}")
-        self._running[claimed.job.id] = _Running(claimed, lease_token, task)
+        self._running[claimed.job.id] = _Running(lease_token, task)
         task.add_done_callback(lambda _: self._finished(claimed.job.id, lease_token))
         return True
 

@@ -73,16 +73,15 @@ async def save_to_library(
         if existing:
             return existing[0]
         job = await jobs.get(connection, user_id=viewer.user_id, job_id=asset.job_id)
-    if job is not None and job.is_draft and job.character_id is None:
-        # Saved now, it would be a plain image, and the portrait saved again under
-        # its character's name once createCharacter attaches it: two copies of one job.
-        raise BadUserInput(
-            "a draft portrait is saved to the library when createCharacter(portraitJobId) attaches it",
-            field="workspace_asset_id",
-        )
-    character = None
-    if job is not None and job.character_id is not None and job.destination == jobs.CHARACTER_PORTRAIT:
-        async with acquire(pool) as connection:
+        if job is not None and job.is_draft and job.character_id is None:
+            # Saved now, it would be a plain image, and the portrait saved again under
+            # its character's name once createCharacter attaches it: two copies of one job.
+            raise BadUserInput(
+                "a draft portrait is saved to the library when createCharacter(portraitJobId) attaches it",
+                field="workspace_asset_id",
+            )
+        character = None
+        if job is not None and job.character_id is not None and job.destination == jobs.CHARACTER_PORTRAIT:
             character = await characters.get(connection, user_id=viewer.user_id, character_id=job.character_id)
     # A character's portrait is saved under its library name, as the auto-save would.
     image_path, thumbnail = await copy_to_library(objects, asset=asset, character_id=None if character is None else character.id)

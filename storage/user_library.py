@@ -88,15 +88,6 @@ def _asset(row: asyncpg.Record) -> LibraryAsset:
     return LibraryAsset(**values)
 
 
-GET = f"SELECT {COLUMNS} FROM user_library l WHERE l.id = $1 AND l.user_id = $2"
-
-
-@translate_errors
-async def get(connection: asyncpg.Connection, *, user_id: UUID, asset_id: UUID) -> LibraryAsset | None:
-    row = await connection.fetchrow(GET, asset_id, user_id)
-    return None if row is None else _asset(row)
-
-
 GET_MANY_BY_JOB = f"SELECT {COLUMNS} FROM user_library l WHERE l.source_job_id = ANY($1::uuid[]) AND l.user_id = $2"
 
 
