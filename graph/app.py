@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, TypedDict
 
 import asyncpg
@@ -15,22 +16,38 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from graph import json
-from graph.auth import BearerTokenBackend, unauthenticated_response, viewer_of
-from graph.context import Context
+from graph.auth import (
+    BearerTokenBackend,
+    TokenError,
+    authorization_param,
+    bearer_token,
+    unauthenticated_response,
+    verify_token,
+    viewer_of,
+)
+from graph.context import AUTH_REQUIRED, Context
+from graph.websocket import SOCKET_EXPIRY, TextWebSocketAdapter, close_at_expiry
 from graph.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
 from graph.settings import Settings
 from pipeline.service import Generation
 from storage.database import QueryLogger, create_pool, ping
 from storage.errors import StorageError
+from storage.event_hub import EventHub, open_event_hub
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
 from storage.objects.local import SIGN_ROUTE
 from storage.objects.signing import UrlSigner
 
 logger = logging.getLogger(__name__)
+
+# A websocket must send connection_init this soon after opening, or it is closed (4408).
+CONNECTION_INIT_TIMEOUT = timedelta(seconds=15)
 
 
 class State(TypedDict):
@@ -39,13 +56,21 @@ class State(TypedDict):
     pool: asyncpg.Pool
     objects: CatalogedObjectStore
     signer: UrlSigner
+    events: EventHub
 
 
 class PortraitsGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context and a faster JSON encoder."""
+    """Strawberry's ASGI view with our context, websocket authentication and a faster JSON encoder."""
+
+    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
 
     def __init__(self, schema: PortraitsSchema, settings: Settings) -> None:
-        super().__init__(schema, graphql_ide="graphiql" if settings.graphiql else None)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.graphiql else None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
+        )
         self.settings = settings
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
@@ -56,8 +81,35 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             signer=request.state.signer,
             objects=request.state.objects,
             settings=self.settings,
+            events=request.state.events,
             viewer=viewer_of(request),
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate a websocket by its connection_init ``Authorization``, else its upgrade header.
+
+        A bad or missing token rejects the connection (4403); an accepted one
+        is closed (4401) when its token expires.
+        """
+        try:
+            authorization = authorization_param(context.connection_params)
+            if authorization is not None:
+                context.viewer = verify_token(self.settings.jwt_secret, bearer_token(authorization))
+        except TokenError as error:
+            raise ConnectionRejectionError({"message": f"Unauthenticated: {error}", "code": "UNAUTHENTICATED"}) from None
+        if context.viewer is None:
+            raise ConnectionRejectionError({"message": f"Unauthenticated: {AUTH_REQUIRED}", "code": "UNAUTHENTICATED"})
+        websocket = context.request
+        assert isinstance(websocket, WebSocket)
+        websocket.scope[SOCKET_EXPIRY] = close_at_expiry(websocket, context.viewer.expires_at)
+        return UNSET
+
+    async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        finally:
+            if isinstance(request, WebSocket) and (timer := request.scope.pop(SOCKET_EXPIRY, None)) is not None:
+                timer.cancel()
 
     def encode_json(self, data: object) -> bytes:
         return json.dumps(data)
@@ -106,7 +158,8 @@ def create_app(
                     settings.generation, dsn=database_url, pool=pool, objects=objects, workers=settings.generation.workers
                 )
             try:
-                yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing)}
+                async with open_event_hub(database_url, broadcast_url=settings.broadcast_url) as events:
+                    yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing), "events": events}
             finally:
                 if generation is not None:
                     await generation.stop()

@@ -9,6 +9,7 @@ must be refreshed (see the README, "Authentication").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -92,6 +93,15 @@ class AuthenticatedUser(BaseUser):
         return str(self.viewer.user_id)
 
 
+def bearer_token(value: str) -> str:
+    """The token of an ``Authorization`` value, which must be ``Bearer <token>``."""
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise TokenError("Authorization must be 'Bearer <token>'")
+    return token
+
+
 class BearerTokenBackend(AuthenticationBackend):
     def __init__(self, secret: str) -> None:
         self.secret = secret
@@ -100,12 +110,26 @@ class BearerTokenBackend(AuthenticationBackend):
         header = conn.headers.get("authorization")
         if header is None:
             return None
-        scheme, _, token = header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise TokenError("Authorization header must be 'Bearer <token>'")
-        viewer = verify_token(self.secret, token)
+        viewer = verify_token(self.secret, bearer_token(header))
         return AuthCredentials([ROLE]), AuthenticatedUser(viewer)
+
+
+def authorization_param(params: Mapping[str, object] | None) -> str | None:
+    """The ``Authorization`` a websocket client put in its connection_init payload, if any.
+
+    Top level as graphql-ws clients send it (``{"Authorization": "Bearer ..."}``),
+    any capitalisation, or under ``headers`` as Apollo's clients do.
+    """
+    if not params:
+        return None
+    for holder in (params, params.get("headers")):
+        if isinstance(holder, Mapping):
+            for key, value in holder.items():
+                if isinstance(key, str) and key.lower() == "authorization":
+                    if not isinstance(value, str):
+                        raise TokenError("Authorization must be 'Bearer <token>'")
+                    return value
+    return None
 
 
 def viewer_of(conn: HTTPConnection) -> Viewer | None:

@@ -15,6 +15,8 @@ from graph.settings import Settings
 from resolvers.errors import Unauthenticated
 from resolvers.viewer import Viewer
 from resolvers.jobs import JobPolicy
+from resolvers.subscriptions import SubscriptionLimits
+from storage.event_hub import EventHub
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.signing import UrlSigner
 
@@ -29,7 +31,10 @@ class Context:
     signer: UrlSigner
     objects: CatalogedObjectStore
     settings: Settings
+    events: EventHub
     viewer: Viewer | None = field(default=None)
+    # graphql-transport-ws / graphql-ws: the connection_init payload (strawberry sets it).
+    connection_params: dict[str, object] | None = None
 
     def require_viewer(self) -> Viewer:
         if self.viewer is None:
@@ -40,7 +45,15 @@ class Context:
     def job_policy(self) -> JobPolicy:
         return self.settings.job_policy
 
+    @property
+    def subscription_limits(self) -> SubscriptionLimits:
+        return self.settings.subscription_limits
+
     @cached_property
     def loaders(self) -> Loaders:
         """Made on first use, so a request batches and caches its own loads and nobody else's."""
         return Loaders(self.pool, self.require_viewer())
+
+    def refresh_loaders(self) -> None:
+        """Forget cached loads: a subscription's next item must show rows as they are now."""
+        self.__dict__.pop("loaders", None)

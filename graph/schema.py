@@ -28,6 +28,7 @@ from graph.characters import CharacterMutation, CharacterQuery
 from graph.errors import log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
+from graph.subscriptions import Subscription
 from graph.viewer import ViewerQuery
 
 MAX_DEPTH = 10
@@ -59,6 +60,7 @@ def build_schema(**kwargs: Any) -> PortraitsSchema:
     return PortraitsSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: AddValidationRules(LIMIT_RULES),

@@ -13,12 +13,15 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pipeline.generation import PipelineConfig
 from pipeline.providers.fal import FalConfig
 from pipeline.service import GenerationSettings
 from pipeline.worker import WorkerConfig
 from resolvers.jobs import JobPolicy
+from resolvers.subscriptions import SubscriptionLimits
+from storage.event_hub import REDIS_SCHEMES
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
@@ -53,6 +56,9 @@ class Settings:
     signing: SigningPolicy
     generation: GenerationSettings
     job_policy: JobPolicy
+    # None: fan-out on our PostgreSQL LISTEN/NOTIFY backend; redis://...: broadcaster's Redis backend.
+    broadcast_url: str | None
+    subscription_limits: SubscriptionLimits
 
     @property
     def is_production(self) -> bool:
@@ -105,6 +111,11 @@ class Settings:
                 max_active_per_user=_int_setting(env, "MAX_ACTIVE_JOBS_PER_USER", 10, minimum=1, maximum=10_000),
                 max_attempts=_int_setting(env, "JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=20),
                 providers=generation.provider_names,
+            ),
+            broadcast_url=_broadcast_url(env),
+            subscription_limits=SubscriptionLimits(
+                max_pending=_int_setting(env, "SUBSCRIPTION_MAX_PENDING", 256, minimum=1, maximum=100_000),
+                max_lag_seconds=_float_setting(env, "SUBSCRIPTION_MAX_LAG_SECONDS", 60, minimum=0.1, maximum=3600),
             ),
         )
 
@@ -204,6 +215,15 @@ def _generation_settings(env: Mapping[str, str]) -> GenerationSettings:
         fal=fal,
         local_latency_seconds=_float_setting(env, "LOCAL_RENDER_LATENCY_MS", 0, minimum=0, maximum=600_000) / 1000,
     )
+
+
+def _broadcast_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("BROADCAST_URL") or "").strip() or None
+    if url is not None and urlparse(url).scheme not in REDIS_SCHEMES:
+        raise SettingsError(
+            f"BROADCAST_URL must be a redis:// or rediss:// URL (or unset, for PostgreSQL LISTEN/NOTIFY), not {url!r}"
+        )
+    return url
 
 
 def _float_setting(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:

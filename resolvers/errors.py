@@ -56,3 +56,9 @@ class RateLimited(PortraitsError):
     """Too many requests of a kind at once; the client may retry once some finish."""
 
     code = "RATE_LIMITED"
+
+
+class SubscriberTooSlow(PortraitsError):
+    """A subscription fell too far behind its events and was ended; the client may subscribe again."""
+
+    code = "SUBSCRIBER_TOO_SLOW"

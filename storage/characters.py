@@ -122,6 +122,22 @@ async def list(  # noqa: A001 - the service verb, as in dispatch
     return [_character(row) for row in rows]
 
 
+LIST_CHANGED_SINCE = f"""
+SELECT {COLUMNS} FROM characters c
+WHERE c.user_id = $1 AND c.updated_at >= $2
+ORDER BY c.updated_at DESC
+LIMIT $3
+"""
+
+
+@translate_errors
+async def list_changed_since(
+    connection: asyncpg.Connection, *, user_id: UUID, since: datetime, limit: int
+) -> list[Character]:
+    """The user's characters updated at or after ``since``, most recent first (a subscription's resync)."""
+    return [_character(row) for row in await connection.fetch(LIST_CHANGED_SINCE, user_id, since, limit)]
+
+
 CREATE = f"""
 INSERT INTO characters AS c (user_id, name, description, appearance_tags, traits, persona, gender, content_rating,
     scene_behavior_rules, image_url, reference_image_url)

@@ -144,6 +144,22 @@ async def list(  # noqa: A001 - the service verb, as in dispatch
     return [_job(row) for row in rows]
 
 
+LIST_CHANGED_SINCE = f"""
+SELECT {COLUMNS} FROM jobs j
+WHERE j.user_id = $1 AND j.updated_at >= $2 AND j.destination = $3
+ORDER BY j.updated_at DESC
+LIMIT $4
+"""
+
+
+@translate_errors
+async def list_changed_since(
+    connection: asyncpg.Connection, *, user_id: UUID, since: datetime, destination: str, limit: int
+) -> list[Job]:
+    """The user's jobs of ``destination`` updated at or after ``since``, most recent first (a subscription's resync)."""
+    return [_job(row) for row in await connection.fetch(LIST_CHANGED_SINCE, user_id, since, destination, limit)]
+
+
 # Serialises job creation per user, so two concurrent requests cannot both
 # pass the cap. Transaction-scoped: released at commit or rollback.
 LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))"

@@ -8,7 +8,9 @@ from empty tables.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import shutil
 import tempfile
 import uuid
@@ -21,6 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 
 from graph.app import create_app
@@ -37,6 +40,12 @@ from storage.embedded import EmbeddedPostgres
 from storage.migrate import migrate
 from tests.fake_fal import FakeFal
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
 
 DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters", "stored_objects")
 
@@ -98,6 +107,30 @@ def settings(database_url: str, fake_fal_server: FakeFal, tmp_path_factory: pyte
 async def app_manager(settings: Settings) -> AsyncIterator[LifespanManager]:
     async with LifespanManager(create_app(settings)) as manager:
         yield manager
+
+
+@pytest.fixture(scope="session")
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The app served by a real uvicorn on a free port, in the tests' event loop; its websocket URL.
+
+    httpx's ASGI transport speaks no websockets, so subscriptions are tested
+    against this, as clients reach them. The app is a second one on the same
+    database, beside ``client``'s (as two server processes would be).
+    """
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"ws://127.0.0.1:{port}/graphql"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,8 @@ def signed(payload: dict[str, object], secret: str = TEST_JWT_SECRET, algorithm:
 
 
 BAD_HEADERS = {
-    "scheme is not Bearer": ("Basic dXNlcjpwYXNz", "Authorization header must be 'Bearer <token>'"),
-    "Bearer without a token": ("Bearer", "Authorization header must be 'Bearer <token>'"),
+    "scheme is not Bearer": ("Basic dXNlcjpwYXNz", "Authorization must be 'Bearer <token>'"),
+    "Bearer without a token": ("Bearer", "Authorization must be 'Bearer <token>'"),
     "garbage token": ("Bearer not.a.jwt", "token is malformed"),
     "wrong secret": (f"Bearer {signed(claims(), secret='another-secret-entirely-another-secret')}", "token signature is invalid"),
     "expired": (f"Bearer {signed(claims(exp=int((NOW - timedelta(minutes=5)).timestamp())))}", "token has expired"),

@@ -1,0 +1,53 @@
+"""Websocket details of the GraphQL endpoint: text frames, and closing a socket when its token expires."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import WebSocketDisconnected
+
+logger = logging.getLogger(__name__)
+
+# Key in the websocket's ASGI scope: the expiry timer to cancel when the socket ends first.
+SOCKET_EXPIRY = "portraits.expiry"
+# graphql-transport-ws: 4401 Unauthorized.
+TOKEN_EXPIRED_CODE = 4401
+TOKEN_EXPIRED_REASON = "Unauthorized: token expired"
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """Sends every message as a text frame, as graphql-ws and Apollo clients require (our encoder makes bytes)."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        encoded = self.view.encode_json(message)
+        try:
+            await self.ws.send_text(encoded.decode() if isinstance(encoded, bytes) else encoded)
+        except WebSocketDisconnect as error:
+            raise WebSocketDisconnected from error
+
+
+def close_at_expiry(websocket: WebSocket, expires_at: datetime) -> asyncio.TimerHandle:
+    """Close the socket (4401) when its token expires; cancel the handle when the socket ends first."""
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
+    return loop.call_later(delay, _start_closing, websocket)
+
+
+def _start_closing(websocket: WebSocket) -> None:
+    task = asyncio.get_running_loop().create_task(_close(websocket))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _close(websocket: WebSocket) -> None:
+    try:
+        await websocket.close(code=TOKEN_EXPIRED_CODE, reason=TOKEN_EXPIRED_REASON)
+    except (RuntimeError, OSError) as error:  # already closed or closing
+        logger.debug("socket closed before its token expired: %s", error)

@@ -1,0 +1,202 @@
+"""What each subscription does: listen for the viewer's change events, re-read, yield what changed.
+
+A change event only says "this row changed" (storage/change_events.py), so a
+subscriber re-reads the row through the same authorised loaders queries use
+(``load_jobs``, ``load_characters``, filtered by the viewer). The hub listens
+before the first read, so nothing committed after that read is missed. A
+``resync`` (events may have been lost) re-reads everything the subscription
+shows; rows re-read but unchanged are not sent again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from resolvers.characters import NOT_FOUND_MESSAGE as CHARACTER_NOT_FOUND, load_characters
+from resolvers.errors import NotFound, ServiceUnavailable, SubscriberTooSlow
+from resolvers.jobs import JOB_NOT_FOUND, load_jobs
+from resolvers.validation import parse_id
+from resolvers.viewer import Viewer
+from storage import characters, jobs
+from storage.change_events import CHARACTER, DELETE, JOB, ChangeNotice
+from storage.characters import Character
+from storage.database import acquire
+from storage.event_hub import Delivery, EventHub, FeedClosed, Mailbox, NoticeFilter
+from storage.event_hub import SubscriberTooSlow as MailboxOverflow
+from storage.jobs import Job
+
+FINISHED_STATUSES = (jobs.COMPLETED, jobs.FAILED, jobs.CANCELED)
+# A resync re-reads rows changed since the subscription last heard anything,
+# widened by this much for transactions in flight and clock skew between hosts.
+RESYNC_SLACK = timedelta(minutes=1)
+RESYNC_MAX_ROWS = 100
+# Per-subscription memory of what was last sent per row, to skip re-sends.
+SENT_MEMORY = 1000
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionLimits:
+    """How far behind a subscriber may fall before it is ended (see storage/event_hub.py)."""
+
+    max_pending: int = 256
+    max_lag_seconds: float = 60.0
+
+
+class _SentStates(Generic[K]):
+    """The last state sent per row, bounded: a forgotten row may be sent once more, never lost."""
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[UUID, K] = OrderedDict()
+
+    def is_new(self, row_id: UUID, state: K) -> bool:
+        if self._states.get(row_id) == state:
+            self._states.move_to_end(row_id)
+            return False
+        self._states[row_id] = state
+        self._states.move_to_end(row_id)
+        if len(self._states) > SENT_MEMORY:
+            self._states.popitem(last=False)
+        return True
+
+
+def job_state(job: Job) -> tuple[object, ...]:
+    """What a client sees of a job; lease renewals change ``updated_at`` but nothing here."""
+    return (job.status, job.provider_status, job.queue_position, job.character_id, job.error, job.seed,
+            job.attempts, job.started_at, job.completed_at)
+
+
+async def job_updates(pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, job_id: str) -> AsyncIterator[Job]:
+    """The job now, then each change; ends after a finished state, or with NOT_FOUND for a missing or foreign id."""
+    key = parse_id(job_id)
+
+    def accepts(notice: ChangeNotice) -> bool:
+        return notice.kind == JOB and notice.id == key
+
+    async with _listen(hub, viewer, limits, accepts) as mailbox:
+        sent: tuple[object, ...] | None = None
+        while True:
+            [job] = await load_jobs(pool, viewer, [key])
+            if job is None:
+                raise NotFound(JOB_NOT_FOUND)
+            if job_state(job) != sent:
+                sent = job_state(job)
+                yield job
+            if job.status in FINISHED_STATUSES:
+                return
+            await _next(mailbox)
+
+
+async def character_image_updates(
+    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, character_id: str | None
+) -> AsyncIterator[Character]:
+    """Each time the character's image changes; with no id, for every character of the viewer."""
+    if character_id is None:
+        async for character in _all_character_images(pool, hub, viewer, limits):
+            yield character
+        return
+    key = parse_id(character_id)
+
+    def accepts(notice: ChangeNotice) -> bool:
+        return notice.kind == CHARACTER and notice.id == key
+
+    async with _listen(hub, viewer, limits, accepts) as mailbox:
+        character = await _character(pool, viewer, key)
+        shown = character.image_url
+        while True:
+            await _next(mailbox)
+            character = await _character(pool, viewer, key)
+            if character.image_url != shown:
+                shown = character.image_url
+                yield character
+
+
+async def _all_character_images(
+    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits
+) -> AsyncIterator[Character]:
+    def accepts(notice: ChangeNotice) -> bool:
+        return notice.kind == CHARACTER and notice.op != DELETE
+
+    async with _listen(hub, viewer, limits, accepts) as mailbox:
+        sent: _SentStates[str | None] = _SentStates()
+        since = datetime.now(UTC)
+        while True:
+            delivery = await _next(mailbox)
+            heard_at = datetime.now(UTC)
+            if delivery.resync:
+                async with acquire(pool) as connection:
+                    changed = await characters.list_changed_since(
+                        connection, user_id=viewer.user_id, since=since - RESYNC_SLACK, limit=RESYNC_MAX_ROWS
+                    )
+            else:
+                changed = [c for c in await load_characters(pool, viewer, [n.id for n in delivery.notices]) if c is not None]
+            since = heard_at
+            for character in changed:
+                if sent.is_new(character.id, character.image_url):
+                    yield character
+
+
+async def portrait_job_updates(
+    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits
+) -> AsyncIterator[Job]:
+    """Every character-portrait job of the viewer as it changes (what the seed's useCharacterImageUpdates watches)."""
+
+    def accepts(notice: ChangeNotice) -> bool:
+        return notice.kind == JOB and notice.destination == jobs.CHARACTER_PORTRAIT
+
+    async with _listen(hub, viewer, limits, accepts) as mailbox:
+        sent: _SentStates[tuple[object, ...]] = _SentStates()
+        since = datetime.now(UTC)
+        while True:
+            delivery = await _next(mailbox)
+            heard_at = datetime.now(UTC)
+            if delivery.resync:
+                async with acquire(pool) as connection:
+                    changed = await jobs.list_changed_since(
+                        connection, user_id=viewer.user_id, since=since - RESYNC_SLACK,
+                        destination=jobs.CHARACTER_PORTRAIT, limit=RESYNC_MAX_ROWS,
+                    )
+                changed.reverse()  # oldest change first, as events would have come
+            else:
+                changed = [j for j in await load_jobs(pool, viewer, [n.id for n in delivery.notices]) if j is not None]
+            since = heard_at
+            for job in changed:
+                if sent.is_new(job.id, job_state(job)):
+                    yield job
+
+
+@asynccontextmanager
+async def _listen(hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, accepts: NoticeFilter) -> AsyncIterator[Mailbox]:
+    try:
+        async with hub.subscribe(
+            viewer.user_id, accepts=accepts, max_pending=limits.max_pending, max_lag_seconds=limits.max_lag_seconds
+        ) as mailbox:
+            yield mailbox
+    except FeedClosed as error:
+        raise ServiceUnavailable(f"subscription ended: {error}") from None
+
+
+async def _next(mailbox: Mailbox) -> Delivery:
+    """The mailbox's next delivery, its endings as client errors."""
+    try:
+        return await mailbox.next()
+    except MailboxOverflow as error:
+        raise SubscriberTooSlow(f"subscription ended: {error}; subscribe again to resume") from None
+    except FeedClosed as error:
+        raise ServiceUnavailable(f"subscription ended: {error}") from None
+
+
+async def _character(pool: asyncpg.Pool, viewer: Viewer, character_id: UUID) -> Character:
+    [character] = await load_characters(pool, viewer, [character_id])
+    if character is None:
+        raise NotFound(CHARACTER_NOT_FOUND)
+    return character

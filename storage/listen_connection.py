@@ -1,0 +1,173 @@
+"""One dedicated PostgreSQL connection that LISTENs on a channel and keeps itself alive.
+
+LISTEN is session state, so it never goes on a pooled connection. The
+connection is watched two ways: asyncpg's termination listener (the server
+closed it, e.g. ``pg_terminate_backend``) and a periodic ``SELECT 1`` with a
+timeout (a silent network loss). Either way it is reopened with exponential
+backoff and LISTENs again; ``on_connected(after_gap=True)`` then tells the
+owner that notifications may have been lost, since PostgreSQL does not keep
+them for a listener that was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from storage.errors import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+INITIAL_BACKOFF_SECONDS = 0.25
+MAX_BACKOFF_SECONDS = 30.0
+HEALTH_CHECK_SECONDS = 15.0
+HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
+
+NotificationHandler = Callable[[str], None]
+# Runs on a fresh connection before LISTEN; False means "not now" (e.g. another
+# process holds the relay lock): the connection is closed and tried again later.
+ConnectionGate = Callable[[asyncpg.Connection], Awaitable[bool]]
+
+
+class ListenConnection:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        channel: str,
+        on_notification: NotificationHandler,
+        on_connected: Callable[[bool], None],
+        application_name: str,
+        gate: ConnectionGate | None = None,
+        gate_retry_seconds: float = 2.0,
+        health_check_seconds: float = HEALTH_CHECK_SECONDS,
+        max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
+    ) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._on_notification = on_notification
+        self._on_connected = on_connected
+        self._application_name = application_name
+        self._gate = gate
+        self._gate_retry_seconds = gate_retry_seconds
+        self._health_check_seconds = health_check_seconds
+        self._max_backoff_seconds = max_backoff_seconds
+        self._connection: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._lock = asyncio.Lock()  # one statement at a time on the connection (asyncpg allows no more)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    async def start(self) -> None:
+        """Try once inline, so LISTEN is in place when ``start`` returns; keep trying in the background if not."""
+        connected = False
+        try:
+            connected = await self._open()
+        except CONNECT_ERRORS as error:
+            logger.warning("cannot LISTEN on %s yet (%s); retrying in the background", self._channel, error)
+        if connected:
+            self._on_connected(False)
+        self._task = asyncio.create_task(self._keep_listening(connected), name=f"listen-{self._channel}")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop()
+
+    async def execute(self, query: str, *args: Any) -> None:
+        """Run one statement on the LISTEN connection (for NOTIFY); serialised, so concurrent callers never clash."""
+        async with self._lock:
+            connection = self._connection
+            if connection is None:
+                raise StorageUnavailable(f"the LISTEN connection for {self._channel} is down")
+            try:
+                await connection.execute(query, *args)
+            except CONNECT_ERRORS as error:
+                raise StorageUnavailable(str(error)) from error
+
+    async def _open(self) -> bool:
+        connection = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings={"application_name": self._application_name}
+        )
+        try:
+            if self._gate is not None and not await self._gate(connection):
+                await connection.close(timeout=5)
+                return False
+            connection.add_termination_listener(self._terminated)
+            await connection.add_listener(self._channel, self._notified)
+        except BaseException:
+            connection.terminate()
+            raise
+        self._lost.clear()
+        self._connection = connection
+        return True
+
+    async def _keep_listening(self, connected: bool) -> None:
+        backoff = INITIAL_BACKOFF_SECONDS
+        while True:
+            if connected:
+                await self._watch()
+                await self._drop()
+                logger.warning("LISTEN connection for %s lost; reconnecting", self._channel)
+                connected = False
+            try:
+                connected = await self._open()
+            except CONNECT_ERRORS as error:
+                logger.warning("LISTEN on %s still down (%s); retrying in %.2f s", self._channel, error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_seconds)
+                continue
+            if not connected:
+                await asyncio.sleep(self._gate_retry_seconds)
+                continue
+            backoff = INITIAL_BACKOFF_SECONDS
+            logger.info("LISTEN on %s restored", self._channel)
+            self._on_connected(True)
+
+    async def _watch(self) -> None:
+        """Return when the connection is lost or stops answering."""
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), timeout=self._health_check_seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                async with self._lock:
+                    assert self._connection is not None
+                    await self._connection.fetchval("SELECT 1", timeout=HEALTH_CHECK_TIMEOUT_SECONDS)
+            except CONNECT_ERRORS as error:
+                logger.warning("LISTEN connection for %s does not answer (%s)", self._channel, error)
+                return
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None or connection.is_closed():
+            return
+        try:
+            await connection.close(timeout=2)
+        except CONNECT_ERRORS:
+            connection.terminate()
+
+    def _terminated(self, connection: asyncpg.Connection) -> None:
+        if not self._closing:
+            self._lost.set()
+
+    def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        try:
+            self._on_notification(payload)
+        except Exception:  # a handler bug must not kill asyncpg's protocol callback
+            logger.exception("change event handler failed on %.200r", payload)

@@ -1,0 +1,90 @@
+"""With ``BROADCAST_URL=redis://...``: carry the database's change events into broadcaster's Redis backend.
+
+Events still come only from the database triggers; Redis only fans them out.
+One process at a time relays (whoever holds a session advisory lock on its
+LISTEN connection), so each event reaches Redis once however many servers
+run. The other processes retry the lock every few seconds; the lock goes with
+the connection, so when the relaying process dies, another takes over, and
+announces ``RESYNC`` on ``RESYNC_CHANNEL`` since events of the handover are lost.
+Publishing is one task in arrival order; when Redis refuses, the event is
+dropped and ``RESYNC`` goes out as soon as Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from storage.change_events import EVENTS_CHANNEL, RESYNC, RESYNC_CHANNEL, channel_of
+from storage.listen_connection import ListenConnection
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "portraits-events-relay"
+RELAY_LOCK_KEY = 0x706F7274726F6C  # "portrol": one relay per database
+LEADER_RETRY_SECONDS = 2.0
+REDIS_RETRY_SECONDS = 1.0
+
+Publish = Callable[[str, str], Awaitable[None]]
+
+
+class NotifyRelay:
+    def __init__(self, dsn: str, publish: Publish, *, leader_retry_seconds: float = LEADER_RETRY_SECONDS) -> None:
+        self._publish = publish
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._listen = ListenConnection(
+            dsn,
+            channel=EVENTS_CHANNEL,
+            on_notification=self._received,
+            on_connected=self._connected,
+            application_name=APPLICATION_NAME,
+            gate=self._take_lead,
+            gate_retry_seconds=leader_retry_seconds,
+        )
+        self._publisher: asyncio.Task[None] | None = None
+        self.is_leader = False  # as of the last connection attempt
+
+    async def start(self) -> None:
+        self._publisher = asyncio.create_task(self._publish_in_order(), name="notify-relay-publisher")
+        await self._listen.start()
+
+    async def close(self) -> None:
+        await self._listen.close()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+
+    async def _take_lead(self, connection: asyncpg.Connection) -> bool:
+        self.is_leader = bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
+        return self.is_leader
+
+    def _connected(self, after_gap: bool) -> None:
+        # Leading now: events of the time nobody led (or before this process listened) are lost.
+        self._outbox.put_nowait((RESYNC_CHANNEL, RESYNC))
+
+    def _received(self, payload: str) -> None:
+        channel = channel_of(payload)
+        if channel is not None:
+            self._outbox.put_nowait((channel, payload))
+
+    async def _publish_in_order(self) -> None:
+        owe_resync = False
+        while True:
+            channel, message = await self._outbox.get()
+            try:
+                if owe_resync:
+                    await self._publish(RESYNC_CHANNEL, RESYNC)
+                    owe_resync = False
+                await self._publish(channel, message)
+            except Exception as error:  # noqa: BLE001 - whatever the Redis client raises; never stop relaying
+                logger.warning("cannot publish change events to the broadcast backend (%s); will resync", error)
+                owe_resync = True
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+                # What piled up meanwhile is covered by the resync; drop it so an outage cannot grow memory.
+                while not self._outbox.empty():
+                    self._outbox.get_nowait()

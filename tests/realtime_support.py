@@ -1,0 +1,147 @@
+"""A small GraphQL-over-websocket client for tests: both protocols, as real clients speak them.
+
+graphql-transport-ws (the graphql-ws library, Apollo Client 3.5+): connection_init
+-> connection_ack, subscribe -> next* -> complete | error.
+graphql-ws (subscriptions-transport-ws, the legacy one): connection_init ->
+connection_ack | connection_error, start -> data* -> complete | error, and "ka" keep-alives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+PROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
+
+JOB_UPDATED = """
+subscription($id: ID!) { jobUpdated(id: $id) {
+    id status destination seed error characterId
+    providerProgress { status queuePosition }
+    character { id imageUrl }
+    libraryAsset { id path }
+} }
+"""
+CHARACTER_IMAGE_UPDATED = """
+subscription($characterId: ID) { characterImageUpdated(characterId: $characterId) {
+    id name imageUrl signedImageUrl { url expiresAt }
+} }
+"""
+PORTRAIT_JOBS = "subscription { portraitJobs { id status destination characterId } }"
+
+
+class Rejected(Exception):
+    """The server refused the connection: ``code`` is the close code, ``payload`` a connection_error's payload."""
+
+    def __init__(self, code: int | None, reason: str, payload: Any = None) -> None:
+        super().__init__(f"rejected: {code} {reason} {payload}")
+        self.code = code
+        self.reason = reason
+        self.payload = payload
+
+
+class GraphQLSocket:
+    def __init__(self, connection: ClientConnection, protocol: str) -> None:
+        self.connection = connection
+        self.protocol = protocol
+        self._ids = itertools.count(1)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        url: str,
+        *,
+        protocol: str = TRANSPORT_WS,
+        token: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[GraphQLSocket]:
+        """Connect and initialise; ``token`` goes into connection_init as graphql-ws clients send it."""
+        payload = dict(params or {})
+        if token is not None:
+            payload["Authorization"] = f"Bearer {token}"
+        connection = await websockets.connect(url, subprotocols=[protocol], additional_headers=headers, open_timeout=10)  # type: ignore[list-item]
+        try:
+            socket = cls(connection, protocol)
+            await socket.send({"type": "connection_init", "payload": payload})
+            while True:
+                message = await socket.receive()
+                if message["type"] == "connection_ack":
+                    break
+                if message["type"] == "connection_error":
+                    raise Rejected(None, "connection_error", message.get("payload"))
+            yield socket
+        finally:
+            await connection.close()
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        await self.connection.send(orjson.dumps(message).decode())
+
+    async def receive(self, timeout: float = 15) -> dict[str, Any]:
+        """The next message (keep-alives skipped); ``Rejected`` when the server closed the socket."""
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.connection.recv(), timeout=timeout)
+            except ConnectionClosed as closed:
+                received = closed.rcvd
+                raise Rejected(received.code if received else None, received.reason if received else "") from None
+            assert isinstance(raw, str), f"graphql websocket messages are text frames, got {type(raw)}"
+            message: dict[str, Any] = orjson.loads(raw)
+            if message.get("type") != "ka":
+                return message
+
+    async def subscribe(self, query: str, variables: Mapping[str, Any] | None = None) -> str:
+        operation_id = str(next(self._ids))
+        kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
+        await self.send({"id": operation_id, "type": kind, "payload": {"query": query, "variables": dict(variables or {})}})
+        return operation_id
+
+    async def stop(self, operation_id: str) -> None:
+        await self.send({"id": operation_id, "type": "complete" if self.protocol == TRANSPORT_WS else "stop"})
+
+    async def next_result(self, timeout: float = 15) -> dict[str, Any]:
+        """The next result of any operation as ``{"id", "type": next|error|complete, "payload"}``, protocol-neutral."""
+        message = await self.receive(timeout)
+        if message["type"] == "data":
+            message["type"] = "next"
+        return message
+
+    async def results_until_complete(self, operation_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """Every payload of ``operation_id`` up to its complete (an error ends it too), in order."""
+        results: list[dict[str, Any]] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            assert remaining > 0, f"no complete within {timeout} s; got {results}"
+            message = await self.next_result(remaining)
+            if message.get("id") != operation_id:
+                continue
+            if message["type"] == "complete":
+                return results
+            results.append(message)
+            if message["type"] == "error" and self.protocol == TRANSPORT_WS:
+                return results
+
+
+def data_of(message: dict[str, Any], field: str) -> dict[str, Any]:
+    assert message["type"] == "next", message
+    assert not message["payload"].get("errors"), message
+    value: dict[str, Any] = message["payload"]["data"][field]
+    return value
+
+
+def error_codes_of(message: dict[str, Any]) -> list[str]:
+    """The extensions.code of each error in a next/data or error message."""
+    payload = message["payload"]
+    errors = payload if isinstance(payload, list) else payload.get("errors") or [payload]
+    return [error.get("extensions", {}).get("code") for error in errors]

@@ -1,0 +1,80 @@
+"""`portraits serve` as a subprocess, for tests of the real command and of several server processes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import free_port
+
+READY = "Portraits is ready."
+
+
+class Server:
+    """A `python -m graph.cli serve` subprocess whose output is read line by line in a thread."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        full_env = {**os.environ, "PORTRAITS_DATA_DIR": str(data_dir), "PORT": str(self.port), "LOG_LEVEL": "info", **env}
+        for name in ("DATABASE_URL", "JWT_SECRET", "PORTRAITS_ENV"):
+            if name not in env:
+                full_env.pop(name, None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "graph.cli", "serve"],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The first line holding ``text``, printed already or within ``timeout`` seconds."""
+        for line in self.output:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"never printed {text!r}; output:\n" + "\n".join(self.output))
+
+    def rest_of_output(self) -> str:
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return "\n".join(self.output)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def dev_token(self) -> str:
+        line = self.wait_for('"Authorization": "Bearer ')
+        match = re.search(r"Bearer ([\w.-]+)", line)
+        assert match is not None
+        return match[1]
+
+    def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 60) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
