@@ -128,8 +128,9 @@ class _UserFeed:
 
 
 class EventHub:
-    def __init__(self, broadcast: Broadcast) -> None:
+    def __init__(self, broadcast: Broadcast, *, relay: NotifyRelay | None = None) -> None:
         self._broadcast = broadcast
+        self.relay = relay  # Redis mode: what feeds the broadcast backend from NOTIFY
         self._feeds: dict[UUID, _UserFeed] = {}
         self._stopping: dict[UUID, asyncio.Task[None]] = {}
         self._resync_task: asyncio.Task[None] | None = None
@@ -247,7 +248,7 @@ async def open_event_hub(database_url: str, *, broadcast_url: str | None = None)
     else:
         broadcast = Broadcast(backend=PostgresNotifyBackend(database_url))  # type: ignore[arg-type]  # duck-typed backend
     await broadcast.connect()
-    hub = EventHub(broadcast)
+    hub = EventHub(broadcast, relay=relay)
     try:
         await hub.start()
         if relay is not None:

@@ -32,7 +32,9 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 class PostgresNotifyBackend:
     """Implements broadcaster's backend interface (connect, subscribe, publish, next_published, ...)."""
 
-    def __init__(self, dsn: str, *, health_check_seconds: float = HEALTH_CHECK_SECONDS) -> None:
+    def __init__(
+        self, dsn: str, *, application_name: str = APPLICATION_NAME, health_check_seconds: float = HEALTH_CHECK_SECONDS
+    ) -> None:
         self._channels: set[str] = set()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._listen = ListenConnection(
@@ -40,7 +42,7 @@ class PostgresNotifyBackend:
             channel=EVENTS_CHANNEL,
             on_notification=self._route,
             on_connected=self._connected,
-            application_name=APPLICATION_NAME,
+            application_name=application_name,
             health_check_seconds=health_check_seconds,
         )
 
