@@ -140,6 +140,11 @@ class EventHub:
     def subscriber_count(self) -> int:
         return sum(len(feed.mailboxes) for feed in self._feeds.values())
 
+    @property
+    def user_count(self) -> int:
+        """Users with a live feed in this process (one broadcaster subscription each)."""
+        return len(self._feeds)
+
     async def start(self) -> None:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._resync_task = asyncio.create_task(self._pump_resyncs(ready), name="event-hub-resync")
