@@ -18,16 +18,16 @@ READY = "Portraits is ready."
 
 
 class Server:
-    """A `python -m graph.cli serve` subprocess whose output is read line by line in a thread."""
+    """A `python -m graph.cli serve` (or another command) subprocess whose output is read line by line in a thread."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *, command: str = "serve", **env: str) -> None:
         self.port = free_port()
         full_env = {**os.environ, "PORTRAITS_DATA_DIR": str(data_dir), "PORT": str(self.port), "LOG_LEVEL": "info", **env}
         for name in ("DATABASE_URL", "JWT_SECRET", "PORTRAITS_ENV"):
             if name not in env:
                 full_env.pop(name, None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "graph.cli", "serve"],
+            [sys.executable, "-m", "graph.cli", command],
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
