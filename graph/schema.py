@@ -8,6 +8,7 @@ introspection query fits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
@@ -20,8 +21,11 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
@@ -47,7 +51,39 @@ Query = merge_types("Query", (ViewerQuery, CharacterQuery, JobQuery, LibraryQuer
 Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutation))
 
 
+SUBSCRIPTION_NEEDS_WEBSOCKET = (
+    "Subscriptions run over a websocket: connect to /graphql with graphql-transport-ws (or graphql-ws)"
+)
+
+
 class PortraitsSchema(strawberry.Schema):
+    async def execute(  # noqa: PLR0917 - strawberry's signature
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Single results only: a subscription over plain HTTP gets a clear error, not a half-run resolver.
+
+        (Websockets go through ``subscribe``/``stream``, never here.)
+        """
+        allowed = set(DEFAULT_ALLOWED_OPERATION_TYPES if allowed_operation_types is None else allowed_operation_types)
+        try:
+            return await super().execute(
+                query, variable_values, context_value, root_value, operation_name,
+                allowed - {OperationType.SUBSCRIPTION}, operation_extensions,
+            )
+        except InvalidOperationTypeError as error:
+            if error.operation_type is not OperationType.SUBSCRIPTION or OperationType.SUBSCRIPTION not in allowed:
+                raise
+            return ExecutionResult(
+                data=None, errors=[GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET, extensions={"code": "BAD_REQUEST"})]
+            )
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log only what the client did not cause, and give every error its code (graph/errors.py).
 

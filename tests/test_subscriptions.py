@@ -226,3 +226,22 @@ async def test_a_deleted_character_ends_its_subscription_with_not_found(
 
     # then the subscription ends with NOT_FOUND
     assert [code for message in messages for code in error_codes_of(message)] == ["NOT_FOUND"]
+
+
+async def test_a_subscription_over_plain_http_gets_a_clear_error(graphql: GraphQL, alice: uuid.UUID) -> None:
+    body = await graphql(PORTRAIT_JOBS, user=alice)
+    assert body["data"] is None
+    assert [error["extensions"]["code"] for error in body["errors"]] == ["BAD_REQUEST"]
+    assert "websocket" in body["errors"][0]["message"]
+
+
+async def test_queries_and_mutations_also_run_over_the_socket(live_server: str, alice: uuid.UUID) -> None:
+    async with GraphQLSocket.open(live_server, token=token_for(alice)) as socket:
+        operation = await socket.subscribe(
+            'mutation { createCharacter(input: {name: "Ada", description: "An engineer."}) { id name } }'
+        )
+        [created] = await socket.results_until_complete(operation)
+        operation = await socket.subscribe("query { viewer { id } }")
+        [viewer] = await socket.results_until_complete(operation)
+    assert data_of(created, "createCharacter")["name"] == "Ada"
+    assert data_of(viewer, "viewer")["id"] == str(alice)
