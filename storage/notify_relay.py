@@ -54,6 +54,7 @@ class NotifyRelay:
 
     async def close(self) -> None:
         await self._listen.close()
+        self.is_leader = False
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

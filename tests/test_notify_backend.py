@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import orjson
 import pytest
 from broadcaster import Broadcast, Event
 
-from storage.change_events import RESYNC, ChangeNotice, Resync, parse_message, user_channel
+from storage.change_events import RESYNC, RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
 from storage.errors import StorageUnavailable
 from storage.event_hub import open_event_hub
 from storage.notify_backend import PostgresNotifyBackend
+from storage.notify_relay import NotifyRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -250,3 +251,51 @@ async def test_broadcast_over_our_backend_delivers_to_every_subscriber_of_a_chan
         assert orjson.loads(first.message)["id"] == str(character)
     finally:
         await broadcast.disconnect()
+
+
+async def test_one_relay_leads_and_another_takes_over_when_it_goes(
+    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given two relays (as two server processes in Redis mode), each publishing into its own list
+    published: dict[str, list[tuple[str, str]]] = {"first": [], "second": []}
+
+    def recorder(name: str) -> Callable[[str, str], Awaitable[None]]:
+        async def publish(channel: str, message: str) -> None:
+            published[name].append((channel, message))
+        return publish
+
+    first = NotifyRelay(database_url, recorder("first"), leader_retry_seconds=0.1)
+    second = NotifyRelay(database_url, recorder("second"), leader_retry_seconds=0.1)
+    await first.start()
+    await second.start()
+    try:
+        # then only the first leads, and announces a resync as it takes the lead
+        assert (first.is_leader, second.is_leader) == (True, False)
+        character = await insert_character(pool, alice)
+        await set_image(pool, character, "https://example.com/one.png")
+        await wait_until(lambda: len(published["first"]) == 2)
+        assert published["first"][0] == (RESYNC_CHANNEL, RESYNC)
+        assert published["first"][1][0] == user_channel(alice)
+        assert published["second"] == []
+
+        # when the leader goes away
+        await first.close()
+        await wait_until(lambda: second.is_leader)
+        await wait_until(lambda: len(published["second"]) == 1)
+        await set_image(pool, character, "https://example.com/two.png")
+
+        # then the second leads: resync first (events of the handover are lost), then relays
+        await wait_until(lambda: len(published["second"]) == 2)
+        assert published["second"][0] == (RESYNC_CHANNEL, RESYNC)
+        assert orjson.loads(published["second"][1][1])["id"] == str(character)
+        assert len(published["first"]) == 2
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
