@@ -11,8 +11,8 @@ held rows untaken for too long, ends its subscription with
 however many events it misses, and never slows anyone else's delivery.
 
 ``open_event_hub`` assembles it: our ``PostgresNotifyBackend`` by default, or
-broadcaster's Redis backend (fed by ``NotifyRelay``) when a ``redis://`` URL
-is given.
+broadcaster's Redis backend (made to reconnect, ``ReconnectingRedisBackend``,
+and fed by ``NotifyRelay``) when a ``redis://`` URL is given.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from broadcaster import Broadcast
 from storage.change_events import RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
 from storage.notify_backend import PostgresNotifyBackend
 from storage.notify_relay import NotifyRelay
+from storage.redis_backend import ReconnectingRedisBackend
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ async def open_event_hub(database_url: str, *, broadcast_url: str | None = None)
     """The hub on our Postgres backend, or on broadcaster's Redis backend with the relay feeding it."""
     relay: NotifyRelay | None = None
     if broadcast_url is not None and urlparse(broadcast_url).scheme in REDIS_SCHEMES:
-        broadcast = Broadcast(broadcast_url)
+        broadcast = Broadcast(backend=ReconnectingRedisBackend(broadcast_url))
         relay = NotifyRelay(database_url, broadcast.publish)
     else:
         broadcast = Broadcast(backend=PostgresNotifyBackend(database_url))  # type: ignore[arg-type]  # duck-typed backend

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import orjson
 import pytest
+import redis.asyncio as redis
 from broadcaster import Broadcast, Event
 
 from storage.change_events import RESYNC, RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
@@ -299,3 +300,29 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
+async def test_redis_fan_out_survives_a_killed_pubsub_connection(
+    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given a hub on Redis with a live subscription
+    character = await insert_character(pool, alice)
+    async with open_event_hub(database_url, broadcast_url=REDIS_URL) as hub:
+        async with hub.subscribe(alice, accepts=lambda notice: True, max_pending=10, max_lag_seconds=60) as mailbox:
+            await drain_resyncs(mailbox)
+
+            # when Redis drops every pubsub connection (as a restart would)
+            client = redis.Redis.from_url(REDIS_URL)
+            try:
+                assert await client.execute_command("CLIENT KILL TYPE pubsub") >= 1
+            finally:
+                await client.aclose()
+
+            # then the subscriber is told to resync (what was published meanwhile is lost)
+            delivery = await asyncio.wait_for(mailbox.next(), 10)
+            assert delivery.resync
+            # and later changes reach it again
+            await set_image(pool, character, "https://example.com/after-kill.png")
+            delivery = await asyncio.wait_for(mailbox.next(), 10)
+            assert [notice.id for notice in delivery.notices] == [character]
