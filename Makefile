@@ -31,12 +31,14 @@ schema: $(VENV)/.installed
 	$(BIN)/strawberry export-schema graph.schema:schema --output schema.graphql
 
 # Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl,
-# then jobs/s and per-job overhead through one generation worker.
+# jobs/s and per-job overhead through one generation worker, then 10,000 idle subscribers on one
+# server process: memory per subscriber and latency from commit to client receipt.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
 	$(BIN)/python bench/list_characters.py --signed
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/subscriptions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
