@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from graph.app import create_app, open_services
 from graph.auth import issue_token
@@ -68,19 +69,27 @@ class PortraitsServer(uvicorn.Server):
             print(self.banner(), flush=True)
 
 
+def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """How `serve` (and the tests' live server) run the app."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        # Subscription messages are ~100-byte JSON: compression gains nothing and its
+        # zlib state costs ~40 KB per socket (bench/subscriptions.py).
+        ws_per_message_deflate=False,
+    )
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as database:
         settings = replace(settings, database_url=database.url)
         asyncio.run(migrate(database.url))
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            lifespan="on",
-            server_header=False,
-            timeout_graceful_shutdown=10,
-        )
+        config = uvicorn_config(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
         server = PortraitsServer(config, banner=lambda: _banner(settings, database))
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these
         # handlers turn it into an exception so the embedded PostgreSQL is stopped in order.

@@ -22,7 +22,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -54,6 +54,22 @@ Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutat
 SUBSCRIPTION_NEEDS_WEBSOCKET = (
     "Subscriptions run over a websocket: connect to /graphql with graphql-transport-ws (or graphql-ws)"
 )
+
+
+class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's execution context, with a fresh sub-field memo per subscription event.
+
+    graphql-core 3.3.2 builds each event's executor as a shallow copy that
+    shares ``_relevant_sub_fields``, memoised by the identity of lists made
+    anew per event, so a long-lived subscription kept ~1 KB per event for
+    its whole life (and fed the garbage collector). One memo per event is
+    what a single query gets anyway.
+    """
+
+    def build_per_event_executor(self, payload: Any) -> PortraitsExecutionContext:
+        executor = super().build_per_event_executor(payload)
+        executor._relevant_sub_fields = {}  # noqa: SLF001 - see the class docstring
+        return executor  # type: ignore[return-value]
 
 
 class PortraitsSchema(strawberry.Schema):
@@ -97,6 +113,7 @@ def build_schema(**kwargs: Any) -> PortraitsSchema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        execution_context_class=PortraitsExecutionContext,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: AddValidationRules(LIMIT_RULES),

@@ -28,6 +28,7 @@ from asgi_lifespan import LifespanManager
 
 from graph.app import create_app
 from graph.auth import issue_token
+from graph.cli import uvicorn_config
 from graph.settings import Settings
 from pipeline.providers.fal import FalConfig
 from pipeline.service import Generation
@@ -118,7 +119,7 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
     database, beside ``client``'s (as two server processes would be).
     """
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn_config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
