@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from graph.app import create_app, open_services
 from graph.auth import issue_token
+from graph.gc_pacer import GcPacer
 from graph.settings import Settings, SettingsError
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
@@ -57,16 +58,22 @@ def open_database(settings: Settings) -> Iterator[Database]:
 
 
 class PortraitsServer(uvicorn.Server):
-    """uvicorn's server, printing where to go once the socket is really bound."""
+    """uvicorn's server, printing where to go once the socket is really bound, with paced garbage collection."""
 
     def __init__(self, config: uvicorn.Config, banner: Callable[[], str]) -> None:
         super().__init__(config)
         self.banner = banner
+        self.gc_pacer = GcPacer()
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         await super().startup(sockets)
         if self.started:
+            self.gc_pacer.start()
             print(self.banner(), flush=True)
+
+    async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await self.gc_pacer.stop()
+        await super().shutdown(sockets)
 
 
 def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str) -> uvicorn.Config:
