@@ -1,8 +1,8 @@
 """The process's change-event hub: broadcaster's per-user channels, fanned out to subscriptions' mailboxes.
 
 Each user with at least one live subscription in this process has one feed:
-one broadcaster subscription on ``user_channel(user)`` and one task that
-drains it at once into that user's mailboxes. A mailbox belongs to one
+one broadcaster subscription on ``user_channel(user)`` that hands each event
+at once to that user's mailboxes (storage/sink_broadcast.py: no queue, no task). A mailbox belongs to one
 GraphQL subscription and coalesces what it has not yet taken per row (a
 subscriber re-reads rows, so only "this row changed" matters, never how many
 times); a mailbox that still holds more distinct rows than it may, or has
@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 from uuid import UUID
 
-from broadcaster import Broadcast
+from broadcaster import Event
 
 from storage.change_events import RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
 from storage.notify_backend import PostgresNotifyBackend
 from storage.notify_relay import NotifyRelay
 from storage.redis_backend import ReconnectingRedisBackend
+from storage.sink_broadcast import SinkBroadcast
 
 logger = logging.getLogger(__name__)
 
@@ -119,22 +120,56 @@ class Mailbox:
             self._waiter.set_result(None)
 
 
+def deliver(mailboxes: set[Mailbox], message: str) -> None:
+    """Hand one broadcaster message to each mailbox: a notice to offer, or a resync."""
+    notice = parse_message(message)
+    if notice is None:
+        return
+    if isinstance(notice, Resync):
+        for mailbox in list(mailboxes):
+            mailbox.resync()
+        return
+    for mailbox in list(mailboxes):
+        mailbox.offer(notice)
+
+
 class _UserFeed:
-    __slots__ = ("mailboxes", "ready", "task")
+    """One user's broadcaster subscription in this process: a sink that fills the user's mailboxes at once."""
+
+    __slots__ = ("mailboxes", "ready")
 
     def __init__(self) -> None:
         self.mailboxes: set[Mailbox] = set()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.task: asyncio.Task[None] | None = None
+
+    async def put(self, event: Event | None) -> None:
+        if event is not None:
+            deliver(self.mailboxes, event.message)
+
+
+class _ResyncSink:
+    """``RESYNC_CHANNEL`` means every channel (the Redis relay cannot know which ones exist)."""
+
+    def __init__(self, feeds: dict[UUID, _UserFeed]) -> None:
+        self._feeds = feeds
+
+    async def put(self, event: Event | None) -> None:
+        if event is None:
+            return
+        for feed in list(self._feeds.values()):
+            for mailbox in list(feed.mailboxes):
+                mailbox.resync()
 
 
 class EventHub:
-    def __init__(self, broadcast: Broadcast, *, relay: NotifyRelay | None = None) -> None:
+    def __init__(self, broadcast: SinkBroadcast, *, relay: NotifyRelay | None = None) -> None:
         self._broadcast = broadcast
         self.relay = relay  # Redis mode: what feeds the broadcast backend from NOTIFY
         self._feeds: dict[UUID, _UserFeed] = {}
-        self._stopping: dict[UUID, asyncio.Task[None]] = {}
-        self._resync_task: asyncio.Task[None] | None = None
+        # Feeds still unsubscribing: a new feed for the same user waits for it, so
+        # the backend never sees subscribe, then a late unsubscribe of the old feed.
+        self._detaching: dict[UUID, asyncio.Task[None]] = {}
+        self._resync_sink = _ResyncSink(self._feeds)
         self._closed = False
 
     @property
@@ -147,22 +182,14 @@ class EventHub:
         return len(self._feeds)
 
     async def start(self) -> None:
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._resync_task = asyncio.create_task(self._pump_resyncs(ready), name="event-hub-resync")
-        await ready
+        await self._broadcast.attach(RESYNC_CHANNEL, self._resync_sink)
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [feed.task for feed in self._feeds.values() if feed.task is not None]
-        tasks += list(self._stopping.values())
-        if self._resync_task is not None:
-            tasks.append(self._resync_task)
         for feed in self._feeds.values():
             for mailbox in feed.mailboxes:
                 mailbox.fail(FeedClosed("the server is shutting down"))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._detaching.values(), return_exceptions=True)
         self._feeds.clear()
 
     @contextlib.asynccontextmanager
@@ -172,76 +199,56 @@ class EventHub:
         """A mailbox of ``user_id``'s changes that ``accepts``; listening when this returns, so read state after it."""
         if self._closed:
             raise FeedClosed("the server is shutting down")
+        mailbox = Mailbox(accepts, max_pending=max_pending, max_lag_seconds=max_lag_seconds)
         feed = self._feeds.get(user_id)
         if feed is None:
             feed = self._feeds[user_id] = _UserFeed()
-            feed.task = asyncio.create_task(self._pump(user_id, feed, self._stopping.pop(user_id, None)))
-        mailbox = Mailbox(accepts, max_pending=max_pending, max_lag_seconds=max_lag_seconds)
-        feed.mailboxes.add(mailbox)
+            feed.mailboxes.add(mailbox)
+            await self._attach(user_id, feed)
+        else:
+            feed.mailboxes.add(mailbox)
+            try:
+                await asyncio.shield(feed.ready)
+            except BaseException:
+                self._leave(user_id, feed, mailbox)
+                raise
         try:
-            await asyncio.shield(feed.ready)
             yield mailbox
         finally:
-            feed.mailboxes.discard(mailbox)
-            if not feed.mailboxes and self._feeds.get(user_id) is feed:
-                self._stop_feed(user_id, feed)
+            self._leave(user_id, feed, mailbox)
 
-    def _stop_feed(self, user_id: UUID, feed: _UserFeed) -> None:
-        del self._feeds[user_id]
-        task = feed.task
-        assert task is not None
-        task.cancel()
-        # A new feed for this user waits until this one has unsubscribed, so the
-        # backend never sees subscribe, then a late unsubscribe of the old feed.
-        self._stopping[user_id] = task
-        task.add_done_callback(lambda done: self._forget_stopped(user_id, done))
-
-    def _forget_stopped(self, user_id: UUID, task: asyncio.Task[None]) -> None:
-        if self._stopping.get(user_id) is task:
-            del self._stopping[user_id]
-
-    async def _pump(self, user_id: UUID, feed: _UserFeed, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)
+    async def _attach(self, user_id: UUID, feed: _UserFeed) -> None:
         try:
-            async with self._broadcast.subscribe(user_channel(user_id)) as subscriber:
-                feed.ready.set_result(None)
-                while True:
-                    event = await subscriber.get()
-                    self._deliver(feed.mailboxes, event.message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the backend's own errors (e.g. Redis refused SUBSCRIBE)
-            logger.warning("cannot receive change events for user %s: %s", user_id, error)
+            detaching = self._detaching.get(user_id)
+            if detaching is not None:
+                await asyncio.shield(detaching)
+            await self._broadcast.attach(user_channel(user_id), feed)
+        except BaseException as error:
+            logger.warning("cannot receive change events for user %s: %r", user_id, error)
             failure = FeedClosed("change events cannot be received right now")
-            if not feed.ready.done():
-                feed.ready.set_exception(failure)
-            for mailbox in list(feed.mailboxes):
-                mailbox.fail(failure)
+            feed.ready.set_exception(failure)
+            feed.ready.exception()  # retrieved: waiters get it through their shields
             if self._feeds.get(user_id) is feed:
                 del self._feeds[user_id]
+            if isinstance(error, Exception):
+                raise failure from error
+            raise
+        feed.ready.set_result(None)
 
-    async def _pump_resyncs(self, ready: asyncio.Future[None]) -> None:
-        """``RESYNC_CHANNEL`` means every channel (the Redis relay cannot know which ones exist)."""
-        async with self._broadcast.subscribe(RESYNC_CHANNEL) as subscriber:
-            ready.set_result(None)
-            while True:
-                await subscriber.get()
-                for feed in list(self._feeds.values()):
-                    for mailbox in list(feed.mailboxes):
-                        mailbox.resync()
+    def _leave(self, user_id: UUID, feed: _UserFeed, mailbox: Mailbox) -> None:
+        feed.mailboxes.discard(mailbox)
+        if feed.mailboxes or self._feeds.get(user_id) is not feed:
+            return
+        del self._feeds[user_id]
+        task = asyncio.get_running_loop().create_task(self._broadcast.detach(user_channel(user_id), feed))
+        self._detaching[user_id] = task
+        task.add_done_callback(lambda done: self._forget_detached(user_id, done))
 
-    @staticmethod
-    def _deliver(mailboxes: set[Mailbox], message: str) -> None:
-        notice = parse_message(message)
-        if notice is None:
-            return
-        if isinstance(notice, Resync):
-            for mailbox in list(mailboxes):
-                mailbox.resync()
-            return
-        for mailbox in list(mailboxes):
-            mailbox.offer(notice)
+    def _forget_detached(self, user_id: UUID, task: asyncio.Task[None]) -> None:
+        if self._detaching.get(user_id) is task:
+            del self._detaching[user_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("unsubscribing user %s failed: %r", user_id, task.exception())
 
 
 @contextlib.asynccontextmanager
@@ -249,10 +256,10 @@ async def open_event_hub(database_url: str, *, broadcast_url: str | None = None)
     """The hub on our Postgres backend, or on broadcaster's Redis backend with the relay feeding it."""
     relay: NotifyRelay | None = None
     if broadcast_url is not None and urlparse(broadcast_url).scheme in REDIS_SCHEMES:
-        broadcast = Broadcast(backend=ReconnectingRedisBackend(broadcast_url))
+        broadcast = SinkBroadcast(backend=ReconnectingRedisBackend(broadcast_url))
         relay = NotifyRelay(database_url, broadcast.publish)
     else:
-        broadcast = Broadcast(backend=PostgresNotifyBackend(database_url))  # type: ignore[arg-type]  # duck-typed backend
+        broadcast = SinkBroadcast(backend=PostgresNotifyBackend(database_url))  # type: ignore[arg-type]  # duck-typed backend
     await broadcast.connect()
     hub = EventHub(broadcast, relay=relay)
     try:
