@@ -25,7 +25,7 @@ import time
 
 logger = logging.getLogger(__name__)
 
-FREEZE_SECONDS = 10.0
+FREEZE_SECONDS = 1.0
 FULL_COLLECT_SECONDS = 3600.0
 
 
