@@ -29,8 +29,9 @@ from storage import characters, jobs
 from storage.change_events import CHARACTER, DELETE, JOB, ChangeNotice
 from storage.characters import Character
 from storage.database import acquire
-from storage.event_hub import Delivery, EventHub, FeedClosed, Mailbox, NoticeFilter
-from storage.event_hub import SubscriberTooSlow as MailboxOverflow
+from storage.event_hub import EventHub
+from storage.mailbox import Delivery, FeedClosed, Mailbox, NoticeFilter
+from storage.mailbox import SubscriberTooSlow as MailboxOverflow
 from storage.jobs import Job
 
 FINISHED_STATUSES = (jobs.COMPLETED, jobs.FAILED, jobs.CANCELED)

@@ -2,13 +2,9 @@
 
 Each user with at least one live subscription in this process has one feed:
 one broadcaster subscription on ``user_channel(user)`` that hands each event
-at once to that user's mailboxes (storage/sink_broadcast.py: no queue, no task). A mailbox belongs to one
-GraphQL subscription and coalesces what it has not yet taken per row (a
-subscriber re-reads rows, so only "this row changed" matters, never how many
-times); a mailbox that still holds more distinct rows than it may, or has
-held rows untaken for too long, ends its subscription with
-``SubscriberTooSlow``. So a slow client costs a bounded amount of memory
-however many events it misses, and never slows anyone else's delivery.
+at once to that user's mailboxes (storage/sink_broadcast.py: no queue, no
+task). A mailbox (storage/mailbox.py) belongs to one GraphQL subscription and
+is bounded, so a slow client never slows anyone else's delivery.
 
 ``open_event_hub`` assembles it: our ``PostgresNotifyBackend`` by default, or
 broadcaster's Redis backend (made to reconnect, ``ReconnectingRedisBackend``,
@@ -20,15 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from urllib.parse import urlparse
 from uuid import UUID
 
 from broadcaster import Event
 
-from storage.change_events import RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
+from storage.change_events import RESYNC_CHANNEL, Resync, parse_message, user_channel
+from storage.mailbox import FeedClosed, Mailbox, NoticeFilter
 from storage.notify_backend import PostgresNotifyBackend
 from storage.notify_relay import NotifyRelay
 from storage.redis_backend import ReconnectingRedisBackend
@@ -37,87 +32,6 @@ from storage.sink_broadcast import SinkBroadcast
 logger = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis", "rediss")
-
-
-class SubscriberTooSlow(Exception):
-    """The subscriber fell too far behind; its subscription ends (the client may subscribe again)."""
-
-
-class FeedClosed(Exception):
-    """The server is shutting down, or events cannot be received at all."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What a mailbox held: the rows that changed (one notice per row, the latest) and whether to re-read everything."""
-
-    resync: bool
-    notices: tuple[ChangeNotice, ...]
-
-
-NoticeFilter = Callable[[ChangeNotice], bool]
-
-
-class Mailbox:
-    __slots__ = ("_accepts", "_max_pending", "_max_lag", "_pending", "_oldest", "_resync", "_failure", "_waiter")
-
-    def __init__(self, accepts: NoticeFilter, *, max_pending: int, max_lag_seconds: float) -> None:
-        self._accepts = accepts
-        self._max_pending = max_pending
-        self._max_lag = max_lag_seconds
-        self._pending: dict[tuple[str, UUID], ChangeNotice] = {}
-        self._oldest = 0.0
-        self._resync = False
-        self._failure: Exception | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def offer(self, notice: ChangeNotice) -> None:
-        if self._failure is not None or not self._accepts(notice):
-            return
-        key = (notice.kind, notice.id)
-        pending = self._pending
-        if key not in pending:
-            if not pending:
-                self._oldest = time.monotonic()
-            elif len(pending) >= self._max_pending:
-                self.fail(SubscriberTooSlow(f"more than {self._max_pending} changes are waiting to be sent"))
-                return
-            elif time.monotonic() - self._oldest > self._max_lag:
-                self.fail(SubscriberTooSlow(f"changes have waited more than {self._max_lag:g} s to be sent"))
-                return
-        pending[key] = notice
-        self._wake()
-
-    def resync(self) -> None:
-        if self._failure is None:
-            self._resync = True
-            self._wake()
-
-    def fail(self, error: Exception) -> None:
-        if self._failure is None:
-            self._failure = error
-            self._pending = {}
-            self._wake()
-
-    async def next(self) -> Delivery:
-        """Wait for something to re-read; raises ``SubscriberTooSlow`` or ``FeedClosed`` when the subscription must end."""
-        while True:
-            if self._failure is not None:
-                raise self._failure
-            if self._pending or self._resync:
-                delivery = Delivery(resync=self._resync, notices=tuple(self._pending.values()))
-                self._pending = {}
-                self._resync = False
-                return delivery
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 def deliver(mailboxes: set[Mailbox], message: str) -> None:

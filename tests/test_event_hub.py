@@ -15,8 +15,9 @@ from resolvers.errors import SubscriberTooSlow
 from resolvers.subscriptions import SubscriptionLimits
 from resolvers.viewer import Viewer
 from storage.change_events import JOB, ChangeNotice
-from storage.event_hub import EventHub, FeedClosed, Mailbox, open_event_hub
-from storage.event_hub import SubscriberTooSlow as MailboxOverflow
+from storage.event_hub import EventHub, open_event_hub
+from storage.mailbox import FeedClosed, Mailbox
+from storage.mailbox import SubscriberTooSlow as MailboxOverflow
 from storage.notify_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from tests.test_notify_backend import insert_character, set_image, terminate
 
