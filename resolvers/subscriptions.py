@@ -138,6 +138,7 @@ async def _all_character_images(
                     changed = await characters.list_changed_since(
                         connection, user_id=viewer.user_id, since=since - RESYNC_SLACK, limit=RESYNC_MAX_ROWS
                     )
+                changed.reverse()  # oldest change first, as events would have come
             else:
                 changed = [c for c in await load_characters(pool, viewer, [n.id for n in delivery.notices]) if c is not None]
             since = heard_at
