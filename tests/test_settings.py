@@ -61,6 +61,9 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"MAX_ACTIVE_JOBS_PER_USER": "0"}, "MAX_ACTIVE_JOBS_PER_USER must be between"),
         ({"THUMBNAIL_MAX_SIDE": "8"}, "THUMBNAIL_MAX_SIDE must be between"),
         ({"FAL_KEY": "k", "FAL_POLL_SECONDS": "0"}, "FAL_POLL_SECONDS must be between"),
+        ({"BROADCAST_URL": "kafka://localhost:9092"}, "BROADCAST_URL must be a redis://"),
+        ({"SUBSCRIPTION_MAX_PENDING": "0"}, "SUBSCRIPTION_MAX_PENDING must be between"),
+        ({"SUBSCRIPTION_MAX_LAG_SECONDS": "never"}, "SUBSCRIPTION_MAX_LAG_SECONDS must be a number"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -128,3 +131,12 @@ def test_generation_settings_default_to_one_local_worker_and_fal_only_with_a_key
     assert with_fal.generation.workers == 0
     assert with_fal.job_policy.providers == frozenset({"local", "fal"})
     assert with_fal.generation.fal is not None and "secret" not in repr(with_fal.generation.fal)
+
+
+def test_realtime_defaults_to_postgres_fan_out_and_redis_is_one_setting(tmp_path: Path) -> None:
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+    redis = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "BROADCAST_URL": "redis://127.0.0.1:6379/0"})
+
+    assert default.broadcast_url is None
+    assert (default.subscription_limits.max_pending, default.subscription_limits.max_lag_seconds) == (256, 60)
+    assert redis.broadcast_url == "redis://127.0.0.1:6379/0"
