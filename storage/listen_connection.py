@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ INITIAL_BACKOFF_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 30.0
 HEALTH_CHECK_SECONDS = 15.0
 HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
+# A connection that lived at least this long resets the backoff.
+STABLE_SECONDS = 5.0
 
 NotificationHandler = Callable[[str], None]
 # Runs on a fresh connection before LISTEN; False means "not now" (e.g. another
@@ -63,10 +66,6 @@ class ListenConnection:
         self._lock = asyncio.Lock()  # one statement at a time on the connection (asyncpg allows no more)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-
-    @property
-    def connected(self) -> bool:
-        return self._connection is not None
 
     async def start(self) -> None:
         """Try once inline, so LISTEN is in place when ``start`` returns; keep trying in the background if not."""
@@ -119,10 +118,16 @@ class ListenConnection:
         backoff = INITIAL_BACKOFF_SECONDS
         while True:
             if connected:
+                opened_at = time.monotonic()
                 await self._watch()
                 await self._drop()
                 logger.warning("LISTEN connection for %s lost; reconnecting", self._channel)
                 connected = False
+                if time.monotonic() - opened_at >= STABLE_SECONDS:
+                    backoff = INITIAL_BACKOFF_SECONDS
+                else:  # lost right after opening: back off, so a flapping server is not hammered
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self._max_backoff_seconds)
             try:
                 connected = await self._open()
             except CONNECT_ERRORS as error:
@@ -133,7 +138,6 @@ class ListenConnection:
             if not connected:
                 await asyncio.sleep(self._gate_retry_seconds)
                 continue
-            backoff = INITIAL_BACKOFF_SECONDS
             logger.info("LISTEN on %s restored", self._channel)
             self._on_connected(True)
 
