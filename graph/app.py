@@ -31,7 +31,7 @@ from graph.auth import (
     viewer_of,
 )
 from graph.context import AUTH_REQUIRED, Context
-from graph.websocket import SOCKET_EXPIRY, TextWebSocketAdapter, close_at_expiry
+from graph.websocket import SOCKET_EXPIRY, LeanTransportWSHandler, TextWebSocketAdapter, close_at_expiry
 from graph.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
 from graph.settings import Settings
@@ -63,6 +63,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, websocket authentication and a faster JSON encoder."""
 
     websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
+    graphql_transport_ws_handler_class = LeanTransportWSHandler
 
     def __init__(self, schema: PortraitsSchema, settings: Settings) -> None:
         super().__init__(

@@ -48,6 +48,7 @@ class Subscription:
         async for character in updates:
             context.refresh_loaders()
             yield CharacterType.from_model(character)
+            del character  # an idle subscription holds no row
 
     @strawberry.subscription(description="Every CHARACTER_PORTRAIT job of the viewer, each time it changes.")
     async def portrait_jobs(self, info: Info[Context, None]) -> AsyncGenerator[JobType, None]:

@@ -111,14 +111,14 @@ async def character_image_updates(
         return notice.kind == CHARACTER and notice.id == key
 
     async with _listen(hub, viewer, limits, accepts) as mailbox:
-        character = await _character(pool, viewer, key)
-        shown = character.image_url
+        shown = (await _character(pool, viewer, key)).image_url
         while True:
             await _next(mailbox)
             character = await _character(pool, viewer, key)
             if character.image_url != shown:
                 shown = character.image_url
                 yield character
+            del character  # an idle subscription holds no row (~1 KB each, thousands of subscribers)
 
 
 async def _all_character_images(
