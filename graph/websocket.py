@@ -1,4 +1,4 @@
-"""Websocket details of the GraphQL endpoint: text frames, and closing a socket when its token expires."""
+"""Websocket details of the GraphQL endpoint: text frames, a leaner protocol handler, closing a socket when its token expires."""
 
 from __future__ import annotations
 
