@@ -1,4 +1,4 @@
-"""One dedicated PostgreSQL connection that LISTENs on a channel and keeps itself alive.
+"""One dedicated PostgreSQL connection that LISTENs on some channels and keeps itself alive.
 
 LISTEN is session state, so it never goes on a pooled connection. The
 connection is watched two ways: asyncpg's termination listener (the server
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -43,8 +43,7 @@ class ListenConnection:
         self,
         dsn: str,
         *,
-        channel: str,
-        on_notification: NotificationHandler,
+        listeners: Mapping[str, NotificationHandler],
         on_connected: Callable[[bool], None],
         application_name: str,
         gate: ConnectionGate | None = None,
@@ -53,8 +52,8 @@ class ListenConnection:
         max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
     ) -> None:
         self._dsn = dsn
-        self._channel = channel
-        self._on_notification = on_notification
+        self._listeners = dict(listeners)
+        self._channels = ", ".join(listeners)  # for logs
         self._on_connected = on_connected
         self._application_name = application_name
         self._gate = gate
@@ -73,10 +72,10 @@ class ListenConnection:
         try:
             connected = await self._open()
         except CONNECT_ERRORS as error:
-            logger.warning("cannot LISTEN on %s yet (%s); retrying in the background", self._channel, error)
+            logger.warning("cannot LISTEN on %s yet (%s); retrying in the background", self._channels, error)
         if connected:
             self._on_connected(False)
-        self._task = asyncio.create_task(self._keep_listening(connected), name=f"listen-{self._channel}")
+        self._task = asyncio.create_task(self._keep_listening(connected), name=f"listen-{self._channels}")
 
     async def close(self) -> None:
         self._closing = True
@@ -91,7 +90,7 @@ class ListenConnection:
         async with self._lock:
             connection = self._connection
             if connection is None:
-                raise StorageUnavailable(f"the LISTEN connection for {self._channel} is down")
+                raise StorageUnavailable(f"the LISTEN connection for {self._channels} is down")
             try:
                 await connection.execute(query, *args)
             except CONNECT_ERRORS as error:
@@ -106,7 +105,8 @@ class ListenConnection:
                 await connection.close(timeout=5)
                 return False
             connection.add_termination_listener(self._terminated)
-            await connection.add_listener(self._channel, self._notified)
+            for channel in self._listeners:
+                await connection.add_listener(channel, self._notified)
         except BaseException:
             connection.terminate()
             raise
@@ -121,7 +121,7 @@ class ListenConnection:
                 opened_at = time.monotonic()
                 await self._watch()
                 await self._drop()
-                logger.warning("LISTEN connection for %s lost; reconnecting", self._channel)
+                logger.warning("LISTEN connection for %s lost; reconnecting", self._channels)
                 connected = False
                 if time.monotonic() - opened_at >= STABLE_SECONDS:
                     backoff = INITIAL_BACKOFF_SECONDS
@@ -131,14 +131,14 @@ class ListenConnection:
             try:
                 connected = await self._open()
             except CONNECT_ERRORS as error:
-                logger.warning("LISTEN on %s still down (%s); retrying in %.2f s", self._channel, error, backoff)
+                logger.warning("LISTEN on %s still down (%s); retrying in %.2f s", self._channels, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_seconds)
                 continue
             if not connected:
                 await asyncio.sleep(self._gate_retry_seconds)
                 continue
-            logger.info("LISTEN on %s restored", self._channel)
+            logger.info("LISTEN on %s restored", self._channels)
             self._on_connected(True)
 
     async def _watch(self) -> None:
@@ -154,7 +154,7 @@ class ListenConnection:
                     assert self._connection is not None
                     await self._connection.fetchval("SELECT 1", timeout=HEALTH_CHECK_TIMEOUT_SECONDS)
             except CONNECT_ERRORS as error:
-                logger.warning("LISTEN connection for %s does not answer (%s)", self._channel, error)
+                logger.warning("LISTEN connection for %s does not answer (%s)", self._channels, error)
                 return
 
     async def _drop(self) -> None:
@@ -172,6 +172,6 @@ class ListenConnection:
 
     def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
         try:
-            self._on_notification(payload)
+            self._listeners[channel](payload)
         except Exception:  # a handler bug must not kill asyncpg's protocol callback
-            logger.exception("change event handler failed on %.200r", payload)
+            logger.exception("the %s handler failed on %.200r", channel, payload)

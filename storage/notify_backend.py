@@ -39,8 +39,7 @@ class PostgresNotifyBackend:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._listen = ListenConnection(
             dsn,
-            channel=EVENTS_CHANNEL,
-            on_notification=self._route,
+            listeners={EVENTS_CHANNEL: self._route},
             on_connected=self._connected,
             application_name=application_name,
             health_check_seconds=health_check_seconds,

@@ -38,8 +38,7 @@ class NotifyRelay:
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._listen = ListenConnection(
             dsn,
-            channel=EVENTS_CHANNEL,
-            on_notification=self._received,
+            listeners={EVENTS_CHANNEL: self._received},
             on_connected=self._connected,
             application_name=APPLICATION_NAME,
             gate=self._take_lead,
