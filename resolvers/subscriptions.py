@@ -11,11 +11,11 @@ shows; rows re-read but unchanged are not sent again.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -43,6 +43,14 @@ RESYNC_MAX_ROWS = 100
 SENT_MEMORY = 1000
 
 K = TypeVar("K", bound=Hashable)
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> UUID: ...
+
+
+R = TypeVar("R", bound=_Row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,24 +135,18 @@ async def _all_character_images(
     def accepts(notice: ChangeNotice) -> bool:
         return notice.kind == CHARACTER and notice.op != DELETE
 
-    async with _listen(hub, viewer, limits, accepts) as mailbox:
-        sent: _SentStates[str | None] = _SentStates()
-        since = datetime.now(UTC)
-        while True:
-            delivery = await _next(mailbox)
-            heard_at = datetime.now(UTC)
-            if delivery.resync:
-                async with acquire(pool) as connection:
-                    changed = await characters.list_changed_since(
-                        connection, user_id=viewer.user_id, since=since - RESYNC_SLACK, limit=RESYNC_MAX_ROWS
-                    )
-                changed.reverse()  # oldest change first, as events would have come
-            else:
-                changed = [c for c in await load_characters(pool, viewer, [n.id for n in delivery.notices]) if c is not None]
-            since = heard_at
-            for character in changed:
-                if sent.is_new(character.id, character.image_url):
-                    yield character
+    async def changed_since(since: datetime) -> list[Character]:
+        async with acquire(pool) as connection:
+            return await characters.list_changed_since(
+                connection, user_id=viewer.user_id, since=since, limit=RESYNC_MAX_ROWS
+            )
+
+    async for character in _row_updates(
+        hub, viewer, limits, accepts,
+        load=lambda ids: load_characters(pool, viewer, ids), changed_since=changed_since,
+        state=lambda character: character.image_url,
+    ):
+        yield character
 
 
 async def portrait_job_updates(
@@ -155,25 +157,49 @@ async def portrait_job_updates(
     def accepts(notice: ChangeNotice) -> bool:
         return notice.kind == JOB and notice.destination == jobs.CHARACTER_PORTRAIT
 
+    async def changed_since(since: datetime) -> list[Job]:
+        async with acquire(pool) as connection:
+            return await jobs.list_changed_since(
+                connection, user_id=viewer.user_id, since=since, destination=jobs.CHARACTER_PORTRAIT,
+                limit=RESYNC_MAX_ROWS,
+            )
+
+    async for job in _row_updates(
+        hub, viewer, limits, accepts, load=lambda ids: load_jobs(pool, viewer, ids), changed_since=changed_since,
+        state=job_state,
+    ):
+        yield job
+
+
+async def _row_updates(
+    hub: EventHub,
+    viewer: Viewer,
+    limits: SubscriptionLimits,
+    accepts: NoticeFilter,
+    *,
+    load: Callable[[list[UUID]], Awaitable[Sequence[R | None]]],
+    changed_since: Callable[[datetime], Awaitable[list[R]]],
+    state: Callable[[R], Hashable],
+) -> AsyncIterator[R]:
+    """Rows the notices name, re-read with ``load``; after a resync, those ``changed_since`` the last event.
+
+    A row whose ``state`` was already sent is not sent again.
+    """
     async with _listen(hub, viewer, limits, accepts) as mailbox:
-        sent: _SentStates[tuple[object, ...]] = _SentStates()
+        sent: _SentStates[Hashable] = _SentStates()
         since = datetime.now(UTC)
         while True:
             delivery = await _next(mailbox)
             heard_at = datetime.now(UTC)
             if delivery.resync:
-                async with acquire(pool) as connection:
-                    changed = await jobs.list_changed_since(
-                        connection, user_id=viewer.user_id, since=since - RESYNC_SLACK,
-                        destination=jobs.CHARACTER_PORTRAIT, limit=RESYNC_MAX_ROWS,
-                    )
+                changed = await changed_since(since - RESYNC_SLACK)
                 changed.reverse()  # oldest change first, as events would have come
             else:
-                changed = [j for j in await load_jobs(pool, viewer, [n.id for n in delivery.notices]) if j is not None]
+                changed = [row for row in await load([notice.id for notice in delivery.notices]) if row is not None]
             since = heard_at
-            for job in changed:
-                if sent.is_new(job.id, job_state(job)):
-                    yield job
+            for row in changed:
+                if sent.is_new(row.id, state(row)):
+                    yield row
 
 
 @asynccontextmanager
