@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import shutil
 import tempfile
 import uuid
@@ -40,13 +39,8 @@ from storage.objects.store import ObjectStore
 from storage.embedded import EmbeddedPostgres
 from storage.migrate import migrate
 from tests.fake_fal import FakeFal
-from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.server_process import Server
+from tests.support import TEST_JWT_SECRET, free_port, database_url_for, drop_database, new_database
 
 DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters", "stored_objects")
 
@@ -108,6 +102,17 @@ def settings(database_url: str, fake_fal_server: FakeFal, tmp_path_factory: pyte
 async def app_manager(settings: Settings) -> AsyncIterator[LifespanManager]:
     async with LifespanManager(create_app(settings)) as manager:
         yield manager
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """``Server`` subprocesses a test starts; killed at its end if still running."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support import free_port
 
 READY = "Portraits is ready."
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,3 +45,9 @@ def only_error(body: dict[str, Any]) -> dict[str, Any]:
     assert len(errors) == 1, body
     error: dict[str, Any] = errors[0]
     return error
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

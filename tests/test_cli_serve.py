@@ -8,27 +8,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 
 from graph.auth import issue_token, verify_token
 from tests.conftest import s3_environ
-from tests.server_process import READY, Server, free_port
+from tests.server_process import READY, Server
+from tests.support import free_port
 from tests.support import TEST_JWT_SECRET
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
-
 
 def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])

@@ -9,7 +9,6 @@ through broadcaster's Redis backend.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,12 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture
-def processes() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for process in started:
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
-
-
-def start(processes: list[Server], data_dir: Path, database_url: str, backend: str, *, command: str = "serve", **env: str) -> Server:
+def start(servers: list[Server], data_dir: Path, database_url: str, backend: str, *, command: str = "serve", **env: str) -> Server:
     environment = {"DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET, "WORKERS": "0", **env}
     if backend == "redis":
         environment["BROADCAST_URL"] = REDIS_URL
     process = Server(data_dir, command=command, **environment)
-    processes.append(process)
+    servers.append(process)
     return process
 
 
@@ -71,11 +60,11 @@ GENERATE = "mutation($id: ID!) { generateCharacterPortrait(input: {characterId: 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_change_through_one_server_reaches_a_subscriber_on_the_other(
-    tmp_path: Path, database_url: str, processes: list[Server], alice: uuid.UUID, backend: str
+    tmp_path: Path, database_url: str, servers: list[Server], alice: uuid.UUID, backend: str
 ) -> None:
     # given two server processes on one database
-    first = start(processes, tmp_path, database_url, backend)
-    second = start(processes, tmp_path, database_url, backend)
+    first = start(servers, tmp_path, database_url, backend)
+    second = start(servers, tmp_path, database_url, backend)
     first.wait_for(READY)
     second.wait_for(READY)
     character = post(first, alice, CREATE, {"input": {"name": "Iris", "description": "A cartographer."}})["createCharacter"]
@@ -96,11 +85,11 @@ async def test_a_change_through_one_server_reaches_a_subscriber_on_the_other(
 
 
 async def test_a_worker_processs_progress_reaches_both_servers_even_across_a_killed_listen_connection(
-    tmp_path: Path, database_url: str, pool: asyncpg.Pool, processes: list[Server], alice: uuid.UUID
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, servers: list[Server], alice: uuid.UUID
 ) -> None:
     # given two servers, a queued portrait job, and a subscriber to it on each server
-    first = start(processes, tmp_path, database_url, "postgres")
-    second = start(processes, tmp_path, database_url, "postgres")
+    first = start(servers, tmp_path, database_url, "postgres")
+    second = start(servers, tmp_path, database_url, "postgres")
     first.wait_for(READY)
     second.wait_for(READY)
     character = post(first, alice, CREATE, {"input": {"name": "Iris", "description": "A cartographer."}})["createCharacter"]
@@ -113,7 +102,7 @@ async def test_a_worker_processs_progress_reaches_both_servers_even_across_a_kil
             assert data_of(await socket.next_result(), "jobUpdated")["status"] == "QUEUED"
 
         # when a worker process runs the job (slowly), and both servers' LISTEN connections are killed mid-job
-        start(processes, tmp_path, database_url, "postgres", command="worker", LOCAL_RENDER_LATENCY_MS="1500")
+        start(servers, tmp_path, database_url, "postgres", command="worker", LOCAL_RENDER_LATENCY_MS="1500")
         for socket in operations:
             assert data_of(await socket.next_result(), "jobUpdated")["status"] == "PROCESSING"
         assert await terminate(pool, LISTEN_APPLICATION_NAME) >= 2
