@@ -20,11 +20,9 @@ from broadcaster._backends.redis import RedisBackend
 from redis.exceptions import RedisError
 
 from storage.change_events import RESYNC
+from storage.listen_connection import INITIAL_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 
 logger = logging.getLogger(__name__)
-
-INITIAL_BACKOFF_SECONDS = 0.25
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class ReconnectingRedisBackend(RedisBackend):
