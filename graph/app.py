@@ -13,7 +13,8 @@ from starlette.applications import Starlette
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -31,7 +32,13 @@ from graph.auth import (
     viewer_of,
 )
 from graph.context import AUTH_REQUIRED, Context
-from graph.websocket import SOCKET_EXPIRY, LeanTransportWSHandler, TextWebSocketAdapter, close_at_expiry
+from graph.websocket import (
+    SOCKET_EXPIRY,
+    GraphQLSocketShortcut,
+    LeanTransportWSHandler,
+    TextWebSocketAdapter,
+    close_at_expiry,
+)
 from graph.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
 from graph.settings import Settings
@@ -46,6 +53,7 @@ from storage.objects.signing import UrlSigner
 
 logger = logging.getLogger(__name__)
 
+GRAPHQL_PATH = "/graphql"
 # A websocket must send connection_init this soon after opening, or it is closed (4408).
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=15)
 
@@ -144,8 +152,12 @@ async def open_services(
 
 def create_app(
     settings: Settings, *, schema: PortraitsSchema = default_schema, query_logger: QueryLogger | None = None
-) -> Starlette:
-    """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one)."""
+) -> ASGIApp:
+    """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one).
+
+    Starlette serves every HTTP route; GraphQL websockets take a shortcut past
+    its middleware (graph/websocket.py: ``GraphQLSocketShortcut``).
+    """
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
     database_url = settings.database_url
@@ -165,15 +177,12 @@ def create_app(
                 if generation is not None:
                     await generation.stop()
 
-    graphql = AuthenticationMiddleware(
-        PortraitsGraphQL(schema, settings),
-        backend=BearerTokenBackend(settings.jwt_secret),
-        on_error=unauthenticated_response,
-    )
+    view = PortraitsGraphQL(schema, settings)
+    tokens = BearerTokenBackend(settings.jwt_secret)
     routes: list[Any] = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
+        Route(GRAPHQL_PATH, AuthenticationMiddleware(view, backend=tokens, on_error=unauthenticated_response),
+              methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return GraphQLSocketShortcut(Starlette(routes=routes, lifespan=lifespan), view, path=GRAPHQL_PATH, backend=tokens)
