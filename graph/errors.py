@@ -3,6 +3,8 @@
 - ``PortraitsError`` (resolvers/errors.py): message and code as raised.
 - graphql-core's own errors (syntax, validation, variable coercion): their
   message, which names only the query, and a code for each kind.
+- an operation the transport does not carry (a query over graphql-ws):
+  BAD_REQUEST, saying where to send it.
 - the database being unreachable: SERVICE_UNAVAILABLE, a retryable answer.
 - anything else: "Internal server error." with INTERNAL_SERVER_ERROR; the log
   keeps the exception and its traceback, the client never sees a stack trace
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.utils.str_converters import to_camel_case
 
 from resolvers.errors import PortraitsError
@@ -29,7 +32,7 @@ def error_kind(error: GraphQLError) -> str:
     """``expected``, ``unavailable`` or ``unexpected``: what to log and what to show."""
     original = error.original_error
     # graphql-core raises GraphQLErrors (a bad enum or scalar in variables, say) as client-facing.
-    if original is None or isinstance(original, (PortraitsError, GraphQLError)):
+    if original is None or isinstance(original, (PortraitsError, GraphQLError, InvalidOperationTypeError)):
         return "expected"
     if isinstance(original, StorageUnavailable):
         return "unavailable"
@@ -38,6 +41,8 @@ def error_kind(error: GraphQLError) -> str:
 
 def format_error(error: GraphQLError) -> GraphQLError:
     kind = error_kind(error)
+    if isinstance(error.original_error, InvalidOperationTypeError):
+        return _with_code(error, _operation_refused(error.original_error), "BAD_REQUEST")
     if kind == "expected":
         if error.extensions and "code" in error.extensions:
             return _with_api_field_name(error)
@@ -71,6 +76,13 @@ def _with_api_field_name(error: GraphQLError) -> GraphQLError:
         return error
     error.extensions = {**(error.extensions or {}), "field": to_camel_case(field)}  # type: ignore[misc]
     return error
+
+
+def _operation_refused(error: InvalidOperationTypeError) -> str:
+    """strawberry's graphql-ws handler runs subscriptions only (HTTP refuses subscriptions before this)."""
+    kind = error.operation_type.value
+    return (f"a {kind} cannot run over graphql-ws, which carries subscriptions only: "
+            f"send it over HTTP or graphql-transport-ws")
 
 
 def _graphql_code(error: GraphQLError) -> str:

@@ -8,21 +8,19 @@ introspection query fits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema import (
+    DEFAULT_ALLOWED_OPERATION_TYPES,
+    StrawberryGraphQLCoreExecutionContext,
+    validate_document,
+)
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -42,10 +40,10 @@ CACHE_SIZE = 256
 
 # The limiters' rule classes, made once: the validation cache is keyed by the
 # rule tuple, so per-request rule classes would never hit it.
-LIMIT_RULES = [
+LIMIT_RULES: tuple[type[ASTValidationRule], ...] = (
     *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
     *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-]
+)
 
 Query = merge_types("Query", (ViewerQuery, CharacterQuery, JobQuery, LibraryQuery, CatalogQuery))
 Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutation))
@@ -54,6 +52,45 @@ Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutat
 SUBSCRIPTION_NEEDS_WEBSOCKET = (
     "Subscriptions run over a websocket: connect to /graphql with graphql-transport-ws (or graphql-ws)"
 )
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _parse(query: str, max_tokens: int) -> DocumentNode:
+    return parse(query, max_tokens=max_tokens)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _validate(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+) -> list[GraphQLError]:
+    return validate_document(schema, document, rules)
+
+
+class LimitedCachedDocuments(SchemaExtension):
+    """Parse under ``MAX_TOKENS`` and validate with the depth and alias rules, each through a shared LRU cache.
+
+    Repeated documents (every client sends the same few) skip parsing and
+    validation. This does in two hooks what strawberry's MaxTokensLimiter,
+    AddValidationRules, ParserCache and ValidationCache do in four
+    extensions; two of those hook ``on_operation``, which stays open as long
+    as a subscription lives: about 1.5 KB per idle subscriber.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = MAX_TOKENS
+        try:
+            context.graphql_document = _parse(context.query, MAX_TOKENS)
+        except Exception:  # noqa: BLE001
+            pass  # strawberry parses it again, where a failure becomes the client's error (a hook's would escape)
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = (*context.validation_rules, *LIMIT_RULES)
+        assert context.graphql_document is not None
+        context.pre_execution_errors = _validate(context.schema._schema, context.graphql_document, context.validation_rules)  # noqa: SLF001
+        yield
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -114,14 +151,7 @@ def build_schema(**kwargs: Any) -> PortraitsSchema:
         mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PortraitsExecutionContext,
-        extensions=[
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: AddValidationRules(LIMIT_RULES),
-            # Repeated documents (every client sends the same few) skip parsing and validation;
-            # both caches are module-level LRUs shared by the per-request instances.
-            lambda: ParserCache(maxsize=CACHE_SIZE),
-            lambda: ValidationCache(maxsize=CACHE_SIZE),
-        ],
+        extensions=[LimitedCachedDocuments],
         **kwargs,
     )
 

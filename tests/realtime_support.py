@@ -129,7 +129,7 @@ class GraphQLSocket:
             if message["type"] == "complete":
                 return results
             results.append(message)
-            if message["type"] == "error" and self.protocol == TRANSPORT_WS:
+            if message["type"] == "error":  # ends the operation in both protocols; no complete follows
                 return results
 
 
@@ -140,8 +140,13 @@ def data_of(message: dict[str, Any], field: str) -> dict[str, Any]:
     return value
 
 
+def errors_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors of a next/data message, or of an error message (a list in one protocol, one error in the other)."""
+    payload = message["payload"]
+    errors: list[dict[str, Any]] = payload if isinstance(payload, list) else payload.get("errors") or [payload]
+    return errors
+
+
 def error_codes_of(message: dict[str, Any]) -> list[str]:
     """The extensions.code of each error in a next/data or error message."""
-    payload = message["payload"]
-    errors = payload if isinstance(payload, list) else payload.get("errors") or [payload]
-    return [error.get("extensions", {}).get("code") for error in errors]
+    return [error.get("extensions", {}).get("code") for error in errors_of(message)]

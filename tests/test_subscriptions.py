@@ -19,6 +19,7 @@ from tests.realtime_support import (
     GraphQLSocket,
     data_of,
     error_codes_of,
+    errors_of,
 )
 
 GENERATE_IMAGE = "mutation($input: GenerateImageInput!) { generateImage(input: $input) { id } }"
@@ -245,3 +246,26 @@ async def test_queries_and_mutations_also_run_over_the_socket(live_server: str, 
         [viewer] = await socket.results_until_complete(operation)
     assert data_of(created, "createCharacter")["name"] == "Ada"
     assert data_of(viewer, "viewer")["id"] == str(alice)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_bad_document_over_the_socket_gets_an_error_and_the_socket_goes_on(
+    live_server: str, alice: uuid.UUID, protocol: str
+) -> None:
+    too_deep = "subscription { portraitJobs " + "{ character " * 10 + "{ id" + " }" * 12
+    async with GraphQLSocket.open(live_server, protocol=protocol, token=token_for(alice)) as socket:
+        # when a client sends a document that does not parse, then one over the depth limit
+        broken = await socket.results_until_complete(await socket.subscribe("subscription { portraitJobs { id "))
+        deep = await socket.results_until_complete(await socket.subscribe(too_deep))
+        # then each gets its error, and the same socket still answers a query
+        answered = await socket.results_until_complete(await socket.subscribe("query { viewer { id } }"))
+
+    assert [error["extensions"]["code"] for message in broken for error in errors_of(message)] == ["GRAPHQL_PARSE_FAILED"]
+    # (the schema has no cycles, so the deep document also names unknown fields: the depth error is among others)
+    assert any("exceeds maximum operation depth" in error["message"] for message in deep for error in errors_of(message)), deep
+    if protocol == "graphql-ws":  # carries subscriptions only, and says so
+        [refusal] = [error for message in answered for error in errors_of(message)]
+        assert refusal["extensions"]["code"] == "BAD_REQUEST"
+        assert "graphql-transport-ws" in refusal["message"]
+    else:
+        assert data_of(answered[0], "viewer")["id"] == str(alice)
