@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
@@ -91,7 +90,7 @@ async def job_updates(pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits:
     def accepts(notice: ChangeNotice) -> bool:
         return notice.kind == JOB and notice.id == key
 
-    async with _listen(hub, viewer, limits, accepts) as mailbox:
+    async with _Listening(hub, viewer, limits, accepts) as mailbox:
         sent: tuple[object, ...] | None = None
         while True:
             [job] = await load_jobs(pool, viewer, [key])
@@ -118,7 +117,7 @@ async def character_image_updates(
     def accepts(notice: ChangeNotice) -> bool:
         return notice.kind == CHARACTER and notice.id == key
 
-    async with _listen(hub, viewer, limits, accepts) as mailbox:
+    async with _Listening(hub, viewer, limits, accepts) as mailbox:
         shown = (await _character(pool, viewer, key)).image_url
         while True:
             await _next(mailbox)
@@ -185,7 +184,7 @@ async def _row_updates(
 
     A row whose ``state`` was already sent is not sent again.
     """
-    async with _listen(hub, viewer, limits, accepts) as mailbox:
+    async with _Listening(hub, viewer, limits, accepts) as mailbox:
         sent: _SentStates[Hashable] = _SentStates()
         since = datetime.now(UTC)
         while True:
@@ -202,15 +201,28 @@ async def _row_updates(
                     yield row
 
 
-@asynccontextmanager
-async def _listen(hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, accepts: NoticeFilter) -> AsyncIterator[Mailbox]:
-    try:
-        async with hub.subscribe(
+class _Listening:
+    """The hub's subscription, its failure to start as a client error.
+
+    A class, not an ``asynccontextmanager``: it lives as long as the
+    subscription, and a generator would keep a frame per idle subscriber.
+    """
+
+    __slots__ = ("_subscription",)
+
+    def __init__(self, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, accepts: NoticeFilter) -> None:
+        self._subscription = hub.subscribe(
             viewer.user_id, accepts=accepts, max_pending=limits.max_pending, max_lag_seconds=limits.max_lag_seconds
-        ) as mailbox:
-            yield mailbox
-    except FeedClosed as error:
-        raise ServiceUnavailable(f"subscription ended: {error}") from None
+        )
+
+    async def __aenter__(self) -> Mailbox:
+        try:
+            return await self._subscription.__aenter__()
+        except FeedClosed as error:
+            raise ServiceUnavailable(f"subscription ended: {error}") from None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._subscription.__aexit__(*exc_info)
 
 
 async def _next(mailbox: Mailbox) -> Delivery:

@@ -106,14 +106,14 @@ class EventHub:
         await asyncio.gather(*self._detaching.values(), return_exceptions=True)
         self._feeds.clear()
 
-    @contextlib.asynccontextmanager
-    async def subscribe(
-        self, user_id: UUID, *, accepts: NoticeFilter, max_pending: int, max_lag_seconds: float
-    ) -> AsyncIterator[Mailbox]:
-        """A mailbox of ``user_id``'s changes that ``accepts``; listening when this returns, so read state after it."""
+    def subscribe(self, user_id: UUID, *, accepts: NoticeFilter, max_pending: int, max_lag_seconds: float) -> HubSubscription:
+        """A mailbox of ``user_id``'s changes that ``accepts``, as ``async with``; listening once entered, so read state after."""
+        return HubSubscription(self, user_id, Mailbox(accepts, max_pending=max_pending, max_lag_seconds=max_lag_seconds))
+
+    async def _join(self, user_id: UUID, mailbox: Mailbox) -> _UserFeed:
+        """Put ``mailbox`` on the user's feed, attaching the feed first if it is new; the feed is listening on return."""
         if self._closed:
             raise FeedClosed("the server is shutting down")
-        mailbox = Mailbox(accepts, max_pending=max_pending, max_lag_seconds=max_lag_seconds)
         feed = self._feeds.get(user_id)
         if feed is None:
             feed = self._feeds[user_id] = _UserFeed()
@@ -126,10 +126,7 @@ class EventHub:
             except BaseException:
                 self._leave(user_id, feed, mailbox)
                 raise
-        try:
-            yield mailbox
-        finally:
-            self._leave(user_id, feed, mailbox)
+        return feed
 
     async def _attach(self, user_id: UUID, feed: _UserFeed) -> None:
         try:
@@ -163,6 +160,32 @@ class EventHub:
             del self._detaching[user_id]
         if not task.cancelled() and task.exception() is not None:
             logger.warning("unsubscribing user %s failed: %r", user_id, task.exception())
+
+
+class HubSubscription:
+    """One subscription's stay on its user's feed.
+
+    A class rather than an ``asynccontextmanager``: it lives as long as the
+    subscription, and a generator-based one would keep a suspended generator,
+    its frame and an event-loop registration per idle subscriber.
+    """
+
+    __slots__ = ("_hub", "_user_id", "_mailbox", "_feed")
+
+    def __init__(self, hub: EventHub, user_id: UUID, mailbox: Mailbox) -> None:
+        self._hub = hub
+        self._user_id = user_id
+        self._mailbox = mailbox
+        self._feed: _UserFeed | None = None
+
+    async def __aenter__(self) -> Mailbox:
+        self._feed = await self._hub._join(self._user_id, self._mailbox)  # noqa: SLF001 - the hub's own helper
+        return self._mailbox
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._feed is not None:
+            self._hub._leave(self._user_id, self._feed, self._mailbox)  # noqa: SLF001
+            self._feed = None
 
 
 @contextlib.asynccontextmanager
