@@ -24,6 +24,7 @@ from graph.app import create_app, open_services
 from graph.auth import issue_token
 from graph.gc_pacer import GcPacer
 from graph.settings import Settings, SettingsError
+from graph.ws_protocol import LeanWebSocketProtocol
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
 from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
@@ -86,8 +87,11 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str) -> uvi
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,
-        # Subscription messages are ~100-byte JSON: compression gains nothing and its
-        # zlib state costs ~40 KB per socket (bench/subscriptions.py).
+        # Idle subscribers must cost little: our websocket protocol keeps ~6.5 KB per
+        # socket where uvicorn's keeps ~19 KB (graph/ws_protocol.py). It never
+        # negotiates compression: subscription messages are ~100-byte JSON, and zlib
+        # state would cost ~40 KB per socket (bench/subscriptions.py).
+        ws=LeanWebSocketProtocol,
         ws_per_message_deflate=False,
     )
 
