@@ -14,6 +14,8 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import OperationType as GraphQLOperationType
+from graphql.pyutils.ref_map import RefMap
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import (
@@ -94,18 +96,40 @@ class LimitedCachedDocuments(SchemaExtension):
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's execution context, with a fresh sub-field memo per subscription event.
+    """Strawberry's execution context, with the execution state of a subscription made per event.
 
-    graphql-core 3.3.2 builds each event's executor as a shallow copy that
-    shares ``_relevant_sub_fields``, memoised by the identity of lists made
-    anew per event, so a long-lived subscription kept ~1 KB per event for
-    its whole life (and fed the garbage collector). One memo per event is
-    what a single query gets anyway.
+    graphql-core 3.3.2 keeps a subscription's executor for the subscription's
+    whole life and builds each event's executor as a shallow copy of it that
+    shares its memos and future sets. Two costs follow, both per idle
+    subscriber: ``_relevant_sub_fields``, memoised by the identity of lists
+    made anew per event, grew ~1 KB per event (and fed the garbage
+    collector); and the empty memos and sets themselves, ~2 KB, though only
+    events use them. So a subscription's executor drops them, and each event's
+    executor gets its own, as a single query has.
     """
+
+    _PER_EVENT_STATE = (
+        "_relevant_sub_fields", "_stream_usages", "_initial_execution_plans", "_deferred_execution_plans",
+        "pending_incremental_futures", "background_futures", "groups", "tasks", "streams",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.operation.operation is GraphQLOperationType.SUBSCRIPTION:
+            for name in self._PER_EVENT_STATE:
+                setattr(self, name, None)  # an event's executor gets its own (build_per_event_executor)
 
     def build_per_event_executor(self, payload: Any) -> PortraitsExecutionContext:
         executor = super().build_per_event_executor(payload)
         executor._relevant_sub_fields = {}  # noqa: SLF001 - see the class docstring
+        executor._stream_usages = RefMap()  # noqa: SLF001
+        executor._initial_execution_plans = RefMap()  # noqa: SLF001
+        executor._deferred_execution_plans = RefMap()  # noqa: SLF001
+        executor.pending_incremental_futures = set()
+        executor.background_futures = set()
+        executor.groups = []
+        executor.tasks = []
+        executor.streams = []
         return executor  # type: ignore[return-value]
 
 
