@@ -111,6 +111,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         websocket = context.request
         assert isinstance(websocket, WebSocket)
         websocket.scope[SOCKET_EXPIRY] = close_at_expiry(websocket, context.viewer.expires_at)
+        context.connection_params = None  # read: an idle socket need not keep its token
         return UNSET
 
     async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:
