@@ -8,7 +8,6 @@ from empty tables.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -22,7 +21,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from asgi_lifespan import LifespanManager
 
 from graph.app import create_app
@@ -40,7 +38,7 @@ from storage.embedded import EmbeddedPostgres
 from storage.migrate import migrate
 from tests.fake_fal import FakeFal
 from tests.server_process import Server
-from tests.support import TEST_JWT_SECRET, free_port, database_url_for, drop_database, new_database
+from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, free_port, new_database, serve_uvicorn
 
 DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters", "stored_objects")
 
@@ -123,20 +121,9 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
     against this, as clients reach them. The app is a second one on the same
     database, beside ``client``'s (as two server processes would be).
     """
-    port = free_port()
-    config = uvicorn_config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"ws://127.0.0.1:{port}/graphql"
-    finally:
-        server.should_exit = True
-        await task
+    config = uvicorn_config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
+    async with serve_uvicorn(config) as served:
+        yield served.url("/graphql")
 
 
 @pytest.fixture(scope="session")

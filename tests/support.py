@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import uvicorn
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-production-checks-and-hs512!!"
 
@@ -51,3 +56,36 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServedUvicorn:
+    """A uvicorn server running in the test's event loop."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+    def url(self, path: str = "/", scheme: str = "ws") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(asyncio.shield(self.task), 15)
+
+
+@asynccontextmanager
+async def serve_uvicorn(config: uvicorn.Config) -> AsyncIterator[ServedUvicorn]:
+    """``config`` served by a real uvicorn in this event loop until the block ends (clients reach it over TCP)."""
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    served = ServedUvicorn(server, task, config.port)
+    try:
+        yield served
+    finally:
+        await served.stop()

@@ -76,6 +76,14 @@ async def test_a_bad_upgrade_header_refuses_the_handshake(live_server: str) -> N
     assert refused.value.response.status_code == 403
 
 
+async def test_a_websocket_elsewhere_than_graphql_is_refused(live_server: str) -> None:
+    # (GraphQL sockets take a shortcut past Starlette; every other path still goes through its router)
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(live_server.replace("/graphql", "/healthz")):
+            pass
+    assert refused.value.response.status_code == 403
+
+
 async def test_the_connection_init_token_wins_over_the_header(live_server: str, alice: uuid.UUID, bob: uuid.UUID) -> None:
     # given a valid header for bob but a bad token in connection_init
     headers = {"Authorization": f"Bearer {token_for(bob)}"}

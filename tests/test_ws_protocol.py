@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 
 from graph.ws_frames import accept_key
 from graph.ws_protocol import LeanWebSocketProtocol
-from tests.support import free_port
+from tests.support import ServedUvicorn, free_port, serve_uvicorn
 from tests.test_ws_frames import client_frame
 
 Message = dict[str, Any]
@@ -34,39 +34,14 @@ Send = Callable[[Message], Awaitable[None]]
 TIMEOUT = 5.0
 
 
-@dataclass
-class Served:
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-    port: int
-
-    def url(self, path: str = "/") -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await asyncio.wait_for(asyncio.shield(self.task), 15)
-
-
 @contextlib.asynccontextmanager
-async def running(app: Callable[..., Awaitable[None]], **options: Any) -> AsyncIterator[Served]:
+async def running(app: Callable[..., Awaitable[None]], **options: Any) -> AsyncIterator[ServedUvicorn]:
     """``app`` served by uvicorn with our protocol, in the test's event loop."""
-    port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws=LeanWebSocketProtocol, lifespan="off", log_level="warning", **options
+        app, host="127.0.0.1", port=free_port(), ws=LeanWebSocketProtocol, lifespan="off", log_level="warning", **options
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    served = Served(server, task, port)
-    try:
+    async with serve_uvicorn(config) as served:
         yield served
-    finally:
-        await served.stop()
 
 
 @dataclass
