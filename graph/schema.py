@@ -8,7 +8,7 @@ introspection query fits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -108,10 +108,12 @@ class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
     executor gets its own, as a single query has.
     """
 
-    _PER_EVENT_STATE = (
-        "_relevant_sub_fields", "_stream_usages", "_initial_execution_plans", "_deferred_execution_plans",
-        "pending_incremental_futures", "background_futures", "groups", "tasks", "streams",
-    )
+    # What each event's executor gets fresh, and a subscription's executor does without.
+    _PER_EVENT_STATE: dict[str, Callable[[], object]] = {
+        "_relevant_sub_fields": dict, "_stream_usages": RefMap, "_initial_execution_plans": RefMap,
+        "_deferred_execution_plans": RefMap, "pending_incremental_futures": set, "background_futures": set,
+        "groups": list, "tasks": list, "streams": list,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -121,15 +123,8 @@ class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def build_per_event_executor(self, payload: Any) -> PortraitsExecutionContext:
         executor = super().build_per_event_executor(payload)
-        executor._relevant_sub_fields = {}  # noqa: SLF001 - see the class docstring
-        executor._stream_usages = RefMap()  # noqa: SLF001
-        executor._initial_execution_plans = RefMap()  # noqa: SLF001
-        executor._deferred_execution_plans = RefMap()  # noqa: SLF001
-        executor.pending_incremental_futures = set()
-        executor.background_futures = set()
-        executor.groups = []
-        executor.tasks = []
-        executor.streams = []
+        for name, fresh in self._PER_EVENT_STATE.items():
+            setattr(executor, name, fresh())
         return executor  # type: ignore[return-value]
 
 
