@@ -437,7 +437,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self._close_transport()
 
     def _fail(self, code: int, reason: str) -> None:
-        """The peer broke the protocol: close with the matching code (1002, 1007, 1009), right away."""
+        """Close at once with ``code``: the peer broke the protocol (1002, 1007, 1009) or stopped answering pings (1011)."""
         if self._state is _State.OPEN:
             self._transport.write(close_frame(code, reason))
             self._set_disconnect(code, reason)
@@ -474,11 +474,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     def _on_keepalive_timeout(self) -> None:
         self._timer = None
         self._ping_payload = None
-        if self._state is not _State.OPEN:
-            return
-        self._transport.write(close_frame(CLOSE_INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
-        self._set_disconnect(CLOSE_INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON)
-        self._close_transport()
+        if self._state is _State.OPEN:
+            self._fail(CLOSE_INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON)
 
     # --- Closing --------------------------------------------------------------------------------
 
