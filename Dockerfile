@@ -6,10 +6,13 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY server ./server
 COPY graph ./graph
 COPY resolvers ./resolvers
+COPY realtime ./realtime
 COPY storage ./storage
 COPY pipeline ./pipeline
+COPY devtools ./devtools
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.12-slim

@@ -4,7 +4,7 @@ Prints figures; it is not a test. It starts a throw-away PostgreSQL (or uses
 DATABASE_URL), seeds one user with --rows characters, then runs two
 single-process uvicorn servers side by side:
 
-- graphql:  the real server, ``python -m graph.cli serve``;
+- graphql:  the real server, ``python -m server.cli serve``;
 - baseline: bench/baseline_app.py, the same token check, SQL and JSON shape
   without GraphQL (Starlette + asyncpg + orjson);
 
@@ -54,8 +54,8 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/list_characters.py` puts ben
 import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 
-from graph.auth import issue_token  # noqa: E402
-from storage.embedded import EmbeddedPostgres, die_with_parent  # noqa: E402
+from server.auth import issue_token  # noqa: E402
+from devtools.embedded_postgres import EmbeddedPostgres, die_with_parent  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 
 QUERY = "query { characters(first:100){edges{node{id name description}}} }"
@@ -255,7 +255,7 @@ def start_graphql(port: int, dsn: str, secret: str, workdir: Path) -> Server:
         "PORTRAITS_DATA_DIR": str(workdir / "portraits-data"),
         "PUBLIC_URL": PUBLIC_URL,  # what signed URLs start with; the baseline gets the same
     }
-    return Server("graphql", [sys.executable, "-m", "graph.cli", "serve"], env, port, workdir / "graphql.log")
+    return Server("graphql", [sys.executable, "-m", "server.cli", "serve"], env, port, workdir / "graphql.log")
 
 
 def start_baseline(port: int, dsn: str, secret: str, workdir: Path, *, signed: bool = False) -> Server:

@@ -2,7 +2,7 @@
 
 Prints figures; it is not a test. It starts a throw-away PostgreSQL (or uses
 DATABASE_URL), seeds one character for each of --subscribers users, starts ONE
-server process (``python -m graph.cli serve`` with WORKERS=0), and from a
+server process (``python -m server.cli serve`` with WORKERS=0), and from a
 separate load process (this file run with --load) opens one websocket per user
 (graphql-transport-ws, each with its own user's token), each subscribed to
 ``characterImageUpdated(characterId:) { id imageUrl }`` of its character.
@@ -80,10 +80,10 @@ import orjson  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from graph.auth import issue_token  # noqa: E402
+from server.auth import issue_token  # noqa: E402
 from list_characters import PUBLIC_URL, Interrupted, Server, database, free_port  # noqa: E402
 from loadgen import percentile  # noqa: E402
-from storage.embedded import die_with_parent  # noqa: E402
+from devtools.embedded_postgres import die_with_parent  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 
 SUBSCRIPTION = "subscription($c: ID){ characterImageUpdated(characterId: $c){ id imageUrl } }"
@@ -816,7 +816,7 @@ def start_server(port: int, dsn: str, secret: str, workdir: Path) -> Server:
         "PORTRAITS_DATA_DIR": str(workdir / "portraits-data"),
         "PUBLIC_URL": PUBLIC_URL,
     }
-    return Server("graphql", [sys.executable, "-m", "graph.cli", "serve"], env, port, workdir / "server.log")
+    return Server("graphql", [sys.executable, "-m", "server.cli", "serve"], env, port, workdir / "server.log")
 
 
 async def drive(server: Server, dsn: str, warm: Sequence[Target], targets: Sequence[Target], workdir: Path, args: argparse.Namespace) -> int:

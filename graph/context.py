@@ -11,12 +11,11 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from graph.loaders import Loaders
-from graph.settings import Settings
 from resolvers.errors import Unauthenticated
 from resolvers.viewer import Viewer
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
-from storage.event_hub import EventHub
+from realtime.event_hub import EventHub
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.signing import UrlSigner
 
@@ -30,7 +29,8 @@ class Context:
     pool: asyncpg.Pool
     signer: UrlSigner
     objects: CatalogedObjectStore
-    settings: Settings
+    job_policy: JobPolicy
+    subscription_limits: SubscriptionLimits
     events: EventHub
     viewer: Viewer | None = field(default=None)
     # graphql-transport-ws / graphql-ws: the connection_init payload (strawberry sets it).
@@ -40,14 +40,6 @@ class Context:
         if self.viewer is None:
             raise Unauthenticated(AUTH_REQUIRED)
         return self.viewer
-
-    @property
-    def job_policy(self) -> JobPolicy:
-        return self.settings.job_policy
-
-    @property
-    def subscription_limits(self) -> SubscriptionLimits:
-        return self.settings.subscription_limits
 
     @cached_property
     def loaders(self) -> Loaders:

@@ -1,4 +1,4 @@
-"""Generation: providers, the job-queue worker, the library auto-save, the workspace-temp sweeper.
+"""Generation: providers, the job-queue worker, the library auto-save step, the workspace-temp sweeper.
 
 Depends on ``storage`` only; nothing here imports strawberry or the HTTP app.
 """

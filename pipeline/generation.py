@@ -24,7 +24,7 @@ import httpx
 
 from pipeline.download import DownloadError, download_image
 from pipeline.images import InvalidImage, inspect_image, make_thumbnail
-from pipeline.library import copy_to_library, library_row
+from storage.library_copy import copy_to_library, library_row
 from pipeline.providers.local import MAX_SEED
 from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
 from storage import characters, jobs, user_library, workspace_assets

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
-from pipeline.library import copy_to_library, library_row
+from storage.library_copy import copy_to_library, library_row
 from resolvers.errors import BadUserInput, NotFound
 from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.validation import parse_id

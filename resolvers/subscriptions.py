@@ -1,6 +1,6 @@
 """What each subscription does: listen for the viewer's change events, re-read, yield what changed.
 
-A change event only says "this row changed" (storage/change_events.py), so a
+A change event only says "this row changed" (realtime/change_events.py), so a
 subscriber re-reads the row through the same authorised loaders queries use
 (``load_jobs``, ``load_characters``, filtered by the viewer). The hub listens
 before the first read, so nothing committed after that read is missed. A
@@ -25,12 +25,12 @@ from resolvers.jobs import JOB_NOT_FOUND, load_jobs
 from resolvers.validation import parse_id
 from resolvers.viewer import Viewer
 from storage import characters, jobs
-from storage.change_events import CHARACTER, DELETE, JOB, ChangeNotice
+from realtime.change_events import CHARACTER, DELETE, JOB, ChangeNotice
 from storage.characters import Character
 from storage.database import acquire
-from storage.event_hub import EventHub
-from storage.mailbox import Delivery, FeedClosed, Mailbox, NoticeFilter
-from storage.mailbox import SubscriberTooSlow as MailboxOverflow
+from realtime.event_hub import EventHub
+from realtime.mailbox import Delivery, FeedClosed, Mailbox, NoticeFilter
+from realtime.mailbox import SubscriberTooSlow as MailboxOverflow
 from storage.jobs import Job
 
 FINISHED_STATUSES = (jobs.COMPLETED, jobs.FAILED, jobs.CANCELED)
@@ -54,7 +54,7 @@ R = TypeVar("R", bound=_Row)
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionLimits:
-    """How far behind a subscriber may fall before it is ended (see storage/event_hub.py)."""
+    """How far behind a subscriber may fall before it is ended (see realtime/event_hub.py)."""
 
     max_pending: int = 256
     max_lag_seconds: float = 60.0

@@ -23,10 +23,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from graph.app import create_app
-from graph.auth import issue_token
-from graph.cli import uvicorn_config
-from graph.settings import Settings
+from server.app import create_app
+from server.auth import issue_token
+from server.cli import uvicorn_config
+from server.settings import Settings
 from pipeline.providers.fal import FalConfig
 from pipeline.service import Generation
 from pipeline.worker import WorkerConfig
@@ -34,7 +34,7 @@ from storage.objects.catalog import CatalogedObjectStore
 from storage.database import create_pool
 from storage.objects.config import open_object_store
 from storage.objects.store import ObjectStore
-from storage.embedded import EmbeddedPostgres
+from devtools.embedded_postgres import EmbeddedPostgres
 from storage.migrate import migrate
 from tests.fake_fal import FakeFal
 from tests.server_process import Server

@@ -18,7 +18,7 @@ READY = "Portraits is ready."
 
 
 class Server:
-    """A `python -m graph.cli serve` (or another command) subprocess whose output is read line by line in a thread."""
+    """A `python -m server.cli serve` (or another command) subprocess whose output is read line by line in a thread."""
 
     def __init__(self, data_dir: Path, *, command: str = "serve", **env: str) -> None:
         self.port = free_port()
@@ -27,7 +27,7 @@ class Server:
             if name not in env:
                 full_env.pop(name, None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "graph.cli", command],
+            [sys.executable, "-m", "server.cli", command],
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

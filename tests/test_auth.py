@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from graph.auth import issue_token
+from server.auth import issue_token
 from tests.conftest import GraphQL
 from tests.support import TEST_JWT_SECRET, only_error
 

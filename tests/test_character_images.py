@@ -14,8 +14,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from graph.app import create_app
-from graph.settings import Settings
+from server.app import create_app
+from server.settings import Settings
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import Bucket
 from storage.objects.store import ObjectStore

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from graph.auth import issue_token, verify_token
+from server.auth import issue_token, verify_token
 from tests.conftest import s3_environ
 from tests.server_process import READY, Server
 from tests.support import free_port
@@ -110,7 +110,7 @@ def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None
     user = "0b1c2d3e-0000-4000-8000-000000000001"
 
     out = subprocess.run(
-        [sys.executable, "-m", "graph.cli", "token", "--user", user, "--ttl", "60"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "server.cli", "token", "--user", user, "--ttl", "60"], env=env, capture_output=True, text=True
     )
 
     assert out.returncode == 0, out.stderr

@@ -14,11 +14,11 @@ from resolvers import subscriptions
 from resolvers.errors import SubscriberTooSlow
 from resolvers.subscriptions import SubscriptionLimits
 from resolvers.viewer import Viewer
-from storage.change_events import JOB, ChangeNotice
-from storage.event_hub import EventHub, open_event_hub
-from storage.mailbox import FeedClosed, Mailbox
-from storage.mailbox import SubscriberTooSlow as MailboxOverflow
-from storage.notify_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
+from realtime.change_events import JOB, ChangeNotice
+from realtime.event_hub import EventHub, open_event_hub
+from realtime.mailbox import FeedClosed, Mailbox
+from realtime.mailbox import SubscriberTooSlow as MailboxOverflow
+from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from tests.test_notify_backend import insert_character, set_image, terminate
 
 

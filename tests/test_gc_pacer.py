@@ -6,7 +6,7 @@ import asyncio
 import gc
 import weakref
 
-from graph.gc_pacer import GcPacer
+from server.gc_pacer import GcPacer
 
 
 class Node:

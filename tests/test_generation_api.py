@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from graph.settings import Settings
+from server.settings import Settings
 from pipeline.sweeper import sweep
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import parse_key
@@ -559,7 +559,7 @@ async def test_the_sweep_command_removes_expired_unused_images_and_says_how_many
     for name in ("PORTRAITS_ENV", "OBJECT_STORE", "S3_ENDPOINT_URL"):
         env.pop(name, None)
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "graph.cli", "sweep"], env=env, capture_output=True, text=True, timeout=120
+        subprocess.run, [sys.executable, "-m", "server.cli", "sweep"], env=env, capture_output=True, text=True, timeout=120
     )
 
     # then it exits cleanly, printing the count, and the rows and objects are gone

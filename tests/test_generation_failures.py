@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from graph.settings import Settings
+from server.settings import Settings
 from tests.fake_fal import FakeFal
 from tests.generation_support import (
     CANCEL,

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 from asgi_lifespan import LifespanManager
 
-from graph.app import create_app
-from graph.settings import Settings
+from server.app import create_app
+from server.settings import Settings
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
 
 

@@ -61,7 +61,7 @@ def test_two_migrate_processes_started_together_both_succeed(empty_database: str
     env = {**os.environ, "DATABASE_URL": empty_database, "JWT_SECRET": TEST_JWT_SECRET}
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "graph.cli", "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "server.cli", "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]

@@ -13,11 +13,11 @@ import pytest
 import redis.asyncio as redis
 from broadcaster import Broadcast, Event
 
-from storage.change_events import RESYNC, RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
+from realtime.change_events import RESYNC, RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
 from storage.errors import StorageUnavailable
-from storage.event_hub import open_event_hub
-from storage.notify_backend import PostgresNotifyBackend
-from storage.notify_relay import NotifyRelay
+from realtime.event_hub import open_event_hub
+from realtime.postgres_backend import PostgresNotifyBackend
+from realtime.notify_relay import NotifyRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from storage.notify_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
+from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from tests.conftest import token_for
 from tests.realtime_support import CHARACTER_IMAGE_UPDATED, JOB_UPDATED, GraphQLSocket, data_of
 from tests.server_process import READY, Server

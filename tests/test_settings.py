@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from graph.settings import Settings, SettingsError
+from server.settings import Settings, SettingsError
 from storage.objects.paths import Bucket
 
 

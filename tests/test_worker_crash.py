@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from graph.settings import Settings
+from server.settings import Settings
 from tests.generation_support import GraphQL, create_character, generate_portrait, get_character, wait_for_job
 from tests.support import TEST_JWT_SECRET
 
@@ -22,7 +22,7 @@ LEASE_SECONDS = 3
 
 
 def start_worker_process(settings: Settings, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`python -m graph.cli worker` on the test database and the test app's object folder."""
+    """`python -m server.cli worker` on the test database and the test app's object folder."""
     full_env = {
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
@@ -37,7 +37,7 @@ def start_worker_process(settings: Settings, data_dir: Path, **env: str) -> subp
     }
     for name in ("FAL_KEY", "S3_ENDPOINT_URL", "OBJECT_STORE"):
         full_env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "graph.cli", "worker"], env=full_env)
+    return subprocess.Popen([sys.executable, "-m", "server.cli", "worker"], env=full_env)
 
 
 async def wait_until_locked(pool: asyncpg.Pool, job_id: str) -> str:

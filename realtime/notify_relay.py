@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from storage.change_events import EVENTS_CHANNEL, RESYNC, RESYNC_CHANNEL, channel_of
+from realtime.change_events import EVENTS_CHANNEL, RESYNC, RESYNC_CHANNEL, channel_of
 from storage.listen_connection import ListenConnection
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Aut
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from graph.json import json_response
+from server.json import json_response
 from resolvers.viewer import Viewer
 
 ALGORITHM = "HS256"

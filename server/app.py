@@ -21,8 +21,8 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
-from graph import json
-from graph.auth import (
+from server import json
+from server.auth import (
     BearerTokenBackend,
     TokenError,
     authorization_param,
@@ -32,20 +32,20 @@ from graph.auth import (
     viewer_of,
 )
 from graph.context import AUTH_REQUIRED, Context
-from graph.websocket import (
+from server.websocket import (
     SOCKET_EXPIRY,
     GraphQLSocketShortcut,
     LeanTransportWSHandler,
     TextWebSocketAdapter,
     close_at_expiry,
 )
-from graph.object_route import serve_signed_object
+from server.object_route import serve_signed_object
 from graph.schema import PortraitsSchema, schema as default_schema
-from graph.settings import Settings
+from server.settings import Settings
 from pipeline.service import Generation
 from storage.database import QueryLogger, create_pool, ping
 from storage.errors import StorageError
-from storage.event_hub import EventHub, open_event_hub
+from realtime.event_hub import EventHub, open_event_hub
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
 from storage.objects.local import SIGN_ROUTE
@@ -89,7 +89,8 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             pool=request.state.pool,
             signer=request.state.signer,
             objects=request.state.objects,
-            settings=self.settings,
+            job_policy=self.settings.job_policy,
+            subscription_limits=self.settings.subscription_limits,
             events=request.state.events,
             viewer=viewer_of(request),
         )
@@ -157,7 +158,7 @@ def create_app(
     """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one).
 
     Starlette serves every HTTP route; GraphQL websockets take a shortcut past
-    its middleware (graph/websocket.py: ``GraphQLSocketShortcut``).
+    its middleware (server/websocket.py: ``GraphQLSocketShortcut``).
     """
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")

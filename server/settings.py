@@ -21,7 +21,7 @@ from pipeline.service import GenerationSettings
 from pipeline.worker import WorkerConfig
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
-from storage.event_hub import REDIS_SCHEMES
+from realtime.event_hub import REDIS_SCHEMES
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config

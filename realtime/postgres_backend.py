@@ -22,7 +22,7 @@ from typing import Any
 
 from broadcaster import Event
 
-from storage.change_events import EVENTS_CHANNEL, RESYNC, channel_of
+from realtime.change_events import EVENTS_CHANNEL, RESYNC, channel_of
 from storage.listen_connection import HEALTH_CHECK_SECONDS, ListenConnection
 
 APPLICATION_NAME = "portraits-events-listen"

@@ -19,7 +19,7 @@ from broadcaster import Event
 from broadcaster._backends.redis import RedisBackend
 from redis.exceptions import RedisError
 
-from storage.change_events import RESYNC
+from realtime.change_events import RESYNC
 from storage.listen_connection import INITIAL_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 ``Broadcast.subscribe`` gives every subscriber an unbounded ``asyncio.Queue``
 (~3 KB each, empty) that a task of the subscriber's must drain. The hub
-(storage/event_hub.py) needs neither: its per-user feed hands each event to
+(realtime/event_hub.py) needs neither: its per-user feed hands each event to
 bounded mailboxes right away. So ``attach`` registers any object with an
 ``async put(event)`` in the same channel table ``Broadcast``'s listener task
 fans out from, on the same backend: the fan-out is still broadcaster's.

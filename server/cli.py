@@ -20,14 +20,14 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from graph.app import create_app, open_services
-from graph.auth import issue_token
-from graph.gc_pacer import GcPacer
-from graph.settings import Settings, SettingsError
+from server.app import create_app, open_services
+from server.auth import issue_token
+from server.gc_pacer import GcPacer
+from server.settings import Settings, SettingsError
 from graph.ws_protocol import LeanWebSocketProtocol
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
-from storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from storage.errors import StorageError
 from storage.migrate import migrate
 

@@ -2,8 +2,8 @@
 
 Each user with at least one live subscription in this process has one feed:
 one broadcaster subscription on ``user_channel(user)`` that hands each event
-at once to that user's mailboxes (storage/sink_broadcast.py: no queue, no
-task). A mailbox (storage/mailbox.py) belongs to one GraphQL subscription and
+at once to that user's mailboxes (realtime/sink_broadcast.py: no queue, no
+task). A mailbox (realtime/mailbox.py) belongs to one GraphQL subscription and
 is bounded, so a slow client never slows anyone else's delivery.
 
 ``open_event_hub`` assembles it: our ``PostgresNotifyBackend`` by default, or
@@ -22,12 +22,12 @@ from uuid import UUID
 
 from broadcaster import Event
 
-from storage.change_events import RESYNC_CHANNEL, Resync, parse_message, user_channel
-from storage.mailbox import FeedClosed, Mailbox, NoticeFilter
-from storage.notify_backend import PostgresNotifyBackend
-from storage.notify_relay import NotifyRelay
-from storage.redis_backend import ReconnectingRedisBackend
-from storage.sink_broadcast import SinkBroadcast
+from realtime.change_events import RESYNC_CHANNEL, Resync, parse_message, user_channel
+from realtime.mailbox import FeedClosed, Mailbox, NoticeFilter
+from realtime.postgres_backend import PostgresNotifyBackend
+from realtime.notify_relay import NotifyRelay
+from realtime.redis_backend import ReconnectingRedisBackend
+from realtime.sink_broadcast import SinkBroadcast
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from storage.change_events import ChangeNotice
+from realtime.change_events import ChangeNotice
 
 
 class SubscriberTooSlow(Exception):

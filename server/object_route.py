@@ -14,7 +14,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from graph import json
+from server import json
 from storage.objects.local import LocalObjectStore
 from storage.objects.paths import InvalidObjectPath, object_key
 from storage.objects.store import ObjectNotFound, ObjectStoreUnavailable
