@@ -35,7 +35,6 @@ from graph.context import AUTH_REQUIRED, Context
 from server.websocket import (
     SOCKET_EXPIRY,
     GraphQLSocketShortcut,
-    LeanTransportWSHandler,
     TextWebSocketAdapter,
     close_at_expiry,
 )
@@ -71,7 +70,6 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, websocket authentication and a faster JSON encoder."""
 
     websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
-    graphql_transport_ws_handler_class = LeanTransportWSHandler
 
     def __init__(self, schema: PortraitsSchema, settings: Settings) -> None:
         super().__init__(

@@ -23,8 +23,7 @@ from starlette.types import ASGIApp
 from server.app import create_app, open_services
 from server.auth import issue_token
 from server.gc_pacer import GcPacer
-from server.settings import Settings, SettingsError
-from graph.ws_protocol import LeanWebSocketProtocol
+from server.settings import Settings, SettingsError, WebSocketConfig
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
 from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
@@ -77,7 +76,9 @@ class PortraitsServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+def uvicorn_config(
+    app: ASGIApp, *, host: str, port: int, log_level: str, websocket: WebSocketConfig = WebSocketConfig()
+) -> uvicorn.Config:
     """How `serve` (and the tests' live server) run the app."""
     return uvicorn.Config(
         app,
@@ -87,12 +88,19 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, log_level: str) -> uvi
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,
-        # Idle subscribers must cost little: our websocket protocol keeps ~6.5 KB per
-        # socket where uvicorn's keeps ~19 KB (graph/ws_protocol.py). It never
-        # negotiates compression: subscription messages are ~100-byte JSON, and zlib
-        # state would cost ~40 KB per socket (bench/subscriptions.py).
-        ws=LeanWebSocketProtocol,
-        ws_per_message_deflate=False,
+        # uvicorn's own websocket protocol on websockets' sans-io core, the one uvicorn 0.54
+        # picks by default: maintained with uvicorn, keepalive pings with a pong deadline
+        # (1011), the size limit (1009), 1012 to every open socket on shutdown, 403 for a
+        # socket refused before accept. Not "wsproto": that is one more dependency, while
+        # websockets is already ours (uvicorn[standard], the tests' client); not
+        # "websockets": uvicorn's older implementation on websockets' legacy asyncio server.
+        ws="websockets-sansio",
+        ws_max_size=websocket.max_message_bytes,
+        ws_ping_interval=websocket.ping_interval,
+        ws_ping_timeout=websocket.ping_timeout,
+        # Off unless WS_PER_MESSAGE_DEFLATE=true: subscription messages are ~100-byte JSON,
+        # and zlib state costs tens of KB per socket (bench/subscriptions.py).
+        ws_per_message_deflate=websocket.per_message_deflate,
     )
 
 
@@ -100,7 +108,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as database:
         settings = replace(settings, database_url=database.url)
         asyncio.run(migrate(database.url))
-        config = uvicorn_config(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+        config = uvicorn_config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            websocket=settings.websocket,
+        )
         server = PortraitsServer(config, banner=lambda: _banner(settings, database))
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these
         # handlers turn it into an exception so the embedded PostgreSQL is stopped in order.

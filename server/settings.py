@@ -36,6 +36,19 @@ MIN_PRODUCTION_SECRET_LENGTH = 32
 DEV_SECRET_FILE = "jwt-secret"
 
 
+@dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    """How uvicorn serves websockets (README: Limits); only compression is a setting, the rest are the defaults tests shorten."""
+
+    # Off by default: subscription messages are ~100-byte JSON and zlib state costs tens of KB per socket.
+    per_message_deflate: bool = False
+    # The server pings this often and closes (1011) a socket whose pong is this late.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    # A larger message from a client closes its socket with 1009.
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -59,6 +72,7 @@ class Settings:
     # None: fan-out on our PostgreSQL LISTEN/NOTIFY backend; redis://...: broadcaster's Redis backend.
     broadcast_url: str | None
     subscription_limits: SubscriptionLimits
+    websocket: WebSocketConfig
 
     @property
     def is_production(self) -> bool:
@@ -117,6 +131,7 @@ class Settings:
                 max_pending=_int_setting(env, "SUBSCRIPTION_MAX_PENDING", 256, minimum=1, maximum=100_000),
                 max_lag_seconds=_float_setting(env, "SUBSCRIPTION_MAX_LAG_SECONDS", 60, minimum=0.1, maximum=3600),
             ),
+            websocket=WebSocketConfig(per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False)),
         )
 
 

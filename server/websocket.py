@@ -1,4 +1,4 @@
-"""Websocket details of the GraphQL endpoint: a short route in, text frames, a leaner protocol handler, closing a socket when its token expires."""
+"""Websocket details of the GraphQL endpoint: a short route in, text frames, closing a socket when its token expires."""
 
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
-
-from graph.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +62,6 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
     return path[len(root_path):] if root_path and path.startswith(root_path) else path
-
-
-class LeanTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """strawberry's graphql-transport-ws handler, minus the finished connection_init timer it keeps.
-
-    Once connection_init has arrived the timer is cancelled, but the handler
-    held the cancelled task (and its CancelledError with traceback) for the
-    socket's whole life: about 1 KB per idle subscriber.
-    """
-
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        timer = self.connection_init_timeout_task
-        await super().handle_connection_init(message)
-        if timer is not None and self.connection_init_timeout_task is timer and timer.cancelling():
-            self.connection_init_timeout_task = None  # the loop finishes cancelling it; then it is garbage
 
 
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
