@@ -8,21 +8,16 @@ introspection query fits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
-from graphql import OperationType as GraphQLOperationType
-from graphql.pyutils.ref_map import RefMap
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.schema.schema import (
-    DEFAULT_ALLOWED_OPERATION_TYPES,
-    StrawberryGraphQLCoreExecutionContext,
-    validate_document,
-)
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -61,71 +56,102 @@ def _parse(query: str, max_tokens: int) -> DocumentNode:
     return parse(query, max_tokens=max_tokens)
 
 
-@lru_cache(maxsize=CACHE_SIZE)
-def _validate(
-    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
-) -> list[GraphQLError]:
-    return validate_document(schema, document, rules)
+class ValidationResults:
+    """The last ``CACHE_SIZE`` documents' validation errors, keyed by the parsed document.
+
+    Parsed documents come from ``_parse``'s cache, so the same query text is the
+    same (hashable) ``DocumentNode`` while both caches hold it.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._errors: OrderedDict[DocumentNode, list[GraphQLError]] = OrderedDict()
+
+    def get(self, document: DocumentNode) -> list[GraphQLError] | None:
+        errors = self._errors.get(document)
+        if errors is not None:
+            self._errors.move_to_end(document)
+        return errors
+
+    def put(self, document: DocumentNode, errors: list[GraphQLError]) -> None:
+        self._errors[document] = errors
+        self._errors.move_to_end(document)
+        if len(self._errors) > self._size:
+            self._errors.popitem(last=False)
 
 
 class LimitedCachedDocuments(SchemaExtension):
     """Parse under ``MAX_TOKENS`` and validate with the depth and alias rules, each through a shared LRU cache.
 
     Repeated documents (every client sends the same few) skip parsing and
-    validation. This does in two hooks what strawberry's MaxTokensLimiter,
-    AddValidationRules, ParserCache and ValidationCache do in four
-    extensions; two of those hook ``on_operation``, which stays open as long
-    as a subscription lives: about 1.5 KB per idle subscriber.
+    validation. Strawberry validates in its own step, between this hook's two
+    halves: on a cache hit the hook hands it the errors already known
+    (``pre_execution_errors``, which makes strawberry skip validation), and on
+    a miss it keeps what strawberry found. This does in two hooks what
+    strawberry's MaxTokensLimiter, AddValidationRules, ParserCache and
+    ValidationCache do in four extensions; two of those hook ``on_operation``,
+    which stays open as long as a subscription lives: about 1.5 KB per idle
+    subscriber.
     """
+
+    validated = ValidationResults()
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         context.parse_options["max_tokens"] = MAX_TOKENS
         try:
-            context.graphql_document = _parse(context.query, MAX_TOKENS)
-        except Exception:  # noqa: BLE001
+            context.graphql_document = _parse(context.query or "", MAX_TOKENS)
+        except GraphQLError:
             pass  # strawberry parses it again, where a failure becomes the client's error (a hook's would escape)
         yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         context.validation_rules = (*context.validation_rules, *LIMIT_RULES)
-        assert context.graphql_document is not None
-        context.pre_execution_errors = _validate(context.schema._schema, context.graphql_document, context.validation_rules)  # noqa: SLF001
+        document = context.graphql_document
+        if document is not None and context.pre_execution_errors is None:
+            context.pre_execution_errors = self.validated.get(document)
         yield
+        if document is not None and context.pre_execution_errors is not None:
+            self.validated.put(document, context.pre_execution_errors)
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's execution context, with the execution state of a subscription made per event.
+    """Strawberry's execution context, with a fresh executor for each subscription event.
 
-    graphql-core 3.3.2 keeps a subscription's executor for the subscription's
-    whole life and builds each event's executor as a shallow copy of it that
-    shares its memos and future sets. Two costs follow, both per idle
-    subscriber: ``_relevant_sub_fields``, memoised by the identity of lists
-    made anew per event, grew ~1 KB per event (and fed the garbage
-    collector); and the empty memos and sets themselves, ~2 KB, though only
-    events use them. So a subscription's executor drops them, and each event's
-    executor gets its own, as a single query has.
+    graphql-core 3.3.2 builds each event's executor as a shallow copy of the
+    subscription's, sharing its memos; ``collect_subfields`` memoises on the
+    identity of lists made anew per event, so a long-lived subscription grew
+    ~1 KB per event it sent (tests/test_subscription_memory.py). Building the
+    event's executor anew from the subscription's public arguments gives it
+    memos of its own, freed with the event, as a single query has.
+
+    Overrides graphql-core's ``build_per_event_executor`` and calls its
+    constructor: graphql-core is pinned to 3.3.x and
+    tests/test_library_overrides.py fails when either changes.
     """
 
-    # What each event's executor gets fresh, and a subscription's executor does without.
-    _PER_EVENT_STATE: dict[str, Callable[[], object]] = {
-        "_relevant_sub_fields": dict, "_stream_usages": RefMap, "_initial_execution_plans": RefMap,
-        "_deferred_execution_plans": RefMap, "pending_incremental_futures": set, "background_futures": set,
-        "groups": list, "tasks": list, "streams": list,
-    }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.operation.operation is GraphQLOperationType.SUBSCRIPTION:
-            for name in self._PER_EVENT_STATE:
-                setattr(self, name, None)  # an event's executor gets its own (build_per_event_executor)
-
     def build_per_event_executor(self, payload: Any) -> PortraitsExecutionContext:
-        executor = super().build_per_event_executor(payload)
-        for name, fresh in self._PER_EVENT_STATE.items():
-            setattr(executor, name, fresh())
-        return executor  # type: ignore[return-value]
+        return type(self)(
+            self.schema,
+            self.fragment_definitions,
+            self.fragments,
+            payload,
+            self.context_value,
+            self.operation,
+            self.variable_values,
+            self.field_resolver,
+            self.type_resolver,
+            self.subscribe_field_resolver,
+            enable_early_execution=self.enable_early_execution,
+            middleware_manager=self.middleware_manager,
+            is_awaitable=self.is_awaitable,
+            is_async_iterable=self.is_async_iterable,
+            hide_suggestions=self.hide_suggestions,
+            abort_signal=self.abort_signal,
+            hooks=self.hooks,
+            operation_extensions=self.operation_extensions,
+        )
 
 
 class PortraitsSchema(strawberry.Schema):

@@ -1,0 +1,58 @@
+"""Where we subclass a kept library, the methods we override or call must not change under us.
+
+The project pins strawberry-graphql and graphql-core to their minor versions
+(pyproject.toml). Within a pin, a patch release could still change a method
+we override or whose internals our override relies on; this test fails
+then, so the upgrade is looked at instead of breaking silently. On a
+failure: read the library's new code, check our subclass still holds, and
+update the fingerprint below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import graphql
+import pytest
+import strawberry
+from graphql.execution import Executor
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from graph.schema import PortraitsExecutionContext, PortraitsSchema
+
+
+def fingerprint(function: Callable[..., Any]) -> str:
+    """The first 16 hex digits of the SHA-256 of the function's source."""
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+
+
+# (what, the library's method, the fingerprint of its source when our subclass was written)
+WATCHED: list[tuple[str, Callable[..., Any], str]] = [
+    # PortraitsExecutionContext.build_per_event_executor replaces this and calls the constructors below.
+    ("graphql-core Executor.build_per_event_executor", Executor.build_per_event_executor, "e42b7eb17861c1b7"),
+    ("graphql-core Executor.__init__", Executor.__init__, "9b630bd4461cc4ea"),
+    ("strawberry StrawberryGraphQLCoreExecutionContext.__init__", StrawberryGraphQLCoreExecutionContext.__init__, "cdb4ebbdc06bb99d"),
+    # PortraitsSchema.execute wraps this one and passes its arguments through.
+    ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
+    ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
+]
+
+
+@pytest.mark.parametrize(("what", "method", "expected"), WATCHED, ids=[what for what, _, _ in WATCHED])
+def test_overridden_library_method_is_unchanged(what: str, method: Callable[..., Any], expected: str) -> None:
+    assert fingerprint(method) == expected, (
+        f"{what} changed (graphql-core {graphql.__version__}): check our subclass, then update WATCHED"
+    )
+
+
+def test_our_overrides_keep_the_library_signatures() -> None:
+    # given the methods we override, when their signatures are compared with the library's, then they match
+    assert inspect.signature(PortraitsExecutionContext.build_per_event_executor).parameters.keys() == (
+        inspect.signature(Executor.build_per_event_executor).parameters.keys()
+    )
+    assert inspect.signature(PortraitsSchema.execute).parameters.keys() == (
+        inspect.signature(strawberry.Schema.execute).parameters.keys()
+    )
