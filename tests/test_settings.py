@@ -64,6 +64,7 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"BROADCAST_URL": "kafka://localhost:9092"}, "BROADCAST_URL must be a redis://"),
         ({"SUBSCRIPTION_MAX_PENDING": "0"}, "SUBSCRIPTION_MAX_PENDING must be between"),
         ({"SUBSCRIPTION_MAX_LAG_SECONDS": "never"}, "SUBSCRIPTION_MAX_LAG_SECONDS must be a number"),
+        ({"WS_PER_MESSAGE_DEFLATE": "gzip"}, "WS_PER_MESSAGE_DEFLATE must be true or false"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -140,3 +141,14 @@ def test_realtime_defaults_to_postgres_fan_out_and_redis_is_one_setting(tmp_path
     assert default.broadcast_url is None
     assert (default.subscription_limits.max_pending, default.subscription_limits.max_lag_seconds) == (256, 60)
     assert redis.broadcast_url == "redis://127.0.0.1:6379/0"
+
+
+def test_websocket_compression_is_off_unless_turned_on(tmp_path: Path) -> None:
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+    deflate = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "WS_PER_MESSAGE_DEFLATE": "true"})
+
+    assert default.websocket.per_message_deflate is False
+    assert deflate.websocket.per_message_deflate is True
+    # the rest are the limits the README states
+    assert (default.websocket.ping_interval, default.websocket.ping_timeout) == (20, 20)
+    assert default.websocket.max_message_bytes == 16 * 1024 * 1024

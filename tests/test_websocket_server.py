@@ -1,0 +1,161 @@
+"""The websocket limits the README states, as uvicorn's protocol serves them under our app and config.
+
+Each test runs the real app (``create_app``) under a real uvicorn configured
+by ``server.cli.uvicorn_config``, with the keepalive shortened so the test is
+quick, and talks to it over TCP as a client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import orjson
+import pytest
+import websockets
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from server.app import create_app
+from server.cli import uvicorn_config
+from server.settings import Settings, WebSocketConfig
+from tests.conftest import token_for
+from tests.realtime_support import PORTRAIT_JOBS, TRANSPORT_WS, GraphQLSocket, Rejected
+from tests.support import ServedUvicorn, free_port, serve_uvicorn
+
+TIMEOUT = 10.0
+
+
+@asynccontextmanager
+async def serving(settings: Settings, websocket: WebSocketConfig = WebSocketConfig()) -> AsyncIterator[ServedUvicorn]:
+    """The app on a real uvicorn with ``websocket`` options, as ``portraits serve`` runs it."""
+    config = uvicorn_config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", websocket=websocket)
+    async with serve_uvicorn(config) as served:
+        yield served
+
+
+class SansIOClient:
+    """A graphql-transport-ws client on websockets' sans-io ClientProtocol: it answers the server's pings only when told.
+
+    (websockets' asyncio client always answers pings; a peer that goes silent needs this.)
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: ClientProtocol) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.protocol = protocol
+        self.events: deque[Response | Frame] = deque()
+
+    @classmethod
+    async def connect(cls, url: str, token: str) -> SansIOClient:
+        uri = parse_uri(url)
+        reader, writer = await asyncio.open_connection(uri.host, uri.port)
+        client = cls(reader, writer, ClientProtocol(uri, subprotocols=[TRANSPORT_WS]))  # type: ignore[list-item]
+        client.protocol.send_request(client.protocol.connect())
+        client.flush()
+        response = await client.next_event()
+        assert isinstance(response, Response) and response.status_code == 101, response
+        assert client.protocol.handshake_exc is None, client.protocol.handshake_exc
+        client.protocol.send_text(orjson.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}))
+        client.flush()
+        ack = await client.next_event()
+        assert isinstance(ack, Frame) and orjson.loads(ack.data)["type"] == "connection_ack", ack
+        return client
+
+    def flush(self) -> None:
+        """Send what the protocol has queued (our frames, and pongs to the server's pings)."""
+        for data in self.protocol.data_to_send():
+            self.writer.write(data)
+
+    async def next_event(self) -> Response | Frame:
+        while not self.events:
+            data = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self.events.extend(self.protocol.events_received())
+            if not data and not self.events:
+                raise EOFError("the server closed the connection")
+        return self.events.popleft()
+
+    async def closed_by_server(self) -> bool:
+        """True when the server ends the TCP connection."""
+        with pytest.raises(EOFError):
+            while True:
+                await self.next_event()
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_the_server_pings_and_closes_a_socket_whose_pong_is_late(settings: Settings, alice: uuid.UUID) -> None:
+    keepalive = WebSocketConfig(ping_interval=0.1, ping_timeout=0.5)
+    async with serving(settings, keepalive) as served:
+        client = await SansIOClient.connect(served.url("/graphql"), token_for(alice))
+        try:
+            # given a client that answers the server's keepalive pings: the socket stays open
+            for _ in range(3):
+                frame = await client.next_event()
+                assert isinstance(frame, Frame) and frame.opcode == Opcode.PING, frame
+                client.flush()  # our protocol queued the pong
+            # when it stops answering
+            frame = await client.next_event()
+            assert isinstance(frame, Frame) and frame.opcode == Opcode.PING, frame
+            client.protocol.data_to_send()  # the pong, never sent
+            # then the server closes it: 1011 keepalive ping timeout, and ends the connection
+            frame = await client.next_event()
+            assert isinstance(frame, Frame) and frame.opcode == Opcode.CLOSE, frame
+            assert client.protocol.close_rcvd is not None
+            assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1011, "keepalive ping timeout")
+            assert await client.closed_by_server()
+        finally:
+            client.close()
+
+
+async def test_a_client_message_over_the_size_limit_closes_the_socket_with_1009(settings: Settings, alice: uuid.UUID) -> None:
+    limited = WebSocketConfig(max_message_bytes=64 * 1024)
+    async with serving(settings, limited) as served:
+        async with GraphQLSocket.open(served.url("/graphql"), token=token_for(alice)) as socket:
+            # given a message just under the limit: it is read and answered
+            await socket.send({"type": "ping", "payload": {"pad": "x" * 60_000}})
+            assert (await socket.receive())["type"] == "pong"
+            # when one is over it, then the server closes the socket: 1009 message too big
+            await socket.send({"type": "ping", "payload": {"pad": "x" * 70_000}})
+            with pytest.raises(Rejected) as closed:
+                await socket.receive()
+    assert closed.value.code == 1009
+
+
+async def test_shutdown_closes_open_sockets_with_1012(settings: Settings, alice: uuid.UUID) -> None:
+    async with serving(settings) as served:
+        async with GraphQLSocket.open(served.url("/graphql"), token=token_for(alice)) as socket:
+            # given a socket with a live subscription
+            await socket.subscribe(PORTRAIT_JOBS)
+            await socket.send({"type": "ping"})
+            assert (await socket.receive())["type"] == "pong"
+            # when the server shuts down, then the socket is closed with 1012 (service restart: reconnect)
+            await served.stop()
+            with pytest.raises(Rejected) as closed:
+                await socket.receive()
+        assert closed.value.code == 1012
+        # and every connection and its ASGI task ended within the graceful shutdown
+        assert not served.server.server_state.connections
+        assert not served.server.server_state.tasks
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["default: off", "WS_PER_MESSAGE_DEFLATE=true"])
+async def test_per_message_deflate_is_negotiated_only_when_turned_on(settings: Settings, deflate: bool) -> None:
+    async with serving(settings, replace(settings.websocket, per_message_deflate=deflate)) as served:
+        # a client that offers permessage-deflate, as browsers do
+        async with websockets.connect(served.url("/graphql"), subprotocols=[TRANSPORT_WS], compression="deflate") as raw:  # type: ignore[list-item]
+            assert raw.response is not None
+            extensions = raw.response.headers.get("Sec-WebSocket-Extensions", "")
+    assert ("permessage-deflate" in extensions) is deflate
