@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
 #   make run   - install and serve on an embedded PostgreSQL (GraphiQL on http://127.0.0.1:8000/graphql)
 #   make test  - install the dev extras and run the whole test suite
+#   make lint  - ruff and mypy, the gate CI runs before the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test schema bench clean
+.PHONY: run test lint schema bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Portraits needs Python 3.11 or newer; set PYTHON=python3.x")'
@@ -25,6 +26,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The gate: ruff (lint and import order) and mypy (strict), configured in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Re-export schema.graphql after changing the GraphQL types (a test fails when it drifts).
 schema: $(VENV)/.installed
