@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -354,10 +355,11 @@ async def test_a_hanging_submit_times_out_retryable(
     with pytest.raises(ProviderError) as caught:
         await make_provider(request_timeout=0.2).generate(REQUEST, reporter=reporter)
 
-    # then it is a retryable timeout, and no request id was reported
+    # then it is a retryable timeout, no request id was reported, and the (paid) POST was sent once, never again
     assert caught.value.retryable is True
     assert "timed out" in caught.value.message
     assert reporter.submitted_ids == []
+    assert fake.calls["submit"] == 1
 
 
 async def test_hanging_status_polls_give_up_retryable(
@@ -460,6 +462,24 @@ async def test_cancel_never_raises(
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert any("req-1" in record.getMessage() for record in warnings)
     assert fake.key not in caplog.text
+
+
+async def test_a_hanging_cancel_gives_up_after_one_call_timeout(
+    fake: FakeFal, make_provider: Callable[..., FalProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a queue that does not answer cancels in time
+    request_id = fake.enqueue(MODEL)
+    fake.behave(hang="cancel", hang_seconds=1.0)
+    caplog.set_level(logging.WARNING)
+
+    # when cancelling with a short per-call timeout
+    started = time.monotonic()
+    await make_provider(request_timeout=0.2).cancel(model_key=MODEL, request_id=request_id)
+
+    # then it gave up after that one call (no retry loop holds the worker), with a warning
+    assert time.monotonic() - started < 0.8
+    assert fake.calls["cancel"] == 1
+    assert any(request_id in record.getMessage() for record in caplog.records)
 
 
 # -- download_image ------------------------------------------------------------------

@@ -7,6 +7,9 @@ to ``fal-ai/bytedance/seedream/v4/text-to-image`` lives at
 URLs a submission answers with are preferred, but only when they point at
 fal (or at the configured queue), so the key never goes anywhere else.
 httpx exceptions become ``ProviderError`` here and nowhere else.
+Not fal-client: it cannot be pointed at another queue per client, and its
+fixed timeouts and retry loop (a submit included) are not ours to set; the
+README's design notes say what was checked, on which version.
 """
 
 from __future__ import annotations
