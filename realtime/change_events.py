@@ -1,11 +1,11 @@
-"""The change events the database sends (migration 0004) and the channels they travel on.
+"""The change events the database sends (migration 0004), and the one channel they travel on.
 
-PostgreSQL sends every event on one NOTIFY channel, ``EVENTS_CHANNEL``. Fan-out
-inside and across processes goes through ``broadcaster`` on per-user channels
-(``user_channel``), so an event reaches only its owner's subscribers. After a
-gap in which events may have been lost, ``RESYNC`` is sent on the affected
-channels (or on ``RESYNC_CHANNEL``, meaning every channel) and subscribers
-re-read their state.
+PostgreSQL sends every event on the NOTIFY channel ``EVENTS_CHANNEL``, and
+the same name is the one broadcaster channel (and, in Redis mode, the one
+Redis channel) that carries every event to every process: each process
+subscribes once and routes by the event's user in memory
+(realtime/event_hub.py). After a gap in which events may have been lost,
+``RESYNC`` goes on that channel and every subscriber re-reads its state.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import orjson
 logger = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "portraits_events"
-USER_CHANNEL_PREFIX = "portraits.user."
-RESYNC_CHANNEL = "portraits.resync"
 RESYNC = '{"resync":true}'
 
 JOB = "job"
@@ -44,20 +42,6 @@ class ChangeNotice:
 @dataclass(frozen=True, slots=True)
 class Resync:
     """Events may have been lost: re-read everything you show."""
-
-
-def user_channel(user_id: UUID | str) -> str:
-    return f"{USER_CHANNEL_PREFIX}{user_id}"
-
-
-def channel_of(payload: str) -> str | None:
-    """The per-user channel a NOTIFY payload belongs on, None when it is malformed."""
-    try:
-        user = orjson.loads(payload)["user"]
-        return user_channel(UUID(user))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        logger.warning("ignoring a malformed change event %.200r", payload)
-        return None
 
 
 def parse_message(message: str) -> ChangeNotice | Resync | None:

@@ -3,8 +3,9 @@
 A subscriber re-reads rows, so only "this row changed" matters, never how
 many times: notices for the same row fold into the latest. A mailbox that
 holds more distinct rows than it may, or has held rows untaken for too long,
-ends its subscription with ``SubscriberTooSlow``. So a slow client costs a
-bounded amount of memory however many events it misses.
+fails with ``MailboxOverflow`` (resolvers turn it into the client's
+SUBSCRIBER_TOO_SLOW). So a slow client costs a bounded amount of memory
+however many events it misses.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from uuid import UUID
 from realtime.change_events import ChangeNotice
 
 
-class SubscriberTooSlow(Exception):
-    """The subscriber fell too far behind; its subscription ends (the client may subscribe again)."""
+class MailboxOverflow(Exception):
+    """The mailbox's owner fell too far behind its events; its subscription ends."""
 
 
 class FeedClosed(Exception):
@@ -38,7 +39,7 @@ NoticeFilter = Callable[[ChangeNotice], bool]
 
 
 class Mailbox:
-    __slots__ = ("_accepts", "_max_pending", "_max_lag", "_pending", "_oldest", "_resync", "_failure", "_waiter")
+    __slots__ = ("_accepts", "_failure", "_max_lag", "_max_pending", "_oldest", "_pending", "_resync", "_waiter")
 
     def __init__(self, accepts: NoticeFilter, *, max_pending: int, max_lag_seconds: float) -> None:
         self._accepts = accepts
@@ -59,10 +60,10 @@ class Mailbox:
             if not pending:
                 self._oldest = time.monotonic()
             elif len(pending) >= self._max_pending:
-                self.fail(SubscriberTooSlow(f"more than {self._max_pending} changes are waiting to be sent"))
+                self.fail(MailboxOverflow(f"more than {self._max_pending} changes are waiting to be sent"))
                 return
             elif time.monotonic() - self._oldest > self._max_lag:
-                self.fail(SubscriberTooSlow(f"changes have waited more than {self._max_lag:g} s to be sent"))
+                self.fail(MailboxOverflow(f"changes have waited more than {self._max_lag:g} s to be sent"))
                 return
         pending[key] = notice
         self._wake()
@@ -79,7 +80,7 @@ class Mailbox:
             self._wake()
 
     async def next(self) -> Delivery:
-        """Wait for something to re-read; raises ``SubscriberTooSlow`` or ``FeedClosed`` when the subscription must end."""
+        """Wait for something to re-read; ``MailboxOverflow`` or ``FeedClosed`` when the subscription must end."""
         while True:
             if self._failure is not None:
                 raise self._failure

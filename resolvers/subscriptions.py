@@ -5,7 +5,9 @@ subscriber re-reads the row through the same authorised loaders queries use
 (``load_jobs``, ``load_characters``, filtered by the viewer). The hub listens
 before the first read, so nothing committed after that read is missed. A
 ``resync`` (events may have been lost) re-reads everything the subscription
-shows; rows re-read but unchanged are not sent again.
+shows; rows re-read but unchanged are not sent again. A resync never ends a
+subscription: whatever the rows' states (no image yet included), it only
+re-reads and sends what differs from what was sent.
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ from uuid import UUID
 
 import asyncpg
 
-from resolvers.characters import NOT_FOUND_MESSAGE as CHARACTER_NOT_FOUND, load_characters
+from realtime.change_events import CHARACTER, DELETE, JOB, ChangeNotice
+from realtime.event_hub import EventHub
+from realtime.mailbox import Delivery, FeedClosed, Mailbox, MailboxOverflow, NoticeFilter
+from resolvers.characters import NOT_FOUND_MESSAGE as CHARACTER_NOT_FOUND
+from resolvers.characters import load_characters
 from resolvers.errors import NotFound, ServiceUnavailable, SubscriberTooSlow
 from resolvers.jobs import JOB_NOT_FOUND, load_jobs
 from resolvers.validation import parse_id
 from resolvers.viewer import Viewer
 from storage import characters, jobs
-from realtime.change_events import CHARACTER, DELETE, JOB, ChangeNotice
 from storage.characters import Character
 from storage.database import acquire
-from realtime.event_hub import EventHub
-from realtime.mailbox import Delivery, FeedClosed, Mailbox, NoticeFilter
-from realtime.mailbox import SubscriberTooSlow as MailboxOverflow
 from storage.jobs import Job
 
 FINISHED_STATUSES = (jobs.COMPLETED, jobs.FAILED, jobs.CANCELED)
@@ -67,13 +69,16 @@ class _SentStates(Generic[K]):
         self._states: OrderedDict[UUID, K] = OrderedDict()
 
     def is_new(self, row_id: UUID, state: K) -> bool:
-        if self._states.get(row_id) == state:
-            self._states.move_to_end(row_id)
+        """Whether ``state`` differs from the row's last sent one (a row never sent is new, whatever its state,
+        None included); remembers it as sent when it does."""
+        states = self._states
+        if row_id in states and states[row_id] == state:
+            states.move_to_end(row_id)
             return False
-        self._states[row_id] = state
-        self._states.move_to_end(row_id)
-        if len(self._states) > SENT_MEMORY:
-            self._states.popitem(last=False)
+        states[row_id] = state
+        states.move_to_end(row_id)
+        if len(states) > SENT_MEMORY:
+            states.popitem(last=False)
         return True
 
 
@@ -83,7 +88,9 @@ def job_state(job: Job) -> tuple[object, ...]:
             job.attempts, job.started_at, job.completed_at)
 
 
-async def job_updates(pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, job_id: str) -> AsyncIterator[Job]:
+async def job_updates(
+    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, job_id: str
+) -> AsyncIterator[Job]:
     """The job now, then each change; ends after a finished state, or with NOT_FOUND for a missing or foreign id."""
     key = parse_id(job_id)
 
@@ -180,9 +187,10 @@ async def _row_updates(
     changed_since: Callable[[datetime], Awaitable[list[R]]],
     state: Callable[[R], Hashable],
 ) -> AsyncIterator[R]:
-    """Rows the notices name, re-read with ``load``; after a resync, those ``changed_since`` the last event.
+    """Rows the notices name, re-read with ``load``; after a resync, also those ``changed_since`` the last event.
 
-    A row whose ``state`` was already sent is not sent again.
+    A row whose ``state`` was already sent is not sent again; a row gone (deleted, or no longer the
+    viewer's) is skipped.
     """
     async with _Listening(hub, viewer, limits, accepts) as mailbox:
         sent: _SentStates[Hashable] = _SentStates()
@@ -190,11 +198,14 @@ async def _row_updates(
         while True:
             delivery = await _next(mailbox)
             heard_at = datetime.now(UTC)
+            changed: list[R] = []
             if delivery.resync:
                 changed = await changed_since(since - RESYNC_SLACK)
                 changed.reverse()  # oldest change first, as events would have come
-            else:
-                changed = [row for row in await load([notice.id for notice in delivery.notices]) if row is not None]
+            reread = {row.id for row in changed}
+            named = [notice.id for notice in delivery.notices if notice.id not in reread]
+            if named:
+                changed.extend(row for row in await load(named) if row is not None)
             since = heard_at
             for row in changed:
                 if sent.is_new(row.id, state(row)):

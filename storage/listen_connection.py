@@ -166,12 +166,12 @@ class ListenConnection:
         except CONNECT_ERRORS:
             connection.terminate()
 
-    def _terminated(self, connection: asyncpg.Connection) -> None:
+    def _terminated(self, connection: object) -> None:
         if not self._closing:
             self._lost.set()
 
-    def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
+    def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
         try:
-            self._listeners[channel](payload)
+            self._listeners[channel](str(payload))
         except Exception:  # a handler bug must not kill asyncpg's protocol callback
             logger.exception("the %s handler failed on %.200r", channel, payload)

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 import websockets
@@ -150,3 +151,77 @@ def errors_of(message: dict[str, Any]) -> list[dict[str, Any]]:
 def error_codes_of(message: dict[str, Any]) -> list[str]:
     """The extensions.code of each error in a next/data or error message."""
     return [error.get("extensions", {}).get("code") for error in errors_of(message)]
+
+
+class SilentableProxy:
+    """A real TCP hop to a server that can go silent on the connections it carries, as a dead network does.
+
+    ``silence`` stops forwarding on every connection open now, in both
+    directions, without closing anything (no FIN, no RST): only a health
+    check notices. Connections opened after it are forwarded as usual.
+    ``target`` is ``(host, port)``, or a Unix socket path (the embedded
+    PostgreSQL listens on one).
+    """
+
+    def __init__(self, target: tuple[str, int] | str, *, port: int = 0) -> None:
+        self._target = target
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self.port = port
+
+    async def __aenter__(self) -> SilentableProxy:
+        self._server = await asyncio.start_server(self._carry, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.silence()
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def silence(self) -> None:
+        for pipe in self._pipes:
+            pipe.cancel()
+        self._pipes.clear()
+
+    async def _carry(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if isinstance(self._target, str):
+            server_reader, server_writer = await asyncio.open_unix_connection(self._target)
+        else:
+            server_reader, server_writer = await asyncio.open_connection(*self._target)
+        self._writers += [client_writer, server_writer]
+        for reader, writer in ((client_reader, server_writer), (server_reader, client_writer)):
+            pipe = asyncio.create_task(self._pipe(reader, writer))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        writer.close()
+
+
+def postgres_target(dsn: str) -> tuple[str, int] | str:
+    """Where a DSN of the tests' server points: ``(host, port)``, or the Unix socket's path."""
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query))
+    port = int(query.get("port") or parts.port or 5432)
+    host = query.get("host") or parts.hostname or "127.0.0.1"
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+
+
+def dsn_through(dsn: str, port: int) -> str:
+    """The same DSN (user, database) reached over TCP at 127.0.0.1:``port``."""
+    parts = urlsplit(dsn)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return urlunsplit((parts.scheme, f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}",
+                       parts.path, "sslmode=disable", ""))

@@ -1,4 +1,4 @@
-"""The hub's mailboxes: coalescing, bounds, endings; and a slow subscriber on the real hub."""
+"""The hub's mailboxes: coalescing, bounds, endings; its router; and a slow subscriber on the real hub."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from resolvers import subscriptions
 from resolvers.errors import SubscriberTooSlow
 from resolvers.subscriptions import SubscriptionLimits
 from resolvers.viewer import Viewer
-from realtime.change_events import JOB, ChangeNotice
+from realtime.change_events import EVENTS_CHANNEL, JOB, RESYNC, ChangeNotice
 from realtime.event_hub import EventHub, open_event_hub
-from realtime.mailbox import FeedClosed, Mailbox
-from realtime.mailbox import SubscriberTooSlow as MailboxOverflow
+from realtime.mailbox import FeedClosed, Mailbox, MailboxOverflow
 from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from tests.test_notify_backend import insert_character, set_image, terminate
 
@@ -161,7 +160,9 @@ async def test_closing_the_hub_ends_its_subscriptions(database_url: str, pool: a
                 await waiting
 
 
-async def test_feeds_are_per_user_and_go_away_with_their_last_subscriber(hub: EventHub, alice: uuid.UUID, bob: uuid.UUID) -> None:
+async def test_the_registry_is_per_user_and_forgets_a_user_with_their_last_subscriber(
+    hub: EventHub, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
     async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60):
         async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60):
             async with hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60):
@@ -169,9 +170,31 @@ async def test_feeds_are_per_user_and_go_away_with_their_last_subscriber(hub: Ev
                 assert hub.user_count == 2
     assert hub.subscriber_count == 0
     assert hub.user_count == 0
-    # and a user can come back at once (the old feed unsubscribes before the new one subscribes)
+    # and a user can come back at once
     async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60):
         assert hub.user_count == 1
+
+
+async def test_the_router_hands_an_event_to_its_owners_mailboxes_only_and_a_resync_to_all(
+    hub: EventHub, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
+    # given two subscriptions of alice's and one of bob's, on the hub's one broadcaster subscription
+    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as first, hub.subscribe(
+        alice, accepts=everything, max_pending=10, max_lag_seconds=60
+    ) as second, hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60) as bobs:
+        # when alice's character's image changes
+        character = await insert_character(pool, alice)
+        await set_image(pool, character, "https://example.com/alice.png")
+        # then both of alice's mailboxes hear it
+        for mailbox in (first, second):
+            delivery = await asyncio.wait_for(mailbox.next(), 10)
+            assert [(n.user_id, n.id) for n in delivery.notices] == [(alice, character)]
+        # when a resync goes out (NOTIFY, as any process or an operator may send it)
+        await pool.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, RESYNC)
+        # then every mailbox, bob's too, is told to re-read; and bob's got nothing of alice's before it
+        for mailbox in (first, second, bobs):
+            delivery = await asyncio.wait_for(mailbox.next(), 10)
+            assert delivery.resync and delivery.notices == ()
 
 
 async def test_a_resync_after_a_lost_connection_rereads_what_changed_unheard(

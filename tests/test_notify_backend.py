@@ -1,8 +1,9 @@
-"""Our broadcaster backend and relay on a real PostgreSQL (and Redis when the machine has one)."""
+"""Our broadcaster backends (PostgreSQL LISTEN/NOTIFY, Redis pub/sub) and the relay, on a real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,11 +14,15 @@ import pytest
 import redis.asyncio as redis
 from broadcaster import Broadcast, Event
 
-from realtime.change_events import RESYNC, RESYNC_CHANNEL, ChangeNotice, Resync, parse_message, user_channel
-from storage.errors import StorageUnavailable
+from realtime.change_events import EVENTS_CHANNEL, RESYNC, ChangeNotice, Resync, parse_message
 from realtime.event_hub import open_event_hub
-from realtime.postgres_backend import PostgresNotifyBackend
+from realtime.mailbox import Mailbox
 from realtime.notify_relay import NotifyRelay
+from realtime.postgres_backend import PostgresNotifyBackend
+from realtime.redis_backend import RedisPubSubBackend, RedisUnavailable
+from storage.errors import StorageUnavailable
+from tests.realtime_support import SilentableProxy, dsn_through, postgres_target
+from tests.support import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -30,14 +35,18 @@ def redis_is_running() -> bool:
     return True
 
 
+needs_redis = pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
+
+
 async def insert_character(pool: asyncpg.Pool, user: uuid.UUID, image_url: str | None = None) -> uuid.UUID:
     character_id: uuid.UUID = await pool.fetchval(
-        "INSERT INTO characters (user_id, name, description, image_url) VALUES ($1, 'N', 'D', $2) RETURNING id", user, image_url
+        "INSERT INTO characters (user_id, name, description, image_url) VALUES ($1, 'N', 'D', $2) RETURNING id",
+        user, image_url,
     )
     return character_id
 
 
-async def set_image(pool: asyncpg.Pool, character_id: uuid.UUID, image_url: str) -> None:
+async def set_image(pool: asyncpg.Pool, character_id: uuid.UUID, image_url: str | None) -> None:
     await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
 
 
@@ -46,13 +55,29 @@ async def terminate(pool: asyncpg.Pool, application_name: str) -> int:
     pids = await pool.fetch(
         "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity WHERE application_name = $1", application_name
     )
-    while await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", [row["pid"] for row in pids]):
+    while await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", [row["pid"] for row in pids]
+    ):
         await asyncio.sleep(0.01)
     return len(pids)
 
 
-async def next_event(broadcast_backend: PostgresNotifyBackend, timeout: float = 10) -> Event:
-    return await asyncio.wait_for(broadcast_backend.next_published(), timeout)
+async def kill_redis_pubsub_connections() -> int:
+    """CLIENT KILL TYPE pubsub, as a Redis restart or a proxy's cut would do to every subscriber."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        killed: int = await client.execute_command("CLIENT KILL TYPE pubsub")
+    finally:
+        await client.aclose()
+    return killed
+
+
+async def next_event(backend: PostgresNotifyBackend | RedisPubSubBackend, timeout: float = 10) -> Event:
+    return await asyncio.wait_for(backend.next_published(), timeout)
+
+
+def change_event(user: uuid.UUID) -> str:
+    return orjson.dumps({"user": str(user), "kind": "job", "op": "update", "id": str(uuid.uuid4())}).decode()
 
 
 @pytest.fixture
@@ -67,33 +92,31 @@ async def backend(database_url: str) -> AsyncIterator[PostgresNotifyBackend]:
         await backend.disconnect()
 
 
-async def test_triggers_send_small_events_only_to_the_owners_channel(
-    backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
+async def test_triggers_send_small_events_naming_the_row_on_the_one_channel(
+    backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    # given the backend subscribed to alice's channel only
-    await backend.subscribe(user_channel(alice))
-    bobs = await insert_character(pool, bob)
-    alices = await insert_character(pool, alice)
+    # given the backend subscribed to the events channel
+    await backend.subscribe(EVENTS_CHANNEL)
+    character = await insert_character(pool, alice)
 
-    # when bob's character's image changes, then alice's
-    await set_image(pool, bobs, "https://example.com/b.png")
-    await set_image(pool, alices, "https://example.com/a.png")
+    # when the character's image changes
+    await set_image(pool, character, "https://example.com/a.png")
     event = await next_event(backend)
 
-    # then the backend hands over alice's event only, naming the row but carrying none of it
-    assert event.channel == user_channel(alice)
+    # then the backend hands over a small event naming the owner and the row, carrying none of it
+    assert event.channel == EVENTS_CHANNEL
     payload = orjson.loads(event.message)
     assert set(payload) == {"user", "kind", "op", "id", "at"}
-    assert (payload["kind"], payload["op"], payload["id"]) == ("character", "update", str(alices))
+    assert (payload["kind"], payload["op"], payload["id"]) == ("character", "update", str(character))
     assert len(event.message) < 300
     notice = parse_message(event.message)
-    assert isinstance(notice, ChangeNotice) and notice.user_id == alice and notice.id == alices
+    assert isinstance(notice, ChangeNotice) and notice.user_id == alice and notice.id == character
 
 
 async def test_an_event_is_heard_only_after_commit(
     backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    await backend.subscribe(user_channel(alice))
+    await backend.subscribe(EVENTS_CHANNEL)
     character = await insert_character(pool, alice)
     async with pool.acquire() as connection:
         transaction = connection.transaction()
@@ -111,7 +134,7 @@ async def test_an_event_is_heard_only_after_commit(
 async def test_job_events_name_status_and_destination_and_skip_lease_renewals(
     backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    await backend.subscribe(user_channel(alice))
+    await backend.subscribe(EVENTS_CHANNEL)
     job_id = await pool.fetchval(
         "INSERT INTO jobs (user_id, destination, model_key, prompt) "
         "SELECT $1, 'character_portrait', model_key, 'p' FROM image_models WHERE is_default RETURNING id",
@@ -129,29 +152,27 @@ async def test_job_events_name_status_and_destination_and_skip_lease_renewals(
 
 async def test_concurrent_publishes_all_arrive(backend: PostgresNotifyBackend, alice: uuid.UUID) -> None:
     # given (encode/broadcaster#22: the package's backend fails concurrent publishes on one connection)
-    await backend.subscribe(user_channel(alice))
-    messages = [
-        orjson.dumps({"user": str(alice), "kind": "job", "op": "update", "id": str(uuid.uuid4())}).decode() for _ in range(50)
-    ]
+    await backend.subscribe(EVENTS_CHANNEL)
+    messages = [change_event(alice) for _ in range(50)]
     # when 50 publishes run at once
-    await asyncio.gather(*(backend.publish(user_channel(alice), message) for message in messages))
+    await asyncio.gather(*(backend.publish(EVENTS_CHANNEL, message) for message in messages))
     # then every one is delivered
     received = {(await next_event(backend)).message for _ in messages}
     assert received == set(messages)
 
 
-async def test_publish_refuses_a_message_for_another_channel(backend: PostgresNotifyBackend, alice: uuid.UUID, bob: uuid.UUID) -> None:
-    message = orjson.dumps({"user": str(bob), "kind": "job", "op": "update", "id": str(uuid.uuid4())}).decode()
+async def test_the_backend_carries_its_one_channel_only(backend: PostgresNotifyBackend, alice: uuid.UUID) -> None:
     with pytest.raises(ValueError):
-        await backend.publish(user_channel(alice), message)
+        await backend.subscribe("another")
+    with pytest.raises(ValueError):
+        await backend.publish("another", change_event(alice))
 
 
-async def test_after_the_connection_is_killed_it_listens_again_and_resyncs_every_channel(
-    backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
+async def test_after_the_connection_is_killed_it_listens_again_and_resyncs(
+    backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    # given subscriptions on two channels
-    await backend.subscribe(user_channel(alice))
-    await backend.subscribe(user_channel(bob))
+    # given a subscribed backend
+    await backend.subscribe(EVENTS_CHANNEL)
     character = await insert_character(pool, alice)
 
     # when the LISTEN connection is terminated, and a change commits while it is gone
@@ -159,10 +180,10 @@ async def test_after_the_connection_is_killed_it_listens_again_and_resyncs_every
         assert await terminate(pool, backend.application_name) == 1  # type: ignore[attr-defined]
         await connection.execute("UPDATE characters SET image_url = 'https://example.com/gap.png' WHERE id = $1", character)
 
-    # then next_published does not raise: it yields a resync on each channel once the connection is back
-    resyncs = [await next_event(backend), await next_event(backend)]
-    assert {event.channel for event in resyncs} == {user_channel(alice), user_channel(bob)}
-    assert all(isinstance(parse_message(event.message), Resync) for event in resyncs)
+    # then next_published does not raise: it yields a resync once the connection is back
+    resync = await next_event(backend)
+    assert resync.channel == EVENTS_CHANNEL
+    assert isinstance(parse_message(resync.message), Resync)
     # and events flow again on the new connection
     await set_image(pool, character, "https://example.com/after.png")
     after = await next_event(backend)
@@ -170,29 +191,34 @@ async def test_after_the_connection_is_killed_it_listens_again_and_resyncs_every
 
 
 async def test_a_silently_dead_connection_is_noticed_by_the_health_check(
-    backend: PostgresNotifyBackend, pool: asyncpg.Pool, alice: uuid.UUID
+    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    # given a LISTEN connection whose transport is cut without the server saying so
-    await backend.subscribe(user_channel(alice))
-    listen = backend._listen  # noqa: SLF001 - reaching in is the only way to cut the socket under asyncpg
-    assert listen._connection is not None  # noqa: SLF001
-    listen._connection._transport.pause_reading()  # noqa: SLF001 - answers never arrive, as on a dead network
-    # when the periodic check times out, then the backend reconnects and resyncs
-    event = await next_event(backend, timeout=20)
-    assert event.message == RESYNC
+    # given a backend whose LISTEN connection goes through a hop that can go silent
+    async with SilentableProxy(postgres_target(database_url)) as proxy:
+        backend = PostgresNotifyBackend(dsn_through(database_url, proxy.port), health_check_seconds=0.5)
+        await backend.connect()
+        try:
+            await backend.subscribe(EVENTS_CHANNEL)
+            # when the network goes silent (no FIN, no RST: the server is not told)
+            proxy.silence()
+            # then the health check's SELECT 1 times out, the backend reconnects (through a fresh hop) and resyncs
+            assert (await next_event(backend, timeout=30)).message == RESYNC
+            # and events flow again
+            character = await insert_character(pool, alice)
+            await set_image(pool, character, "https://example.com/after-silence.png")
+            assert orjson.loads((await next_event(backend)).message)["id"] == str(character)
+        finally:
+            await backend.disconnect()
 
 
 async def test_an_unreachable_database_at_start_does_not_raise(database_url: str, alice: uuid.UUID) -> None:
     # given a server address nobody listens on
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    backend = PostgresNotifyBackend(f"postgresql://nobody@127.0.0.1:{port}/none")
+    backend = PostgresNotifyBackend(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     # when it connects, it keeps trying in the background; publishing says the service is unavailable
     await backend.connect()
     try:
         with pytest.raises(StorageUnavailable):
-            await backend.publish(user_channel(alice), orjson.dumps({"user": str(alice)}).decode())
+            await backend.publish(EVENTS_CHANNEL, change_event(alice))
         waiting = asyncio.ensure_future(backend.next_published())
         await asyncio.sleep(0.5)
         assert not waiting.done()  # waits, never raises
@@ -201,49 +227,14 @@ async def test_an_unreachable_database_at_start_does_not_raise(database_url: str
         await backend.disconnect()
 
 
-@pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
-async def test_redis_fan_out_reaches_every_process_through_one_relay(
+async def test_broadcast_over_our_backend_delivers_to_every_subscriber_of_the_channel(
     database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    # given two hubs on broadcaster's Redis backend, as two server processes would run
-    character = await insert_character(pool, alice)
-    async with open_event_hub(database_url, broadcast_url=REDIS_URL) as first, open_event_hub(
-        database_url, broadcast_url=REDIS_URL
-    ) as second:
-        accepts = lambda notice: True  # noqa: E731
-        async with first.subscribe(alice, accepts=accepts, max_pending=10, max_lag_seconds=60) as one, second.subscribe(
-            alice, accepts=accepts, max_pending=10, max_lag_seconds=60
-        ) as two:
-            # then exactly one of them relays the database's events to Redis
-            leaders = [hub for hub in (first, second) if hub.relay is not None and hub.relay.is_leader]
-            assert len(leaders) == 1
-            await drain_resyncs(one, two)
-
-            # when the character's image changes
-            await set_image(pool, character, "https://example.com/redis.png")
-
-            # then both processes' subscribers hear it, once
-            for mailbox in (one, two):
-                delivery = await asyncio.wait_for(mailbox.next(), 10)
-                assert [notice.id for notice in delivery.notices] == [character]
-
-
-async def drain_resyncs(*mailboxes: object) -> None:
-    """A relay announces a resync when it takes the lead; let it pass."""
-    await asyncio.sleep(0.5)
-    for mailbox in mailboxes:
-        while mailbox._resync or mailbox._pending:  # type: ignore[attr-defined]  # noqa: SLF001
-            await mailbox.next()  # type: ignore[attr-defined]
-
-
-async def test_broadcast_over_our_backend_delivers_to_every_subscriber_of_a_channel(
-    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
-) -> None:
-    # given broadcaster's Broadcast on our backend, with two subscribers on alice's channel
-    broadcast = Broadcast(backend=PostgresNotifyBackend(database_url))  # type: ignore[arg-type]
+    # given broadcaster's Broadcast on our backend, with two subscribers
+    broadcast = Broadcast(backend=PostgresNotifyBackend(database_url))
     await broadcast.connect()
     try:
-        async with broadcast.subscribe(user_channel(alice)) as one, broadcast.subscribe(user_channel(alice)) as two:
+        async with broadcast.subscribe(EVENTS_CHANNEL) as one, broadcast.subscribe(EVENTS_CHANNEL) as two:
             character = await insert_character(pool, alice)
             await set_image(pool, character, "https://example.com/both.png")
             first = await asyncio.wait_for(one.get(), 10)
@@ -275,8 +266,9 @@ async def test_one_relay_leads_and_another_takes_over_when_it_goes(
         character = await insert_character(pool, alice)
         await set_image(pool, character, "https://example.com/one.png")
         await wait_until(lambda: len(published["first"]) == 2)
-        assert published["first"][0] == (RESYNC_CHANNEL, RESYNC)
-        assert published["first"][1][0] == user_channel(alice)
+        assert published["first"][0] == (EVENTS_CHANNEL, RESYNC)
+        assert published["first"][1][0] == EVENTS_CHANNEL
+        assert orjson.loads(published["first"][1][1])["id"] == str(character)
         assert published["second"] == []
 
         # when the leader goes away
@@ -287,7 +279,7 @@ async def test_one_relay_leads_and_another_takes_over_when_it_goes(
 
         # then the second leads: resync first (events of the handover are lost), then relays
         await wait_until(lambda: len(published["second"]) == 2)
-        assert published["second"][0] == (RESYNC_CHANNEL, RESYNC)
+        assert published["second"][0] == (EVENTS_CHANNEL, RESYNC)
         assert orjson.loads(published["second"][1][1])["id"] == str(character)
         assert len(published["first"]) == 2
     finally:
@@ -302,22 +294,57 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
+async def settle(pool: asyncpg.Pool, user: uuid.UUID, *mailboxes: Mailbox) -> uuid.UUID:
+    """Let what came before pass (a relay's resync as it takes the lead): a fresh change, taken once it arrives."""
+    marker = await insert_character(pool, user, "https://example.com/marker.png")
+    for mailbox in mailboxes:
+        while marker not in {notice.id for notice in (await asyncio.wait_for(mailbox.next(), 10)).notices}:
+            pass
+    return marker
+
+
+def everything(notice: ChangeNotice) -> bool:
+    return True
+
+
+@needs_redis
+async def test_redis_fan_out_reaches_every_process_through_one_relay(
+    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given two hubs on our Redis backend, as two server processes would run
+    character = await insert_character(pool, alice)
+    async with open_event_hub(database_url, broadcast_url=REDIS_URL) as first, open_event_hub(
+        database_url, broadcast_url=REDIS_URL
+    ) as second:
+        async with first.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as one, second.subscribe(
+            alice, accepts=everything, max_pending=10, max_lag_seconds=60
+        ) as two:
+            # then exactly one of them relays the database's events to Redis
+            leaders = [hub for hub in (first, second) if hub.relay is not None and hub.relay.is_leader]
+            assert len(leaders) == 1
+            await settle(pool, alice, one, two)
+
+            # when the character's image changes
+            await set_image(pool, character, "https://example.com/redis.png")
+
+            # then both processes' subscribers hear it, once
+            for mailbox in (one, two):
+                delivery = await asyncio.wait_for(mailbox.next(), 10)
+                assert [notice.id for notice in delivery.notices] == [character]
+
+
+@needs_redis
 async def test_redis_fan_out_survives_a_killed_pubsub_connection(
     database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
     # given a hub on Redis with a live subscription
     character = await insert_character(pool, alice)
     async with open_event_hub(database_url, broadcast_url=REDIS_URL) as hub:
-        async with hub.subscribe(alice, accepts=lambda notice: True, max_pending=10, max_lag_seconds=60) as mailbox:
-            await drain_resyncs(mailbox)
+        async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
+            await settle(pool, alice, mailbox)
 
-            # when Redis drops every pubsub connection (as a restart would)
-            client = redis.Redis.from_url(REDIS_URL)
-            try:
-                assert await client.execute_command("CLIENT KILL TYPE pubsub") >= 1
-            finally:
-                await client.aclose()
+            # when Redis drops every pub/sub connection (as a restart would)
+            assert await kill_redis_pubsub_connections() >= 1
 
             # then the subscriber is told to resync (what was published meanwhile is lost)
             delivery = await asyncio.wait_for(mailbox.next(), 10)
@@ -326,3 +353,62 @@ async def test_redis_fan_out_survives_a_killed_pubsub_connection(
             await set_image(pool, character, "https://example.com/after-kill.png")
             delivery = await asyncio.wait_for(mailbox.next(), 10)
             assert [notice.id for notice in delivery.notices] == [character]
+
+
+@needs_redis
+async def test_a_graceful_stop_in_redis_mode_reports_no_lost_connection(
+    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a hub on Redis that has carried an event
+    async with open_event_hub(database_url, broadcast_url=REDIS_URL) as hub:
+        async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
+            await settle(pool, alice, mailbox)
+        # when it stops
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="realtime")
+    # then nothing warns (no "connection lost ... reconnecting"), and the stop says what it closed
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert any("Redis pub/sub closed" in record.getMessage() for record in caplog.records)
+
+
+@needs_redis
+async def test_redis_unreachable_at_start_then_reachable_resyncs_and_delivers() -> None:
+    # given a Redis backend pointed at a port where nothing listens yet
+    port = free_port()
+    backend = RedisPubSubBackend(f"redis://127.0.0.1:{port}/0")
+    await backend.connect()  # does not raise: it keeps trying in the background
+    try:
+        await backend.subscribe(EVENTS_CHANNEL)
+        with pytest.raises(RedisUnavailable):
+            await backend.publish(EVENTS_CHANNEL, "early")
+        # when Redis becomes reachable there
+        async with SilentableProxy(("127.0.0.1", 6379), port=port):
+            # then the channel is resynced once subscribed (subscribers that joined meanwhile re-read)
+            assert await next_event(backend, timeout=30) == Event(EVENTS_CHANNEL, RESYNC)
+            # and what is published from now on arrives
+            await backend.publish(EVENTS_CHANNEL, "hello")
+            assert await next_event(backend) == Event(EVENTS_CHANNEL, "hello")
+    finally:
+        await backend.disconnect()
+
+
+@needs_redis
+async def test_a_silently_dead_redis_connection_is_noticed_by_the_health_check() -> None:
+    # given a Redis backend whose pub/sub connection goes through a hop that can go silent
+    async with SilentableProxy(("127.0.0.1", 6379)) as proxy:
+        backend = RedisPubSubBackend(f"redis://127.0.0.1:{proxy.port}/0", health_check_seconds=0.5)
+        await backend.connect()
+        publisher = redis.Redis.from_url(REDIS_URL)  # straight to Redis, beside the hop
+        try:
+            await backend.subscribe(EVENTS_CHANNEL)
+            await publisher.publish(EVENTS_CHANNEL, "before")
+            assert await next_event(backend) == Event(EVENTS_CHANNEL, "before")
+            # when the network goes silent
+            proxy.silence()
+            # then an unanswered PING gives it away: the backend reconnects and resyncs the channel
+            assert await next_event(backend, timeout=30) == Event(EVENTS_CHANNEL, RESYNC)
+            await publisher.publish(EVENTS_CHANNEL, "after")
+            assert await next_event(backend) == Event(EVENTS_CHANNEL, "after")
+        finally:
+            await publisher.aclose()
+            await backend.disconnect()
