@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
+from graph.ids import parse_id, parse_optional_id
 from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
 from graph.types.pagination import Connection
 from resolvers import characters
@@ -15,8 +16,8 @@ from resolvers import characters
 class CharacterQuery:
     @strawberry.field(description="One of the viewer's characters; NOT_FOUND for a missing or foreign id.")
     async def character(self, info: Info[Context, None], id: strawberry.ID) -> CharacterType | None:  # noqa: A002
-        context = info.context
-        character = await characters.get_character(context.loaders.character_by_id.load, character_id=id)
+        load = info.context.loaders.character_by_id.load  # UNAUTHENTICATED before any check of the id
+        character = await characters.get_character(load, character_id=parse_id(id))
         return CharacterType.from_model(character)
 
     @strawberry.field(description="The viewer's characters, newest first. `first` is 1-100 (default 20).")
@@ -36,9 +37,10 @@ class CharacterMutation:
     )
     async def create_character(self, info: Info[Context, None], input: CreateCharacterInput) -> CharacterType | None:  # noqa: A002
         context = info.context
+        viewer = context.require_viewer()
         character = await characters.create_character(
-            context.pool, context.require_viewer(), fields=input.to_fields(),
-            portrait_job_id=None if input.portrait_job_id is None else str(input.portrait_job_id),
+            context.pool, viewer, fields=input.to_fields(),
+            portrait_job_id=parse_optional_id(input.portrait_job_id, field="portrait_job_id"),
         )
         return CharacterType.from_model(character)
 
@@ -47,13 +49,15 @@ class CharacterMutation:
         self, info: Info[Context, None], id: strawberry.ID, input: UpdateCharacterInput  # noqa: A002
     ) -> CharacterType | None:
         context = info.context
+        viewer = context.require_viewer()
         character = await characters.update_character(
-            context.pool, context.require_viewer(), character_id=id, fields=input.to_fields()
+            context.pool, viewer, character_id=parse_id(id), fields=input.to_fields()
         )
         return CharacterType.from_model(character)
 
     @strawberry.mutation(description="Delete one of the viewer's characters; returns its id.")
     async def delete_character(self, info: Info[Context, None], id: strawberry.ID) -> strawberry.ID | None:  # noqa: A002
         context = info.context
-        deleted = await characters.delete_character(context.pool, context.require_viewer(), character_id=id)
+        viewer = context.require_viewer()
+        deleted = await characters.delete_character(context.pool, viewer, character_id=parse_id(id))
         return strawberry.ID(str(deleted))

@@ -6,15 +6,17 @@ import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.types.job import GenerateCharacterPortraitInput, GenerateImageInput, JobStatus, JobType
+from graph.ids import parse_id, parse_optional_id
+from graph.types.enums import JobStatus
+from graph.types.job import GenerateCharacterPortraitInput, GenerateImageInput, JobType
 from graph.types.pagination import Connection
 from resolvers import jobs
 from resolvers.jobs import GenerationOptions
 
 
-def _options(input: GenerateCharacterPortraitInput | GenerateImageInput) -> GenerationOptions:  # noqa: A002
+def _options(data: GenerateCharacterPortraitInput | GenerateImageInput) -> GenerationOptions:
     return GenerationOptions(
-        model_id=None if input.model_id is None else str(input.model_id), quality=input.quality.value, seed=input.seed
+        model_id=parse_optional_id(data.model_id, field="model_id"), quality=data.quality, seed=data.seed
     )
 
 
@@ -22,7 +24,8 @@ def _options(input: GenerateCharacterPortraitInput | GenerateImageInput) -> Gene
 class JobQuery:
     @strawberry.field(description="One of the viewer's jobs; NOT_FOUND for a missing or foreign id.")
     async def job(self, info: Info[Context, None], id: strawberry.ID) -> JobType | None:  # noqa: A002
-        job = await jobs.get_job(info.context.loaders.job_by_id.load, job_id=id)
+        load = info.context.loaders.job_by_id.load  # UNAUTHENTICATED before any check of the id
+        job = await jobs.get_job(load, job_id=parse_id(id))
         return JobType.from_model(job)
 
     @strawberry.field(description="The viewer's jobs, newest first, optionally of one status. `first` is 1-100 (default 20).")
@@ -30,9 +33,7 @@ class JobQuery:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None, status: JobStatus | None = None
     ) -> Connection[JobType] | None:
         context = info.context
-        page = await jobs.list_jobs(
-            context.pool, context.require_viewer(), first=first, after=after, status=None if status is None else status.value
-        )
+        page = await jobs.list_jobs(context.pool, context.require_viewer(), first=first, after=after, status=status)
         return Connection.from_page(page, JobType.from_model)
 
 
@@ -46,6 +47,7 @@ class JobMutation:
         self, info: Info[Context, None], input: GenerateCharacterPortraitInput  # noqa: A002
     ) -> JobType | None:
         context = info.context
+        viewer = context.require_viewer()
         draft = None if input.draft is None else {
             "name": input.draft.name,
             "description": input.draft.description,
@@ -55,8 +57,8 @@ class JobMutation:
             "gender": input.draft.gender,
         }
         job = await jobs.generate_character_portrait(
-            context.pool, context.require_viewer(), context.job_policy,
-            character_id=None if input.character_id is None else str(input.character_id),
+            context.pool, viewer, context.job_policy,
+            character_id=parse_optional_id(input.character_id, field="id"),
             draft=draft, options=_options(input),
         )
         return JobType.from_model(job)
@@ -64,13 +66,13 @@ class JobMutation:
     @strawberry.mutation(description="Queue a free-form image for the workspace and return the job at once.")
     async def generate_image(self, info: Info[Context, None], input: GenerateImageInput) -> JobType | None:  # noqa: A002
         context = info.context
-        job = await jobs.generate_image(
-            context.pool, context.require_viewer(), context.job_policy, prompt=input.prompt, options=_options(input)
-        )
+        viewer = context.require_viewer()
+        job = await jobs.generate_image(context.pool, viewer, context.job_policy, prompt=input.prompt, options=_options(input))
         return JobType.from_model(job)
 
     @strawberry.mutation(description="Cancel a queued or running job (its provider request too); returns the job.")
     async def cancel_job(self, info: Info[Context, None], id: strawberry.ID) -> JobType | None:  # noqa: A002
         context = info.context
-        job = await jobs.cancel_job(context.pool, context.require_viewer(), job_id=id)
+        viewer = context.require_viewer()
+        job = await jobs.cancel_job(context.pool, viewer, job_id=parse_id(id))
         return JobType.from_model(job)

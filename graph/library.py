@@ -6,7 +6,9 @@ import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.types.assets import LibraryAssetType, LibraryTab, WorkspaceAssetType
+from graph.ids import parse_id
+from graph.types.assets import LibraryAssetType, WorkspaceAssetType
+from graph.types.enums import LibraryTab
 from graph.types.pagination import Connection
 from resolvers import library
 
@@ -29,9 +31,7 @@ class LibraryQuery:
         self, info: Info[Context, None], first: int | None = None, after: str | None = None, tab: LibraryTab = LibraryTab.ALL
     ) -> Connection[LibraryAssetType] | None:
         context = info.context
-        page = await library.list_library_assets(
-            context.pool, context.require_viewer(), first=first, after=after, characters_only=tab is LibraryTab.CHARACTERS
-        )
+        page = await library.list_library_assets(context.pool, context.require_viewer(), first=first, after=after, tab=tab)
         return Connection.from_page(page, LibraryAssetType.from_model)
 
 
@@ -40,8 +40,10 @@ class LibraryMutation:
     @strawberry.mutation(description="Keep a workspace image in the library; saving it again returns the same asset.")
     async def save_to_library(self, info: Info[Context, None], workspace_asset_id: strawberry.ID) -> LibraryAssetType | None:
         context = info.context
+        viewer = context.require_viewer()
         asset = await library.save_to_library(
-            context.pool, context.objects, context.require_viewer(), workspace_asset_id=workspace_asset_id
+            context.pool, context.objects, viewer,
+            workspace_asset_id=parse_id(workspace_asset_id, field="workspace_asset_id"),
         )
         return LibraryAssetType.from_model(asset)
 
@@ -50,5 +52,6 @@ class LibraryMutation:
     )
     async def delete_library_asset(self, info: Info[Context, None], id: strawberry.ID) -> strawberry.ID | None:  # noqa: A002
         context = info.context
-        deleted = await library.delete_library_asset(context.pool, context.objects, context.require_viewer(), asset_id=id)
+        viewer = context.require_viewer()
+        deleted = await library.delete_library_asset(context.pool, context.objects, viewer, asset_id=parse_id(id))
         return strawberry.ID(str(deleted))

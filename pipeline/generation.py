@@ -24,12 +24,13 @@ import httpx
 
 from pipeline.download import DownloadError, download_image
 from pipeline.images import InvalidImage, inspect_image, make_thumbnail
-from storage.library_copy import copy_to_library, library_row
-from pipeline.providers.local import MAX_SEED
 from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
+from pipeline.providers.local import MAX_SEED
 from storage import characters, jobs, user_library, workspace_assets
 from storage.database import transaction
+from storage.enums import JobDestination, Provider
 from storage.jobs import ClaimedJob, Job
+from storage.library_copy import copy_to_library, library_row
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import Bucket, extension_for, thumbnail_path, workspace_image_path
 from storage.workspace_assets import WorkspaceAsset
@@ -91,7 +92,7 @@ class JobRunner:
         self,
         pool: asyncpg.Pool,
         objects: CatalogedObjectStore,
-        providers: Mapping[str, ImageProvider],
+        providers: Mapping[Provider, ImageProvider],
         http: httpx.AsyncClient,
         config: PipelineConfig,
     ) -> None:
@@ -123,7 +124,10 @@ class JobRunner:
                 logger.info("job %s: kept result no longer downloads (%s); asking the provider again", job.id, error)
         provider = self.providers.get(claimed.provider)
         if provider is None:
-            raise JobFailed(f"no provider {claimed.provider!r} is configured on this server for {job.model_key}", retryable=False)
+            raise JobFailed(
+                f"no provider {claimed.provider.value!r} is configured on this server for {job.model_key}",
+                retryable=False,
+            )
         # We pick the seed when the user did not: it stays within a GraphQL Int, and a
         # provider that echoes it back makes the portrait reproducible.
         seed = job.seed if job.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -213,7 +217,7 @@ class JobRunner:
             current = await jobs.lock_leased(connection, job_id=job.id, lease_token=lease_token)
             if current is None:
                 raise LeaseLost(f"job {job.id} was taken from us before it completed")
-            if job.destination != jobs.CHARACTER_PORTRAIT or current.character_id is None:
+            if job.destination is not JobDestination.CHARACTER_PORTRAIT or current.character_id is None:
                 # A workspace image, a draft not attached yet (createCharacter sends it back
                 # to the queue when it attaches one), or a character deleted meanwhile.
                 await jobs.complete(connection, job_id=job.id, lease_token=lease_token)

@@ -19,6 +19,7 @@ from pipeline.providers.interface import ImageProvider
 from pipeline.providers.local import LocalProvider
 from pipeline.sweeper import sweep
 from pipeline.worker import Worker, WorkerConfig
+from storage.enums import Provider
 from storage.objects.catalog import CatalogedObjectStore
 
 
@@ -32,22 +33,24 @@ class GenerationSettings:
     local_latency_seconds: float = 0.0
 
     @property
-    def provider_names(self) -> frozenset[str]:
+    def provider_names(self) -> frozenset[Provider]:
         """Providers this deployment can run; jobs for other models are refused at creation."""
-        return frozenset({"local", "fal"} if self.fal is not None else {"local"})
+        return frozenset({Provider.LOCAL, Provider.FAL} if self.fal is not None else {Provider.LOCAL})
 
 
-def open_providers(settings: GenerationSettings) -> dict[str, ImageProvider]:
-    providers: dict[str, ImageProvider] = {"local": LocalProvider(latency_seconds=settings.local_latency_seconds)}
+def open_providers(settings: GenerationSettings) -> dict[Provider, ImageProvider]:
+    providers: dict[Provider, ImageProvider] = {
+        Provider.LOCAL: LocalProvider(latency_seconds=settings.local_latency_seconds)
+    }
     if settings.fal is not None:
-        providers["fal"] = FalProvider(settings.fal)
+        providers[Provider.FAL] = FalProvider(settings.fal)
     return providers
 
 
 class Generation:
     """The running workers of one process and what they share."""
 
-    def __init__(self, workers: list[Worker], providers: dict[str, ImageProvider], http: httpx.AsyncClient) -> None:
+    def __init__(self, workers: list[Worker], providers: dict[Provider, ImageProvider], http: httpx.AsyncClient) -> None:
         self.workers = workers
         self.providers = providers
         self.http = http

@@ -30,6 +30,7 @@ from pipeline.generation import JobFailed, JobRunner, LeaseLost
 from pipeline.signals import QueueSignals
 from storage import jobs
 from storage.database import acquire
+from storage.enums import JobStatus
 from storage.errors import StorageError
 from storage.jobs import ClaimedJob
 
@@ -237,7 +238,7 @@ class Worker:
         """A job canceled by its user stops costing money; one merely claimed by another worker is left alone."""
         async with acquire(self.pool) as connection:
             job = await jobs.get(connection, user_id=claimed.job.user_id, job_id=claimed.job.id)
-        if job is None or job.status != jobs.CANCELED:
+        if job is None or job.status is not JobStatus.CANCELED:
             logger.info("job %s was taken over by another worker", claimed.job.id)
             return
         provider = self.runner.providers.get(claimed.provider)

@@ -9,13 +9,14 @@ from uuid import UUID
 import asyncpg
 
 from resolvers.errors import BadUserInput, NotFound
-from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.images import clean_image_reference
-from resolvers.validation import clean_json_object, clean_tags, clean_text, parse_id
+from resolvers.pagination import Page, decode_cursor, make_page, page_size
+from resolvers.validation import clean_json_object, clean_tags, clean_text
 from resolvers.viewer import Viewer
 from storage import characters, jobs, workspace_assets
-from storage.characters import Character
-from storage.database import acquire, transaction
+from storage.characters import Character, CharacterFields
+from storage.database import Connection, acquire, transaction
+from storage.enums import ContentRating, JobStatus
 
 # The bounds the README documents; the database checks name and description again.
 NAME_MAX = 100
@@ -27,55 +28,71 @@ TAGS_MAX_COUNT = 30
 TAG_MAX = 50
 SCENE_RULES_MAX_BYTES = 16 * 1024
 SCENE_RULES_MAX_DEPTH = 10
-CONTENT_RATINGS = ("sfw", "nsfw")
 
 NOT_FOUND_MESSAGE = "Character not found"
 
 
-def clean_character_fields(fields: Mapping[str, Any], *, partial: bool, owner_id: UUID) -> dict[str, Any]:
-    """Validate client-given columns; with ``partial`` only the given ones, else name and description too."""
-    cleaned: dict[str, Any] = {}
-    for column in ("name", "description"):
-        if column in fields or not partial:
-            value = fields.get(column)
-            if value is None:
-                raise BadUserInput(f"{column} is required", field=column)
-            limit = NAME_MAX if column == "name" else DESCRIPTION_MAX
-            cleaned[column] = clean_text(value, field=column, max_length=limit, required=True)
-    for column, limit in (("traits", TRAITS_MAX), ("persona", PERSONA_MAX), ("gender", GENDER_MAX)):
-        if column in fields:
-            value = fields[column]
-            cleaned[column] = None if value is None else clean_text(value, field=column, max_length=limit, required=False)
+def clean_character_fields(fields: Mapping[str, Any], *, partial: bool, owner_id: UUID) -> CharacterFields:
+    """Validate client-given columns; with ``partial`` only the given ones, else name and description too.
+
+    ``fields`` holds what the client sent (an omitted field is absent, null is None), checked in the
+    schema's order so the first bad field is the one reported.
+    """
+    cleaned: CharacterFields = {}
+    if "name" in fields or not partial:
+        cleaned["name"] = _required_text(fields, "name", NAME_MAX)
+    if "description" in fields or not partial:
+        cleaned["description"] = _required_text(fields, "description", DESCRIPTION_MAX)
+    if "traits" in fields:
+        cleaned["traits"] = _optional_text(fields["traits"], "traits", TRAITS_MAX)
+    if "persona" in fields:
+        cleaned["persona"] = _optional_text(fields["persona"], "persona", PERSONA_MAX)
+    if "gender" in fields:
+        cleaned["gender"] = _optional_text(fields["gender"], "gender", GENDER_MAX)
     if "appearance_tags" in fields:
         tags = fields["appearance_tags"] or []
-        cleaned["appearance_tags"] = clean_tags(tags, field="appearance_tags", max_count=TAGS_MAX_COUNT, max_length=TAG_MAX)
+        cleaned["appearance_tags"] = clean_tags(
+            tags, field="appearance_tags", max_count=TAGS_MAX_COUNT, max_length=TAG_MAX
+        )
     if "content_rating" in fields:
-        rating = fields["content_rating"]
-        if rating not in CONTENT_RATINGS:
-            raise BadUserInput("content_rating must be sfw or nsfw", field="content_rating")
-        cleaned["content_rating"] = rating
+        try:
+            cleaned["content_rating"] = ContentRating(fields["content_rating"])
+        except ValueError:
+            raise BadUserInput("content_rating must be sfw or nsfw", field="content_rating") from None
     if "scene_behavior_rules" in fields:
         rules = fields["scene_behavior_rules"]
         cleaned["scene_behavior_rules"] = None if rules is None else clean_json_object(
             rules, field="scene_behavior_rules", max_bytes=SCENE_RULES_MAX_BYTES, max_depth=SCENE_RULES_MAX_DEPTH
         )
-    for column in ("image_url", "reference_image_url"):
-        if column in fields:
-            url = fields[column]
-            cleaned[column] = (
-                None if url is None or not url.strip() else clean_image_reference(url, field=column, owner_id=owner_id)
-            )
+    if "image_url" in fields:
+        cleaned["image_url"] = _image_reference(fields["image_url"], "image_url", owner_id)
+    if "reference_image_url" in fields:
+        cleaned["reference_image_url"] = _image_reference(fields["reference_image_url"], "reference_image_url", owner_id)
     return cleaned
 
 
-async def get_character(
-    load: Callable[[UUID], Awaitable[Character | None]], *, character_id: str
-) -> Character:
+def _required_text(fields: Mapping[str, Any], column: str, limit: int) -> str:
+    value = fields.get(column)
+    if value is None:
+        raise BadUserInput(f"{column} is required", field=column)
+    return clean_text(value, field=column, max_length=limit, required=True)
+
+
+def _optional_text(value: str | None, column: str, limit: int) -> str | None:
+    return None if value is None else clean_text(value, field=column, max_length=limit, required=False)
+
+
+def _image_reference(url: str | None, column: str, owner_id: UUID) -> str | None:
+    """A blank URL clears the image, as null does."""
+    return None if url is None or not url.strip() else clean_image_reference(url, field=column, owner_id=owner_id)
+
+
+async def get_character(load: Callable[[UUID], Awaitable[Character | None]], *, character_id: UUID) -> Character:
     """The viewer's character through ``load`` (a per-request loader that filters by the viewer).
 
     Another user's character gives the same NOT_FOUND as a missing one.
     """
-    character = await load(parse_id(character_id))
+    character = await load(character_id)
     if character is None:
         raise NotFound(NOT_FOUND_MESSAGE)
     return character
@@ -89,16 +106,18 @@ async def load_characters(pool: asyncpg.Pool, viewer: Viewer, character_ids: Seq
     return [by_id.get(character_id) for character_id in character_ids]
 
 
-async def list_characters(pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None) -> Page[Character]:
+async def list_characters(
+    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None
+) -> Page[Character]:
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
-        rows = await characters.list(connection, user_id=viewer.user_id, limit=size + 1, after=key)
+        rows = await characters.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key)
     return make_page(rows, size=size, after=key, sort_key=lambda character: character.sort_key)
 
 
 async def create_character(
-    pool: asyncpg.Pool, viewer: Viewer, *, fields: Mapping[str, Any], portrait_job_id: str | None = None
+    pool: asyncpg.Pool, viewer: Viewer, *, fields: Mapping[str, Any], portrait_job_id: UUID | None = None
 ) -> Character:
     """Store a new character; with ``portrait_job_id``, it takes that draft portrait as its own.
 
@@ -106,20 +125,19 @@ async def create_character(
     had been generated for the character (the seed loses such portraits).
     """
     values = clean_character_fields(fields, partial=False, owner_id=viewer.user_id)
-    job_key = None if portrait_job_id is None else parse_id(portrait_job_id, field="portrait_job_id")
-    if job_key is not None and (values.get("image_url") or values.get("reference_image_url")):
+    if portrait_job_id is not None and (values.get("image_url") or values.get("reference_image_url")):
         raise BadUserInput("give either portraitJobId or an image URL, not both", field="portrait_job_id")
     async with transaction(pool) as connection:
         character = await characters.create(connection, user_id=viewer.user_id, values=values)
-        if job_key is None:
+        if portrait_job_id is None:
             return character
-        await attach_draft_portrait(connection, viewer, job_id=job_key, character=character)
+        await attach_draft_portrait(connection, viewer, job_id=portrait_job_id, character=character)
         refreshed = await characters.get(connection, user_id=viewer.user_id, character_id=character.id)
     assert refreshed is not None
     return refreshed
 
 
-async def attach_draft_portrait(connection: asyncpg.Connection, viewer: Viewer, *, job_id: UUID, character: Character) -> None:
+async def attach_draft_portrait(connection: Connection, viewer: Viewer, *, job_id: UUID, character: Character) -> None:
     """Give a just-created character the portrait of a draft job (inside the creating transaction).
 
     Locks the job first, then share-locks its workspace image, the same order
@@ -132,7 +150,7 @@ async def attach_draft_portrait(connection: asyncpg.Connection, viewer: Viewer, 
         raise BadUserInput("that job is not a draft character portrait", field="portrait_job_id")
     if job.character_id is not None:
         raise BadUserInput("that portrait already belongs to a character", field="portrait_job_id")
-    if job.status in (jobs.FAILED, jobs.CANCELED):
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
         raise BadUserInput(f"that portrait job {job.status}; generate a new one", field="portrait_job_id")
     asset = await workspace_assets.get_by_job_for_share(connection, user_id=viewer.user_id, job_id=job.id)
     if asset is not None:
@@ -140,7 +158,7 @@ async def attach_draft_portrait(connection: asyncpg.Connection, viewer: Viewer, 
             connection, user_id=viewer.user_id, character_id=character.id,
             image_url=asset.image_key, seed_locked=asset.generation_seed,
         )
-    elif job.status == jobs.COMPLETED:
+    elif job.status is JobStatus.COMPLETED:
         raise BadUserInput("that portrait has expired from the workspace; generate a new one", field="portrait_job_id")
     await jobs.attach_character(
         connection, user_id=viewer.user_id, job_id=job.id, character_id=character.id, character_name=character.name
@@ -148,25 +166,25 @@ async def attach_draft_portrait(connection: asyncpg.Connection, viewer: Viewer, 
 
 
 async def update_character(
-    pool: asyncpg.Pool, viewer: Viewer, *, character_id: str, fields: Mapping[str, Any]
+    pool: asyncpg.Pool, viewer: Viewer, *, character_id: UUID, fields: Mapping[str, Any]
 ) -> Character:
     """A partial update: only the given fields change; null clears an optional one."""
-    key = parse_id(character_id)
     changes = clean_character_fields(fields, partial=True, owner_id=viewer.user_id)
     async with transaction(pool) as connection:
         if changes:
-            character = await characters.update(connection, user_id=viewer.user_id, character_id=key, changes=changes)
+            character = await characters.update(
+                connection, user_id=viewer.user_id, character_id=character_id, changes=changes
+            )
         else:
-            character = await characters.get(connection, user_id=viewer.user_id, character_id=key)
+            character = await characters.get(connection, user_id=viewer.user_id, character_id=character_id)
     if character is None:
         raise NotFound(NOT_FOUND_MESSAGE)
     return character
 
 
-async def delete_character(pool: asyncpg.Pool, viewer: Viewer, *, character_id: str) -> UUID:
-    key = parse_id(character_id)
+async def delete_character(pool: asyncpg.Pool, viewer: Viewer, *, character_id: UUID) -> UUID:
     async with transaction(pool) as connection:
-        deleted = await characters.delete(connection, user_id=viewer.user_id, character_id=key)
+        deleted = await characters.delete(connection, user_id=viewer.user_id, character_id=character_id)
     if not deleted:
         raise NotFound(NOT_FOUND_MESSAGE)
-    return key
+    return character_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -13,15 +13,15 @@ from resolvers.characters import clean_character_fields
 from resolvers.errors import BadUserInput, NotFound, RateLimited
 from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.portrait_prompt import MAX_PROMPT_LENGTH, PortraitSubject, build_character_portrait_prompt
-from resolvers.validation import clean_text, parse_id
+from resolvers.validation import clean_text
 from resolvers.viewer import Viewer
 from storage import characters, image_models, jobs
-from storage.database import acquire, transaction
+from storage.database import Connection, acquire, transaction
+from storage.enums import ContentRating, JobDestination, JobStatus, Provider, Quality
 from storage.image_models import ImageModel
 from storage.jobs import Job
 
 MAX_SEED = 2**31 - 1
-QUALITIES = ("high", "fast")
 JOB_NOT_FOUND = "Job not found"
 
 
@@ -32,13 +32,13 @@ class JobPolicy:
     max_active_per_user: int = 10
     max_attempts: int = 3
     # Providers this deployment runs (fal only with FAL_KEY).
-    providers: frozenset[str] = frozenset({"local"})
+    providers: frozenset[Provider] = frozenset({Provider.LOCAL})
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationOptions:
-    model_id: str | None = None
-    quality: str = "high"
+    model_id: UUID | None = None
+    quality: Quality = Quality.HIGH
     seed: int | None = None
 
 
@@ -47,7 +47,7 @@ async def generate_character_portrait(
     viewer: Viewer,
     policy: JobPolicy,
     *,
-    character_id: str | None,
+    character_id: UUID | None,
     draft: Mapping[str, Any] | None,
     options: GenerationOptions,
 ) -> Job:
@@ -59,7 +59,7 @@ async def generate_character_portrait(
     async with transaction(pool) as connection:
         model = await _pick_model(connection, policy, options.model_id)
         if character_id is not None:
-            character = await characters.get(connection, user_id=viewer.user_id, character_id=parse_id(character_id))
+            character = await characters.get(connection, user_id=viewer.user_id, character_id=character_id)
             if character is None:
                 raise NotFound("Character not found")
             subject = PortraitSubject(
@@ -76,9 +76,9 @@ async def generate_character_portrait(
                 persona=draft_fields.get("persona"), gender=draft_fields.get("gender"),
             )
             target_id = None
-            rating = draft_fields.get("content_rating", "sfw")
+            rating = draft_fields.get("content_rating", ContentRating.SFW)
         metadata = {
-            "destination": jobs.CHARACTER_PORTRAIT,
+            "destination": JobDestination.CHARACTER_PORTRAIT,
             "character_id": None if target_id is None else str(target_id),
             "character_name": subject.name,
             "consistency_method": "seed_locked" if seed is not None else "none",
@@ -86,55 +86,56 @@ async def generate_character_portrait(
             "draft": target_id is None,
         }
         return await _create(
-            connection, viewer, policy, destination=jobs.CHARACTER_PORTRAIT, character_id=target_id, model=model,
+            connection, viewer, policy, destination=JobDestination.CHARACTER_PORTRAIT, character_id=target_id, model=model,
             prompt=build_character_portrait_prompt(subject), quality=options.quality, seed=seed, metadata=metadata,
         )
 
 
-async def generate_image(pool: asyncpg.Pool, viewer: Viewer, policy: JobPolicy, *, prompt: str, options: GenerationOptions) -> Job:
+async def generate_image(
+    pool: asyncpg.Pool, viewer: Viewer, policy: JobPolicy, *, prompt: str, options: GenerationOptions
+) -> Job:
     """Queue a free-form image for the workspace (saved to the library only on request)."""
     text = clean_text(prompt, field="prompt", max_length=MAX_PROMPT_LENGTH, required=True)
-    assert text is not None
     seed = _check_options(options)
     async with transaction(pool) as connection:
         model = await _pick_model(connection, policy, options.model_id)
         return await _create(
-            connection, viewer, policy, destination=jobs.WORKSPACE, character_id=None, model=model, prompt=text,
-            quality=options.quality, seed=seed, metadata={"destination": jobs.WORKSPACE},
+            connection, viewer, policy, destination=JobDestination.WORKSPACE, character_id=None, model=model,
+            prompt=text, quality=options.quality, seed=seed, metadata={"destination": JobDestination.WORKSPACE},
         )
 
 
 def _check_options(options: GenerationOptions) -> int | None:
-    if options.quality not in QUALITIES:
-        raise BadUserInput("quality must be high or fast", field="quality")
     if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
         raise BadUserInput(f"seed must be between 0 and {MAX_SEED}", field="seed")
     return options.seed
 
 
-async def _pick_model(connection: asyncpg.Connection, policy: JobPolicy, model_id: str | None) -> ImageModel:
-    key = None if model_id is None else parse_id(model_id, field="model_id")
-    model = await image_models.get_active(connection, model_id=key)
+async def _pick_model(connection: Connection, policy: JobPolicy, model_id: UUID | None) -> ImageModel:
+    model = await image_models.get_active(connection, model_id=model_id)
     if model is None:
-        raise BadUserInput("no such image model" if key is not None else "no default image model is set", field="model_id")
+        raise BadUserInput(
+            "no such image model" if model_id is not None else "no default image model is set", field="model_id"
+        )
     if model.provider not in policy.providers:
         raise BadUserInput(
-            f"{model.display_name} is not available on this server (its provider {model.provider!r} is not configured)",
+            f"{model.display_name} is not available on this server "
+            f"(its provider {model.provider.value!r} is not configured)",
             field="model_id",
         )
     return model
 
 
 async def _create(
-    connection: asyncpg.Connection,
+    connection: Connection,
     viewer: Viewer,
     policy: JobPolicy,
     *,
-    destination: str,
+    destination: JobDestination,
     character_id: UUID | None,
     model: ImageModel,
     prompt: str,
-    quality: str,
+    quality: Quality,
     seed: int | None,
     metadata: Mapping[str, Any],
 ) -> Job:
@@ -152,9 +153,9 @@ async def _create(
     )
 
 
-async def get_job(load: Any, *, job_id: str) -> Job:
+async def get_job(load: Callable[[UUID], Awaitable[Job | None]], *, job_id: UUID) -> Job:
     """The viewer's job through a per-request loader; another user's gives the same NOT_FOUND as a missing one."""
-    job: Job | None = await load(parse_id(job_id))
+    job = await load(job_id)
     if job is None:
         raise NotFound(JOB_NOT_FOUND)
     return job
@@ -168,25 +169,24 @@ async def load_jobs(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID])
 
 
 async def list_jobs(
-    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, status: str | None
+    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, status: JobStatus | None
 ) -> Page[Job]:
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
-        rows = await jobs.list(connection, user_id=viewer.user_id, limit=size + 1, after=key, status=status)
+        rows = await jobs.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key, status=status)
     return make_page(rows, size=size, after=key, sort_key=lambda job: job.sort_key)
 
 
-async def cancel_job(pool: asyncpg.Pool, viewer: Viewer, *, job_id: str) -> Job:
+async def cancel_job(pool: asyncpg.Pool, viewer: Viewer, *, job_id: UUID) -> Job:
     """Cancel a queued or running job; canceling a canceled job is a no-op, a finished one is refused."""
-    key = parse_id(job_id)
     async with transaction(pool) as connection:
-        canceled = await jobs.cancel(connection, user_id=viewer.user_id, job_id=key)
+        canceled = await jobs.cancel(connection, user_id=viewer.user_id, job_id=job_id)
         if canceled is not None:
             return canceled
-        job = await jobs.get(connection, user_id=viewer.user_id, job_id=key)
+        job = await jobs.get(connection, user_id=viewer.user_id, job_id=job_id)
     if job is None:
         raise NotFound(JOB_NOT_FOUND)
-    if job.status == jobs.CANCELED:
+    if job.status is JobStatus.CANCELED:
         return job
     raise BadUserInput(f"the job is already {job.status}", field="id")

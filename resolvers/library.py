@@ -8,13 +8,13 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.library_copy import copy_to_library, library_row
 from resolvers.errors import BadUserInput, NotFound
 from resolvers.pagination import Page, decode_cursor, make_page, page_size
-from resolvers.validation import parse_id
 from resolvers.viewer import Viewer
 from storage import characters, jobs, user_library, workspace_assets
 from storage.database import acquire, transaction
+from storage.enums import JobDestination, LibraryTab
+from storage.library_copy import copy_to_library, library_row
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import Bucket
 from storage.user_library import LibraryAsset
@@ -26,34 +26,38 @@ WORKSPACE_NOT_FOUND = "Workspace asset not found"
 LIBRARY_NOT_FOUND = "Library asset not found"
 
 
-async def list_workspace_assets(pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None) -> Page[WorkspaceAsset]:
+async def list_workspace_assets(
+    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None
+) -> Page[WorkspaceAsset]:
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
-        rows = await workspace_assets.list(connection, user_id=viewer.user_id, limit=size + 1, after=key)
+        rows = await workspace_assets.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key)
     return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key)
 
 
 async def list_library_assets(
-    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, characters_only: bool
+    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, tab: LibraryTab
 ) -> Page[LibraryAsset]:
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
-        rows = await user_library.list(
-            connection, user_id=viewer.user_id, limit=size + 1, after=key, characters_only=characters_only
-        )
+        rows = await user_library.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key, tab=tab)
     return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key)
 
 
-async def load_workspace_assets_by_job(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]) -> list[WorkspaceAsset | None]:
+async def load_workspace_assets_by_job(
+    pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]
+) -> list[WorkspaceAsset | None]:
     async with acquire(pool) as connection:
         found = await workspace_assets.get_many_by_job(connection, user_id=viewer.user_id, job_ids=set(job_ids))
     by_job = {asset.job_id: asset for asset in found}
     return [by_job.get(job_id) for job_id in job_ids]
 
 
-async def load_library_assets_by_job(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]) -> list[LibraryAsset | None]:
+async def load_library_assets_by_job(
+    pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]
+) -> list[LibraryAsset | None]:
     async with acquire(pool) as connection:
         found = await user_library.get_many_by_job(connection, user_id=viewer.user_id, job_ids=set(job_ids))
     by_job = {asset.source_job_id: asset for asset in found}
@@ -61,12 +65,11 @@ async def load_library_assets_by_job(pool: asyncpg.Pool, viewer: Viewer, job_ids
 
 
 async def save_to_library(
-    pool: asyncpg.Pool, objects: CatalogedObjectStore, viewer: Viewer, *, workspace_asset_id: str
+    pool: asyncpg.Pool, objects: CatalogedObjectStore, viewer: Viewer, *, workspace_asset_id: UUID
 ) -> LibraryAsset:
     """Keep a workspace image for good; saving the same one again returns the first save."""
-    key = parse_id(workspace_asset_id, field="workspace_asset_id")
     async with acquire(pool) as connection:
-        asset = await workspace_assets.get(connection, user_id=viewer.user_id, asset_id=key)
+        asset = await workspace_assets.get(connection, user_id=viewer.user_id, asset_id=workspace_asset_id)
         if asset is None or asset.job_id is None:
             raise NotFound(WORKSPACE_NOT_FOUND)
         existing = await user_library.get_many_by_job(connection, user_id=viewer.user_id, job_ids=[asset.job_id])
@@ -81,10 +84,12 @@ async def save_to_library(
                 field="workspace_asset_id",
             )
         character = None
-        if job is not None and job.character_id is not None and job.destination == jobs.CHARACTER_PORTRAIT:
+        if job is not None and job.character_id is not None and job.destination is JobDestination.CHARACTER_PORTRAIT:
             character = await characters.get(connection, user_id=viewer.user_id, character_id=job.character_id)
     # A character's portrait is saved under its library name, as the auto-save would.
-    image_path, thumbnail = await copy_to_library(objects, asset=asset, character_id=None if character is None else character.id)
+    image_path, thumbnail = await copy_to_library(
+        objects, asset=asset, character_id=None if character is None else character.id
+    )
     row = library_row(
         asset, image_path=image_path, thumbnail=thumbnail, character=character,
         consistency_method=None if job is None else job.metadata.get("consistency_method"),
@@ -93,11 +98,12 @@ async def save_to_library(
         return await user_library.create(connection, asset=row)
 
 
-async def delete_library_asset(pool: asyncpg.Pool, objects: CatalogedObjectStore, viewer: Viewer, *, asset_id: str) -> UUID:
+async def delete_library_asset(
+    pool: asyncpg.Pool, objects: CatalogedObjectStore, viewer: Viewer, *, asset_id: UUID
+) -> UUID:
     """Delete the row and both objects; characters showing the image fall back to null."""
-    key = parse_id(asset_id)
     async with transaction(pool) as connection:
-        asset = await user_library.delete(connection, user_id=viewer.user_id, asset_id=key)
+        asset = await user_library.delete(connection, user_id=viewer.user_id, asset_id=asset_id)
         if asset is None:
             raise NotFound(LIBRARY_NOT_FOUND)
         await characters.clear_image(connection, user_id=viewer.user_id, image_url=asset.image_key)
@@ -105,4 +111,4 @@ async def delete_library_asset(pool: asyncpg.Pool, objects: CatalogedObjectStore
     for path in (asset.storage_path, asset.thumbnail_path):
         if path is not None:
             await objects.delete(Bucket.USER_LIBRARY, path)
-    return key
+    return asset_id

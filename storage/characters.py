@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 from uuid import UUID
 
 import asyncpg
 
+from storage.database import Connection, returned
+from storage.enums import ContentRating
 from storage.errors import translate_errors
-from storage.stored_objects import present_keys_column
 from storage.objects.paths import DEFAULT_BUCKET
+from storage.stored_objects import present_keys_column
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class Character:
     traits: str | None
     persona: str | None
     gender: str | None
-    content_rating: str
+    content_rating: ContentRating
     scene_behavior_rules: dict[str, Any] | None
     image_url: str | None
     reference_image_url: str | None
@@ -42,25 +44,31 @@ class Character:
         return (self.created_at, self.id)
 
 
-# Columns a client may write; ``update`` refuses any other name.
-WRITABLE_COLUMNS = (
-    "name",
-    "description",
-    "appearance_tags",
-    "traits",
-    "persona",
-    "gender",
-    "content_rating",
-    "scene_behavior_rules",
-    "image_url",
-    "reference_image_url",
-)
+class CharacterFields(TypedDict, total=False):
+    """Columns a client may write, validated (resolvers/characters.py); ``create`` needs name and description."""
+
+    name: str
+    description: str
+    appearance_tags: list[str]
+    traits: str | None
+    persona: str | None
+    gender: str | None
+    content_rating: ContentRating
+    scene_behavior_rules: dict[str, Any] | None
+    image_url: str | None
+    reference_image_url: str | None
+
+
+# In the order of UPDATE's $4 to $13; ``update`` refuses any other name.
+WRITABLE_COLUMNS = tuple(CharacterFields.__annotations__)
 
 # Both spellings of each image are probed: "bucket/path" as we write it, and a
 # bare path, which means the default bucket (storage.objects.paths).
 _STORED_IMAGE_KEYS = present_keys_column(
-    "c.image_url", "c.reference_image_url",
-    f"'{DEFAULT_BUCKET.value}/' || c.image_url", f"'{DEFAULT_BUCKET.value}/' || c.reference_image_url",
+    "c.image_url",
+    "c.reference_image_url",
+    f"'{DEFAULT_BUCKET.value}/' || c.image_url",
+    f"'{DEFAULT_BUCKET.value}/' || c.reference_image_url",
     alias="stored_image_keys",
 )
 
@@ -70,17 +78,31 @@ COLUMNS = f"""c.id, c.user_id, c.name, c.description, c.appearance_tags, c.trait
 
 
 def _character(row: asyncpg.Record) -> Character:
-    values = dict(row)
-    values["appearance_tags"] = tuple(values["appearance_tags"])
-    values["stored_image_keys"] = frozenset(values["stored_image_keys"])
-    return Character(**values)
+    return Character(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        description=row["description"],
+        appearance_tags=tuple(row["appearance_tags"]),
+        traits=row["traits"],
+        persona=row["persona"],
+        gender=row["gender"],
+        content_rating=ContentRating(row["content_rating"]),
+        scene_behavior_rules=row["scene_behavior_rules"],
+        image_url=row["image_url"],
+        reference_image_url=row["reference_image_url"],
+        seed_locked=row["seed_locked"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        stored_image_keys=frozenset(row["stored_image_keys"]),
+    )
 
 
 GET = f"SELECT {COLUMNS} FROM characters c WHERE c.id = $1 AND c.user_id = $2"
 
 
 @translate_errors
-async def get(connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID) -> Character | None:
+async def get(connection: Connection, *, user_id: UUID, character_id: UUID) -> Character | None:
     """One of the user's characters, or None."""
     row = await connection.fetchrow(GET, character_id, user_id)
     return None if row is None else _character(row)
@@ -90,7 +112,9 @@ GET_MANY = f"SELECT {COLUMNS} FROM characters c WHERE c.id = ANY($1::uuid[]) AND
 
 
 @translate_errors
-async def get_many(connection: asyncpg.Connection, *, user_id: UUID, character_ids: Collection[UUID]) -> list[Character]:
+async def get_many(
+    connection: Connection, *, user_id: UUID, character_ids: Collection[UUID]
+) -> list[Character]:
     """The user's characters among ``character_ids``, in no particular order."""
     rows = await connection.fetch(GET_MANY, [*character_ids], user_id)
     return [_character(row) for row in rows]
@@ -111,8 +135,8 @@ LIMIT $2
 
 
 @translate_errors
-async def list(  # noqa: A001 - the service verb, as in dispatch
-    connection: asyncpg.Connection, *, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None
+async def list_page(
+    connection: Connection, *, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None
 ) -> list[Character]:
     """The user's characters, newest first, after the given (created_at, id) key."""
     if after is None:
@@ -132,7 +156,7 @@ LIMIT $3
 
 @translate_errors
 async def list_changed_since(
-    connection: asyncpg.Connection, *, user_id: UUID, since: datetime, limit: int
+    connection: Connection, *, user_id: UUID, since: datetime, limit: int
 ) -> list[Character]:
     """The user's characters updated at or after ``since``, most recent first (a subscription's resync)."""
     return [_character(row) for row in await connection.fetch(LIST_CHANGED_SINCE, user_id, since, limit)]
@@ -147,8 +171,8 @@ RETURNING {COLUMNS}
 
 
 @translate_errors
-async def create(connection: asyncpg.Connection, *, user_id: UUID, values: Mapping[str, Any]) -> Character:
-    """Insert a character from ``values`` (keys from WRITABLE_COLUMNS; name and description required)."""
+async def create(connection: Connection, *, user_id: UUID, values: CharacterFields) -> Character:
+    """Insert a character from ``values`` (name and description required)."""
     row = await connection.fetchrow(
         CREATE,
         user_id,
@@ -158,12 +182,12 @@ async def create(connection: asyncpg.Connection, *, user_id: UUID, values: Mappi
         values.get("traits"),
         values.get("persona"),
         values.get("gender"),
-        values.get("content_rating", "sfw"),
+        values.get("content_rating", ContentRating.SFW),
         values.get("scene_behavior_rules"),
         values.get("image_url"),
         values.get("reference_image_url"),
     )
-    return _character(row)
+    return _character(returned(row))
 
 
 # One static statement for any partial update: $3 lists the columns to set,
@@ -188,7 +212,7 @@ RETURNING {COLUMNS}
 
 @translate_errors
 async def update(
-    connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID, changes: Mapping[str, Any]
+    connection: Connection, *, user_id: UUID, character_id: UUID, changes: CharacterFields
 ) -> Character | None:
     """Set the given columns of one of the user's characters; None when it is not theirs or not there."""
     unknown = set(changes) - set(WRITABLE_COLUMNS)
@@ -208,7 +232,7 @@ DELETE = "DELETE FROM characters WHERE id = $1 AND user_id = $2 RETURNING id"
 
 
 @translate_errors
-async def delete(connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID) -> bool:
+async def delete(connection: Connection, *, user_id: UUID, character_id: UUID) -> bool:
     """Delete one of the user's characters; False when it is not theirs or not there."""
     return await connection.fetchval(DELETE, character_id, user_id) is not None
 
@@ -222,7 +246,7 @@ RETURNING id
 
 @translate_errors
 async def set_portrait(
-    connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID, image_url: str, seed_locked: int | None
+    connection: Connection, *, user_id: UUID, character_id: UUID, image_url: str, seed_locked: int | None
 ) -> bool:
     """Point image and reference at a new portrait and lock its seed (seed, phase 2); False when the character is gone."""
     return await connection.fetchval(SET_PORTRAIT, character_id, user_id, image_url, seed_locked) is not None
@@ -241,7 +265,7 @@ RETURNING id
 
 @translate_errors
 async def replace_portrait(
-    connection: asyncpg.Connection, *, user_id: UUID, character_id: UUID, old_url: str, new_url: str
+    connection: Connection, *, user_id: UUID, character_id: UUID, old_url: str, new_url: str
 ) -> bool:
     """Move the character from ``old_url`` to ``new_url`` (seed, phase 3); False when it no longer shows ``old_url``."""
     return await connection.fetchval(REPLACE_PORTRAIT, character_id, user_id, old_url, new_url) is not None
@@ -256,6 +280,6 @@ WHERE user_id = $1 AND (image_url = $2 OR reference_image_url = $2)
 
 
 @translate_errors
-async def clear_image(connection: asyncpg.Connection, *, user_id: UUID, image_url: str) -> None:
+async def clear_image(connection: Connection, *, user_id: UUID, image_url: str) -> None:
     """Forget an image being deleted, in every character of the user showing it (they fall back to null)."""
     await connection.execute(CLEAR_IMAGE, user_id, image_url)

@@ -5,13 +5,28 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
-from storage.errors import StorageUnavailable, translate_errors
+from storage.errors import StorageError, StorageUnavailable, translate_errors
 
 QueryLogger = Callable[[asyncpg.connection.LoggedQuery], None]
+
+# What a storage query runs on: a connection of its own (asyncpg.connect) or
+# a pooled one (``acquire`` and ``transaction`` hand out the pool's proxies).
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+# ... or the pool itself, for one statement in a transaction of its own.
+Executor: TypeAlias = Connection | asyncpg.Pool
+
+
+def returned(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row an ``INSERT ... RETURNING`` gave back; none at all is a broken statement, not a missing row."""
+    if row is None:
+        raise StorageError("the statement returned no row")
+    return row
 
 
 async def _init_connection(connection: asyncpg.Connection, *, query_logger: QueryLogger | None = None) -> None:
@@ -69,7 +84,7 @@ async def ping(pool: asyncpg.Pool, *, timeout: float = 2.0) -> None:
 
 
 @asynccontextmanager
-async def acquire(pool: asyncpg.Pool, *, timeout: float = 10.0) -> AsyncIterator[asyncpg.Connection]:
+async def acquire(pool: asyncpg.Pool, *, timeout: float = 10.0) -> AsyncIterator[Connection]:
     """A pooled connection; a pool that cannot give one raises ``StorageUnavailable``."""
     try:
         connection = await pool.acquire(timeout=timeout)
@@ -82,7 +97,7 @@ async def acquire(pool: asyncpg.Pool, *, timeout: float = 10.0) -> AsyncIterator
 
 
 @asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
     """A pooled connection inside one transaction, committed when the block ends without error."""
     async with acquire(pool) as connection:
         try:

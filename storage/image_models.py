@@ -7,6 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.database import Connection
+from storage.enums import Provider
 from storage.errors import translate_errors
 
 
@@ -15,9 +17,20 @@ class ImageModel:
     id: UUID
     model_key: str
     display_name: str
-    provider: str
+    provider: Provider
     is_default: bool
     is_active: bool
+
+
+def _model(row: asyncpg.Record) -> ImageModel:
+    return ImageModel(
+        id=row["id"],
+        model_key=row["model_key"],
+        display_name=row["display_name"],
+        provider=Provider(row["provider"]),
+        is_default=row["is_default"],
+        is_active=row["is_active"],
+    )
 
 
 LIST_ACTIVE = """
@@ -29,9 +42,9 @@ ORDER BY is_default DESC, display_name
 
 
 @translate_errors
-async def list_active(connection: asyncpg.Connection) -> list[ImageModel]:
+async def list_active(connection: Connection) -> list[ImageModel]:
     """Active models, the default first."""
-    return [ImageModel(**row) for row in await connection.fetch(LIST_ACTIVE)]
+    return [_model(row) for row in await connection.fetch(LIST_ACTIVE)]
 
 
 GET_ACTIVE = """
@@ -42,7 +55,7 @@ WHERE is_active AND (CASE WHEN $1::uuid IS NULL THEN is_default ELSE id = $1 END
 
 
 @translate_errors
-async def get_active(connection: asyncpg.Connection, *, model_id: UUID | None) -> ImageModel | None:
+async def get_active(connection: Connection, *, model_id: UUID | None) -> ImageModel | None:
     """The active model with that id, or with no id the default one; None when there is no such model."""
     row = await connection.fetchrow(GET_ACTIVE, model_id)
-    return None if row is None else ImageModel(**row)
+    return None if row is None else _model(row)

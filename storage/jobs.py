@@ -15,30 +15,25 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.database import Connection, Executor, returned
+from storage.enums import JobDestination, JobStatus, Provider, Quality
 from storage.errors import translate_errors
 
-QUEUED = "queued"
-PROCESSING = "processing"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELED = "canceled"
-ACTIVE_STATUSES = (QUEUED, PROCESSING)
-STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED, CANCELED)
-
-CHARACTER_PORTRAIT = "character_portrait"
-WORKSPACE = "workspace"
+# The names resolvers/subscriptions.py still reads; its owner moves it to storage.enums, then these go.
+COMPLETED, FAILED, CANCELED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED
+CHARACTER_PORTRAIT = JobDestination.CHARACTER_PORTRAIT
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     id: UUID
     user_id: UUID
-    status: str
-    destination: str
+    status: JobStatus
+    destination: JobDestination
     character_id: UUID | None
     model_key: str
     prompt: str
-    quality: str
+    quality: Quality
     seed: int | None
     metadata: dict[str, Any]
     attempts: int
@@ -63,14 +58,14 @@ class Job:
     @property
     def is_draft(self) -> bool:
         """A portrait generated before its character exists (createCharacter attaches it later)."""
-        return self.destination == CHARACTER_PORTRAIT and bool(self.metadata.get("draft"))
+        return self.destination is JobDestination.CHARACTER_PORTRAIT and bool(self.metadata.get("draft"))
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
     job: Job
     # image_models.provider of the job's model: which provider runs it.
-    provider: str
+    provider: Provider
 
 
 COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_key, j.prompt, j.quality, j.seed,
@@ -80,14 +75,39 @@ COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_k
 
 
 def _job(row: asyncpg.Record) -> Job:
-    return Job(**{key: row[key] for key in Job.__slots__})  # type: ignore[attr-defined]
+    return Job(
+        id=row["id"],
+        user_id=row["user_id"],
+        status=JobStatus(row["status"]),
+        destination=JobDestination(row["destination"]),
+        character_id=row["character_id"],
+        model_key=row["model_key"],
+        prompt=row["prompt"],
+        quality=Quality(row["quality"]),
+        seed=row["seed"],
+        metadata=row["metadata"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        run_after=row["run_after"],
+        locked_by=row["locked_by"],
+        locked_until=row["locked_until"],
+        provider_request_id=row["provider_request_id"],
+        provider_status=row["provider_status"],
+        queue_position=row["queue_position"],
+        result_url=row["result_url"],
+        error=row["error"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 GET = f"SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND j.user_id = $2"
 
 
 @translate_errors
-async def get(connection: asyncpg.Connection | asyncpg.Pool, *, user_id: UUID, job_id: UUID) -> Job | None:
+async def get(connection: Executor, *, user_id: UUID, job_id: UUID) -> Job | None:
     """One of the user's jobs, or None."""
     row = await connection.fetchrow(GET, job_id, user_id)
     return None if row is None else _job(row)
@@ -97,7 +117,7 @@ GET_FOR_UPDATE = f"SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND j.user_id = 
 
 
 @translate_errors
-async def get_for_update(connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
+async def get_for_update(connection: Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
     """One of the user's jobs, row-locked until the transaction ends (so no worker step interleaves)."""
     row = await connection.fetchrow(GET_FOR_UPDATE, job_id, user_id)
     return None if row is None else _job(row)
@@ -107,7 +127,7 @@ GET_MANY = f"SELECT {COLUMNS} FROM jobs j WHERE j.id = ANY($1::uuid[]) AND j.use
 
 
 @translate_errors
-async def get_many(connection: asyncpg.Connection, *, user_id: UUID, job_ids: Collection[UUID]) -> list[Job]:
+async def get_many(connection: Connection, *, user_id: UUID, job_ids: Collection[UUID]) -> list[Job]:
     """The user's jobs among ``job_ids``, in no particular order."""
     return [_job(row) for row in await connection.fetch(GET_MANY, [*job_ids], user_id)]
 
@@ -128,13 +148,13 @@ LIMIT $2
 
 
 @translate_errors
-async def list(  # noqa: A001 - the service verb, as in dispatch
-    connection: asyncpg.Connection,
+async def list_page(
+    connection: Connection,
     *,
     user_id: UUID,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
-    status: str | None = None,
+    status: JobStatus | None = None,
 ) -> list[Job]:
     """The user's jobs, newest first, optionally of one status."""
     if after is None:
@@ -154,7 +174,7 @@ LIMIT $4
 
 @translate_errors
 async def list_changed_since(
-    connection: asyncpg.Connection, *, user_id: UUID, since: datetime, destination: str, limit: int
+    connection: Connection, *, user_id: UUID, since: datetime, destination: JobDestination, limit: int
 ) -> list[Job]:
     """The user's jobs of ``destination`` updated at or after ``since``, most recent first (a subscription's resync)."""
     return [_job(row) for row in await connection.fetch(LIST_CHANGED_SINCE, user_id, since, destination, limit)]
@@ -167,7 +187,7 @@ COUNT_ACTIVE = "SELECT count(*) FROM jobs WHERE user_id = $1 AND status IN ('que
 
 
 @translate_errors
-async def count_active(connection: asyncpg.Connection, *, user_id: UUID) -> int:
+async def count_active(connection: Connection, *, user_id: UUID) -> int:
     """Queued plus running jobs of the user, counted under a per-user lock held until commit."""
     await connection.execute(LOCK_USER, user_id)
     count: int = await connection.fetchval(COUNT_ACTIVE, user_id)
@@ -183,14 +203,14 @@ RETURNING {COLUMNS}
 
 @translate_errors
 async def create(
-    connection: asyncpg.Connection,
+    connection: Connection,
     *,
     user_id: UUID,
-    destination: str,
+    destination: JobDestination,
     character_id: UUID | None,
     model_key: str,
     prompt: str,
-    quality: str,
+    quality: Quality,
     seed: int | None,
     metadata: Mapping[str, Any],
     max_attempts: int,
@@ -199,7 +219,7 @@ async def create(
     row = await connection.fetchrow(
         CREATE, user_id, destination, character_id, model_key, prompt, quality, seed, dict(metadata), max_attempts
     )
-    return _job(row)
+    return _job(returned(row))
 
 
 CANCEL = f"""
@@ -211,7 +231,7 @@ RETURNING {COLUMNS}
 
 
 @translate_errors
-async def cancel(connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
+async def cancel(connection: Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
     """Cancel an active job; None when it is not the user's or already finished."""
     row = await connection.fetchrow(CANCEL, job_id, user_id)
     return None if row is None else _job(row)
@@ -233,7 +253,7 @@ RETURNING {COLUMNS}
 
 @translate_errors
 async def attach_character(
-    connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID, character_id: UUID, character_name: str
+    connection: Connection, *, user_id: UUID, job_id: UUID, character_id: UUID, character_name: str
 ) -> Job | None:
     """Give a draft portrait job its new character (the caller checked, under lock, that it may)."""
     row = await connection.fetchrow(ATTACH_CHARACTER, job_id, user_id, character_id, character_name)
@@ -262,10 +282,10 @@ RETURNING {COLUMNS}, (SELECT m.provider FROM image_models m WHERE m.model_key = 
 
 
 @translate_errors
-async def claim(connection: asyncpg.Connection, *, lease_token: str, lease_seconds: float) -> ClaimedJob | None:
+async def claim(connection: Connection, *, lease_token: str, lease_seconds: float) -> ClaimedJob | None:
     """Take the next due job, leased to ``lease_token``; None when nothing is due."""
     row = await connection.fetchrow(CLAIM, lease_token, lease_seconds)
-    return None if row is None else ClaimedJob(job=_job(row), provider=row["provider"])
+    return None if row is None else ClaimedJob(job=_job(row), provider=Provider(row["provider"]))
 
 
 NEXT_DUE = """
@@ -275,7 +295,7 @@ WHERE status IN ('queued', 'processing')
 
 
 @translate_errors
-async def next_due(connection: asyncpg.Connection | asyncpg.Pool) -> datetime | None:
+async def next_due(connection: Executor) -> datetime | None:
     """When the next job becomes claimable (a retry's backoff or a lease running out), if any."""
     due: datetime | None = await connection.fetchval(NEXT_DUE)
     return due
@@ -289,7 +309,7 @@ RETURNING id
 
 
 @translate_errors
-async def extend_lease(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, lease_seconds: float) -> bool:
+async def extend_lease(connection: Executor, *, job_id: UUID, lease_token: str, lease_seconds: float) -> bool:
     """Keep a running job ours; False when it was canceled or claimed by another worker."""
     return await connection.fetchval(EXTEND_LEASE, job_id, lease_token, lease_seconds) is not None
 
@@ -300,7 +320,7 @@ SELECT {COLUMNS} FROM jobs j WHERE j.id = $1 AND j.locked_by = $2 AND j.status =
 
 
 @translate_errors
-async def lock_leased(connection: asyncpg.Connection, *, job_id: UUID, lease_token: str) -> Job | None:
+async def lock_leased(connection: Connection, *, job_id: UUID, lease_token: str) -> Job | None:
     """The job, row-locked, if it is still ours to finish; the fence of every finishing transaction."""
     row = await connection.fetchrow(LOCK_LEASED, job_id, lease_token)
     return None if row is None else _job(row)
@@ -314,7 +334,7 @@ RETURNING id
 
 
 @translate_errors
-async def record_submission(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, request_id: str) -> bool:
+async def record_submission(connection: Executor, *, job_id: UUID, lease_token: str, request_id: str) -> bool:
     """Keep the provider's request id, so a retry resumes it instead of paying again."""
     return await connection.fetchval(RECORD_SUBMISSION, job_id, lease_token, request_id) is not None
 
@@ -329,7 +349,7 @@ RETURNING id
 
 @translate_errors
 async def record_progress(
-    connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, status: str, queue_position: int | None
+    connection: Executor, *, job_id: UUID, lease_token: str, status: str, queue_position: int | None
 ) -> None:
     """What the provider says about the request; a no-op (no write, no event) when nothing changed."""
     await connection.execute(RECORD_PROGRESS, job_id, lease_token, status, queue_position)
@@ -344,7 +364,7 @@ RETURNING id
 
 @translate_errors
 async def record_result(
-    connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, result_url: str | None, seed: int | None
+    connection: Executor, *, job_id: UUID, lease_token: str, result_url: str | None, seed: int | None
 ) -> bool:
     """Keep the provider's result, so a retry after a storage failure downloads it again instead of regenerating."""
     return await connection.fetchval(RECORD_RESULT, job_id, lease_token, result_url, seed) is not None
@@ -359,7 +379,7 @@ RETURNING id
 
 
 @translate_errors
-async def complete(connection: asyncpg.Connection, *, job_id: UUID, lease_token: str) -> bool:
+async def complete(connection: Connection, *, job_id: UUID, lease_token: str) -> bool:
     return await connection.fetchval(COMPLETE, job_id, lease_token) is not None
 
 
@@ -373,7 +393,7 @@ RETURNING id
 
 @translate_errors
 async def retry_later(
-    connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, error: str, delay_seconds: float
+    connection: Executor, *, job_id: UUID, lease_token: str, error: str, delay_seconds: float
 ) -> bool:
     """Back to the queue after a failed attempt, due after ``delay_seconds``; ``error`` says why."""
     return await connection.fetchval(RETRY_LATER, job_id, lease_token, error, delay_seconds) is not None
@@ -388,7 +408,7 @@ RETURNING id
 
 
 @translate_errors
-async def fail(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str, error: str) -> bool:
+async def fail(connection: Executor, *, job_id: UUID, lease_token: str, error: str) -> bool:
     """Give up on the job for good; ``error`` is what the client reads."""
     return await connection.fetchval(FAIL, job_id, lease_token, error) is not None
 
@@ -402,6 +422,6 @@ RETURNING id
 
 
 @translate_errors
-async def release(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID, lease_token: str) -> bool:
+async def release(connection: Executor, *, job_id: UUID, lease_token: str) -> bool:
     """Hand a job back untouched (the worker is shutting down): due now, and the attempt not counted."""
     return await connection.fetchval(RELEASE, job_id, lease_token) is not None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncpg
-
+from storage.database import Executor
 from storage.errors import translate_errors
 from storage.objects.store import ObjectInfo
 
@@ -16,7 +15,7 @@ SET size_bytes = EXCLUDED.size_bytes, content_type = EXCLUDED.content_type, etag
 
 
 @translate_errors
-async def create(connection: asyncpg.Connection | asyncpg.Pool, *, info: ObjectInfo) -> None:
+async def create(connection: Executor, *, info: ObjectInfo) -> None:
     """Record an object just written (a rewrite of the same key replaces the row)."""
     await connection.execute(CREATE, info.key, info.size, info.content_type, info.etag)
 
@@ -25,7 +24,7 @@ DELETE = "DELETE FROM stored_objects WHERE key = $1"
 
 
 @translate_errors
-async def delete(connection: asyncpg.Connection | asyncpg.Pool, *, key: str) -> None:
+async def delete(connection: Executor, *, key: str) -> None:
     """Forget an object about to be deleted."""
     await connection.execute(DELETE, key)
 

@@ -13,9 +13,11 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.database import Connection, returned
+from storage.enums import LibraryTab
 from storage.errors import translate_errors
-from storage.stored_objects import present_keys_column
 from storage.objects.paths import Bucket
+from storage.stored_objects import present_keys_column
 
 BUCKET_PREFIX = f"{Bucket.USER_LIBRARY.value}/"
 
@@ -82,17 +84,35 @@ COLUMNS = f"""l.id, l.user_id, l.asset_type, l.storage_path, l.thumbnail_path, l
 
 
 def _asset(row: asyncpg.Record) -> LibraryAsset:
-    values = dict(row)
-    values["tags"] = tuple(values["tags"])
-    values["stored_keys"] = frozenset(values["stored_keys"])
-    return LibraryAsset(**values)
+    return LibraryAsset(
+        id=row["id"],
+        user_id=row["user_id"],
+        asset_type=row["asset_type"],
+        storage_path=row["storage_path"],
+        thumbnail_path=row["thumbnail_path"],
+        file_size_bytes=row["file_size_bytes"],
+        mime_type=row["mime_type"],
+        original_prompt=row["original_prompt"],
+        model_used=row["model_used"],
+        generation_seed=row["generation_seed"],
+        width=row["width"],
+        height=row["height"],
+        tags=tuple(row["tags"]),
+        roleplay_metadata=row["roleplay_metadata"],
+        content_category=row["content_category"],
+        source_job_id=row["source_job_id"],
+        created_at=row["created_at"],
+        stored_keys=frozenset(row["stored_keys"]),
+    )
 
 
 GET_MANY_BY_JOB = f"SELECT {COLUMNS} FROM user_library l WHERE l.source_job_id = ANY($1::uuid[]) AND l.user_id = $2"
 
 
 @translate_errors
-async def get_many_by_job(connection: asyncpg.Connection, *, user_id: UUID, job_ids: Collection[UUID]) -> list[LibraryAsset]:
+async def get_many_by_job(
+    connection: Connection, *, user_id: UUID, job_ids: Collection[UUID]
+) -> list[LibraryAsset]:
     return [_asset(row) for row in await connection.fetch(GET_MANY_BY_JOB, [*job_ids], user_id)]
 
 
@@ -115,15 +135,16 @@ LIMIT $2
 
 
 @translate_errors
-async def list(  # noqa: A001 - the service verb, as in dispatch
-    connection: asyncpg.Connection,
+async def list_page(
+    connection: Connection,
     *,
     user_id: UUID,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
-    characters_only: bool = False,
+    tab: LibraryTab = LibraryTab.ALL,
 ) -> list[LibraryAsset]:
-    """The user's library, newest first; ``characters_only`` is the seed's characters tab."""
+    """The user's library, newest first; the characters tab is the seed's."""
+    characters_only = tab is LibraryTab.CHARACTERS
     if after is None:
         rows = await connection.fetch(LIST_FIRST, user_id, limit, characters_only)
     else:
@@ -147,7 +168,7 @@ SELECT {COLUMNS} FROM user_library l WHERE l.source_job_id = $2 AND NOT EXISTS (
 
 
 @translate_errors
-async def create(connection: asyncpg.Connection, *, asset: NewLibraryAsset) -> LibraryAsset:
+async def create(connection: Connection, *, asset: NewLibraryAsset) -> LibraryAsset:
     """Insert the job's library row, or return the one it already has."""
     row = await connection.fetchrow(
         CREATE,
@@ -166,14 +187,14 @@ async def create(connection: asyncpg.Connection, *, asset: NewLibraryAsset) -> L
         dict(asset.roleplay_metadata),
         asset.content_category,
     )
-    return _asset(row)
+    return _asset(returned(row))
 
 
 DELETE = f"DELETE FROM user_library l WHERE l.id = $1 AND l.user_id = $2 RETURNING {COLUMNS}"
 
 
 @translate_errors
-async def delete(connection: asyncpg.Connection, *, user_id: UUID, asset_id: UUID) -> LibraryAsset | None:
+async def delete(connection: Connection, *, user_id: UUID, asset_id: UUID) -> LibraryAsset | None:
     """Delete one of the user's library rows, returning it (its objects are the caller's to remove)."""
     row = await connection.fetchrow(DELETE, asset_id, user_id)
     return None if row is None else _asset(row)

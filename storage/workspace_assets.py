@@ -13,9 +13,10 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.database import Connection, Executor, returned
 from storage.errors import translate_errors
-from storage.stored_objects import present_keys_column
 from storage.objects.paths import Bucket
+from storage.stored_objects import present_keys_column
 
 BUCKET_PREFIX = f"{Bucket.WORKSPACE_TEMP.value}/"
 
@@ -59,16 +60,30 @@ COLUMNS = f"""w.id, w.user_id, w.job_id, w.asset_type, w.temp_storage_path, w.th
 
 
 def _asset(row: asyncpg.Record) -> WorkspaceAsset:
-    values = dict(row)
-    values["stored_keys"] = frozenset(values["stored_keys"])
-    return WorkspaceAsset(**values)
+    return WorkspaceAsset(
+        id=row["id"],
+        user_id=row["user_id"],
+        job_id=row["job_id"],
+        asset_type=row["asset_type"],
+        temp_storage_path=row["temp_storage_path"],
+        thumbnail_path=row["thumbnail_path"],
+        mime_type=row["mime_type"],
+        file_size_bytes=row["file_size_bytes"],
+        original_prompt=row["original_prompt"],
+        model_used=row["model_used"],
+        generation_seed=row["generation_seed"],
+        generation_settings=row["generation_settings"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        stored_keys=frozenset(row["stored_keys"]),
+    )
 
 
 GET = f"SELECT {COLUMNS} FROM workspace_assets w WHERE w.id = $1 AND w.user_id = $2"
 
 
 @translate_errors
-async def get(connection: asyncpg.Connection, *, user_id: UUID, asset_id: UUID) -> WorkspaceAsset | None:
+async def get(connection: Connection, *, user_id: UUID, asset_id: UUID) -> WorkspaceAsset | None:
     row = await connection.fetchrow(GET, asset_id, user_id)
     return None if row is None else _asset(row)
 
@@ -77,7 +92,7 @@ GET_BY_JOB = f"SELECT {COLUMNS} FROM workspace_assets w WHERE w.job_id = $1"
 
 
 @translate_errors
-async def get_by_job(connection: asyncpg.Connection | asyncpg.Pool, *, job_id: UUID) -> WorkspaceAsset | None:
+async def get_by_job(connection: Executor, *, job_id: UUID) -> WorkspaceAsset | None:
     """The asset a job made, if an attempt got that far (for the worker, which owns the job)."""
     row = await connection.fetchrow(GET_BY_JOB, job_id)
     return None if row is None else _asset(row)
@@ -87,7 +102,9 @@ GET_BY_JOB_FOR_SHARE = f"SELECT {COLUMNS} FROM workspace_assets w WHERE w.job_id
 
 
 @translate_errors
-async def get_by_job_for_share(connection: asyncpg.Connection, *, user_id: UUID, job_id: UUID) -> WorkspaceAsset | None:
+async def get_by_job_for_share(
+    connection: Connection, *, user_id: UUID, job_id: UUID
+) -> WorkspaceAsset | None:
     """The user's asset of a job, share-locked: the sweeper cannot delete it before this transaction ends."""
     row = await connection.fetchrow(GET_BY_JOB_FOR_SHARE, job_id, user_id)
     return None if row is None else _asset(row)
@@ -97,7 +114,9 @@ GET_MANY_BY_JOB = f"SELECT {COLUMNS} FROM workspace_assets w WHERE w.job_id = AN
 
 
 @translate_errors
-async def get_many_by_job(connection: asyncpg.Connection, *, user_id: UUID, job_ids: Collection[UUID]) -> list[WorkspaceAsset]:
+async def get_many_by_job(
+    connection: Connection, *, user_id: UUID, job_ids: Collection[UUID]
+) -> list[WorkspaceAsset]:
     return [_asset(row) for row in await connection.fetch(GET_MANY_BY_JOB, [*job_ids], user_id)]
 
 
@@ -116,8 +135,8 @@ LIMIT $2
 
 
 @translate_errors
-async def list(  # noqa: A001 - the service verb, as in dispatch
-    connection: asyncpg.Connection, *, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None
+async def list_page(
+    connection: Connection, *, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None
 ) -> list[WorkspaceAsset]:
     """The user's unexpired workspace images, newest first."""
     if after is None:
@@ -144,7 +163,7 @@ SELECT {COLUMNS} FROM workspace_assets w WHERE w.job_id = $2 AND NOT EXISTS (SEL
 
 @translate_errors
 async def create(
-    connection: asyncpg.Connection,
+    connection: Connection,
     *,
     user_id: UUID,
     job_id: UUID,
@@ -173,7 +192,7 @@ async def create(
         dict(generation_settings),
         ttl_seconds,
     )
-    return _asset(row)
+    return _asset(returned(row))
 
 
 # The sweeper: expired assets no character points at, row-locked so an
@@ -199,7 +218,7 @@ POSTPONE = "UPDATE workspace_assets SET expires_at = now() + make_interval(secs 
 
 @translate_errors
 async def delete_expired(
-    connection: asyncpg.Connection, *, limit: int, recheck_seconds: float
+    connection: Connection, *, limit: int, recheck_seconds: float
 ) -> tuple[list[WorkspaceAsset], list[WorkspaceAsset]]:
     """Delete up to ``limit`` expired, unused assets (inside the caller's transaction).
 

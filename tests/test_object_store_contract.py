@@ -125,15 +125,15 @@ async def test_list_uses_plain_string_prefixes_and_sorts_by_path(object_store: O
         await object_store.put(Bucket.USER_LIBRARY, path, PNG)
     await object_store.put(Bucket.WORKSPACE_TEMP, f"{owner}/a.png", PNG)
     # when
-    everything = await object_store.list(Bucket.USER_LIBRARY, f"{owner}/")
-    starting_with_a = await object_store.list(Bucket.USER_LIBRARY, f"{owner}/a")
+    everything = await object_store.list_objects(Bucket.USER_LIBRARY, f"{owner}/")
+    starting_with_a = await object_store.list_objects(Bucket.USER_LIBRARY, f"{owner}/a")
     # then
     assert [info.path for info in everything] == [
         f"{owner}/a.png", f"{owner}/a.thumb.webp", f"{owner}/ab/c.png", f"{owner}/b.png"
     ]
     assert [info.path for info in starting_with_a] == [f"{owner}/a.png", f"{owner}/a.thumb.webp", f"{owner}/ab/c.png"]
     assert all(info.size == len(PNG) for info in everything)
-    assert await object_store.list(Bucket.USER_LIBRARY, f"{folder()}/") == []
+    assert await object_store.list_objects(Bucket.USER_LIBRARY, f"{folder()}/") == []
 
 
 async def test_a_signed_url_downloads_the_object(object_store: ObjectStore, fetch: Fetch) -> None:

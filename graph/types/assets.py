@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Annotated
 from uuid import UUID
 
@@ -11,24 +10,23 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from graph.context import Context
 from graph.types.signed_url import SignedUrlType
 from resolvers.images import check_ttl, signed_image
+from storage.objects.paths import Bucket
 from storage.user_library import LibraryAsset
 from storage.workspace_assets import WorkspaceAsset
-from storage.objects.paths import Bucket
 
 TTL_DESCRIPTION = "Seconds the URL should last; at most, and by default, the bucket's TTL."
 
 
-@strawberry.enum(description="Which library images to list: everything, or the seed's characters tab.")
-class LibraryTab(Enum):
-    ALL = "all"
-    CHARACTERS = "characters"
-
-
-def _signed(info: Info, key: str | None, stored_keys: frozenset[str], owner_id: UUID, ttl_seconds: int | None) -> SignedUrlType | None:
+def _signed(
+    info: Info[Context, None], key: str | None, stored_keys: frozenset[str], owner_id: UUID, ttl_seconds: int | None
+) -> SignedUrlType | None:
     """The same rules as a character's image: signed when the catalog holds it, else null."""
-    signed = signed_image(key, owner_id=owner_id, stored_keys=stored_keys, signer=info.context.signer, ttl=check_ttl(ttl_seconds))
+    signed = signed_image(
+        key, owner_id=owner_id, stored_keys=stored_keys, signer=info.context.signer, ttl=check_ttl(ttl_seconds)
+    )
     return SignedUrlType.from_model(signed)
 
 
@@ -53,13 +51,13 @@ class WorkspaceAssetType:
 
     @strawberry.field(description="The image, signed for workspace-temp (1 h by default); null when it is gone.")
     def signed_url(
-        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
     ) -> SignedUrlType | None:
         return _signed(info, self.path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
     @strawberry.field(description="The thumbnail (longest side 256 px by default), signed likewise.")
     def signed_thumbnail_url(
-        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
     ) -> SignedUrlType | None:
         return _signed(info, self.thumbnail_path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
@@ -81,7 +79,7 @@ class WorkspaceAssetType:
             seed=asset.generation_seed,
             width=settings.get("width"),
             height=settings.get("height"),
-            generation_settings=settings,
+            generation_settings=JSON(settings),
             created_at=asset.created_at,
             expires_at=asset.expires_at,
         )
@@ -111,13 +109,13 @@ class LibraryAssetType:
 
     @strawberry.field(description="The image, signed for user-library (24 h by default); null when it is gone.")
     def signed_url(
-        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
     ) -> SignedUrlType | None:
         return _signed(info, self.path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
     @strawberry.field(description="The thumbnail, signed likewise; what a library grid shows.")
     def signed_thumbnail_url(
-        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
     ) -> SignedUrlType | None:
         return _signed(info, self.thumbnail_path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
@@ -138,7 +136,7 @@ class LibraryAssetType:
             width=asset.width,
             height=asset.height,
             tags=list(asset.tags),
-            roleplay_metadata=asset.roleplay_metadata,
+            roleplay_metadata=JSON(asset.roleplay_metadata),
             content_category=asset.content_category,
             source_job_id=None if asset.source_job_id is None else strawberry.ID(str(asset.source_job_id)),
             created_at=asset.created_at,

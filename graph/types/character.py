@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from graph.context import Context
+from graph.types.enums import ContentRating
 from graph.types.signed_url import SignedUrlType
 from resolvers.images import check_ttl, signed_image
 from storage.characters import Character
 
-TTL_DESCRIPTION = "Seconds the URL should last; at most, and by default, the bucket's TTL (user-library 24 h, workspace-temp 1 h)."
-
-
-@strawberry.enum(description="Who the character is suitable for.")
-class ContentRating(Enum):
-    SFW = "sfw"
-    NSFW = "nsfw"
+TTL_DESCRIPTION = (
+    "Seconds the URL should last; at most, and by default, the bucket's TTL (user-library 24 h, workspace-temp 1 h)."
+)
 
 
 @strawberry.type(name="Character", description="A roleplay character owned by the viewer.")
@@ -49,17 +46,17 @@ class CharacterType:
     @strawberry.field(description="imageUrl as a URL to show: signed for our storage, as is for an external URL; "
                       "null when there is no image or its object is gone.")
     def signed_image_url(
-        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
     ) -> SignedUrlType | None:
         return self._sign(info, self.model.image_url, ttl_seconds)
 
     @strawberry.field(description="referenceImageUrl as a URL to show, by the same rules as signedImageUrl.")
     def signed_reference_image_url(
-        self, info: Info, ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
     ) -> SignedUrlType | None:
         return self._sign(info, self.model.reference_image_url, ttl_seconds)
 
-    def _sign(self, info: Info, reference: str | None, ttl_seconds: int | None) -> SignedUrlType | None:
+    def _sign(self, info: Info[Context, None], reference: str | None, ttl_seconds: int | None) -> SignedUrlType | None:
         signed = signed_image(
             reference,
             owner_id=self.model.user_id,
@@ -80,8 +77,8 @@ class CharacterType:
             traits=character.traits,
             persona=character.persona,
             gender=character.gender,
-            content_rating=ContentRating(character.content_rating),
-            scene_behavior_rules=character.scene_behavior_rules,
+            content_rating=character.content_rating,
+            scene_behavior_rules=None if character.scene_behavior_rules is None else JSON(character.scene_behavior_rules),
             image_url=character.image_url,
             reference_image_url=character.reference_image_url,
             seed_locked=character.seed_locked,
@@ -150,11 +147,10 @@ _INPUT_FIELDS = (
 
 
 def _fields(data: CreateCharacterInput | UpdateCharacterInput) -> dict[str, Any]:
-    """The given fields as plain values (enums to their stored value), for the resolvers."""
+    """The fields the client gave (an omitted one is absent, null is None), for the resolvers to check."""
     fields: dict[str, Any] = {}
     for name in _INPUT_FIELDS:
         value = getattr(data, name)
-        if value is strawberry.UNSET:
-            continue
-        fields[name] = value.value if isinstance(value, Enum) else value
+        if value is not strawberry.UNSET:
+            fields[name] = value
     return fields

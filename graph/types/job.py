@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 
 import strawberry
 from strawberry.types import Info
 
+from graph.context import Context
 from graph.types.assets import LibraryAssetType, WorkspaceAssetType
 from graph.types.character import CharacterType
+from graph.types.enums import JobDestination, JobStatus, Quality
 from storage.jobs import Job
-
-
-@strawberry.enum(description="Where a job is: queued, processing, then completed, failed or canceled.")
-class JobStatus(Enum):
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-@strawberry.enum(description="What the image is for.")
-class JobDestination(Enum):
-    CHARACTER_PORTRAIT = "character_portrait"
-    WORKSPACE = "workspace"
-
-
-@strawberry.enum(description="Generation quality: high (the seed's default) or fast.")
-class Quality(Enum):
-    HIGH = "high"
-    FAST = "fast"
 
 
 @strawberry.type(name="ProviderProgress", description="What the image provider last said about the request.")
@@ -64,19 +44,19 @@ class JobType:
     model: strawberry.Private[Job]
 
     @strawberry.field(description="The character the portrait is for.")
-    async def character(self, info: Info) -> CharacterType | None:
+    async def character(self, info: Info[Context, None]) -> CharacterType | None:
         if self.model.character_id is None:
             return None
         character = await info.context.loaders.character_by_id.load(self.model.character_id)
         return None if character is None else CharacterType.from_model(character)
 
     @strawberry.field(description="The generated image in workspace-temp, once stored (a draft's preview).")
-    async def workspace_asset(self, info: Info) -> WorkspaceAssetType | None:
+    async def workspace_asset(self, info: Info[Context, None]) -> WorkspaceAssetType | None:
         asset = await info.context.loaders.workspace_asset_by_job_id.load(self.model.id)
         return None if asset is None else WorkspaceAssetType.from_model(asset)
 
     @strawberry.field(description="The library copy, once auto-saved (character portraits) or saved.")
-    async def library_asset(self, info: Info) -> LibraryAssetType | None:
+    async def library_asset(self, info: Info[Context, None]) -> LibraryAssetType | None:
         asset = await info.context.loaders.library_asset_by_job_id.load(self.model.id)
         return None if asset is None else LibraryAssetType.from_model(asset)
 
@@ -88,13 +68,13 @@ class JobType:
         return cls(
             model=job,
             id=strawberry.ID(str(job.id)),
-            status=JobStatus(job.status),
-            destination=JobDestination(job.destination),
+            status=job.status,
+            destination=job.destination,
             character_id=None if job.character_id is None else strawberry.ID(str(job.character_id)),
             is_draft=job.is_draft,
             model_key=job.model_key,
             prompt=job.prompt,
-            quality=Quality(job.quality),
+            quality=job.quality,
             seed=job.seed,
             attempts=job.attempts,
             max_attempts=job.max_attempts,

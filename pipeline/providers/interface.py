@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from storage.enums import Quality
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
@@ -19,8 +21,7 @@ class ImageRequest:
     prompt: str
     # None lets the provider choose; the chosen seed comes back in the result.
     seed: int | None
-    # "high" or "fast"
-    quality: str
+    quality: Quality
     width: int = 1024
     height: int = 1024
 

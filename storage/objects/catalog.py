@@ -46,8 +46,8 @@ class CatalogedObjectStore:
         await stored_objects.delete(self._pool, key=f"{bucket.value}/{path}")
         await self.store.delete(bucket, path)
 
-    async def list(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:  # noqa: A003 - the Protocol's verb
-        return await self.store.list(bucket, prefix)
+    async def list_objects(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:
+        return await self.store.list_objects(bucket, prefix)
 
     def sign(self, bucket: Bucket, path: str, *, issued_at: int, expires_at: int) -> str:
         return self.store.sign(bucket, path, issued_at=issued_at, expires_at=expires_at)

@@ -178,7 +178,7 @@ class LocalObjectStore:
                 return
             folder = folder.parent
 
-    async def list(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:  # noqa: A003 - the Protocol's verb
+    async def list_objects(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:
         return await asyncio.to_thread(self._list, bucket, prefix)
 
     def _list(self, bucket: Bucket, prefix: str) -> list[ObjectInfo]:

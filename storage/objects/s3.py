@@ -188,7 +188,7 @@ class S3ObjectStore:
             if not isinstance(wrapped, ObjectNotFound):
                 raise wrapped from error
 
-    async def list(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:  # noqa: A003 - the Protocol's verb
+    async def list_objects(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:
         found: list[ObjectInfo] = []
         paginator = self._client.get_paginator("list_objects_v2")
         try:

@@ -68,7 +68,7 @@ class ObjectStore(Protocol):
         """Remove the object; a missing one is not an error."""
         ...
 
-    async def list(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:
+    async def list_objects(self, bucket: Bucket, prefix: str = "") -> list[ObjectInfo]:
         """Every object whose path starts with ``prefix`` (a plain string prefix, as in S3), by path."""
         ...
 

@@ -1,0 +1,22 @@
+"""Ids at the GraphQL edge: a client's ``ID`` becomes a UUID here, so resolvers never see the string."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import strawberry
+
+from resolvers.errors import BadUserInput
+
+
+def parse_id(value: strawberry.ID, *, field: str = "id") -> UUID:
+    """Our ids are UUIDs; anything else is a malformed id (BAD_USER_INPUT naming ``field``), not a missing one."""
+    try:
+        return UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise BadUserInput(f"{field} is not a valid id", field=field) from None
+
+
+def parse_optional_id(value: strawberry.ID | None, *, field: str) -> UUID | None:
+    """``parse_id`` for an optional argument or input field: null stays None."""
+    return None if value is None else parse_id(value, field=field)
