@@ -13,7 +13,7 @@ re-reads and sends what differs from what was sent.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
@@ -90,7 +90,7 @@ def job_state(job: Job) -> tuple[object, ...]:
 
 async def job_updates(
     pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, job_id: str
-) -> AsyncIterator[Job]:
+) -> AsyncGenerator[Job, None]:
     """The job now, then each change; ends after a finished state, or with NOT_FOUND for a missing or foreign id."""
     key = parse_id(job_id)
 
@@ -113,7 +113,7 @@ async def job_updates(
 
 async def character_image_updates(
     pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, character_id: str | None
-) -> AsyncIterator[Character]:
+) -> AsyncGenerator[Character, None]:
     """Each time the character's image changes; with no id, for every character of the viewer."""
     if character_id is None:
         async for character in _all_character_images(pool, hub, viewer, limits):
@@ -137,7 +137,7 @@ async def character_image_updates(
 
 async def _all_character_images(
     pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits
-) -> AsyncIterator[Character]:
+) -> AsyncGenerator[Character, None]:
     def accepts(notice: ChangeNotice) -> bool:
         return notice.kind == CHARACTER and notice.op != DELETE
 
@@ -157,7 +157,7 @@ async def _all_character_images(
 
 async def portrait_job_updates(
     pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits
-) -> AsyncIterator[Job]:
+) -> AsyncGenerator[Job, None]:
     """Every character-portrait job of the viewer as it changes (what the seed's useCharacterImageUpdates watches)."""
 
     def accepts(notice: ChangeNotice) -> bool:
@@ -186,7 +186,7 @@ async def _row_updates(
     load: Callable[[list[UUID]], Awaitable[Sequence[R | None]]],
     changed_since: Callable[[datetime], Awaitable[list[R]]],
     state: Callable[[R], Hashable],
-) -> AsyncIterator[R]:
+) -> AsyncGenerator[R, None]:
     """Rows the notices name, re-read with ``load``; after a resync, also those ``changed_since`` the last event.
 
     A row whose ``state`` was already sent is not sent again; a row gone (deleted, or no longer the

@@ -104,7 +104,8 @@ class GraphQLSocket:
     async def subscribe(self, query: str, variables: Mapping[str, Any] | None = None) -> str:
         operation_id = str(next(self._ids))
         kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
-        await self.send({"id": operation_id, "type": kind, "payload": {"query": query, "variables": dict(variables or {})}})
+        payload = {"query": query, "variables": dict(variables or {})}
+        await self.send({"id": operation_id, "type": kind, "payload": payload})
         return operation_id
 
     async def stop(self, operation_id: str) -> None:

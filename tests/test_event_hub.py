@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from resolvers import subscriptions
-from resolvers.errors import SubscriberTooSlow
-from resolvers.subscriptions import SubscriptionLimits
-from resolvers.viewer import Viewer
 from realtime.change_events import EVENTS_CHANNEL, JOB, RESYNC, ChangeNotice
 from realtime.event_hub import EventHub, open_event_hub
 from realtime.mailbox import FeedClosed, Mailbox, MailboxOverflow
 from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
+from resolvers import subscriptions
+from resolvers.errors import SubscriberTooSlow
+from resolvers.subscriptions import SubscriptionLimits
+from resolvers.viewer import Viewer
 from tests.test_notify_backend import insert_character, set_image, terminate
 
 
@@ -151,23 +151,26 @@ async def test_one_job_subscriber_that_reads_late_gets_only_the_latest_state(
 
 
 async def test_closing_the_hub_ends_its_subscriptions(database_url: str, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
-    async with open_event_hub(database_url) as hub:
-        async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
-            waiting = asyncio.ensure_future(mailbox.next())
-            await asyncio.sleep(0.05)
-            await hub.close()
-            with pytest.raises(FeedClosed):
-                await waiting
+    async with open_event_hub(database_url) as hub, hub.subscribe(
+        alice, accepts=everything, max_pending=10, max_lag_seconds=60
+    ) as mailbox:
+        waiting = asyncio.ensure_future(mailbox.next())
+        await asyncio.sleep(0.05)
+        await hub.close()
+        with pytest.raises(FeedClosed):
+            await waiting
 
 
 async def test_the_registry_is_per_user_and_forgets_a_user_with_their_last_subscriber(
     hub: EventHub, alice: uuid.UUID, bob: uuid.UUID
 ) -> None:
-    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60):
-        async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60):
-            async with hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60):
-                assert hub.subscriber_count == 3
-                assert hub.user_count == 2
+    async with (
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60),
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60),
+        hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60),
+    ):
+        assert hub.subscriber_count == 3
+        assert hub.user_count == 2
     assert hub.subscriber_count == 0
     assert hub.user_count == 0
     # and a user can come back at once
@@ -179,9 +182,11 @@ async def test_the_router_hands_an_event_to_its_owners_mailboxes_only_and_a_resy
     hub: EventHub, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
 ) -> None:
     # given two subscriptions of alice's and one of bob's, on the hub's one broadcaster subscription
-    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as first, hub.subscribe(
-        alice, accepts=everything, max_pending=10, max_lag_seconds=60
-    ) as second, hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60) as bobs:
+    async with (
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as first,
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as second,
+        hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60) as bobs,
+    ):
         # when alice's character's image changes
         character = await insert_character(pool, alice)
         await set_image(pool, character, "https://example.com/alice.png")
@@ -210,7 +215,9 @@ async def test_a_resync_after_a_lost_connection_rereads_what_changed_unheard(
     # when an image changes without any event (its trigger off inside the transaction, so no one else notices)
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute("ALTER TABLE characters DISABLE TRIGGER characters_event_update")
-        await connection.execute("UPDATE characters SET image_url = 'https://example.com/unheard.png' WHERE id = $1", character)
+        await connection.execute(
+            "UPDATE characters SET image_url = 'https://example.com/unheard.png' WHERE id = $1", character
+        )
         await connection.execute("ALTER TABLE characters ENABLE TRIGGER characters_event_update")
     await asyncio.sleep(0.2)
     assert not pending.done()

@@ -50,6 +50,12 @@ async def set_image(pool: asyncpg.Pool, character_id: uuid.UUID, image_url: str 
     await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
 
 
+async def set_image_in(connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], character_id: uuid.UUID,
+                       image_url: str) -> None:
+    """The same inside a transaction of the caller's."""
+    await connection.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
+
+
 async def terminate(pool: asyncpg.Pool, application_name: str) -> int:
     """Kill the LISTEN connection(s) by name and wait until the server has let them go."""
     pids = await pool.fetch(
@@ -121,7 +127,7 @@ async def test_an_event_is_heard_only_after_commit(
     async with pool.acquire() as connection:
         transaction = connection.transaction()
         await transaction.start()
-        await connection.execute("UPDATE characters SET image_url = 'https://example.com/x.png' WHERE id = $1", character)
+        await set_image_in(connection, character, "https://example.com/x.png")
         # while the change is uncommitted, nothing is heard
         waiting = asyncio.ensure_future(backend.next_published())
         await asyncio.sleep(0.3)
@@ -178,7 +184,7 @@ async def test_after_the_connection_is_killed_it_listens_again_and_resyncs(
     # when the LISTEN connection is terminated, and a change commits while it is gone
     async with pool.acquire() as connection, connection.transaction():
         assert await terminate(pool, backend.application_name) == 1  # type: ignore[attr-defined]
-        await connection.execute("UPDATE characters SET image_url = 'https://example.com/gap.png' WHERE id = $1", character)
+        await set_image_in(connection, character, "https://example.com/gap.png")
 
     # then next_published does not raise: it yields a resync once the connection is back
     resync = await next_event(backend)
@@ -313,24 +319,24 @@ async def test_redis_fan_out_reaches_every_process_through_one_relay(
 ) -> None:
     # given two hubs on our Redis backend, as two server processes would run
     character = await insert_character(pool, alice)
-    async with open_event_hub(database_url, broadcast_url=REDIS_URL) as first, open_event_hub(
-        database_url, broadcast_url=REDIS_URL
-    ) as second:
-        async with first.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as one, second.subscribe(
-            alice, accepts=everything, max_pending=10, max_lag_seconds=60
-        ) as two:
-            # then exactly one of them relays the database's events to Redis
-            leaders = [hub for hub in (first, second) if hub.relay is not None and hub.relay.is_leader]
-            assert len(leaders) == 1
-            await settle(pool, alice, one, two)
+    async with (
+        open_event_hub(database_url, broadcast_url=REDIS_URL) as first,
+        open_event_hub(database_url, broadcast_url=REDIS_URL) as second,
+        first.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as one,
+        second.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as two,
+    ):
+        # then exactly one of them relays the database's events to Redis
+        leaders = [hub for hub in (first, second) if hub.relay is not None and hub.relay.is_leader]
+        assert len(leaders) == 1
+        await settle(pool, alice, one, two)
 
-            # when the character's image changes
-            await set_image(pool, character, "https://example.com/redis.png")
+        # when the character's image changes
+        await set_image(pool, character, "https://example.com/redis.png")
 
-            # then both processes' subscribers hear it, once
-            for mailbox in (one, two):
-                delivery = await asyncio.wait_for(mailbox.next(), 10)
-                assert [notice.id for notice in delivery.notices] == [character]
+        # then both processes' subscribers hear it, once
+        for mailbox in (one, two):
+            delivery = await asyncio.wait_for(mailbox.next(), 10)
+            assert [notice.id for notice in delivery.notices] == [character]
 
 
 @needs_redis
@@ -339,20 +345,22 @@ async def test_redis_fan_out_survives_a_killed_pubsub_connection(
 ) -> None:
     # given a hub on Redis with a live subscription
     character = await insert_character(pool, alice)
-    async with open_event_hub(database_url, broadcast_url=REDIS_URL) as hub:
-        async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
-            await settle(pool, alice, mailbox)
+    async with (
+        open_event_hub(database_url, broadcast_url=REDIS_URL) as hub,
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox,
+    ):
+        await settle(pool, alice, mailbox)
 
-            # when Redis drops every pub/sub connection (as a restart would)
-            assert await kill_redis_pubsub_connections() >= 1
+        # when Redis drops every pub/sub connection (as a restart would)
+        assert await kill_redis_pubsub_connections() >= 1
 
-            # then the subscriber is told to resync (what was published meanwhile is lost)
-            delivery = await asyncio.wait_for(mailbox.next(), 10)
-            assert delivery.resync
-            # and later changes reach it again
-            await set_image(pool, character, "https://example.com/after-kill.png")
-            delivery = await asyncio.wait_for(mailbox.next(), 10)
-            assert [notice.id for notice in delivery.notices] == [character]
+        # then the subscriber is told to resync (what was published meanwhile is lost)
+        delivery = await asyncio.wait_for(mailbox.next(), 10)
+        assert delivery.resync
+        # and later changes reach it again
+        await set_image(pool, character, "https://example.com/after-kill.png")
+        delivery = await asyncio.wait_for(mailbox.next(), 10)
+        assert [notice.id for notice in delivery.notices] == [character]
 
 
 @needs_redis
