@@ -13,6 +13,7 @@ import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
+from graph.ids import parse_id, parse_optional_id
 from graph.types.character import CharacterType
 from graph.types.job import JobType
 from resolvers import subscriptions
@@ -27,7 +28,7 @@ class Subscription:
     async def job_updated(self, info: Info[Context, None], id: strawberry.ID) -> AsyncGenerator[JobType, None]:  # noqa: A002
         context = info.context
         updates = subscriptions.job_updates(
-            context.pool, context.events, context.require_viewer(), context.subscription_limits, job_id=id
+            context.pool, context.events, context.require_viewer(), context.subscription_limits, job_id=parse_id(id)
         )
         async for job in updates:
             context.refresh_loaders()
@@ -43,7 +44,7 @@ class Subscription:
         context = info.context
         updates = subscriptions.character_image_updates(
             context.pool, context.events, context.require_viewer(), context.subscription_limits,
-            character_id=None if character_id is None else str(character_id),
+            character_id=parse_optional_id(character_id, field="characterId"),
         )
         async for character in updates:
             context.refresh_loaders()

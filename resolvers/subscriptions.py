@@ -28,7 +28,6 @@ from resolvers.characters import NOT_FOUND_MESSAGE as CHARACTER_NOT_FOUND
 from resolvers.characters import load_characters
 from resolvers.errors import NotFound, ServiceUnavailable, SubscriberTooSlow
 from resolvers.jobs import JOB_NOT_FOUND, load_jobs
-from resolvers.validation import parse_id
 from resolvers.viewer import Viewer
 from storage import characters, jobs
 from storage.characters import Character
@@ -89,18 +88,17 @@ def job_state(job: Job) -> tuple[object, ...]:
 
 
 async def job_updates(
-    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, job_id: str
+    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, job_id: UUID
 ) -> AsyncGenerator[Job, None]:
     """The job now, then each change; ends after a finished state, or with NOT_FOUND for a missing or foreign id."""
-    key = parse_id(job_id)
 
     def accepts(notice: ChangeNotice) -> bool:
-        return notice.kind == JOB and notice.id == key
+        return notice.kind == JOB and notice.id == job_id
 
     async with _Listening(hub, viewer, limits, accepts) as mailbox:
         sent: tuple[object, ...] | None = None
         while True:
-            [job] = await load_jobs(pool, viewer, [key])
+            [job] = await load_jobs(pool, viewer, [job_id])
             if job is None:
                 raise NotFound(JOB_NOT_FOUND)
             if job_state(job) != sent:
@@ -112,14 +110,14 @@ async def job_updates(
 
 
 async def character_image_updates(
-    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, character_id: str | None
+    pool: asyncpg.Pool, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, *, character_id: UUID | None
 ) -> AsyncGenerator[Character, None]:
     """Each time the character's image changes; with no id, for every character of the viewer."""
     if character_id is None:
         async for character in _all_character_images(pool, hub, viewer, limits):
             yield character
         return
-    key = parse_id(character_id)
+    key = character_id  # narrowed to a UUID for the closure below
 
     def accepts(notice: ChangeNotice) -> bool:
         return notice.kind == CHARACTER and notice.id == key

@@ -136,7 +136,7 @@ async def test_one_job_subscriber_that_reads_late_gets_only_the_latest_state(
         "SELECT $1, 'workspace', model_key, 'p' FROM image_models WHERE is_default RETURNING id",
         alice,
     )
-    updates = subscriptions.job_updates(pool, hub, viewer, SubscriptionLimits(max_pending=1), job_id=str(job_id))
+    updates = subscriptions.job_updates(pool, hub, viewer, SubscriptionLimits(max_pending=1), job_id=job_id)
     assert (await updates.__anext__()).status == "queued"
 
     # when the job changes 20 times before the client reads again
