@@ -69,7 +69,7 @@ class Settings:
     signing: SigningPolicy
     generation: GenerationSettings
     job_policy: JobPolicy
-    # None: fan-out on our PostgreSQL LISTEN/NOTIFY backend; redis://...: broadcaster's Redis backend.
+    # None: fan-out on our PostgreSQL LISTEN/NOTIFY backend; redis://...: our Redis pub/sub backend (both under broadcaster).
     broadcast_url: str | None
     subscription_limits: SubscriptionLimits
     websocket: WebSocketConfig
