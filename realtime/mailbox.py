@@ -39,6 +39,8 @@ NoticeFilter = Callable[[ChangeNotice], bool]
 
 
 class Mailbox:
+    """One subscription's changes to re-read; filled by the hub's router, taken by the subscription's own task."""
+
     __slots__ = ("_accepts", "_failure", "_max_lag", "_max_pending", "_oldest", "_pending", "_resync", "_waiter")
 
     def __init__(self, accepts: NoticeFilter, *, max_pending: int, max_lag_seconds: float) -> None:
@@ -52,6 +54,7 @@ class Mailbox:
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, notice: ChangeNotice) -> None:
+        """Keep ``notice`` if the filter accepts it (folded into the row's earlier one); overflowing fails the box."""
         if self._failure is not None or not self._accepts(notice):
             return
         key = (notice.kind, notice.id)
@@ -69,11 +72,13 @@ class Mailbox:
         self._wake()
 
     def resync(self) -> None:
+        """Events may have been lost: the next delivery says re-read everything."""
         if self._failure is None:
             self._resync = True
             self._wake()
 
     def fail(self, error: Exception) -> None:
+        """End the mailbox: ``next`` raises ``error`` from now on, and what was pending is dropped."""
         if self._failure is None:
             self._failure = error
             self._pending = {}

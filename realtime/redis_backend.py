@@ -95,7 +95,7 @@ class RedisPubSubBackend(BroadcastBackend):
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._client.aclose()
             self._client = None
-        logger.info("Redis pub/sub closed (%d channel(s) were subscribed)", len(self._channels))
+        logger.info("Redis pub/sub closed")
 
     async def subscribe(self, channel: str) -> None:
         """SUBSCRIBE now if connected; otherwise the next connection does (and resyncs the channel)."""
