@@ -101,7 +101,9 @@ async def list_characters(request: Request) -> Response:
     signer: UrlSigner | None = request.state.signer
     if signer is None:
         rows = await request.state.pool.fetch(LIST_SQL, user_id)
-        edges = [{"node": {"id": str(row["id"]), "name": row["name"], "description": row["description"]}} for row in rows]
+        edges = [
+            {"node": {"id": str(row["id"]), "name": row["name"], "description": row["description"]}} for row in rows
+        ]
     else:
         rows = await request.state.pool.fetch(SIGNED_LIST_SQL, user_id)
         edges = [

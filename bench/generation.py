@@ -31,26 +31,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-for path in (str(REPO_ROOT), str(BENCH_DIR)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+import asyncpg
+import httpx
 
-import asyncpg  # noqa: E402
-import httpx  # noqa: E402
-
-from list_characters import database  # noqa: E402
-from pipeline.generation import JobRunner, PipelineConfig  # noqa: E402
-from pipeline.providers.interface import ImageProvider, ImageRequest, ProgressReporter, ProviderResult  # noqa: E402
-from pipeline.providers.local import LocalProvider  # noqa: E402
-from pipeline.worker import Worker, WorkerConfig  # noqa: E402
-from storage.database import create_pool  # noqa: E402
-from storage.jobs import ClaimedJob  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
-from storage.objects.catalog import CatalogedObjectStore  # noqa: E402
-from storage.objects.local import LocalObjectStore  # noqa: E402
-from storage.objects.tokens import ObjectTokens, derive_key  # noqa: E402
+from list_characters import database
+from pipeline.generation import JobRunner, PipelineConfig
+from pipeline.providers.interface import ImageProvider, ImageRequest, ProgressReporter, ProviderResult
+from pipeline.providers.local import LocalProvider
+from pipeline.worker import Worker, WorkerConfig
+from storage.database import create_pool
+from storage.enums import Provider
+from storage.jobs import ClaimedJob
+from storage.migrate import migrate
+from storage.objects.catalog import CatalogedObjectStore
+from storage.objects.local import LocalObjectStore
+from storage.objects.tokens import ObjectTokens, derive_key
 
 MODEL = "local/portrait-v1"
 
@@ -63,7 +58,9 @@ class TimedProvider:
         self.name = inner.name
         self.result_at: dict[str, float] = {}
 
-    async def generate(self, request: ImageRequest, *, reporter: ProgressReporter, request_id: str | None = None) -> ProviderResult:
+    async def generate(
+        self, request: ImageRequest, *, reporter: ProgressReporter, request_id: str | None = None
+    ) -> ProviderResult:
         result = await self.inner.generate(request, reporter=reporter, request_id=request_id)
         self.result_at[request.prompt] = time.perf_counter()
         return result
@@ -101,11 +98,13 @@ async def queue_jobs(pool: asyncpg.Pool, user_id: uuid.UUID, count: int, run: in
 
 async def run_once(dsn: str, root: Path, *, jobs: int, concurrency: int, run: int) -> dict[str, Any]:
     pool = await create_pool(dsn, max_size=max(10, concurrency * 2))
-    store = LocalObjectStore(root / f"objects-{run}", public_url="http://bench.invalid", tokens=ObjectTokens(derive_key("bench")))
+    store = LocalObjectStore(
+        root / f"objects-{run}", public_url="http://bench.invalid", tokens=ObjectTokens(derive_key("bench"))
+    )
     objects = CatalogedObjectStore(store, pool)
     provider = TimedProvider(LocalProvider())
     async with httpx.AsyncClient() as http:
-        runner = TimedRunner(pool, objects, {"local": provider}, http, PipelineConfig())
+        runner = TimedRunner(pool, objects, {Provider.LOCAL: provider}, http, PipelineConfig())
         runner.done_at = {}
         user_id = uuid.uuid4()
         await queue_jobs(pool, user_id, jobs, run)
@@ -154,10 +153,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=lambda raw: [int(v) for v in raw.split(",")], default=[1, 4, 8])
     args = parser.parse_args()
     print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs")
-    with tempfile.TemporaryDirectory(prefix="portraits-bench-gen-") as workdir:
-        with database(Path(workdir)) as (dsn, description):
-            print(f"database: {description}")
-            asyncio.run(bench(dsn, Path(workdir), args))
+    with (
+        tempfile.TemporaryDirectory(prefix="portraits-bench-gen-") as workdir,
+        database(Path(workdir)) as (dsn, description),
+    ):
+        print(f"database: {description}")
+        asyncio.run(bench(dsn, Path(workdir), args))
     return 0
 
 

@@ -47,16 +47,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import orjson
+
+from devtools.embedded_postgres import EmbeddedPostgres, die_with_parent
+from server.auth import issue_token
+from storage.migrate import migrate
+
+# The project is installed (`make bench`), so its packages import from anywhere; the root is the servers' cwd.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `python bench/list_characters.py` puts bench/, not the root, on the path
-    sys.path.insert(0, str(REPO_ROOT))
-
-import asyncpg  # noqa: E402
-import orjson  # noqa: E402
-
-from server.auth import issue_token  # noqa: E402
-from devtools.embedded_postgres import EmbeddedPostgres, die_with_parent  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
 
 QUERY = "query { characters(first:100){edges{node{id name description}}} }"
 SIGNED_QUERY = "query { characters(first:100){edges{node{id name description signedImageUrl{url expiresAt}}}} }"
@@ -73,12 +72,14 @@ EPITHETS = [
     "the Cartographer", "of the Salt Marsh", "Ironwood", "the Quiet", "Ashborne", "of House Veyl",
     "the Unbound", "Starling", "the Tinker", "Greymantle",
 ]
-WORDS = (
+# A description's words, drawn at random.
+PROSE = (
     "a weathered traveller with silver-streaked hair and a soft voice who keeps an old brass compass "
     "close and speaks of distant harbours lanterns rain-soaked cobblestones forgotten libraries and "
     "the patient craft of mending broken clocks by candlelight while humming songs from a childhood "
     "spent beside the northern sea under restless skies"
-).split()
+)
+WORDS = PROSE.split()
 
 
 class Interrupted(Exception):
@@ -325,7 +326,7 @@ def run_load(server: Server, body_file: Path, token: str, args: argparse.Namespa
     ]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
+        start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - no threads yet
     )
     try:
         out, err = process.communicate(timeout=args.warmup + args.duration + 60)
@@ -355,7 +356,10 @@ def run_load(server: Server, body_file: Path, token: str, args: argparse.Namespa
 
 def print_table(results: list[Figures]) -> None:
     print()
-    print(f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'max ms':>8} {'requests':>9} {'errors':>7}")
+    print(
+        f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'max ms':>8} "
+        f"{'requests':>9} {'errors':>7}"
+    )
     for r in results:
         print(
             f"{r.name:<10} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.mean_ms:>8.2f} {r.max_ms:>8.2f} "
@@ -403,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    print(f"CPUs: {cpus} (usable by this process: {usable}); Python {platform.python_version()} on {platform.machine()}")
+    print(
+        f"CPUs: {cpus} (usable by this process: {usable}); Python {platform.python_version()} on {platform.machine()}"
+    )
     mode = "signed" if args.signed else "plain"
     print(
         f"mode={mode} rows={args.rows} concurrency={args.concurrency} "

@@ -34,8 +34,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 logger = logging.getLogger(__name__)
+
+
+class _RunAs(TypedDict, total=False):
+    """subprocess arguments that run a child as the unprivileged user (none when we are not root)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
 
 
 
@@ -208,8 +217,8 @@ class EmbeddedPostgres:
         args = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
-        log = open(self.pgdata.parent / "postgres.log", "ab")
-        try:
+        # The child keeps its own copy of the log's descriptor; ours closes once it is spawned.
+        with open(self.pgdata.parent / "postgres.log", "ab") as log:
             self._process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -220,8 +229,6 @@ class EmbeddedPostgres:
                 preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - runs before exec, no threads yet
                 **self._user_kwargs(),
             )
-        finally:
-            log.close()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         assert self._process is not None
@@ -234,18 +241,23 @@ class EmbeddedPostgres:
             if _postmaster_status(self.pgdata) == "ready":
                 return
             if time.monotonic() > deadline:
-                raise EmbeddedPostgresError(f"PostgreSQL was not ready after {timeout:.0f}s; its log:\n{self._log_tail()}")
+                raise EmbeddedPostgresError(
+                    f"PostgreSQL was not ready after {timeout:.0f}s; its log:\n{self._log_tail()}"
+                )
             time.sleep(0.02)
 
     def _create_database(self, socket_dir: Path) -> None:
-        psql = [str(self.bin_dir / "psql"), "-X", "-q", "-tA", "-h", str(socket_dir), "-p", str(SOCKET_PORT), "-U", "postgres"]
-        exists = self._run([*psql, "-d", "postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"])
+        psql = [str(self.bin_dir / "psql"), "-X", "-q", "-tA", "-h", str(socket_dir), "-p", str(SOCKET_PORT)]
+        psql += ["-U", "postgres"]
+        exists = self._run(
+            [*psql, "-d", "postgres", "-c", f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"]
+        )
         if exists.strip() != "1":
             self._run([*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'])
 
     # -- helpers -------------------------------------------------------------
 
-    def _user_kwargs(self) -> dict[str, int]:
+    def _user_kwargs(self) -> _RunAs:
         if self._run_as is None:
             return {}
         return {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}

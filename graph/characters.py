@@ -15,7 +15,9 @@ from resolvers import characters
 @strawberry.type
 class CharacterQuery:
     @strawberry.field(description="One of the viewer's characters; NOT_FOUND for a missing or foreign id.")
-    async def character(self, info: Info[Context, None], id: strawberry.ID) -> CharacterType | None:  # noqa: A002
+    async def character(
+        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+    ) -> CharacterType | None:
         load = info.context.loaders.character_by_id.load  # UNAUTHENTICATED before any check of the id
         character = await characters.get_character(load, character_id=parse_id(id))
         return CharacterType.from_model(character)
@@ -35,7 +37,9 @@ class CharacterMutation:
         description="Create a character owned by the viewer; with portraitJobId it takes that draft portrait "
         "(which is then auto-saved to the library as for any portrait)."
     )
-    async def create_character(self, info: Info[Context, None], input: CreateCharacterInput) -> CharacterType | None:  # noqa: A002
+    async def create_character(
+        self, info: Info[Context, None], input: CreateCharacterInput  # noqa: A002 - the GraphQL argument's name
+    ) -> CharacterType | None:
         context = info.context
         viewer = context.require_viewer()
         character = await characters.create_character(
@@ -46,7 +50,10 @@ class CharacterMutation:
 
     @strawberry.mutation(description="Change the given fields of one of the viewer's characters.")
     async def update_character(
-        self, info: Info[Context, None], id: strawberry.ID, input: UpdateCharacterInput  # noqa: A002
+        self,
+        info: Info[Context, None],
+        id: strawberry.ID,  # noqa: A002 - the GraphQL argument's name
+        input: UpdateCharacterInput,  # noqa: A002 - the GraphQL argument's name
     ) -> CharacterType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -56,7 +63,9 @@ class CharacterMutation:
         return CharacterType.from_model(character)
 
     @strawberry.mutation(description="Delete one of the viewer's characters; returns its id.")
-    async def delete_character(self, info: Info[Context, None], id: strawberry.ID) -> strawberry.ID | None:  # noqa: A002
+    async def delete_character(
+        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+    ) -> strawberry.ID | None:
         context = info.context
         viewer = context.require_viewer()
         deleted = await characters.delete_character(context.pool, viewer, character_id=parse_id(id))

@@ -11,11 +11,11 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from graph.loaders import Loaders
+from realtime.event_hub import EventHub
 from resolvers.errors import Unauthenticated
-from resolvers.viewer import Viewer
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
-from realtime.event_hub import EventHub
+from resolvers.viewer import Viewer
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.signing import UrlSigner
 

@@ -62,8 +62,7 @@ def log_and_format_errors(errors: list[GraphQLError]) -> None:
     for error in errors:
         kind = error_kind(error)
         if kind == "unexpected":
-            original = error.original_error
-            logger.error("unexpected error at %s", error.path, exc_info=(type(original), original, original.__traceback__))  # type: ignore[arg-type]
+            logger.error("unexpected error at %s", error.path, exc_info=error.original_error)
         elif kind == "unavailable":
             logger.warning("database unavailable at %s: %s", error.path, error.original_error)
     errors[:] = [format_error(error) for error in errors]
@@ -74,7 +73,7 @@ def _with_api_field_name(error: GraphQLError) -> GraphQLError:
     field = (error.extensions or {}).get("field")
     if not isinstance(field, str) or "_" not in field:
         return error
-    error.extensions = {**(error.extensions or {}), "field": to_camel_case(field)}  # type: ignore[misc]
+    error.extensions = {**(error.extensions or {}), "field": to_camel_case(field)}
     return error
 
 

@@ -23,14 +23,22 @@ def _options(data: GenerateCharacterPortraitInput | GenerateImageInput) -> Gener
 @strawberry.type
 class JobQuery:
     @strawberry.field(description="One of the viewer's jobs; NOT_FOUND for a missing or foreign id.")
-    async def job(self, info: Info[Context, None], id: strawberry.ID) -> JobType | None:  # noqa: A002
+    async def job(
+        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+    ) -> JobType | None:
         load = info.context.loaders.job_by_id.load  # UNAUTHENTICATED before any check of the id
         job = await jobs.get_job(load, job_id=parse_id(id))
         return JobType.from_model(job)
 
-    @strawberry.field(description="The viewer's jobs, newest first, optionally of one status. `first` is 1-100 (default 20).")
+    @strawberry.field(
+        description="The viewer's jobs, newest first, optionally of one status. `first` is 1-100 (default 20)."
+    )
     async def jobs(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None, status: JobStatus | None = None
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        status: JobStatus | None = None,
     ) -> Connection[JobType] | None:
         context = info.context
         page = await jobs.list_jobs(context.pool, context.require_viewer(), first=first, after=after, status=status)
@@ -44,7 +52,9 @@ class JobMutation:
         "too many of the viewer's jobs are queued or running."
     )
     async def generate_character_portrait(
-        self, info: Info[Context, None], input: GenerateCharacterPortraitInput  # noqa: A002
+        self,
+        info: Info[Context, None],
+        input: GenerateCharacterPortraitInput,  # noqa: A002 - the GraphQL argument's name
     ) -> JobType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -64,14 +74,20 @@ class JobMutation:
         return JobType.from_model(job)
 
     @strawberry.mutation(description="Queue a free-form image for the workspace and return the job at once.")
-    async def generate_image(self, info: Info[Context, None], input: GenerateImageInput) -> JobType | None:  # noqa: A002
+    async def generate_image(
+        self, info: Info[Context, None], input: GenerateImageInput  # noqa: A002 - the GraphQL argument's name
+    ) -> JobType | None:
         context = info.context
         viewer = context.require_viewer()
-        job = await jobs.generate_image(context.pool, viewer, context.job_policy, prompt=input.prompt, options=_options(input))
+        job = await jobs.generate_image(
+            context.pool, viewer, context.job_policy, prompt=input.prompt, options=_options(input)
+        )
         return JobType.from_model(job)
 
     @strawberry.mutation(description="Cancel a queued or running job (its provider request too); returns the job.")
-    async def cancel_job(self, info: Info[Context, None], id: strawberry.ID) -> JobType | None:  # noqa: A002
+    async def cancel_job(
+        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+    ) -> JobType | None:
         context = info.context
         viewer = context.require_viewer()
         job = await jobs.cancel_job(context.pool, viewer, job_id=parse_id(id))

@@ -15,7 +15,9 @@ from resolvers import library
 
 @strawberry.type
 class LibraryQuery:
-    @strawberry.field(description="The viewer's unexpired workspace images, newest first. `first` is 1-100 (default 20).")
+    @strawberry.field(
+        description="The viewer's unexpired workspace images, newest first. `first` is 1-100 (default 20)."
+    )
     async def workspace_assets(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[WorkspaceAssetType] | None:
@@ -28,17 +30,25 @@ class LibraryQuery:
         "character_portrait, a 'character' tag, or the 'character' category."
     )
     async def library_assets(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None, tab: LibraryTab = LibraryTab.ALL
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        tab: LibraryTab = LibraryTab.ALL,
     ) -> Connection[LibraryAssetType] | None:
         context = info.context
-        page = await library.list_library_assets(context.pool, context.require_viewer(), first=first, after=after, tab=tab)
+        page = await library.list_library_assets(
+            context.pool, context.require_viewer(), first=first, after=after, tab=tab
+        )
         return Connection.from_page(page, LibraryAssetType.from_model)
 
 
 @strawberry.type
 class LibraryMutation:
     @strawberry.mutation(description="Keep a workspace image in the library; saving it again returns the same asset.")
-    async def save_to_library(self, info: Info[Context, None], workspace_asset_id: strawberry.ID) -> LibraryAssetType | None:
+    async def save_to_library(
+        self, info: Info[Context, None], workspace_asset_id: strawberry.ID
+    ) -> LibraryAssetType | None:
         context = info.context
         viewer = context.require_viewer()
         asset = await library.save_to_library(
@@ -50,7 +60,9 @@ class LibraryMutation:
     @strawberry.mutation(
         description="Delete a library image and its thumbnail; characters showing it fall back to null. Returns its id."
     )
-    async def delete_library_asset(self, info: Info[Context, None], id: strawberry.ID) -> strawberry.ID | None:  # noqa: A002
+    async def delete_library_asset(
+        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+    ) -> strawberry.ID | None:
         context = info.context
         viewer = context.require_viewer()
         deleted = await library.delete_library_asset(context.pool, context.objects, viewer, asset_id=parse_id(id))

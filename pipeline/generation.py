@@ -71,7 +71,9 @@ class JobReporter:
         self._lease_token = lease_token
 
     async def submitted(self, request_id: str) -> None:
-        if not await jobs.record_submission(self._pool, job_id=self._job_id, lease_token=self._lease_token, request_id=request_id):
+        if not await jobs.record_submission(
+            self._pool, job_id=self._job_id, lease_token=self._lease_token, request_id=request_id
+        ):
             raise LeaseLost(f"job {self._job_id} was taken from us after submitting {request_id}")
 
     async def progress(self, progress: ProviderProgress) -> None:
@@ -155,7 +157,9 @@ class JobRunner:
 
     async def _download(self, url: str) -> bytes:
         try:
-            return await download_image(self.http, url, max_bytes=self.config.max_image_bytes, timeout=self.config.download_timeout)
+            return await download_image(
+                self.http, url, max_bytes=self.config.max_image_bytes, timeout=self.config.download_timeout
+            )
         except DownloadError as error:
             raise JobFailed(f"downloading the result failed: {error}", retryable=error.retryable) from error
 
@@ -163,7 +167,9 @@ class JobRunner:
 
     async def _store_in_workspace(self, job: Job, image: _Image, lease_token: str) -> WorkspaceAsset:
         try:
-            facts = inspect_image(image.data, max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels)
+            facts = inspect_image(
+                image.data, max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels
+            )
             thumbnail = await asyncio.to_thread(make_thumbnail, image.data, max_side=self.config.thumbnail_max_side)
         except InvalidImage as error:
             raise JobFailed(f"the provider's result is not a usable image: {error}", retryable=False) from error

@@ -50,7 +50,9 @@ def open_providers(settings: GenerationSettings) -> dict[Provider, ImageProvider
 class Generation:
     """The running workers of one process and what they share."""
 
-    def __init__(self, workers: list[Worker], providers: dict[Provider, ImageProvider], http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, workers: list[Worker], providers: dict[Provider, ImageProvider], http: httpx.AsyncClient
+    ) -> None:
         self.workers = workers
         self.providers = providers
         self.http = http

@@ -50,5 +50,7 @@ async def sweep(
         if len(doomed) + len(in_use) < batch_size:
             break
     if deleted_assets or kept:
-        logger.info("sweep: deleted %d workspace assets (%d objects), kept %d in use", deleted_assets, deleted_objects, kept)
+        logger.info(
+            "sweep: deleted %d workspace assets (%d objects), kept %d in use", deleted_assets, deleted_objects, kept
+        )
     return SweepReport(deleted_assets=deleted_assets, deleted_objects=deleted_objects, kept_in_use=kept)

@@ -58,7 +58,7 @@ class _Running:
 
 def backoff_seconds(attempt: int, *, base: float, maximum: float) -> float:
     """base, 2 base, 4 base, ... capped, with +-20 % jitter so retries of a burst spread out."""
-    delay = min(maximum, base * 2 ** max(attempt - 1, 0))
+    delay = min(maximum, base * 2.0 ** max(attempt - 1, 0))
     return delay * random.uniform(0.8, 1.2)
 
 
@@ -135,7 +135,9 @@ class Worker:
                 if isinstance(error, StorageError):
                     logger.warning("%s cannot claim (%s); retrying in %.1f s", self.name, error, error_backoff)
                 else:
-                    logger.exception("%s: unexpected error while claiming; retrying in %.1f s", self.name, error_backoff)
+                    logger.exception(
+                        "%s: unexpected error while claiming; retrying in %.1f s", self.name, error_backoff
+                    )
                 await self._sleep(error_backoff)
                 error_backoff = min(error_backoff * 2, self.config.poll_seconds)
                 continue
@@ -192,7 +194,8 @@ class Worker:
         try:
             if job.attempts > job.max_attempts:
                 raise JobFailed(
-                    f"gave up after {job.max_attempts} attempts: the workers running it stopped mid-job", retryable=False
+                    f"gave up after {job.max_attempts} attempts: the workers running it stopped mid-job",
+                    retryable=False,
                 )
             await self.runner.run(claimed, lease_token)
         except asyncio.CancelledError:
@@ -212,11 +215,19 @@ class Worker:
         job = claimed.job
         try:
             if error.retryable and job.attempts < job.max_attempts:
-                delay = backoff_seconds(job.attempts, base=self.config.retry_base_seconds, maximum=self.config.retry_max_seconds)
-                logger.info("job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay)
-                await jobs.retry_later(self.pool, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay)
+                delay = backoff_seconds(
+                    job.attempts, base=self.config.retry_base_seconds, maximum=self.config.retry_max_seconds
+                )
+                logger.info(
+                    "job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay
+                )
+                await jobs.retry_later(
+                    self.pool, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay
+                )
             else:
-                message = error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
+                message = (
+                    error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
+                )
                 logger.info("job %s failed: %s", job.id, message)
                 await jobs.fail(self.pool, job_id=job.id, lease_token=lease_token, error=message)
         except StorageError as storage_error:
@@ -263,7 +274,7 @@ class Worker:
                     kept = await jobs.extend_lease(
                         self.pool, job_id=job_id, lease_token=entry.lease_token, lease_seconds=self.config.lease_seconds
                     )
-                except Exception as error:  # keep renewing the other leases
+                except Exception as error:  # noqa: BLE001 - one lease's failure, whatever it is, must not stop the rest
                     logger.warning("job %s: lease not renewed (%s)", job_id, error)
                     continue
                 if not kept and entry.stop_reason is None:

@@ -67,7 +67,9 @@ def clean_character_fields(fields: Mapping[str, Any], *, partial: bool, owner_id
     if "image_url" in fields:
         cleaned["image_url"] = _image_reference(fields["image_url"], "image_url", owner_id)
     if "reference_image_url" in fields:
-        cleaned["reference_image_url"] = _image_reference(fields["reference_image_url"], "reference_image_url", owner_id)
+        cleaned["reference_image_url"] = _image_reference(
+            fields["reference_image_url"], "reference_image_url", owner_id
+        )
     return cleaned
 
 

@@ -86,8 +86,9 @@ async def generate_character_portrait(
             "draft": target_id is None,
         }
         return await _create(
-            connection, viewer, policy, destination=JobDestination.CHARACTER_PORTRAIT, character_id=target_id, model=model,
-            prompt=build_character_portrait_prompt(subject), quality=options.quality, seed=seed, metadata=metadata,
+            connection, viewer, policy, destination=JobDestination.CHARACTER_PORTRAIT, character_id=target_id,
+            model=model, prompt=build_character_portrait_prompt(subject), quality=options.quality, seed=seed,
+            metadata=metadata,
         )
 
 

@@ -18,8 +18,8 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Aut
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from server.json import json_response
 from resolvers.viewer import Viewer
+from server.json import json_response
 
 ALGORITHM = "HS256"
 AUDIENCE = "authenticated"
@@ -140,7 +140,10 @@ def viewer_of(conn: HTTPConnection) -> Viewer | None:
 
 def unauthenticated_response(conn: HTTPConnection, error: AuthenticationError) -> Response:
     """HTTP 401 with a GraphQL error body a client's error handling already understands."""
-    body = {"data": None, "errors": [{"message": f"Unauthenticated: {error}", "extensions": {"code": "UNAUTHENTICATED"}}]}
+    body = {
+        "data": None,
+        "errors": [{"message": f"Unauthenticated: {error}", "extensions": {"code": "UNAUTHENTICATED"}}],
+    }
     return json_response(
         body,
         status_code=401,

@@ -248,7 +248,10 @@ RETURNING id
 async def set_portrait(
     connection: Connection, *, user_id: UUID, character_id: UUID, image_url: str, seed_locked: int | None
 ) -> bool:
-    """Point image and reference at a new portrait and lock its seed (seed, phase 2); False when the character is gone."""
+    """Point image and reference at a new portrait and lock its seed (seed, phase 2).
+
+    False when the character is gone.
+    """
     return await connection.fetchval(SET_PORTRAIT, character_id, user_id, image_url, seed_locked) is not None
 
 

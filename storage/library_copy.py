@@ -34,12 +34,16 @@ async def copy_to_library(
     image_path = library_image_path(
         user_id=asset.user_id, job_id=asset.job_id, character_id=character_id, extension=extension
     )
-    copies = [objects.copy(Bucket.WORKSPACE_TEMP, asset.temp_storage_path, to_bucket=Bucket.USER_LIBRARY, to_path=image_path)]
+    copies = [
+        objects.copy(Bucket.WORKSPACE_TEMP, asset.temp_storage_path, to_bucket=Bucket.USER_LIBRARY, to_path=image_path)
+    ]
     library_thumbnail = None
     if asset.thumbnail_path is not None:
         library_thumbnail = thumbnail_path(image_path)
         copies.append(
-            objects.copy(Bucket.WORKSPACE_TEMP, asset.thumbnail_path, to_bucket=Bucket.USER_LIBRARY, to_path=library_thumbnail)
+            objects.copy(
+                Bucket.WORKSPACE_TEMP, asset.thumbnail_path, to_bucket=Bucket.USER_LIBRARY, to_path=library_thumbnail
+            )
         )
     await asyncio.gather(*copies)
     return image_path, library_thumbnail
@@ -53,7 +57,10 @@ def library_row(
     character: Character | None,
     consistency_method: str | None,
 ) -> NewLibraryAsset:
-    """The ``user_library`` row for a saved workspace image; a character's portrait carries the seed's roleplay marks."""
+    """The ``user_library`` row for a saved workspace image.
+
+    A character's portrait carries the seed's roleplay marks (tags, roleplay_metadata, category).
+    """
     if asset.job_id is None:
         raise ValueError("a workspace asset without a job cannot be saved")
     settings = asset.generation_settings

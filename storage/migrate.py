@@ -66,7 +66,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 @translate_errors
-async def apply_migrations(connection: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[Migration]:
+async def apply_migrations(
+    connection: asyncpg.Connection, migrations: list[Migration] | None = None
+) -> list[Migration]:
     """Apply what is not yet applied; returns what this call applied."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[Migration] = []

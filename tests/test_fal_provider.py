@@ -18,11 +18,12 @@ import pytest
 from pipeline.download import DownloadError, download_image
 from pipeline.providers.fal import FalConfig, FalProvider, app_path
 from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
+from storage.enums import Quality
 from tests.fake_fal import FakeFal
 
 MODEL = "fal-ai/bytedance/seedream/v4/text-to-image"
 APP = "fal-ai/bytedance"
-REQUEST = ImageRequest(model_key=MODEL, prompt="a silver-haired alchemist", seed=1234, quality="high")
+REQUEST = ImageRequest(model_key=MODEL, prompt="a silver-haired alchemist", seed=1234, quality=Quality.HIGH)
 
 
 @dataclass
@@ -167,7 +168,7 @@ async def test_seed_without_request_seed_and_beyond_int32_is_returned_as_is(
 ) -> None:
     # given fal picks a seed larger than a PostgreSQL integer, and the request left the seed open
     fake.behave(seed=2**40 + 5)
-    request = ImageRequest(model_key=MODEL, prompt="p", seed=None, quality="fast", width=960, height=1280)
+    request = ImageRequest(model_key=MODEL, prompt="p", seed=None, quality=Quality.FAST, width=960, height=1280)
 
     # when generated
     result = await make_provider().generate(request, reporter=Recorder(fake))

@@ -12,6 +12,7 @@ from PIL import Image, ImageChops
 from pipeline.providers import local
 from pipeline.providers.interface import ImageRequest, ProviderError, ProviderProgress
 from pipeline.providers.local import MAX_SEED, LocalProvider
+from storage.enums import Quality
 
 
 class RecordingReporter:
@@ -27,7 +28,7 @@ class RecordingReporter:
 
 
 def request(prompt: str = "a silver-haired alchemist", seed: int | None = 42, **size: int) -> ImageRequest:
-    return ImageRequest(model_key="local", prompt=prompt, seed=seed, quality="fast", **size)
+    return ImageRequest(model_key="local", prompt=prompt, seed=seed, quality=Quality.FAST, **size)
 
 
 async def generate(req: ImageRequest, provider: LocalProvider | None = None) -> tuple[int | None, bytes]:

@@ -18,6 +18,7 @@ from storage.user_library import LibraryAsset
 from storage.workspace_assets import WorkspaceAsset
 
 TTL_DESCRIPTION = "Seconds the URL should last; at most, and by default, the bucket's TTL."
+TtlSeconds = Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)]
 
 
 def _signed(
@@ -35,7 +36,9 @@ class WorkspaceAssetType:
     id: strawberry.ID
     job_id: strawberry.ID | None
     asset_type: str
-    path: str = strawberry.field(description="The image as a character's imageUrl names it: workspace-temp/{user_id}/...")
+    path: str = strawberry.field(
+        description="The image as a character's imageUrl names it: workspace-temp/{user_id}/..."
+    )
     thumbnail_path: str | None = strawberry.field(description="The WEBP thumbnail, workspace-temp/...thumb.webp.")
     mime_type: str
     file_size_bytes: int = strawberry.field(description="Fits a GraphQL Int: images are capped far below 2 GiB.")
@@ -51,13 +54,13 @@ class WorkspaceAssetType:
 
     @strawberry.field(description="The image, signed for workspace-temp (1 h by default); null when it is gone.")
     def signed_url(
-        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
     ) -> SignedUrlType | None:
         return _signed(info, self.path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
     @strawberry.field(description="The thumbnail (longest side 256 px by default), signed likewise.")
     def signed_thumbnail_url(
-        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
     ) -> SignedUrlType | None:
         return _signed(info, self.thumbnail_path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
@@ -100,7 +103,8 @@ class LibraryAssetType:
     height: int | None
     tags: list[str]
     roleplay_metadata: JSON = strawberry.field(
-        description="For a character portrait: {type: 'character_portrait', character_id, character_name, consistency_method}."
+        description="For a character portrait: "
+        "{type: 'character_portrait', character_id, character_name, consistency_method}."
     )
     content_category: str | None
     source_job_id: strawberry.ID | None
@@ -109,13 +113,13 @@ class LibraryAssetType:
 
     @strawberry.field(description="The image, signed for user-library (24 h by default); null when it is gone.")
     def signed_url(
-        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
     ) -> SignedUrlType | None:
         return _signed(info, self.path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
     @strawberry.field(description="The thumbnail, signed likewise; what a library grid shows.")
     def signed_thumbnail_url(
-        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
     ) -> SignedUrlType | None:
         return _signed(info, self.thumbnail_path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 

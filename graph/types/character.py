@@ -18,6 +18,7 @@ from storage.characters import Character
 TTL_DESCRIPTION = (
     "Seconds the URL should last; at most, and by default, the bucket's TTL (user-library 24 h, workspace-temp 1 h)."
 )
+TtlSeconds = Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)]
 
 
 @strawberry.type(name="Character", description="A roleplay character owned by the viewer.")
@@ -46,13 +47,13 @@ class CharacterType:
     @strawberry.field(description="imageUrl as a URL to show: signed for our storage, as is for an external URL; "
                       "null when there is no image or its object is gone.")
     def signed_image_url(
-        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
     ) -> SignedUrlType | None:
         return self._sign(info, self.model.image_url, ttl_seconds)
 
     @strawberry.field(description="referenceImageUrl as a URL to show, by the same rules as signedImageUrl.")
     def signed_reference_image_url(
-        self, info: Info[Context, None], ttl_seconds: Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)] = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
     ) -> SignedUrlType | None:
         return self._sign(info, self.model.reference_image_url, ttl_seconds)
 
@@ -78,7 +79,7 @@ class CharacterType:
             persona=character.persona,
             gender=character.gender,
             content_rating=character.content_rating,
-            scene_behavior_rules=None if character.scene_behavior_rules is None else JSON(character.scene_behavior_rules),
+            scene_behavior_rules=_json_or_none(character.scene_behavior_rules),
             image_url=character.image_url,
             reference_image_url=character.reference_image_url,
             seed_locked=character.seed_locked,
@@ -130,6 +131,10 @@ class UpdateCharacterInput:
 
     def to_fields(self) -> dict[str, Any]:
         return _fields(self)
+
+
+def _json_or_none(value: dict[str, Any] | None) -> JSON | None:
+    return None if value is None else JSON(value)
 
 
 _INPUT_FIELDS = (

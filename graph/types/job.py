@@ -97,11 +97,15 @@ class PortraitDraftInput:
     gender: str | None = None
 
 
-@strawberry.input(description="Generate a portrait for characterId, or for a draft (then pass the job to createCharacter).")
+@strawberry.input(
+    description="Generate a portrait for characterId, or for a draft (then pass the job to createCharacter)."
+)
 class GenerateCharacterPortraitInput:
     character_id: strawberry.ID | None = None
     draft: PortraitDraftInput | None = None
-    model_id: strawberry.ID | None = strawberry.field(default=None, description="An ImageModel id; the default model when omitted.")
+    model_id: strawberry.ID | None = strawberry.field(
+        default=None, description="An ImageModel id; the default model when omitted."
+    )
     quality: Quality = Quality.HIGH
     seed: int | None = strawberry.field(default=None, description="0 to 2147483647; random when omitted.")
 

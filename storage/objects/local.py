@@ -10,6 +10,7 @@ Signed URLs point at the app's own ``/storage/v1/object/sign/...`` route.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -221,7 +222,5 @@ def _info(bucket: Bucket, path: str, stat: os.stat_result) -> ObjectInfo:
 
 
 def _unlink_quietly(path: str | Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

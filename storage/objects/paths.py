@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from uuid import UUID
 
 
-class Bucket(str, Enum):
+class Bucket(StrEnum):
     WORKSPACE_TEMP = "workspace-temp"
     USER_LIBRARY = "user-library"
 
@@ -146,7 +146,10 @@ def workspace_image_path(*, user_id: UUID, job_id: UUID, timestamp_ms: int, exte
 
 
 def library_image_path(*, user_id: UUID, job_id: UUID, character_id: UUID | None, extension: str = "png") -> str:
-    """``{user_id}/{job_id}_{character_id}.png`` in user-library (seed, phase 3); ``{user_id}/{job_id}.png`` without a character."""
+    """``{user_id}/{job_id}_{character_id}.png`` in user-library (seed, phase 3).
+
+    ``{user_id}/{job_id}.png`` without a character.
+    """
     stem = f"{job_id}_{character_id}" if character_id is not None else f"{job_id}"
     return f"{user_id}/{stem}.{extension}"
 

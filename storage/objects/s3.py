@@ -96,7 +96,9 @@ class S3ObjectStore:
                 credentials = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
             store = cls(
                 client,
-                Presigner(endpoint_url=endpoint_url, region=config.region, credentials=credentials, path_style=path_style),
+                Presigner(
+                    endpoint_url=endpoint_url, region=config.region, credentials=credentials, path_style=path_style
+                ),
                 config,
                 stack,
             )
@@ -195,9 +197,8 @@ class S3ObjectStore:
             async for page in paginator.paginate(Bucket=self.bucket_name(bucket), Prefix=prefix):
                 for item in page.get("Contents", ()):
                     path = item["Key"]
-                    found.append(
-                        ObjectInfo(bucket, path, item["Size"], content_type_for(path), item["ETag"], item["LastModified"])
-                    )
+                    size, etag, modified = item["Size"], item["ETag"], item["LastModified"]
+                    found.append(ObjectInfo(bucket, path, size, content_type_for(path), etag, modified))
         except (ClientError, BotoCoreError) as error:
             raise _wrap(error, f"list {bucket.value}/{prefix}") from error
         return found

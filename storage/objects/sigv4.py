@@ -69,7 +69,8 @@ class Presigner:
         # Already in canonical (sorted) order.
         query = (
             f"X-Amz-Algorithm={ALGORITHM}"
-            f"&X-Amz-Credential={quote(credentials.access_key, safe='-_.~')}%2F{date}%2F{self._region}%2F{SERVICE}%2Faws4_request"
+            f"&X-Amz-Credential={quote(credentials.access_key, safe='-_.~')}"
+            f"%2F{date}%2F{self._region}%2F{SERVICE}%2Faws4_request"
             f"&X-Amz-Date={stamp}"
             f"&X-Amz-Expires={expires_in}"
         )
