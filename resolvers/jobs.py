@@ -19,7 +19,7 @@ from storage import characters, image_models, jobs
 from storage.database import Connection, acquire, transaction
 from storage.enums import ContentRating, JobDestination, JobStatus, Provider, Quality
 from storage.image_models import ImageModel
-from storage.jobs import Job
+from storage.jobs import Job, JobMetadata
 
 MAX_SEED = 2**31 - 1
 JOB_NOT_FOUND = "Job not found"
@@ -77,7 +77,7 @@ async def generate_character_portrait(
             )
             target_id = None
             rating = draft_fields.get("content_rating", ContentRating.SFW)
-        metadata = {
+        metadata: JobMetadata = {
             "destination": JobDestination.CHARACTER_PORTRAIT,
             "character_id": None if target_id is None else str(target_id),
             "character_name": subject.name,
@@ -138,7 +138,7 @@ async def _create(
     prompt: str,
     quality: Quality,
     seed: int | None,
-    metadata: Mapping[str, Any],
+    metadata: JobMetadata,
 ) -> Job:
     active = await jobs.count_active(connection, user_id=viewer.user_id)
     if active >= policy.max_active_per_user:

@@ -7,10 +7,10 @@ lease ran out (and whose job another worker claimed) changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 from uuid import UUID
 
 import asyncpg
@@ -24,6 +24,18 @@ COMPLETED, FAILED, CANCELED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.C
 CHARACTER_PORTRAIT = JobDestination.CHARACTER_PORTRAIT
 
 
+class JobMetadata(TypedDict, total=False):
+    """jobs.metadata (jsonb) as resolvers/jobs.py writes it; enums are stored as their strings."""
+
+    destination: str
+    # A character portrait's, also for a draft (character_id null until createCharacter attaches one).
+    character_id: str | None
+    character_name: str
+    consistency_method: str
+    content_rating: str
+    draft: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     id: UUID
@@ -35,7 +47,7 @@ class Job:
     prompt: str
     quality: Quality
     seed: int | None
-    metadata: dict[str, Any]
+    metadata: JobMetadata
     attempts: int
     max_attempts: int
     run_after: datetime
@@ -212,7 +224,7 @@ async def create(
     prompt: str,
     quality: Quality,
     seed: int | None,
-    metadata: Mapping[str, Any],
+    metadata: JobMetadata,
     max_attempts: int,
 ) -> Job:
     """Insert a queued job; its insert trigger wakes the workers at commit."""

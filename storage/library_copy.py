@@ -10,13 +10,12 @@ and one object pair.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from uuid import UUID
 
 from storage.characters import Character
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import Bucket, library_image_path, thumbnail_path
-from storage.user_library import NewLibraryAsset
+from storage.user_library import NewLibraryAsset, RoleplayMetadata
 from storage.workspace_assets import WorkspaceAsset
 
 PORTRAIT_TAGS = ("character", "portrait")
@@ -66,7 +65,7 @@ def library_row(
     settings = asset.generation_settings
     if character is None:
         tags: tuple[str, ...] = ()
-        roleplay: dict[str, Any] = {}
+        roleplay: RoleplayMetadata = {}
         category = None
     else:
         tags = PORTRAIT_TAGS
@@ -95,5 +94,5 @@ def library_row(
     )
 
 
-def _int_or_none(value: Any) -> int | None:
+def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None

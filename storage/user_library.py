@@ -5,10 +5,10 @@ Paths are kept as the seed keeps them, relative to the user-library bucket.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 from uuid import UUID
 
 import asyncpg
@@ -20,6 +20,15 @@ from storage.objects.paths import Bucket
 from storage.stored_objects import present_keys_column
 
 BUCKET_PREFIX = f"{Bucket.USER_LIBRARY.value}/"
+
+
+class RoleplayMetadata(TypedDict, total=False):
+    """user_library.roleplay_metadata (jsonb): the seed's marks of a character portrait, empty for other images."""
+
+    type: str
+    character_id: str
+    character_name: str
+    consistency_method: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +46,7 @@ class LibraryAsset:
     width: int | None
     height: int | None
     tags: tuple[str, ...]
-    roleplay_metadata: dict[str, Any]
+    roleplay_metadata: RoleplayMetadata
     content_category: str | None
     source_job_id: UUID | None
     created_at: datetime
@@ -70,7 +79,7 @@ class NewLibraryAsset:
     width: int | None
     height: int | None
     tags: Sequence[str]
-    roleplay_metadata: Mapping[str, Any]
+    roleplay_metadata: RoleplayMetadata
     content_category: str | None
 
 

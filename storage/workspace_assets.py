@@ -5,10 +5,10 @@ Paths are kept as the seed keeps them, relative to the workspace-temp bucket.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 from uuid import UUID
 
 import asyncpg
@@ -19,6 +19,18 @@ from storage.objects.paths import Bucket
 from storage.stored_objects import present_keys_column
 
 BUCKET_PREFIX = f"{Bucket.WORKSPACE_TEMP.value}/"
+
+
+class GenerationSettings(TypedDict, total=False):
+    """workspace_assets.generation_settings (jsonb) as the worker writes it (pipeline/generation.py)."""
+
+    width: int
+    height: int
+    quality: str
+    destination: str
+    character_id: str | None
+    thumbnail_width: int
+    thumbnail_height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +46,7 @@ class WorkspaceAsset:
     original_prompt: str | None
     model_used: str | None
     generation_seed: int | None
-    generation_settings: dict[str, Any]
+    generation_settings: GenerationSettings
     created_at: datetime
     expires_at: datetime
     # Which of the image and thumbnail exist, as "bucket/path" catalog keys, from the same statement.
@@ -174,7 +186,7 @@ async def create(
     original_prompt: str,
     model_used: str,
     generation_seed: int | None,
-    generation_settings: Mapping[str, Any],
+    generation_settings: GenerationSettings,
     ttl_seconds: float,
 ) -> WorkspaceAsset:
     """Record a job's workspace image (or return the record an earlier attempt made)."""

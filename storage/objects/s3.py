@@ -17,15 +17,19 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.objects.paths import Bucket, check_path, content_type_for
 from storage.objects.sigv4 import Credentials, Presigner
 from storage.objects.store import DEFAULT_CHUNK_SIZE, ObjectInfo, ObjectNotFound, ObjectStoreUnavailable
+
+if TYPE_CHECKING:  # types-aiobotocore-s3 is a dev dependency: the client's type, not its code
+    from types_aiobotocore_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ class S3Config:
 
 
 class S3ObjectStore:
-    def __init__(self, client: Any, presigner: Presigner, config: S3Config, stack: AsyncExitStack) -> None:
+    def __init__(self, client: S3Client, presigner: Presigner, config: S3Config, stack: AsyncExitStack) -> None:
         self._client = client
         self._presigner = presigner
         self._config = config
@@ -83,7 +87,7 @@ class S3ObjectStore:
                     ),
                 )
             )
-            resolved: Any = None
+            resolved: AioCredentials | None = None
             if config.access_key_id is not None:
                 credentials = Credentials(config.access_key_id, config.secret_access_key or "", config.session_token)
             else:  # the default chain: environment, profile, container or instance role
@@ -92,8 +96,7 @@ class S3ObjectStore:
                     raise ObjectStoreUnavailable(
                         "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile or role)"
                     )
-                frozen = await resolved.get_frozen_credentials()
-                credentials = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+                credentials = await _frozen(resolved)
             store = cls(
                 client,
                 Presigner(
@@ -208,15 +211,14 @@ class S3ObjectStore:
             self.bucket_name(bucket), path, issued_at=issued_at, expires_in=expires_at - issued_at
         )
 
-    async def _refresh_credentials(self, resolved: Any) -> None:
+    async def _refresh_credentials(self, resolved: AioCredentials) -> None:
         while True:
             await asyncio.sleep(CREDENTIALS_REFRESH_SECONDS)
             try:
-                frozen = await resolved.get_frozen_credentials()
+                current = await _frozen(resolved)
             except Exception:  # keep the old ones; the next round tries again
                 logger.exception("could not refresh S3 credentials")
                 continue
-            current = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
             if current != self._presigner.credentials:
                 self._presigner.credentials = current
 
@@ -226,6 +228,14 @@ class S3ObjectStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await self._stack.aclose()
+
+
+async def _frozen(resolved: AioCredentials) -> Credentials:
+    """The resolved credentials as they are now; a chain that yields no key pair is no credentials at all."""
+    frozen = await resolved.get_frozen_credentials()
+    if frozen.access_key is None or frozen.secret_key is None:
+        raise ObjectStoreUnavailable("the S3 credential chain gave no access key and secret")
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
 def _code(error: ClientError) -> str:
