@@ -21,6 +21,6 @@ class ImageModelType:
             id=strawberry.ID(str(model.id)),
             model_key=model.model_key,
             display_name=model.display_name,
-            provider=model.provider,
+            provider=model.provider.value,
             is_default=model.is_default,
         )
