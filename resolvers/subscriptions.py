@@ -7,11 +7,17 @@ before the first read, so nothing committed after that read is missed. A
 ``resync`` (events may have been lost) re-reads everything the subscription
 shows; rows re-read but unchanged are not sent again. A resync never ends a
 subscription: whatever the rows' states (no image yet included), it only
-re-reads and sends what differs from what was sent.
+re-reads and sends what differs from what was sent; and a re-read the
+database refuses for a while (every subscriber re-reading at once after a
+resync, a failover) is tried again rather than ending the subscription.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import random
+import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from resolvers.viewer import Viewer
 from storage import characters, jobs
 from storage.characters import Character
 from storage.database import acquire
+from storage.errors import StorageUnavailable
 from storage.jobs import Job
 
 FINISHED_STATUSES = (jobs.COMPLETED, jobs.FAILED, jobs.CANCELED)
@@ -41,8 +48,12 @@ RESYNC_SLACK = timedelta(minutes=1)
 RESYNC_MAX_ROWS = 100
 # Per-subscription memory of what was last sent per row, to skip re-sends.
 SENT_MEMORY = 1000
+# A re-read the database refuses is tried again after this long, doubling up to the maximum.
+REREAD_RETRY_SECONDS = 0.1
+REREAD_MAX_RETRY_SECONDS = 5.0
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 class _Row(Protocol):
@@ -97,16 +108,15 @@ async def job_updates(
 
     async with _Listening(hub, viewer, limits, accepts) as mailbox:
         sent: tuple[object, ...] | None = None
+        job = await _job(pool, viewer, job_id)
         while True:
-            [job] = await load_jobs(pool, viewer, [job_id])
-            if job is None:
-                raise NotFound(JOB_NOT_FOUND)
             if job_state(job) != sent:
                 sent = job_state(job)
                 yield job
             if job.status in FINISHED_STATUSES:
                 return
             await _next(mailbox)
+            job = await _reread(lambda: _job(pool, viewer, job_id), limits)
 
 
 async def character_image_updates(
@@ -126,7 +136,7 @@ async def character_image_updates(
         shown = (await _character(pool, viewer, key)).image_url
         while True:
             await _next(mailbox)
-            character = await _character(pool, viewer, key)
+            character = await _reread(lambda: _character(pool, viewer, key), limits)
             if character.image_url != shown:
                 shown = character.image_url
                 yield character
@@ -190,20 +200,25 @@ async def _row_updates(
     A row whose ``state`` was already sent is not sent again; a row gone (deleted, or no longer the
     viewer's) is skipped.
     """
+
+    async def read(delivery: Delivery, since: datetime) -> list[R]:
+        changed: list[R] = []
+        if delivery.resync:
+            changed = await changed_since(since - RESYNC_SLACK)
+            changed.reverse()  # oldest change first, as events would have come
+        reread = {row.id for row in changed}
+        named = [notice.id for notice in delivery.notices if notice.id not in reread]
+        if named:
+            changed.extend(row for row in await load(named) if row is not None)
+        return changed
+
     async with _Listening(hub, viewer, limits, accepts) as mailbox:
         sent: _SentStates[Hashable] = _SentStates()
         since = datetime.now(UTC)
         while True:
             delivery = await _next(mailbox)
             heard_at = datetime.now(UTC)
-            changed: list[R] = []
-            if delivery.resync:
-                changed = await changed_since(since - RESYNC_SLACK)
-                changed.reverse()  # oldest change first, as events would have come
-            reread = {row.id for row in changed}
-            named = [notice.id for notice in delivery.notices if notice.id not in reread]
-            if named:
-                changed.extend(row for row in await load(named) if row is not None)
+            changed = await _reread(functools.partial(read, delivery, since), limits)
             since = heard_at
             for row in changed:
                 if sent.is_new(row.id, state(row)):
@@ -242,6 +257,30 @@ async def _next(mailbox: Mailbox) -> Delivery:
         raise SubscriberTooSlow(f"subscription ended: {error}; subscribe again to resume") from None
     except FeedClosed as error:
         raise ServiceUnavailable(f"subscription ended: {error}") from None
+
+
+async def _reread(read: Callable[[], Awaitable[T]], limits: SubscriptionLimits) -> T:
+    """``read``, tried again while the database is unavailable, so a failover or a pool drained by every
+    subscriber re-reading at once (a resync) does not end the subscription; it ends only when the database
+    stays away longer than changes may wait (``max_lag_seconds``)."""
+    deadline = time.monotonic() + limits.max_lag_seconds
+    delay = REREAD_RETRY_SECONDS
+    while True:
+        try:
+            return await read()
+        except StorageUnavailable:
+            pause = delay * random.uniform(0.5, 1.5)  # jittered, so retries do not come back in step
+            if time.monotonic() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, REREAD_MAX_RETRY_SECONDS)
+
+
+async def _job(pool: asyncpg.Pool, viewer: Viewer, job_id: UUID) -> Job:
+    [job] = await load_jobs(pool, viewer, [job_id])
+    if job is None:
+        raise NotFound(JOB_NOT_FOUND)
+    return job
 
 
 async def _character(pool: asyncpg.Pool, viewer: Viewer, character_id: UUID) -> Character:

@@ -160,6 +160,8 @@ class SilentableProxy:
     ``silence`` stops forwarding on every connection open now, in both
     directions, without closing anything (no FIN, no RST): only a health
     check notices. Connections opened after it are forwarded as usual.
+    ``refuse`` closes every connection and closes new ones at once (counting
+    them in ``refused``) until ``accept``, as a server that is restarting.
     ``target`` is ``(host, port)``, or a Unix socket path (the embedded
     PostgreSQL listens on one).
     """
@@ -169,6 +171,8 @@ class SilentableProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
+        self._refusing = False
+        self.refused = 0
         self.port = port
 
     async def __aenter__(self) -> SilentableProxy:
@@ -189,7 +193,21 @@ class SilentableProxy:
             pipe.cancel()
         self._pipes.clear()
 
+    def refuse(self) -> None:
+        self._refusing = True
+        self.silence()
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    def accept(self) -> None:
+        self._refusing = False
+
     async def _carry(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            self.refused += 1
+            client_writer.close()
+            return
         if isinstance(self._target, str):
             server_reader, server_writer = await asyncio.open_unix_connection(self._target)
         else:

@@ -39,8 +39,17 @@ from resolvers.viewer import Viewer
 from server.app import create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
+from storage.database import create_pool
 from tests.conftest import token_for
-from tests.realtime_support import CHARACTER_IMAGE_UPDATED, PORTRAIT_JOBS, GraphQLSocket, data_of
+from tests.realtime_support import (
+    CHARACTER_IMAGE_UPDATED,
+    PORTRAIT_JOBS,
+    GraphQLSocket,
+    SilentableProxy,
+    data_of,
+    dsn_through,
+    postgres_target,
+)
 from tests.support import free_port, serve_uvicorn
 from tests.test_notify_backend import REDIS_URL, kill_redis_pubsub_connections, needs_redis, terminate
 
@@ -440,3 +449,38 @@ async def test_subscriptions_go_on_across_a_cut_listen_connection_then_a_cut_red
     assert held_jobs == {row: now_jobs[row] for row in held_jobs}
     assert received.repeated(images, "imageUrl") == []
     assert received.repeated(portrait_jobs, "status", "characterId") == []
+
+
+async def test_a_reread_the_database_refuses_for_a_while_is_tried_again_and_the_subscription_goes_on(
+    database_url: str, pool: asyncpg.Pool, hub: EventHub, alice: uuid.UUID
+) -> None:
+    # given alice's all-characters subscription re-reading through a pool whose database can go away
+    async with SilentableProxy(postgres_target(database_url)) as proxy:
+        reads = await create_pool(dsn_through(database_url, proxy.port), max_size=1)
+        rows = Rows(pool, alice)
+        await rows.apply(CreateCharacter(0, heard=True))
+        [character] = rows.characters
+        viewer = Viewer(user_id=alice, expires_at=datetime.now(UTC) + timedelta(hours=1))
+        listening = hub.subscriber_count
+        updates = subscriptions.character_image_updates(reads, hub, viewer, SubscriptionLimits(), character_id=None)
+        sent = asyncio.ensure_future(updates.__anext__())
+        try:
+            await wait_until(lambda: hub.subscriber_count == listening + 1)
+
+            # when the database refuses the re-read's connections for a while (a restart, a failover, a pool
+            # drained by every subscriber re-reading at once), while an image changes
+            proxy.refuse()
+            await rows.apply(SetImage(0, 1, heard=True))
+            await wait_until(lambda: proxy.refused >= 2)  # two re-reads failed
+            assert not sent.done()
+            proxy.accept()
+
+            # then the re-read is tried again, and the change is sent on a subscription that goes on
+            row = await asyncio.wait_for(sent, 30)
+            assert (row.id, row.image_url) == (character, rows.image(1))
+            await rows.apply(SetImage(0, 2, heard=True))
+            assert (await asyncio.wait_for(updates.__anext__(), 30)).image_url == rows.image(2)
+        finally:
+            sent.cancel()
+            await updates.aclose()
+            await reads.close()
