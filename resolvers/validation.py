@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal, overload
 from urllib.parse import urlsplit
-from uuid import UUID
 
 import orjson
 
@@ -82,18 +81,6 @@ def looks_signed(url: str) -> bool:
     """Supabase (``/object/sign/...?token=``) and S3 (``X-Amz-Signature``) signed URLs."""
     lowered = url.lower()
     return "/storage/v1/object/sign/" in lowered or "x-amz-signature=" in lowered
-
-
-def parse_id(value: str, *, field: str = "id") -> UUID:
-    """Our ids are UUIDs; anything else is a malformed id, not a missing one.
-
-    Only resolvers/subscriptions.py still calls this: every other id is parsed
-    at the GraphQL edge (graph/ids.py), and so will these once that module moves.
-    """
-    try:
-        return UUID(value)
-    except (ValueError, TypeError, AttributeError):
-        raise BadUserInput(f"{field} is not a valid id", field=field) from None
 
 
 def check_storable(value: str, *, field: str) -> None:
