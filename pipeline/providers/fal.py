@@ -126,7 +126,7 @@ class FalProvider:
         url = self._urls_for(model_key, request_id).cancel
         try:
             answer = await self._call("PUT", url, what=f"fal cancel of request {request_id}")
-        except Exception as exc:  # best effort by contract: a failed cancel must not fail the caller
+        except Exception as exc:  # noqa: BLE001 - best effort by contract: a failed cancel must not fail the caller
             message = exc.message if isinstance(exc, ProviderError) else type(exc).__name__
             logger.warning("could not cancel fal request %s: %s", request_id, message)
             return
@@ -303,7 +303,9 @@ def _parse_result(answer: dict[str, Any], request_id: str) -> ProviderResult:
         )
     seed = answer.get("seed")
     if not _is_int(seed):
-        raise ProviderError(f"fal's result for request {request_id} has no integer seed: {_short(seed)}", retryable=False)
+        raise ProviderError(
+            f"fal's result for request {request_id} has no integer seed: {_short(seed)}", retryable=False
+        )
     content_type = first.get("content_type")
     return ProviderResult(
         seed=seed,
