@@ -8,6 +8,7 @@ introspection query fits.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -99,10 +100,10 @@ class LimitedCachedDocuments(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         context.parse_options["max_tokens"] = MAX_TOKENS
-        try:
+        # On a syntax error strawberry parses it again, where the failure becomes the
+        # client's error (one raised in a hook would escape).
+        with contextlib.suppress(GraphQLError):
             context.graphql_document = _parse(context.query or "", MAX_TOKENS)
-        except GraphQLError:
-            pass  # strawberry parses it again, where a failure becomes the client's error (a hook's would escape)
         yield
 
     def on_validate(self) -> Iterator[None]:
@@ -155,7 +156,7 @@ class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 
 class PortraitsSchema(strawberry.Schema):
-    async def execute(  # noqa: PLR0917 - strawberry's signature
+    async def execute(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,

@@ -21,6 +21,11 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
+from graph.context import AUTH_REQUIRED, Context
+from graph.schema import PortraitsSchema
+from graph.schema import schema as default_schema
+from pipeline.service import Generation
+from realtime.event_hub import EventHub, open_event_hub
 from server import json
 from server.auth import (
     BearerTokenBackend,
@@ -31,20 +36,16 @@ from server.auth import (
     verify_token,
     viewer_of,
 )
-from graph.context import AUTH_REQUIRED, Context
+from server.object_route import serve_signed_object
+from server.settings import Settings
 from server.websocket import (
     SOCKET_EXPIRY,
     GraphQLSocketShortcut,
     TextWebSocketAdapter,
     close_at_expiry,
 )
-from server.object_route import serve_signed_object
-from graph.schema import PortraitsSchema, schema as default_schema
-from server.settings import Settings
-from pipeline.service import Generation
 from storage.database import QueryLogger, create_pool, ping
 from storage.errors import StorageError
-from realtime.event_hub import EventHub, open_event_hub
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
 from storage.objects.local import SIGN_ROUTE
@@ -69,7 +70,7 @@ class State(TypedDict):
 class PortraitsGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, websocket authentication and a faster JSON encoder."""
 
-    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
+    websocket_adapter_class = TextWebSocketAdapter
 
     def __init__(self, schema: PortraitsSchema, settings: Settings) -> None:
         super().__init__(
@@ -104,14 +105,14 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             if authorization is not None:
                 context.viewer = verify_token(self.settings.jwt_secret, bearer_token(authorization))
         except TokenError as error:
-            raise ConnectionRejectionError({"message": f"Unauthenticated: {error}", "code": "UNAUTHENTICATED"}) from None
+            raise ConnectionRejectionError(_unauthenticated(str(error))) from None
         if context.viewer is None:
-            raise ConnectionRejectionError({"message": f"Unauthenticated: {AUTH_REQUIRED}", "code": "UNAUTHENTICATED"})
+            raise ConnectionRejectionError(_unauthenticated(AUTH_REQUIRED))
         websocket = context.request
         assert isinstance(websocket, WebSocket)
         websocket.scope[SOCKET_EXPIRY] = close_at_expiry(websocket, context.viewer.expires_at)
         context.connection_params = None  # read: an idle socket need not keep its token
-        return UNSET
+        return UnsetType()  # strawberry's UNSET (typed Any): acknowledge with no payload
 
     async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
@@ -122,6 +123,11 @@ class PortraitsGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return json.dumps(data)
+
+
+def _unauthenticated(reason: str) -> dict[str, object]:
+    """The connection_error / close payload of a refused websocket."""
+    return {"message": f"Unauthenticated: {reason}", "code": "UNAUTHENTICATED"}
 
 
 async def healthz(request: Request) -> Response:
@@ -168,11 +174,16 @@ def create_app(
             generation = None
             if settings.generation.workers > 0:
                 generation = await Generation.start(
-                    settings.generation, dsn=database_url, pool=pool, objects=objects, workers=settings.generation.workers
+                    settings.generation,
+                    dsn=database_url,
+                    pool=pool,
+                    objects=objects,
+                    workers=settings.generation.workers,
                 )
             try:
                 async with open_event_hub(database_url, broadcast_url=settings.broadcast_url) as events:
-                    yield {"pool": pool, "objects": objects, "signer": UrlSigner(objects, settings.signing), "events": events}
+                    signer = UrlSigner(objects, settings.signing)
+                    yield {"pool": pool, "objects": objects, "signer": signer, "events": events}
             finally:
                 if generation is not None:
                     await generation.stop()
