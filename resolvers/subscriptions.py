@@ -38,10 +38,10 @@ from resolvers.viewer import Viewer
 from storage import characters, jobs
 from storage.characters import Character
 from storage.database import acquire
+from storage.enums import FINISHED_STATUSES, JobDestination
 from storage.errors import StorageUnavailable
 from storage.jobs import Job
 
-FINISHED_STATUSES = (jobs.COMPLETED, jobs.FAILED, jobs.CANCELED)
 # A resync re-reads rows changed since the subscription last heard anything,
 # widened by this much for transactions in flight and clock skew between hosts.
 RESYNC_SLACK = timedelta(minutes=1)
@@ -169,12 +169,12 @@ async def portrait_job_updates(
     """Every character-portrait job of the viewer as it changes (what the seed's useCharacterImageUpdates watches)."""
 
     def accepts(notice: ChangeNotice) -> bool:
-        return notice.kind == JOB and notice.destination == jobs.CHARACTER_PORTRAIT
+        return notice.kind == JOB and notice.destination == JobDestination.CHARACTER_PORTRAIT
 
     async def changed_since(since: datetime) -> list[Job]:
         async with acquire(pool) as connection:
             return await jobs.list_changed_since(
-                connection, user_id=viewer.user_id, since=since, destination=jobs.CHARACTER_PORTRAIT,
+                connection, user_id=viewer.user_id, since=since, destination=JobDestination.CHARACTER_PORTRAIT,
                 limit=RESYNC_MAX_ROWS,
             )
 

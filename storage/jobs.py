@@ -19,10 +19,6 @@ from storage.database import Connection, Executor, returned
 from storage.enums import JobDestination, JobStatus, Provider, Quality
 from storage.errors import translate_errors
 
-# The names resolvers/subscriptions.py still reads; its owner moves it to storage.enums, then these go.
-COMPLETED, FAILED, CANCELED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED
-CHARACTER_PORTRAIT = JobDestination.CHARACTER_PORTRAIT
-
 
 class JobMetadata(TypedDict, total=False):
     """jobs.metadata (jsonb) as resolvers/jobs.py writes it; enums are stored as their strings."""
