@@ -19,6 +19,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -71,7 +72,9 @@ class GraphQLSocket:
         payload = dict(params or {})
         if token is not None:
             payload["Authorization"] = f"Bearer {token}"
-        connection = await websockets.connect(url, subprotocols=[protocol], additional_headers=headers, open_timeout=10)  # type: ignore[list-item]
+        connection = await websockets.connect(
+            url, subprotocols=[Subprotocol(protocol)], additional_headers=headers, open_timeout=10
+        )
         try:
             socket = cls(connection, protocol)
             await socket.send({"type": "connection_init", "payload": payload})

@@ -52,6 +52,7 @@ async def test_create_stores_every_field_cleaned(graphql: GraphQL, pool: asyncpg
     assert character["imageUrl"] == FULL_INPUT["imageUrl"]
     assert character["seedLocked"] is None
     row = await pool.fetchrow("SELECT * FROM characters WHERE id = $1", uuid.UUID(character["id"]))
+    assert row is not None
     assert row["user_id"] == alice
     assert row["name"] == "Seraphine Vale"
     assert row["content_rating"] == "nsfw"

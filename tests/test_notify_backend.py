@@ -183,7 +183,7 @@ async def test_after_the_connection_is_killed_it_listens_again_and_resyncs(
 
     # when the LISTEN connection is terminated, and a change commits while it is gone
     async with pool.acquire() as connection, connection.transaction():
-        assert await terminate(pool, backend.application_name) == 1  # type: ignore[attr-defined]
+        assert await terminate(pool, backend.application_name) == 1  # type: ignore[attr-defined]  # set by the backend fixture
         await set_image_in(connection, character, "https://example.com/gap.png")
 
     # then next_published does not raise: it yields a resync once the connection is back

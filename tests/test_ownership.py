@@ -36,6 +36,7 @@ async def test_another_users_character_is_not_found_like_a_missing_one(
     assert foreign["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
     assert foreign == missing
     row = await pool.fetchrow("SELECT name, user_id FROM characters WHERE id = $1", uuid.UUID(character["id"]))
+    assert row is not None
     assert (row["name"], row["user_id"]) == ("Ann", alice)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from typing import Any
+from typing import Any, Literal
 from unittest import mock
 from urllib.parse import parse_qsl, urlsplit
 
@@ -33,7 +33,8 @@ CREDENTIALS = [
     Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
     Credentials("ASIAEXAMPLE", "secret/with+chars=", "FQoGZXIvYXdzE+token/with=odd&chars"),
 ]
-ENDPOINTS = [
+AddressingStyle = Literal["path", "virtual"]
+ENDPOINTS: list[tuple[str, AddressingStyle]] = [
     ("http://127.0.0.1:9000", "path"),
     ("https://s3.eu-west-1.amazonaws.com", "virtual"),
     ("https://project.supabase.co/storage/v1/s3", "path"),
@@ -41,7 +42,7 @@ ENDPOINTS = [
 
 
 @functools.cache
-def botocore_client(endpoint: str, style: str, credentials: Credentials) -> Any:
+def botocore_client(endpoint: str, style: AddressingStyle, credentials: Credentials) -> Any:
     return botocore.session.get_session().create_client(
         "s3",
         region_name="eu-west-1",
@@ -53,7 +54,9 @@ def botocore_client(endpoint: str, style: str, credentials: Credentials) -> Any:
     )
 
 
-def botocore_url(endpoint: str, style: str, credentials: Credentials, key: str, instant: int, expires: int) -> str:
+def botocore_url(
+    endpoint: str, style: AddressingStyle, credentials: Credentials, key: str, instant: int, expires: int
+) -> str:
     client = botocore_client(endpoint, style, credentials)
     moment = datetime.datetime.fromtimestamp(instant, datetime.UTC).replace(tzinfo=None)
     with mock.patch.object(botocore.auth, "get_current_datetime", return_value=moment):
@@ -70,8 +73,12 @@ def parts(url: str) -> tuple[str, str, str, dict[str, str]]:
 
 @pytest.mark.parametrize("endpoint,style", ENDPOINTS)
 @pytest.mark.parametrize("credentials", CREDENTIALS, ids=["long-term", "session-token"])
-def test_urls_equal_botocores_for_the_same_instant(endpoint: str, style: str, credentials: Credentials) -> None:
-    presigner = Presigner(endpoint_url=endpoint, region="eu-west-1", credentials=credentials, path_style=style == "path")
+def test_urls_equal_botocores_for_the_same_instant(
+    endpoint: str, style: AddressingStyle, credentials: Credentials
+) -> None:
+    presigner = Presigner(
+        endpoint_url=endpoint, region="eu-west-1", credentials=credentials, path_style=style == "path"
+    )
     for instant in INSTANTS:
         for key in KEYS:
             for expires in (1, 3600, MAX_EXPIRES_SECONDS):

@@ -44,6 +44,7 @@ async def wait_until_locked(pool: asyncpg.Pool, job_id: str) -> str:
     """The lease token once a worker holds the job; fails the test after 30 s."""
     for _ in range(1500):
         row = await pool.fetchrow("SELECT status, locked_by FROM jobs WHERE id = $1", uuid.UUID(job_id))
+        assert row is not None
         if row["status"] == "processing" and row["locked_by"] is not None:
             return str(row["locked_by"])
         await asyncio.sleep(0.02)
