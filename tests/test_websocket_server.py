@@ -8,7 +8,9 @@ quick, and talks to it over TCP as a client would.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ from server.app import create_app
 from server.cli import uvicorn_config
 from server.settings import Settings, WebSocketConfig
 from tests.conftest import token_for
-from tests.realtime_support import PORTRAIT_JOBS, TRANSPORT_WS, GraphQLSocket, Rejected
+from tests.realtime_support import JOB_UPDATED, PORTRAIT_JOBS, TRANSPORT_WS, GraphQLSocket, Rejected, error_codes_of
 from tests.support import ServedUvicorn, free_port, serve_uvicorn
 
 TIMEOUT = 10.0
@@ -159,3 +161,25 @@ async def test_per_message_deflate_is_negotiated_only_when_turned_on(settings: S
             assert raw.response is not None
             extensions = raw.response.headers.get("Sec-WebSocket-Extensions", "")
     assert ("permessage-deflate" in extensions) is deflate
+
+
+async def test_a_closed_sockets_connection_is_freed_by_reference_counting(settings: Settings, alice: uuid.UUID) -> None:
+    # (graphql-core's executor of a subscription lies on a reference cycle that outlives the socket: under the
+    # server's GC pacer such cycles wait for a full collection, so it must not reach uvicorn's connection)
+    async with serving(settings) as served:
+        gc.collect()
+        gc.disable()  # only reference counting frees anything from here on
+        try:
+            async with GraphQLSocket.open(served.url("/graphql"), token=token_for(alice)) as socket:
+                # given a socket whose subscription ran (and ended: no such job)
+                await socket.subscribe(JOB_UPDATED, {"id": str(uuid.uuid4())})
+                assert error_codes_of(await socket.next_result()) == ["NOT_FOUND"]
+                [connection] = served.server.server_state.connections
+                probe = weakref.ref(connection)
+                del connection
+            # when the client closes it, then uvicorn's connection is freed without a garbage collection
+            async with asyncio.timeout(TIMEOUT):
+                while probe() is not None:
+                    await asyncio.sleep(0.01)
+        finally:
+            gc.enable()
