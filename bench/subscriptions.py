@@ -41,7 +41,8 @@ seconds, so a round's p99 depends on whether one landed in it (--rounds 3
 shows it). This process and the load process never collect, so their own
 pauses do not count against the server.
 
-Targets (the issue): 10,000 subscribers, p99 under 100 ms, under 30 KB per subscriber.
+Targets (issue 12): 10,000 subscribers, p99 under 100 ms, at most 45 KB per subscriber with uvicorn's own
+websocket protocol (the earlier 30 KB needed a websocket codec of our own, since removed).
 
     python bench/subscriptions.py [--subscribers 10000 | --quick] [--rate 1000[,2000,...]] [--rounds 1] [--compression none]
     python bench/subscriptions.py --ramp [--step 2500] [--max 20000] [--rate 1000]
@@ -90,7 +91,7 @@ SUBSCRIPTION = "subscription($c: ID){ characterImageUpdated(characterId: $c){ id
 PROTOCOL = "graphql-transport-ws"
 TARGET_SUBSCRIBERS = 10_000
 TARGET_P99_MS = 100.0
-TARGET_BYTES_PER_SUBSCRIBER = 30_000
+TARGET_BYTES_PER_SUBSCRIBER = 45_000
 # The ramp stops when even the median update is this late: the process no longer keeps up. A bad p99
 # alone does not stop it: that is usually one full garbage collection landing in the round.
 RAMP_GIVE_UP_P50_MS = 100.0
@@ -743,7 +744,7 @@ def print_summary(bench: Bench, population: Population, rounds: list[RoundFigure
     print(f"server RSS               {mb(bench.baseline_rss)} before; {mb(population.rss_subscribed)} subscribed; "
           f"{mb(population.rss_idle)} after one update each; {mb(rss_after)} at the end")
     print(f"memory per subscriber    {kb(per_subscribed)} just subscribed, {kb(per_idle)} after one update"
-          f"   target < {kb(TARGET_BYTES_PER_SUBSCRIBER)}: {verdict(max(per_idle, per_subscribed) < TARGET_BYTES_PER_SUBSCRIBER)}")
+          f"   target <= {kb(TARGET_BYTES_PER_SUBSCRIBER)}: {verdict(max(per_idle, per_subscribed) <= TARGET_BYTES_PER_SUBSCRIBER)}")
     print(f"server CPU while idle    {population.idle_cpu:.1%} of a core over {bench.args.idle:g}s")
     if rounds:
         print("latency, commit -> client receipt:")
