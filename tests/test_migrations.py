@@ -12,10 +12,19 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
+from storage.errors import StorageError
 from storage.migrate import MigrationError, apply_migrations, load_migrations, migrate
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, new_database
 
-EXPECTED_TABLES = {"characters", "image_models", "jobs", "workspace_assets", "user_library", "stored_objects", "schema_migrations"}
+EXPECTED_TABLES = {
+    "characters",
+    "image_models",
+    "jobs",
+    "workspace_assets",
+    "user_library",
+    "stored_objects",
+    "schema_migrations",
+}
 
 
 @pytest.fixture
@@ -51,7 +60,9 @@ async def test_two_concurrent_migrations_apply_each_file_once(empty_database: st
     assert sorted(len(applied) for applied in results) == [0, len(load_migrations())]
     connection = await asyncpg.connect(empty_database)
     try:
-        versions = [row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+        versions = [
+            row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+        ]
     finally:
         await connection.close()
     assert versions == [m.version for m in load_migrations()]
@@ -61,7 +72,11 @@ def test_two_migrate_processes_started_together_both_succeed(empty_database: str
     env = {**os.environ, "DATABASE_URL": empty_database, "JWT_SECRET": TEST_JWT_SECRET}
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "server.cli", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
@@ -94,7 +109,7 @@ async def test_a_failing_migration_leaves_nothing_half_applied(empty_database: s
 
     connection = await asyncpg.connect(empty_database)
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(StorageError):
             await apply_migrations(connection, [*load_migrations(), broken])
         assert "half_done" not in await tables(empty_database)
         recorded = await connection.fetchval("SELECT max(version) FROM schema_migrations")
