@@ -23,19 +23,19 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from devtools.embedded_postgres import EmbeddedPostgres
+from pipeline.providers.fal import FalConfig
+from pipeline.service import Generation
+from pipeline.worker import WorkerConfig
 from server.app import create_app
 from server.auth import issue_token
 from server.cli import uvicorn_config
 from server.settings import Settings
-from pipeline.providers.fal import FalConfig
-from pipeline.service import Generation
-from pipeline.worker import WorkerConfig
-from storage.objects.catalog import CatalogedObjectStore
 from storage.database import create_pool
+from storage.migrate import migrate
+from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
 from storage.objects.store import ObjectStore
-from devtools.embedded_postgres import EmbeddedPostgres
-from storage.migrate import migrate
 from tests.fake_fal import FakeFal
 from tests.server_process import Server
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, free_port, new_database, serve_uvicorn
@@ -175,7 +175,9 @@ def graphql_over(client: httpx.AsyncClient) -> GraphQL:
         all_headers = dict(headers or {})
         if user is not None:
             all_headers["Authorization"] = f"Bearer {token_for(user)}"
-        response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=all_headers)
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=all_headers
+        )
         assert response.status_code == status, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -307,15 +309,20 @@ async def start_generation(
     fake_fal_server.reset()
     started: list[tuple[Generation, ObjectStore]] = []
 
-    async def start(store: str = "local", *, workers: int = 1, local_latency: float = 0.0, **overrides: Any) -> Generation:
+    async def start(
+        store: str = "local", *, workers: int = 1, local_latency: float = 0.0, **overrides: Any
+    ) -> Generation:
         app_settings = settings if store == "local" else s3_settings
         worker_fields = {name for name in WorkerConfig.__dataclass_fields__}
         worker = replace(
-            WorkerConfig(concurrency=4, lease_seconds=10, poll_seconds=0.5, retry_base_seconds=0.05, sweep_interval_seconds=0),
+            WorkerConfig(
+                concurrency=4, lease_seconds=10, poll_seconds=0.5, retry_base_seconds=0.05, sweep_interval_seconds=0
+            ),
             **{key: value for key, value in overrides.items() if key in worker_fields},
         )
         pipeline = replace(
-            app_settings.generation.pipeline, **{key: value for key, value in overrides.items() if key not in worker_fields}
+            app_settings.generation.pipeline,
+            **{key: value for key, value in overrides.items() if key not in worker_fields},
         )
         fal = FalConfig(key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=0.01, timeout=30)
         generation_settings = replace(

@@ -40,7 +40,9 @@ mutation($input: CreateCharacterInput!) {
 """
 
 CHARACTER = """
-query($id: ID!) { character(id: $id) { id name imageUrl referenceImageUrl seedLocked signedImageUrl { url expiresAt } } }
+query($id: ID!) {
+  character(id: $id) { id name imageUrl referenceImageUrl seedLocked signedImageUrl { url expiresAt } }
+}
 """
 
 CANCEL = "mutation($id: ID!) { cancelJob(id: $id) { id status error } }"
@@ -78,7 +80,12 @@ async def get_character(graphql: GraphQL, user: uuid.UUID, character_id: str) ->
 
 
 async def wait_for_job(
-    graphql: GraphQL, user: uuid.UUID, job_id: str, *, status: str | tuple[str, ...] = TERMINAL, attempts_at_least: int = 0
+    graphql: GraphQL,
+    user: uuid.UUID,
+    job_id: str,
+    *,
+    status: str | tuple[str, ...] = TERMINAL,
+    attempts_at_least: int = 0,
 ) -> dict[str, Any]:
     """Poll the job through GraphQL until it reaches ``status``; fails the test after WAIT_SECONDS."""
     wanted = (status,) if isinstance(status, str) else status

@@ -22,7 +22,13 @@ class Server:
 
     def __init__(self, data_dir: Path, *, command: str = "serve", **env: str) -> None:
         self.port = free_port()
-        full_env = {**os.environ, "PORTRAITS_DATA_DIR": str(data_dir), "PORT": str(self.port), "LOG_LEVEL": "info", **env}
+        full_env = {
+            **os.environ,
+            "PORTRAITS_DATA_DIR": str(data_dir),
+            "PORT": str(self.port),
+            "LOG_LEVEL": "info",
+            **env,
+        }
         for name in ("DATABASE_URL", "JWT_SECRET", "PORTRAITS_ENV"):
             if name not in env:
                 full_env.pop(name, None)

@@ -35,7 +35,10 @@ BAD_HEADERS = {
     "scheme is not Bearer": ("Basic dXNlcjpwYXNz", "Authorization must be 'Bearer <token>'"),
     "Bearer without a token": ("Bearer", "Authorization must be 'Bearer <token>'"),
     "garbage token": ("Bearer not.a.jwt", "token is malformed"),
-    "wrong secret": (f"Bearer {signed(claims(), secret='another-secret-entirely-another-secret')}", "token signature is invalid"),
+    "wrong secret": (
+        f"Bearer {signed(claims(), secret='another-secret-entirely-another-secret')}",
+        "token signature is invalid",
+    ),
     "expired": (f"Bearer {signed(claims(exp=int((NOW - timedelta(minutes=5)).timestamp())))}", "token has expired"),
     "wrong audience": (f"Bearer {signed(claims(aud='anon'))}", "token audience must be 'authenticated'"),
     "anon role": (f"Bearer {signed(claims(role='anon'))}", "token role must be 'authenticated'"),

@@ -54,10 +54,13 @@ def backend(request: pytest.FixtureRequest, pool: asyncpg.Pool) -> Backend:
     return Backend(request.param, graphql_over(client), CatalogedObjectStore(store, pool))
 
 
-async def insert_character(pool: asyncpg.Pool, owner: uuid.UUID, name: str, image: str | None, reference: str | None = None) -> None:
+async def insert_character(
+    pool: asyncpg.Pool, owner: uuid.UUID, name: str, image: str | None, reference: str | None = None
+) -> None:
     """Straight into the table, as another tool or an older version might have written it."""
     await pool.execute(
-        "INSERT INTO characters (user_id, name, description, image_url, reference_image_url) VALUES ($1, $2, 'd', $3, $4)",
+        "INSERT INTO characters (user_id, name, description, image_url, reference_image_url) "
+        "VALUES ($1, $2, 'd', $3, $4)",
         owner, name, image, reference,
     )
 
@@ -81,7 +84,9 @@ async def test_a_page_mixing_every_kind_of_image(
     await objects.put(Bucket.WORKSPACE_TEMP, f"{alice}/job2_1764000000000.png", PNG + b"ws")
     await objects.put(Bucket.USER_LIBRARY, f"{alice}/bare.png", PNG + b"bare")
     await objects.put(Bucket.USER_LIBRARY, f"{bob}/secret.png", b"bob's")
-    await insert_character(pool, alice, "library", f"user-library/{alice}/job1_char1.png", f"user-library/{alice}/job1_char1.png")
+    await insert_character(
+        pool, alice, "library", f"user-library/{alice}/job1_char1.png", f"user-library/{alice}/job1_char1.png"
+    )
     await insert_character(pool, alice, "workspace", f"workspace-temp/{alice}/job2_1764000000000.png")
     await insert_character(pool, alice, "external", "https://cdn.example.com/a.png")
     await insert_character(pool, alice, "gone", f"user-library/{alice}/never-stored.png")
@@ -140,20 +145,26 @@ async def test_ttl_seconds_shortens_and_is_capped(backend: Backend, pool: asyncp
 
 
 @pytest.mark.parametrize("ttl", [0, -1])
-async def test_a_ttl_below_one_second_is_bad_user_input(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, ttl: int) -> None:
+async def test_a_ttl_below_one_second_is_bad_user_input(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, ttl: int
+) -> None:
     await insert_character(pool, alice, "c", "https://cdn.example.com/a.png")
     body = await graphql(PAGE, {"ttl": ttl}, user=alice)
     assert error_codes(body) == ["BAD_USER_INPUT"]
 
 
-async def test_signing_a_page_adds_no_sql_statement(settings: Settings, pool: asyncpg.Pool, local_store: ObjectStore, alice: uuid.UUID) -> None:
+async def test_signing_a_page_adds_no_sql_statement(
+    settings: Settings, pool: asyncpg.Pool, local_store: ObjectStore, alice: uuid.UUID
+) -> None:
     # given: 100 characters with stored images, and an app that logs every statement it runs
     objects = CatalogedObjectStore(local_store, pool)
     for index in range(100):
         await objects.put(Bucket.USER_LIBRARY, f"{alice}/{index}.png", PNG)
         await insert_character(pool, alice, f"c{index}", f"user-library/{alice}/{index}.png", f"{alice}/{index}.png")
     statements: list[str] = []
-    async with LifespanManager(create_app(settings, query_logger=lambda logged: statements.append(logged.query))) as manager:
+    async with LifespanManager(
+        create_app(settings, query_logger=lambda logged: statements.append(logged.query))
+    ) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             graphql = graphql_over(http)

@@ -15,7 +15,10 @@ CHARACTER_FIELDS = """
 """
 CREATE = f"mutation($input: CreateCharacterInput!) {{ createCharacter(input: $input) {{ {CHARACTER_FIELDS} }} }}"
 GET = f"query($id: ID!) {{ character(id: $id) {{ {CHARACTER_FIELDS} }} }}"
-UPDATE = f"mutation($id: ID!, $input: UpdateCharacterInput!) {{ updateCharacter(id: $id, input: $input) {{ {CHARACTER_FIELDS} }} }}"
+UPDATE = (
+    "mutation($id: ID!, $input: UpdateCharacterInput!) "
+    f"{{ updateCharacter(id: $id, input: $input) {{ {CHARACTER_FIELDS} }} }}"
+)
 DELETE = "mutation($id: ID!) { deleteCharacter(id: $id) }"
 
 FULL_INPUT = {
@@ -79,7 +82,9 @@ async def test_get_returns_the_stored_character(graphql: GraphQL, alice: uuid.UU
 async def test_update_changes_only_the_given_fields(graphql: GraphQL, alice: uuid.UUID) -> None:
     created = (await graphql(CREATE, {"input": FULL_INPUT}, user=alice))["data"]["createCharacter"]
 
-    body = await graphql(UPDATE, {"id": created["id"], "input": {"persona": "Quiet now.", "contentRating": "SFW"}}, user=alice)
+    body = await graphql(
+        UPDATE, {"id": created["id"], "input": {"persona": "Quiet now.", "contentRating": "SFW"}}, user=alice
+    )
 
     updated = body["data"]["updateCharacter"]
     assert updated["persona"] == "Quiet now."
@@ -94,7 +99,10 @@ async def test_update_with_null_clears_optional_fields(graphql: GraphQL, alice: 
 
     body = await graphql(
         UPDATE,
-        {"id": created["id"], "input": {"traits": None, "sceneBehaviorRules": None, "imageUrl": None, "appearanceTags": None}},
+        {
+            "id": created["id"],
+            "input": {"traits": None, "sceneBehaviorRules": None, "imageUrl": None, "appearanceTags": None},
+        },
         user=alice,
     )
 

@@ -16,8 +16,8 @@ import httpx
 from server.auth import issue_token, verify_token
 from tests.conftest import s3_environ
 from tests.server_process import READY, Server
-from tests.support import free_port
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, free_port
+
 
 def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
@@ -110,7 +110,10 @@ def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None
     user = "0b1c2d3e-0000-4000-8000-000000000001"
 
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "token", "--user", user, "--ttl", "60"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "server.cli", "token", "--user", user, "--ttl", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
 
     assert out.returncode == 0, out.stderr
@@ -137,7 +140,11 @@ def test_an_s3_endpoint_switches_serve_to_s3(
 def test_an_unreachable_s3_endpoint_stops_serve_with_a_clear_error(
     tmp_path: Path, servers: list[Server], database_url: str
 ) -> None:
-    environ = {**s3_environ(f"http://127.0.0.1:{free_port()}"), "DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET}
+    environ = {
+        **s3_environ(f"http://127.0.0.1:{free_port()}"),
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+    }
     server = Server(tmp_path, **environ)
     servers.append(server)
 
@@ -146,13 +153,17 @@ def test_an_unreachable_s3_endpoint_stops_serve_with_a_clear_error(
     assert "S3 unreachable during create buckets" in server.rest_of_output()
 
 
-def test_serve_runs_a_worker_that_generates_portraits_offline(tmp_path: Path, servers: list[Server], database_url: str) -> None:
+def test_serve_runs_a_worker_that_generates_portraits_offline(
+    tmp_path: Path, servers: list[Server], database_url: str
+) -> None:
     # given `portraits serve` with its default settings (one worker, the local renderer)
     server = Server(tmp_path, DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET)
     servers.append(server)
     server.wait_for(READY)
     token = issue_token(TEST_JWT_SECRET, uuid.uuid4(), ttl=timedelta(minutes=5))
-    created = graphql(server, token, 'mutation { createCharacter(input: {name: "Ilse", description: "A cartographer"}) { id } }')
+    created = graphql(
+        server, token, 'mutation { createCharacter(input: {name: "Ilse", description: "A cartographer"}) { id } }'
+    )
     character_id = created["data"]["createCharacter"]["id"]
 
     # when a portrait is requested
@@ -164,7 +175,9 @@ def test_serve_runs_a_worker_that_generates_portraits_offline(tmp_path: Path, se
     # then the server's own worker completes it and the character shows its library portrait
     deadline = time.monotonic() + 30
     while True:
-        job = graphql(server, token, f'{{ job(id: "{job_id}") {{ status character {{ imageUrl signedImageUrl {{ url }} }} }} }}')
+        job = graphql(
+            server, token, f'{{ job(id: "{job_id}") {{ status character {{ imageUrl signedImageUrl {{ url }} }} }} }}'
+        )
         if job["data"]["job"]["status"] == "COMPLETED" or time.monotonic() > deadline:
             break
         time.sleep(0.05)

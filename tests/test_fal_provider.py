@@ -277,7 +277,9 @@ async def test_a_result_fal_no_longer_knows_after_resume_is_not_retryable(
     assert fake.calls["result"] == 1
 
 
-@pytest.mark.parametrize(("code", "retryable"), [(500, True), (503, True), (429, True), (400, False), (403, False), (422, False)])
+@pytest.mark.parametrize(
+    ("code", "retryable"), [(500, True), (503, True), (429, True), (400, False), (403, False), (422, False)]
+)
 async def test_submit_refusals(
     fake: FakeFal, make_provider: Callable[..., FalProvider], code: int, retryable: bool
 ) -> None:
@@ -533,7 +535,9 @@ async def test_download_errors(fake: FakeFal, http: httpx.AsyncClient, code: int
     assert str(code) in caught.value.message
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "data:image/png;base64,AAAA", "a.png"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.com/a.png", "data:image/png;base64,AAAA", "a.png"]
+)
 async def test_download_refuses_non_http_urls(fake: FakeFal, http: httpx.AsyncClient, url: str) -> None:
     # given a URL that is not http(s), when downloaded, then it is refused before any request
     with pytest.raises(DownloadError) as caught:

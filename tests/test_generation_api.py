@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from server.settings import Settings
 from pipeline.sweeper import sweep
+from server.settings import Settings
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import parse_key
 from storage.objects.store import ObjectNotFound, ObjectStore
@@ -62,7 +62,9 @@ mutation($id: ID!) {
 }
 """
 DELETE_LIBRARY_ASSET = "mutation($id: ID!) { deleteLibraryAsset(id: $id) }"
-UPDATE_CHARACTER = "mutation($id: ID!, $input: UpdateCharacterInput!) { updateCharacter(id: $id, input: $input) { id imageUrl } }"
+UPDATE_CHARACTER = (
+    "mutation($id: ID!, $input: UpdateCharacterInput!) { updateCharacter(id: $id, input: $input) { id imageUrl } }"
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,7 +76,9 @@ async def count(pool: asyncpg.Pool, table: str, where: str = "true", *args: Any)
     return value
 
 
-async def generate_image(graphql: GraphQL, user: uuid.UUID, prompt: str = "a lighthouse at dusk", **fields: Any) -> dict[str, Any]:
+async def generate_image(
+    graphql: GraphQL, user: uuid.UUID, prompt: str = "a lighthouse at dusk", **fields: Any
+) -> dict[str, Any]:
     body = await graphql(GENERATE_IMAGE, {"input": {"prompt": prompt, **fields}}, user=user)
     assert "errors" not in body, body
     job: dict[str, Any] = body["data"]["generateImage"]
@@ -233,7 +237,9 @@ async def test_create_character_refuses_bad_portrait_jobs_and_creates_nothing(
 # --- 4: generate input errors --------------------------------------------------------------
 
 
-async def test_generation_input_errors_queue_nothing(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID) -> None:
+async def test_generation_input_errors_queue_nothing(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
     # given a character of alice's and one of bob's
     mine = await create_character(graphql, alice)
     bobs = await create_character(graphql, bob)
@@ -242,17 +248,52 @@ async def test_generation_input_errors_queue_nothing(graphql: GraphQL, pool: asy
     portrait, image = GENERATE_PORTRAIT, GENERATE_IMAGE
     char = {"characterId": mine["id"]}
     cases: list[tuple[str, str, dict[str, Any], uuid.UUID | None, str, str]] = [
-        ("characterId and draft", portrait, {**char, "draft": DRAFT}, alice, "BAD_USER_INPUT", "either characterId or draft"),
+        (
+            "characterId and draft",
+            portrait,
+            {**char, "draft": DRAFT},
+            alice,
+            "BAD_USER_INPUT",
+            "either characterId or draft",
+        ),
         ("neither", portrait, {}, alice, "BAD_USER_INPUT", "either characterId or draft"),
-        ("negative seed", portrait, {**char, "seed": -1}, alice, "BAD_USER_INPUT", "seed must be between 0 and 2147483647"),
+        (
+            "negative seed",
+            portrait,
+            {**char, "seed": -1},
+            alice,
+            "BAD_USER_INPUT",
+            "seed must be between 0 and 2147483647",
+        ),
         # beyond a GraphQL Int: refused by variable coercion, with the same code
         ("seed 2**31", portrait, {**char, "seed": 2**31}, alice, "BAD_USER_INPUT", "32-bit"),
-        ("unknown model", portrait, {**char, "modelId": str(uuid.uuid4())}, alice, "BAD_USER_INPUT", "no such image model"),
+        (
+            "unknown model",
+            portrait,
+            {**char, "modelId": str(uuid.uuid4())},
+            alice,
+            "BAD_USER_INPUT",
+            "no such image model",
+        ),
         ("malformed model id", portrait, {**char, "modelId": "nope"}, alice, "BAD_USER_INPUT", "not a valid id"),
         ("another user's character", portrait, {"characterId": bobs["id"]}, alice, "NOT_FOUND", "Character not found"),
         ("no token", portrait, char, None, "UNAUTHENTICATED", "Authentication required"),
-        ("a draft without a name", portrait, {"draft": {**DRAFT, "name": "  "}}, alice, "BAD_USER_INPUT", "name must not be blank"),
-        ("prompt of 2001 characters", image, {"prompt": long_prompt}, alice, "BAD_USER_INPUT", "at most 2000 characters"),
+        (
+            "a draft without a name",
+            portrait,
+            {"draft": {**DRAFT, "name": "  "}},
+            alice,
+            "BAD_USER_INPUT",
+            "name must not be blank",
+        ),
+        (
+            "prompt of 2001 characters",
+            image,
+            {"prompt": long_prompt},
+            alice,
+            "BAD_USER_INPUT",
+            "at most 2000 characters",
+        ),
         ("blank prompt", image, {"prompt": "   "}, alice, "BAD_USER_INPUT", "prompt must not be blank"),
         ("image seed 2**31", image, {"prompt": "a cat", "seed": 2**31}, alice, "BAD_USER_INPUT", "32-bit"),
         ("image without a token", image, {"prompt": "a cat"}, None, "UNAUTHENTICATED", "Authentication required"),
@@ -344,9 +385,9 @@ async def test_jobs_are_the_viewers_own_filtered_by_status_and_paginated(
 
     # when alice lists her queued jobs two at a time
     first = (await graphql(JOBS, {"first": 2, "status": "QUEUED"}, user=alice))["data"]["jobs"]
-    second = (await graphql(JOBS, {"first": 2, "after": first["pageInfo"]["endCursor"], "status": "QUEUED"}, user=alice))[
-        "data"
-    ]["jobs"]
+    second = (
+        await graphql(JOBS, {"first": 2, "after": first["pageInfo"]["endCursor"], "status": "QUEUED"}, user=alice)
+    )["data"]["jobs"]
 
     # then she gets exactly her three queued jobs, newest first, over two pages
     assert first["pageInfo"]["hasNextPage"] is True and second["pageInfo"]["hasNextPage"] is False
@@ -397,7 +438,12 @@ async def test_workspace_and_library_lists_show_only_the_viewers_rows(
 
 
 async def test_save_to_library_keeps_a_workspace_image_once(
-    graphql: GraphQL, pool: asyncpg.Pool, start_generation: StartGeneration, fetch: Fetch, alice: uuid.UUID, bob: uuid.UUID
+    graphql: GraphQL,
+    pool: asyncpg.Pool,
+    start_generation: StartGeneration,
+    fetch: Fetch,
+    alice: uuid.UUID,
+    bob: uuid.UUID,
 ) -> None:
     # given a completed workspace image
     await start_generation("local")
@@ -559,7 +605,12 @@ async def test_the_sweep_command_removes_expired_unused_images_and_says_how_many
     for name in ("PORTRAITS_ENV", "OBJECT_STORE", "S3_ENDPOINT_URL"):
         env.pop(name, None)
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "server.cli", "sweep"], env=env, capture_output=True, text=True, timeout=120
+        subprocess.run,
+        [sys.executable, "-m", "server.cli", "sweep"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     # then it exits cleanly, printing the count, and the rows and objects are gone

@@ -98,9 +98,13 @@ async def test_a_fal_5xx_on_submit_is_retried_with_backoff_and_the_second_attemp
     job = await generate_image(graphql, alice, "a lighthouse in a storm", model_id)
 
     # then the failed first attempt puts it back in the queue, its error readable meanwhile
-    waiting = await wait_for_job(graphql, alice, job["id"], status=("QUEUED", "COMPLETED", "FAILED"), attempts_at_least=1)
+    waiting = await wait_for_job(
+        graphql, alice, job["id"], status=("QUEUED", "COMPLETED", "FAILED"), attempts_at_least=1
+    )
     assert waiting["status"] == "QUEUED" and waiting["attempts"] == 1, waiting
-    assert waiting["error"] is not None and "500" in waiting["error"] and "submit refused by the fake" in waiting["error"]
+    assert (
+        waiting["error"] is not None and "500" in waiting["error"] and "submit refused by the fake" in waiting["error"]
+    )
     assert waiting["workspaceAsset"] is None
     # and its next run was pushed past the failed attempt's start by the backoff
     row = await job_row(pool, job["id"])
@@ -111,7 +115,9 @@ async def test_a_fal_5xx_on_submit_is_retried_with_backoff_and_the_second_attemp
     done = await wait_for_job(graphql, alice, job["id"], status=("COMPLETED", "FAILED"))
     assert done["status"] == "COMPLETED" and done["attempts"] == 2, done
     assert done["error"] is None
-    assert done["workspaceAsset"] is not None and done["workspaceAsset"]["path"].startswith(f"workspace-temp/{alice}/{job['id']}_")
+    assert done["workspaceAsset"] is not None and done["workspaceAsset"]["path"].startswith(
+        f"workspace-temp/{alice}/{job['id']}_"
+    )
     # and fal was asked exactly twice: the refused submit and the one that went through
     assert fake_fal_server.calls["submit"] == 2
     assert len(fake_fal_server.submits) == 1 and fake_fal_server.submits[0]["prompt"] == "a lighthouse in a storm"
@@ -142,7 +148,10 @@ async def test_a_job_that_keeps_failing_fails_after_max_attempts_and_the_charact
     # and the character still shows its old image
     shown = await get_character(graphql, alice, character["id"])
     assert shown["imageUrl"] == "https://example.com/old.png"
-    assert (shown["referenceImageUrl"], shown["seedLocked"]) == (character["referenceImageUrl"], character["seedLocked"])
+    assert (shown["referenceImageUrl"], shown["seedLocked"]) == (
+        character["referenceImageUrl"],
+        character["seedLocked"],
+    )
     assert shown["signedImageUrl"]["url"] == "https://example.com/old.png"
 
     # and nothing was stored for the job: no workspace or library rows, and the job holds no lease
@@ -319,7 +328,9 @@ async def test_canceling_a_running_fal_job_stops_it_and_cancels_the_fal_request(
 
     # and the job stays canceled, with nothing written for it
     canceled = await get_job(graphql, alice, job["id"])
-    assert canceled["status"] == "CANCELED" and canceled["attempts"] == 1 and canceled["error"] == "canceled by the user"
+    assert (
+        canceled["status"] == "CANCELED" and canceled["attempts"] == 1 and canceled["error"] == "canceled by the user"
+    )
     assert canceled["workspaceAsset"] is None
     assert await rows_for_job(pool, job["id"]) == (0, 0)
     row = await job_row(pool, job["id"])

@@ -51,7 +51,10 @@ async def download_image(fetch: Callable[..., Awaitable[httpx.Response]], url: s
 
 
 async def test_a_portrait_goes_from_queued_to_the_library_and_the_character_points_there(
-    store: str, api: GraphQL, start_generation: Callable[..., Awaitable[Any]], fetch: Callable[..., Awaitable[httpx.Response]],
+    store: str,
+    api: GraphQL,
+    start_generation: Callable[..., Awaitable[Any]],
+    fetch: Callable[..., Awaitable[httpx.Response]],
     alice: uuid.UUID,
 ) -> None:
     # given a character and a running worker
@@ -100,7 +103,9 @@ async def test_a_portrait_goes_from_queued_to_the_library_and_the_character_poin
     assert workspace_image.tobytes() == portrait.tobytes()
 
 
-async def test_the_characters_tab_keeps_the_seeds_three_rules(api: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+async def test_the_characters_tab_keeps_the_seeds_three_rules(
+    api: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
     # given library rows marked each of the seed's three ways, and one unmarked
     rows = [
         ("a.png", [], {"type": "character_portrait"}, None),

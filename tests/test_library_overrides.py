@@ -34,7 +34,11 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # PortraitsExecutionContext.build_per_event_executor replaces this and calls the constructors below.
     ("graphql-core Executor.build_per_event_executor", Executor.build_per_event_executor, "e42b7eb17861c1b7"),
     ("graphql-core Executor.__init__", Executor.__init__, "9b630bd4461cc4ea"),
-    ("strawberry StrawberryGraphQLCoreExecutionContext.__init__", StrawberryGraphQLCoreExecutionContext.__init__, "cdb4ebbdc06bb99d"),
+    (
+        "strawberry StrawberryGraphQLCoreExecutionContext.__init__",
+        StrawberryGraphQLCoreExecutionContext.__init__,
+        "cdb4ebbdc06bb99d",
+    ),
     # PortraitsSchema.execute wraps this one and passes its arguments through.
     ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),

@@ -43,7 +43,11 @@ async def test_put_then_get_and_head_give_back_the_object(object_store: ObjectSt
 
 async def test_content_type_follows_the_extension(object_store: ObjectStore) -> None:
     base = folder()
-    for name, expected in (("a.thumb.webp", "image/webp"), ("b.JPG", "image/jpeg"), ("c.bin", "application/octet-stream")):
+    for name, expected in (
+        ("a.thumb.webp", "image/webp"),
+        ("b.JPG", "image/jpeg"),
+        ("c.bin", "application/octet-stream"),
+    ):
         await object_store.put(Bucket.USER_LIBRARY, f"{base}/{name}", WEBP)
         assert (await object_store.head(Bucket.USER_LIBRARY, f"{base}/{name}")).content_type == expected
 
@@ -105,7 +109,9 @@ async def test_copy_is_idempotent_and_overwrites(object_store: ObjectStore) -> N
     await object_store.put(Bucket.WORKSPACE_TEMP, f"{owner}/a.png", PNG)
     await object_store.put(Bucket.USER_LIBRARY, f"{owner}/b.png", b"old")
     for _ in range(2):
-        await object_store.copy(Bucket.WORKSPACE_TEMP, f"{owner}/a.png", to_bucket=Bucket.USER_LIBRARY, to_path=f"{owner}/b.png")
+        await object_store.copy(
+            Bucket.WORKSPACE_TEMP, f"{owner}/a.png", to_bucket=Bucket.USER_LIBRARY, to_path=f"{owner}/b.png"
+        )
     assert await object_store.get(Bucket.USER_LIBRARY, f"{owner}/b.png") == PNG
 
 
@@ -176,7 +182,9 @@ ESCAPES = [
 
 
 @pytest.mark.parametrize("path", ESCAPES, ids=lambda path: repr(path)[:30])
-async def test_paths_that_could_escape_their_bucket_are_refused_everywhere(object_store: ObjectStore, path: str) -> None:
+async def test_paths_that_could_escape_their_bucket_are_refused_everywhere(
+    object_store: ObjectStore, path: str
+) -> None:
     with pytest.raises(InvalidObjectPath):
         await object_store.put(Bucket.USER_LIBRARY, path, PNG)
     with pytest.raises(InvalidObjectPath):

@@ -36,7 +36,9 @@ async def insert_characters(pool: asyncpg.Pool, user: uuid.UUID, count: int) -> 
     return [str(row["id"]) for row in sorted(rows, key=lambda row: row["created_at"], reverse=True)]
 
 
-async def test_pages_walk_every_character_once_newest_first(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+async def test_pages_walk_every_character_once_newest_first(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
     # given 25 characters
     expected = await insert_characters(pool, alice, 25)
 
@@ -65,7 +67,8 @@ async def test_pages_walk_every_character_once_newest_first(graphql: GraphQL, po
 async def test_ties_on_creation_time_are_ordered_by_id(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
     # given 7 characters created in one transaction (the same now())
     await pool.execute(
-        "INSERT INTO characters (user_id, name, description) SELECT $1, 'C' || n, 'd' FROM generate_series(1, 7) n", alice
+        "INSERT INTO characters (user_id, name, description) SELECT $1, 'C' || n, 'd' FROM generate_series(1, 7) n",
+        alice,
     )
     expected = [str(row["id"]) for row in await pool.fetch("SELECT id FROM characters ORDER BY id DESC")]
 
@@ -79,12 +82,16 @@ async def test_ties_on_creation_time_are_ordered_by_id(graphql: GraphQL, pool: a
     assert seen == expected
 
 
-async def test_a_new_character_does_not_shift_the_next_page(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+async def test_a_new_character_does_not_shift_the_next_page(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
     expected = await insert_characters(pool, alice, 6)
     first = (await graphql(PAGE, {"first": 3}, user=alice))["data"]["characters"]
 
     await create_character(graphql, alice, name="Newcomer")
-    second = (await graphql(PAGE, {"first": 3, "after": first["pageInfo"]["endCursor"]}, user=alice))["data"]["characters"]
+    second = (
+        await graphql(PAGE, {"first": 3, "after": first["pageInfo"]["endCursor"]}, user=alice)
+    )["data"]["characters"]
 
     assert [edge["node"]["id"] for edge in second["edges"]] == expected[3:]
     assert second["pageInfo"]["hasNextPage"] is False

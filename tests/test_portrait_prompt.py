@@ -128,7 +128,9 @@ def test_appearance_tags_are_capped() -> None:
     tags = [f"tag{index:02d}" for index in range(30)]
 
     # when the prompt is built
-    prompt = build_character_portrait_prompt(PortraitSubject(name="Bram", description="A blacksmith", appearance_tags=tags))
+    prompt = build_character_portrait_prompt(
+        PortraitSubject(name="Bram", description="A blacksmith", appearance_tags=tags)
+    )
 
     # then only the first twelve are used, in order
     assert "Appearance: " + ", ".join(tags[:12]) + ". " in prompt

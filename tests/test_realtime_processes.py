@@ -25,11 +25,15 @@ from tests.test_notify_backend import REDIS_URL, redis_is_running, terminate
 
 BACKENDS = [
     pytest.param("postgres", id="postgres"),
-    pytest.param("redis", id="redis", marks=pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")),
+    pytest.param(
+        "redis", id="redis", marks=pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
+    ),
 ]
 
 
-def start(servers: list[Server], data_dir: Path, database_url: str, backend: str, *, command: str = "serve", **env: str) -> Server:
+def start(
+    servers: list[Server], data_dir: Path, database_url: str, backend: str, *, command: str = "serve", **env: str
+) -> Server:
     environment = {"DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET, "WORKERS": "0", **env}
     if backend == "redis":
         environment["BROADCAST_URL"] = REDIS_URL
@@ -67,7 +71,9 @@ async def test_a_change_through_one_server_reaches_a_subscriber_on_the_other(
     second = start(servers, tmp_path, database_url, backend)
     first.wait_for(READY)
     second.wait_for(READY)
-    character = post(first, alice, CREATE, {"input": {"name": "Iris", "description": "A cartographer."}})["createCharacter"]
+    character = post(
+        first, alice, CREATE, {"input": {"name": "Iris", "description": "A cartographer."}}
+    )["createCharacter"]
 
     # and a subscriber on the second
     async with GraphQLSocket.open(ws_url(second), token=token_for(alice)) as socket:
@@ -92,12 +98,17 @@ async def test_a_worker_processs_progress_reaches_both_servers_even_across_a_kil
     second = start(servers, tmp_path, database_url, "postgres")
     first.wait_for(READY)
     second.wait_for(READY)
-    character = post(first, alice, CREATE, {"input": {"name": "Iris", "description": "A cartographer."}})["createCharacter"]
+    character = post(
+        first, alice, CREATE, {"input": {"name": "Iris", "description": "A cartographer."}}
+    )["createCharacter"]
     job = post(first, alice, GENERATE, {"id": character["id"]})["generateCharacterPortrait"]
     async with GraphQLSocket.open(ws_url(first), token=token_for(alice)) as one, GraphQLSocket.open(
         ws_url(second), token=token_for(alice)
     ) as two:
-        operations = {one: await one.subscribe(JOB_UPDATED, {"id": job["id"]}), two: await two.subscribe(JOB_UPDATED, {"id": job["id"]})}
+        operations = {
+            one: await one.subscribe(JOB_UPDATED, {"id": job["id"]}),
+            two: await two.subscribe(JOB_UPDATED, {"id": job["id"]}),
+        }
         for socket in operations:
             assert data_of(await socket.next_result(), "jobUpdated")["status"] == "QUEUED"
 

@@ -96,7 +96,9 @@ async def test_a_matching_etag_gives_304(client: httpx.AsyncClient, local_store:
     assert (await client.get(url, headers={"If-None-Match": '"other"'})).status_code == 200
 
 
-async def test_a_rewritten_object_gets_a_new_etag(client: httpx.AsyncClient, local_store: ObjectStore, stored: str) -> None:
+async def test_a_rewritten_object_gets_a_new_etag(
+    client: httpx.AsyncClient, local_store: ObjectStore, stored: str
+) -> None:
     url = sign(local_store, stored)
     before = (await client.get(url)).headers["etag"]
     await local_store.put(Bucket.USER_LIBRARY, stored, PNG[:50])
@@ -110,7 +112,9 @@ async def test_a_missing_token_is_invalid_jwt(client: httpx.AsyncClient, stored:
     assert_refused(await client.get(f"{ROUTE}/user-library/{stored}?token="), 400, "InvalidJWT")
 
 
-async def test_an_expired_token_is_invalid_jwt(client: httpx.AsyncClient, local_store: ObjectStore, stored: str) -> None:
+async def test_an_expired_token_is_invalid_jwt(
+    client: httpx.AsyncClient, local_store: ObjectStore, stored: str
+) -> None:
     now = int(time.time())
     url = local_store.sign(Bucket.USER_LIBRARY, stored, issued_at=now - 120, expires_at=now - 1)
     response = await client.get(url)
@@ -119,7 +123,9 @@ async def test_an_expired_token_is_invalid_jwt(client: httpx.AsyncClient, local_
 
 
 @pytest.mark.parametrize("part", [0, 1, 2])
-async def test_a_tampered_token_is_refused(client: httpx.AsyncClient, local_store: ObjectStore, stored: str, part: int) -> None:
+async def test_a_tampered_token_is_refused(
+    client: httpx.AsyncClient, local_store: ObjectStore, stored: str, part: int
+) -> None:
     # given: one character changed in the header, the payload or the signature
     url = sign(local_store, stored)
     pieces = token_of(url).split(".")
@@ -176,7 +182,9 @@ async def test_a_missing_object_is_no_such_key(client: httpx.AsyncClient, local_
     assert_refused(await client.get(url), 404, "NoSuchKey")
 
 
-async def test_a_deleted_object_is_no_such_key(client: httpx.AsyncClient, local_store: ObjectStore, stored: str) -> None:
+async def test_a_deleted_object_is_no_such_key(
+    client: httpx.AsyncClient, local_store: ObjectStore, stored: str
+) -> None:
     url = sign(local_store, stored)
     await local_store.delete(Bucket.USER_LIBRARY, stored)
     assert_refused(await client.get(url), 404, "NoSuchKey")

@@ -137,11 +137,17 @@ async def test_character_image_updated_without_id_covers_every_character_of_the_
         # when bob's image changes, then alice's two (one through the API, one by a plain SQL UPDATE, as psql would)
         await graphql(UPDATE_IMAGE, {"id": bobs["id"], "url": "https://example.com/bob.png"}, user=bob)
         await graphql(UPDATE_IMAGE, {"id": first["id"], "url": "https://example.com/first.png"}, user=alice)
-        await pool.execute("UPDATE characters SET image_url = 'https://example.com/second.png' WHERE id = $1", uuid.UUID(second["id"]))
+        await pool.execute(
+            "UPDATE characters SET image_url = 'https://example.com/second.png' WHERE id = $1", uuid.UUID(second["id"])
+        )
         received = [data_of(await socket.next_result(), "characterImageUpdated") for _ in range(2)]
 
         # and then a name change (not the image), then one more image change
-        await graphql("mutation($id: ID!) { updateCharacter(id: $id, input: {name: \"Renamed\"}) { id } }", {"id": first["id"]}, user=alice)
+        await graphql(
+            'mutation($id: ID!) { updateCharacter(id: $id, input: {name: "Renamed"}) { id } }',
+            {"id": first["id"]},
+            user=alice,
+        )
         await graphql(UPDATE_IMAGE, {"id": second["id"], "url": "https://example.com/last.png"}, user=alice)
         after_rename = data_of(await socket.next_result(), "characterImageUpdated")
         await socket.stop(operation)
@@ -209,7 +215,10 @@ async def test_a_foreign_or_missing_id_ends_the_subscription_with_not_found(
         codes = [code for message in messages for code in error_codes_of(message)]
         expected = "BAD_USER_INPUT" if name == "malformed id" else "NOT_FOUND"
         assert codes == [expected], (name, messages)
-        assert all(not (message["payload"].get("data") if isinstance(message["payload"], dict) else None) for message in messages), name
+        assert all(
+            not (message["payload"].get("data") if isinstance(message["payload"], dict) else None)
+            for message in messages
+        ), name
 
 
 async def test_a_deleted_character_ends_its_subscription_with_not_found(
@@ -260,9 +269,13 @@ async def test_a_bad_document_over_the_socket_gets_an_error_and_the_socket_goes_
         # then each gets its error, and the same socket still answers a query
         answered = await socket.results_until_complete(await socket.subscribe("query { viewer { id } }"))
 
-    assert [error["extensions"]["code"] for message in broken for error in errors_of(message)] == ["GRAPHQL_PARSE_FAILED"]
+    assert [
+        error["extensions"]["code"] for message in broken for error in errors_of(message)
+    ] == ["GRAPHQL_PARSE_FAILED"]
     # (the schema has no cycles, so the deep document also names unknown fields: the depth error is among others)
-    assert any("exceeds maximum operation depth" in error["message"] for message in deep for error in errors_of(message)), deep
+    assert any(
+        "exceeds maximum operation depth" in error["message"] for message in deep for error in errors_of(message)
+    ), deep
     if protocol == "graphql-ws":  # carries subscriptions only, and says so
         [refusal] = [error for message in answered for error in errors_of(message)]
         assert refusal["extensions"]["code"] == "BAD_REQUEST"

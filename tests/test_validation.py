@@ -72,7 +72,9 @@ async def test_bad_update_input_leaves_the_character_as_it_was(
 async def test_lone_surrogate_in_raw_json_is_bad_input(client, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
     raw = '{"query": "mutation { createCharacter(input: {name: \\"\\\\ud800\\", description: \\"d\\"}) { id } }"}'
     response = await client.post(
-        "/graphql", content=raw, headers={"content-type": "application/json", "Authorization": f"Bearer {token_for(alice)}"}
+        "/graphql",
+        content=raw,
+        headers={"content-type": "application/json", "Authorization": f"Bearer {token_for(alice)}"},
     )
 
     assert response.status_code == 200
@@ -86,7 +88,9 @@ async def test_nan_in_json_variables_is_bad_input(client, pool: asyncpg.Pool, al
         'sceneBehaviorRules: $r}) { id } }", "variables": {"r": {"x": NaN}}}'
     )
     response = await client.post(
-        "/graphql", content=raw, headers={"content-type": "application/json", "Authorization": f"Bearer {token_for(alice)}"}
+        "/graphql",
+        content=raw,
+        headers={"content-type": "application/json", "Authorization": f"Bearer {token_for(alice)}"},
     )
 
     assert response.status_code == 200
@@ -101,7 +105,9 @@ async def test_unknown_enum_value_is_a_variable_error(graphql: GraphQL, alice: u
 
 
 async def test_unknown_enum_literal_fails_validation(graphql: GraphQL, alice: uuid.UUID) -> None:
-    body = await graphql('mutation { createCharacter(input: {name: "A", description: "B", contentRating: PG13}) { id } }', user=alice)
+    body = await graphql(
+        'mutation { createCharacter(input: {name: "A", description: "B", contentRating: PG13}) { id } }', user=alice
+    )
 
     assert only_error(body)["extensions"] == {"code": "GRAPHQL_VALIDATION_FAILED"}
 
