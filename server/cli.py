@@ -24,6 +24,7 @@ from server.app import create_app, open_services
 from server.auth import issue_token
 from server.gc_pacer import GcPacer
 from server.settings import Settings, SettingsError, WebSocketConfig
+from server.websocket import SOCKETS
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
 from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
@@ -63,7 +64,7 @@ class PortraitsServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, banner: Callable[[], str]) -> None:
         super().__init__(config)
         self.banner = banner
-        self.gc_pacer = GcPacer()
+        self.gc_pacer = GcPacer(SOCKETS)
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         await super().startup(sockets)

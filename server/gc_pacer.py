@@ -2,30 +2,33 @@
 
 Each idle subscriber is a few hundred long-lived Python objects (socket,
 protocol, handler, tasks). A full collection walks every tracked object: at
-10,000 subscribers that is millions of objects and a stall of seconds for the
-whole process, which decides the p99 of event delivery
+10,000 subscribers that is ~4.6 million memory blocks and a stall of ~3 s
+for the whole process, which decides the p99 of event delivery
 (bench/subscriptions.py). CPython starts one whenever the objects promoted to
-the oldest generation since the last one reach a quarter of it, and idle
-subscribers keep promoting: each socket's keepalive timer lives 20 s, 500
-promoted timers a second at 10,000 subscribers, so even an idle server
-would stall about every half hour (by that count alone) for nothing.
+the oldest generation since the last one reach a quarter of it: about seven
+times while 10,000 subscribers connect (0.1 s to 3 s each, freeing next to
+nothing, since a growing population makes no garbage), and then again and
+again while they idle, since each socket's keepalive timer lives 20 s and is
+promoted (500 a second at 10,000 subscribers: a stall about every half hour
+by that count alone).
 
 So ``serve`` freezes what has survived (``gc.freeze()`` moves it where the
 collector never walks) after start-up and then every ``FREEZE_SECONDS``,
 after a young collection so that fresh garbage is freed rather than frozen.
 Frozen objects are still freed by reference counting, but a reference cycle
-among them is not: each closed subscription socket leaves one (graphql-core's
-executor of its subscription) with what it reaches, ~36 objects and ~5 KB
-(server/websocket.py cuts uvicorn's connection loose from it). So once the
-memory blocks the interpreter has allocated (``sys.getallocatedblocks()``,
-cheap to read) have risen ``FULL_COLLECT_GROWTH`` above their lowest since
-the last full collection, the pacer runs one (unfreeze, collect, freeze).
-As with CPython's own rule, full collections cost in proportion to growth
-(a ramp to 10,000 subscribers pays ~7 of them, 0.2-1.3 s each); unlike it,
-what counts is memory still allocated, not objects ever promoted, so a
-server whose population holds steady never stalls; and counting from the
-low, sockets that close and are replaced by new ones get their cycles
-collected, so RSS returns to its level (bench/socket_cycles.py).
+among them is not, and garbage in cycles comes mostly from closed sockets:
+each leaves one (graphql-core's executor of its subscription) with what it
+reaches, ~36 objects and ~5 KB (server/websocket.py cuts uvicorn's
+connection loose from it). So the pacer runs a full collection (unfreeze,
+collect, freeze) once as many GraphQL sockets have closed since the last as
+are open now (and at least ``MIN_CLOSED_SOCKETS``): each costs in proportion
+to the sockets it frees, and their cycles never hold more than ~5 KB per open
+socket. For garbage from anything else (a request in flight when survivors
+are frozen), every ``GROWTH_CHECK_SECONDS`` it also runs one if the memory
+blocks the interpreter has allocated (``sys.getallocatedblocks()``, cheap to
+read) have risen ``GROWTH_SHARE`` above their lowest since the last full
+collection. A server whose population holds steady never stalls
+(bench/socket_cycles.py shows RSS returning to its level, and the p99).
 """
 
 from __future__ import annotations
@@ -36,28 +39,52 @@ import gc
 import logging
 import sys
 import time
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 FREEZE_SECONDS = 1.0
-FULL_COLLECT_GROWTH = 0.25
+MIN_CLOSED_SOCKETS = 1000
+GROWTH_CHECK_SECONDS = 600.0
+GROWTH_SHARE = 0.1
+
+
+class SocketCount(Protocol):
+    """How many sockets the process has opened and closed so far (server/websocket.py keeps the GraphQL ones)."""
+
+    @property
+    def opened(self) -> int: ...
+
+    @property
+    def closed(self) -> int: ...
 
 
 class GcPacer:
-    """Freezes survivors every ``freeze_seconds``; a full collection when allocated blocks rose ``full_collect_growth`` over their low."""
+    """Freezes survivors every ``freeze_seconds``; collects everything once enough sockets closed or the heap grew."""
 
-    def __init__(self, *, freeze_seconds: float = FREEZE_SECONDS, full_collect_growth: float = FULL_COLLECT_GROWTH) -> None:
+    def __init__(
+        self,
+        sockets: SocketCount,
+        *,
+        freeze_seconds: float = FREEZE_SECONDS,
+        min_closed_sockets: int = MIN_CLOSED_SOCKETS,
+        growth_check_seconds: float = GROWTH_CHECK_SECONDS,
+        growth_share: float = GROWTH_SHARE,
+    ) -> None:
+        self.sockets = sockets
         self.freeze_seconds = freeze_seconds
-        self.full_collect_growth = full_collect_growth
+        self.min_closed_sockets = min_closed_sockets
+        self.growth_check_seconds = growth_check_seconds
+        self.growth_share = growth_share
         self.full_collections = 0  # since start, for logs and tests
+        self._closed_at_full = 0  # sockets closed by the last full collection
         self._low_blocks = 0  # allocated blocks: their lowest since the last full collection
+        self._growth_checked_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Call once start-up is done: what it made is frozen, and the pacing starts."""
-        gc.collect()
-        gc.freeze()
-        self._low_blocks = sys.getallocatedblocks()
+        self._collect_everything("start-up")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-pacer")
 
     async def stop(self) -> None:
@@ -68,25 +95,34 @@ class GcPacer:
         gc.unfreeze()
 
     def tick(self) -> None:
-        """One pacing step: a full collection if the heap grew enough over its low, else freeze the young survivors."""
+        """One pacing step: a full collection when one is due, else freeze the young survivors."""
         blocks = sys.getallocatedblocks()
-        if blocks > self._low_blocks * (1 + self.full_collect_growth):
-            self._collect_everything()
-            return
         self._low_blocks = min(self._low_blocks, blocks)
+        closed = self.sockets.closed - self._closed_at_full
+        if closed >= max(self.min_closed_sockets, self.sockets.opened - self.sockets.closed):
+            self._collect_everything(f"{closed} sockets closed")
+            return
+        now = time.monotonic()
+        if now - self._growth_checked_at >= self.growth_check_seconds:
+            self._growth_checked_at = now
+            if blocks > self._low_blocks * (1 + self.growth_share):
+                self._collect_everything(f"memory blocks {self._low_blocks} -> {blocks}")
+                return
         gc.collect(1)
         gc.freeze()
 
-    def _collect_everything(self) -> None:
+    def _collect_everything(self, why: str) -> None:
         started = time.perf_counter()
         gc.unfreeze()
         freed = gc.collect()
         gc.freeze()
+        self._closed_at_full = self.sockets.closed
         self._low_blocks = sys.getallocatedblocks()
+        self._growth_checked_at = time.monotonic()
         self.full_collections += 1
         logger.info(
-            "full garbage collection: %d objects in cycles freed in %.0f ms; %d memory blocks allocated",
-            freed, (time.perf_counter() - started) * 1000, self._low_blocks,
+            "full garbage collection (%s): %d objects in cycles freed in %.0f ms; %d memory blocks allocated",
+            why, freed, (time.perf_counter() - started) * 1000, self._low_blocks,
         )
 
     async def _run(self) -> None:

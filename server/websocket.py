@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from starlette.authentication import AuthenticationBackend, AuthenticationError
@@ -25,6 +26,18 @@ TOKEN_EXPIRED_REASON = "Unauthorized: token expired"
 _closing: set[asyncio.Task[None]] = set()
 
 
+@dataclass
+class SocketTally:
+    """GraphQL sockets opened and closed so far: the GC pacer collects the cycles closed ones leave (server/gc_pacer.py)."""
+
+    opened: int = 0
+    closed: int = 0
+
+
+# This process's (``serve`` runs one app per process).
+SOCKETS = SocketTally()
+
+
 class GraphQLSocketShortcut:
     """Hands websockets on the GraphQL path straight to the GraphQL view; everything else to the Starlette app.
 
@@ -37,11 +50,14 @@ class GraphQLSocketShortcut:
     ``user`` and ``auth``.
     """
 
-    def __init__(self, app: ASGIApp, graphql: ASGIApp, *, path: str, backend: AuthenticationBackend) -> None:
+    def __init__(
+        self, app: ASGIApp, graphql: ASGIApp, *, path: str, backend: AuthenticationBackend, tally: SocketTally = SOCKETS
+    ) -> None:
         self.app = app
         self.graphql = graphql
         self.path = path
         self.backend = backend
+        self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket" or _route_path(scope) != self.path:
@@ -55,10 +71,12 @@ class GraphQLSocketShortcut:
         if credentials is not None:
             scope["auth"], scope["user"] = credentials
         channel = SocketChannel(receive, send)
+        self.tally.opened += 1
         try:
             await self.graphql(scope, channel.receive, channel.send)
         finally:
             channel.cut()
+            self.tally.closed += 1
 
 
 class SocketChannel:

@@ -1,4 +1,4 @@
-"""The serve process's paced garbage collection: survivors are frozen; frozen cycles are freed once the heap grew over its low."""
+"""The serve process's paced garbage collection: survivors are frozen; frozen cycles are freed once sockets closed or the heap grew."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import asyncio
 import gc
 import sys
 import weakref
+from collections.abc import AsyncIterator, Callable
+
+import pytest
 
 from server.gc_pacer import GcPacer
+from server.websocket import SocketTally
 
 
 class Node:
@@ -20,61 +24,103 @@ def is_frozen(thing: object) -> bool:
     return gc.is_tracked(thing) and not any(other is thing for other in gc.get_objects())
 
 
-async def test_a_frozen_cycle_waits_while_the_heap_is_steady_and_is_freed_once_it_grew() -> None:
-    # given a pacer stepped by hand (its own loop would wait an hour)
-    pacer = GcPacer(freeze_seconds=3600, full_collect_growth=0.25)
-    pacer.start()
-    try:
-        # when a reference cycle survives a step, then it is frozen
-        first, second = Node(), Node()
-        first.other, second.other = second, first
-        pacer.tick()
-        assert is_frozen(first) and is_frozen(second)
-        # and when nothing refers to it any more (reference counting alone cannot free a cycle)
-        probe = weakref.ref(first)
-        del first, second
-        # then steps with a steady heap leave it (no full collection: nothing grew)
-        pacer.tick()
-        pacer.tick()
-        assert probe() is not None
-        assert pacer.full_collections == 0
-        # but once the heap has grown by the share, the next step collects everything and frees it
-        ballast = [object() for _ in range(int(sys.getallocatedblocks() * 0.3))]
-        pacer.tick()
-        assert pacer.full_collections == 1
-        assert probe() is None
-        del ballast
-    finally:
+def frozen_garbage_cycle(pacer: GcPacer) -> Callable[[], Node | None]:
+    """A reference cycle that survives a step (so it is frozen), then is dropped; a probe says whether it is still there."""
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    pacer.tick()
+    assert is_frozen(first) and is_frozen(second)
+    return weakref.ref(first)  # and nothing else refers to them: reference counting alone cannot free a cycle
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[..., GcPacer]]:
+    """Start pacers stepped by hand (their own loops would wait an hour); stopped at the end."""
+    pacers: list[GcPacer] = []
+
+    def start(
+        sockets: SocketTally, *, min_closed_sockets: int = 1000, growth_check_seconds: float = 3600, growth_share: float = 0.1
+    ) -> GcPacer:
+        pacer = GcPacer(
+            sockets,
+            freeze_seconds=3600,
+            min_closed_sockets=min_closed_sockets,
+            growth_check_seconds=growth_check_seconds,
+            growth_share=growth_share,
+        )
+        pacer.start()
+        pacers.append(pacer)
+        return pacer
+
+    yield start
+    for pacer in pacers:
         await pacer.stop()
     assert gc.get_freeze_count() == 0
 
 
-async def test_growth_counts_from_the_heaps_low_so_churn_gets_collected() -> None:
-    # given a heap that was larger when the pacer started (sockets open) than it is now (they closed)
+async def test_a_frozen_cycle_waits_until_as_many_sockets_closed_as_are_open(started: Callable[..., GcPacer]) -> None:
+    # given 3,000 open sockets
+    sockets = SocketTally(opened=3000)
+    pacer = started(sockets, min_closed_sockets=1000, growth_check_seconds=3600)
+    full = pacer.full_collections
+    probe = frozen_garbage_cycle(pacer)
+    # when 1,200 close (fewer than the 1,800 left open), then steps leave the frozen cycle alone
+    sockets.closed = 1200
+    pacer.tick()
+    assert probe() is not None and pacer.full_collections == full
+    # and when 1,500 have closed, as many as are open, then the next step collects everything and frees it
+    sockets.closed = 1500
+    pacer.tick()
+    assert pacer.full_collections == full + 1
+    assert probe() is None
+    # and the count starts again from there
+    sockets.closed = 2200
+    pacer.tick()
+    assert pacer.full_collections == full + 1
+
+
+async def test_with_few_sockets_it_waits_for_the_minimum(started: Callable[..., GcPacer]) -> None:
+    sockets = SocketTally(opened=10)
+    pacer = started(sockets, min_closed_sockets=1000, growth_check_seconds=3600)
+    full = pacer.full_collections
+    sockets.closed = 10
+    pacer.tick()
+    assert pacer.full_collections == full
+    sockets.opened = sockets.closed = 1000
+    pacer.tick()
+    assert pacer.full_collections == full + 1
+
+
+async def test_a_heap_grown_over_its_low_is_collected_at_the_growth_check(started: Callable[..., GcPacer]) -> None:
+    # given a heap that was larger when the pacer started than it is now
     held = [object() for _ in range(int(sys.getallocatedblocks() * 0.5))]
-    pacer = GcPacer(freeze_seconds=3600, full_collect_growth=0.25)
-    pacer.start()
-    try:
-        first, second = Node(), Node()
-        first.other, second.other = second, first
-        pacer.tick()
-        probe = weakref.ref(first)
-        del first, second, held
-        pacer.tick()  # the low: what is left after the closes, the frozen cycle included
-        assert probe() is not None and pacer.full_collections == 0
-        # when the heap grows back by the share over that low, though not to where it was
-        ballast = [object() for _ in range(int(sys.getallocatedblocks() * 0.3))]
-        pacer.tick()
-        # then the frozen cycle is collected
-        assert pacer.full_collections == 1
-        assert probe() is None
-        del ballast
-    finally:
-        await pacer.stop()
+    pacer = started(SocketTally(), growth_check_seconds=0, growth_share=0.25)
+    full = pacer.full_collections
+    probe = frozen_garbage_cycle(pacer)
+    del held
+    pacer.tick()  # its low: what is left, the frozen cycle included
+    assert probe() is not None and pacer.full_collections == full
+    # when it grows by the share over that low, though not back to where it was
+    ballast = [object() for _ in range(int(sys.getallocatedblocks() * 0.3))]
+    pacer.tick()
+    # then the check collects everything: the frozen cycle is freed
+    assert pacer.full_collections == full + 1
+    assert probe() is None
+    del ballast
+
+
+async def test_growth_is_checked_only_every_growth_check_seconds(started: Callable[..., GcPacer]) -> None:
+    pacer = started(SocketTally(), growth_check_seconds=3600, growth_share=0.25)
+    full = pacer.full_collections
+    probe = frozen_garbage_cycle(pacer)
+    ballast = [object() for _ in range(int(sys.getallocatedblocks() * 0.3))]
+    pacer.tick()
+    assert probe() is not None and pacer.full_collections == full
+    del ballast
 
 
 async def test_the_running_pacer_freezes_survivors() -> None:
-    pacer = GcPacer(freeze_seconds=0.01)
+    pacer = GcPacer(SocketTally(), freeze_seconds=0.01)
     pacer.start()
     try:
         survivor = Node()
