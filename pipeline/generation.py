@@ -8,6 +8,7 @@ Every stage can run again after a crash and gives the same outcome:
 - the library paths are fixed by the job and its row is unique per job.
 Every database write is fenced by the lease token: a worker that lost its
 job (canceled, or claimed by another after its lease ran out) writes nothing.
+The transaction that completes the job closes its attempt (job_attempts) too.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from pipeline.download import DownloadError, download_image
 from pipeline.images import InvalidImage, inspect_image, make_thumbnail
 from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
 from pipeline.providers.local import MAX_SEED
-from storage import characters, jobs, user_library, workspace_assets
-from storage.database import transaction
-from storage.enums import JobDestination, Provider
+from storage import characters, job_attempts, jobs, user_library, workspace_assets
+from storage.database import Connection, transaction
+from storage.enums import JobAttemptOutcome, JobDestination, Provider
 from storage.jobs import ClaimedJob, Job
 from storage.library_copy import copy_to_library, library_row
 from storage.objects.catalog import CatalogedObjectStore
@@ -226,7 +227,7 @@ class JobRunner:
             if job.destination is not JobDestination.CHARACTER_PORTRAIT or current.character_id is None:
                 # A workspace image, a draft not attached yet (createCharacter sends it back
                 # to the queue when it attaches one), or a character deleted meanwhile.
-                await jobs.complete(connection, job_id=job.id, lease_token=lease_token)
+                await _complete(connection, job.id, lease_token)
                 return
         # Read under the row lock: once set, a job's character never changes (only to null, on delete).
         character_id = current.character_id
@@ -245,4 +246,11 @@ class JobRunner:
                     connection, user_id=job.user_id, character_id=character_id,
                     old_url=asset.image_key, new_url=saved.image_key,
                 )
-            await jobs.complete(connection, job_id=job.id, lease_token=lease_token)
+            await _complete(connection, job.id, lease_token)
+
+
+async def _complete(connection: Connection, job_id: UUID, lease_token: str) -> None:
+    """The job and its attempt end together, under the lease the caller locked (``jobs.lock_leased``)."""
+    if not await jobs.complete(connection, job_id=job_id, lease_token=lease_token):
+        raise LeaseLost(f"job {job_id} was taken from us as it completed")
+    await job_attempts.finish(connection, job_id=job_id, lease_token=lease_token, outcome=JobAttemptOutcome.COMPLETED)

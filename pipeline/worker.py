@@ -10,6 +10,10 @@
 - A failed attempt goes back to the queue with exponential backoff until
   ``max_attempts``; then the job is ``failed`` with a readable error.
 - A canceled running job is stopped at once, and its provider request canceled.
+- Each claim opens an attempt in ``job_attempts`` (who: this worker's id,
+  host and pid) in the claim's transaction, and the write that ends the
+  attempt closes it in its own; the job row keeps the worker of its latest
+  attempt (``jobs.worker_id``) after the lease is cleared.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,13 +35,39 @@ import asyncpg
 
 from pipeline.generation import JobFailed, JobRunner, LeaseLost
 from pipeline.signals import QueueSignals
-from storage import jobs
-from storage.database import acquire
-from storage.enums import JobStatus
+from storage import job_attempts, jobs
+from storage.database import Connection, acquire, transaction
+from storage.enums import JobAttemptOutcome, JobStatus
 from storage.errors import StorageError
 from storage.jobs import ClaimedJob
 
 logger = logging.getLogger(__name__)
+
+# What an attempt's owner reads in its error (never which worker: that is for operators).
+ABANDONED_ERROR = "its worker stopped renewing the lease, and the job was claimed again"
+LEASE_LOST_ERROR = "the lease ran out while its worker still ran the job, and the job was claimed again"
+RELEASED_ERROR = "its worker stopped before finishing and handed the job back to the queue"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    """Who runs an attempt, as ``job_attempts`` and ``jobs.worker_id`` keep it for operators.
+
+    The id is ``host:pid:suffix``: an operator finds the machine and the process
+    in it, and the random suffix tells apart the workers of one process (WORKERS=N)
+    and a pid reused after a restart.
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def of_this_process(cls, name: str | None = None) -> WorkerIdentity:
+        """A fresh identity on this host and process; ``name`` replaces the generated id."""
+        host = socket.gethostname()
+        pid = os.getpid()
+        return cls(worker_id=name or f"{host}:{pid}:{secrets.token_hex(3)}", host=host, pid=pid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +106,8 @@ class Worker:
         sweep: Callable[[], Awaitable[object]] | None = None,
         name: str | None = None,
     ) -> None:
-        self.name = name or f"worker-{uuid.uuid4().hex[:8]}"
+        self.identity = WorkerIdentity.of_this_process(name)
+        self.name = self.identity.worker_id
         self.pool = pool
         self.runner = runner
         self.config = config
@@ -149,10 +183,25 @@ class Worker:
 
     async def _claim_one(self) -> bool:
         lease_token = f"{self.name}/{uuid.uuid4().hex[:12]}"
-        async with acquire(self.pool) as connection:
-            claimed = await jobs.claim(connection, lease_token=lease_token, lease_seconds=self.config.lease_seconds)
-        if claimed is None:
-            return False
+        # One transaction: a crash never leaves a claimed job without its attempt, or an attempt without its claim.
+        async with transaction(self.pool) as connection:
+            claimed = await jobs.claim(
+                connection, lease_token=lease_token, worker_id=self.name, lease_seconds=self.config.lease_seconds
+            )
+            if claimed is None:
+                return False
+            abandoned = await job_attempts.close_running(
+                connection, job_id=claimed.job.id, outcome=JobAttemptOutcome.ABANDONED, error=ABANDONED_ERROR
+            )
+            await job_attempts.start(
+                connection, job_id=claimed.job.id, lease_token=lease_token, worker_id=self.name,
+                host=self.identity.host, pid=self.identity.pid,
+            )
+        for attempt in abandoned:
+            logger.warning(
+                "%s: job %s taken over; its attempt %d by %s (pid %d on %s) stopped renewing its lease",
+                self.name, claimed.job.id, attempt.number, attempt.worker_id, attempt.pid, attempt.host,
+            )
         task = asyncio.create_task(self._execute(claimed, lease_token), name=f"job-{claimed.job.id}")
         self._running[claimed.job.id] = _Running(lease_token, task)
         task.add_done_callback(lambda _: self._finished(claimed.job.id, lease_token))
@@ -202,6 +251,7 @@ class Worker:
             await self._stopped(claimed, lease_token)
         except LeaseLost as error:
             logger.info("%s: %s", self.name, error)
+            await self._lease_lost(lease_token)
         except JobFailed as error:
             await self._failed(claimed, lease_token, error)
         except StorageError as error:
@@ -221,36 +271,61 @@ class Worker:
                 logger.info(
                     "job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay
                 )
-                await jobs.retry_later(
-                    self.pool, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay
-                )
+                async with transaction(self.pool) as connection:
+                    if await jobs.retry_later(
+                        connection, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay
+                    ):
+                        await self._attempt_failed(connection, job.id, lease_token, error)
             else:
                 message = (
                     error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
                 )
                 logger.info("job %s failed: %s", job.id, message)
-                await jobs.fail(self.pool, job_id=job.id, lease_token=lease_token, error=message)
+                async with transaction(self.pool) as connection:
+                    if await jobs.fail(connection, job_id=job.id, lease_token=lease_token, error=message):
+                        await self._attempt_failed(connection, job.id, lease_token, error)
         except StorageError as storage_error:
             # The lease runs out and another worker takes the job again.
             logger.warning("job %s: could not record its failure (%s)", job.id, storage_error)
+
+    @staticmethod
+    async def _attempt_failed(connection: Connection, job_id: UUID, lease_token: str, error: JobFailed) -> None:
+        """The attempt's own error (not the job's "failed after N attempts" summary), and whether it could retry."""
+        await job_attempts.finish(
+            connection, job_id=job_id, lease_token=lease_token, outcome=JobAttemptOutcome.FAILED,
+            error=error.message, retryable=error.retryable,
+        )
+
+    async def _lease_lost(self, lease_token: str) -> None:
+        """Say the attempt's worker was alive (slow, or cut off) rather than dead: operators look for slow workers."""
+        try:
+            await job_attempts.mark_lease_lost(self.pool, lease_token=lease_token, error=LEASE_LOST_ERROR)
+        except StorageError as error:
+            logger.warning("%s: could not record the lease of %s as lost (%s)", self.name, lease_token, error)
 
     async def _stopped(self, claimed: ClaimedJob, lease_token: str) -> None:
         entry = self._running.get(claimed.job.id)
         reason = entry.stop_reason if entry is not None else "shutdown"
         try:
             if reason in ("canceled", "lost"):
-                await self._cancel_at_provider(claimed)
+                await self._cancel_at_provider(claimed, lease_token)
             elif reason == "shutdown":
-                await jobs.release(self.pool, job_id=claimed.job.id, lease_token=lease_token)
+                async with transaction(self.pool) as connection:
+                    if await jobs.release(connection, job_id=claimed.job.id, lease_token=lease_token):
+                        await job_attempts.finish(
+                            connection, job_id=claimed.job.id, lease_token=lease_token,
+                            outcome=JobAttemptOutcome.RELEASED, error=RELEASED_ERROR,
+                        )
         except StorageError as error:
             logger.warning("job %s: could not wind down after %s (%s)", claimed.job.id, reason, error)
 
-    async def _cancel_at_provider(self, claimed: ClaimedJob) -> None:
+    async def _cancel_at_provider(self, claimed: ClaimedJob, lease_token: str) -> None:
         """A job canceled by its user stops costing money; one merely claimed by another worker is left alone."""
         async with acquire(self.pool) as connection:
             job = await jobs.get(connection, user_id=claimed.job.user_id, job_id=claimed.job.id)
         if job is None or job.status is not JobStatus.CANCELED:
             logger.info("job %s was taken over by another worker", claimed.job.id)
+            await self._lease_lost(lease_token)
             return
         provider = self.runner.providers.get(claimed.provider)
         if job.provider_request_id is not None and provider is not None:

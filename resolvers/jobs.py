@@ -15,10 +15,11 @@ from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.portrait_prompt import MAX_PROMPT_LENGTH, PortraitSubject, build_character_portrait_prompt
 from resolvers.validation import clean_text
 from resolvers.viewer import Viewer
-from storage import characters, image_models, jobs
+from storage import characters, image_models, job_attempts, jobs
 from storage.database import Connection, acquire, transaction
-from storage.enums import ContentRating, JobDestination, JobStatus, Provider, Quality
+from storage.enums import ContentRating, JobAttemptOutcome, JobDestination, JobStatus, Provider, Quality
 from storage.image_models import ImageModel
+from storage.job_attempts import JobAttempt
 from storage.jobs import Job, JobMetadata
 
 MAX_SEED = 2**31 - 1
@@ -169,6 +170,16 @@ async def load_jobs(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID])
     return [by_id.get(job_id) for job_id in job_ids]
 
 
+async def load_job_attempts(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]) -> list[list[JobAttempt]]:
+    """Each job's attempts, oldest first, in one query; another user's job has none."""
+    async with acquire(pool) as connection:
+        found = await job_attempts.list_for_jobs(connection, user_id=viewer.user_id, job_ids=set(job_ids))
+    by_job: dict[UUID, list[JobAttempt]] = {}
+    for attempt in found:
+        by_job.setdefault(attempt.job_id, []).append(attempt)
+    return [by_job.get(job_id, []) for job_id in job_ids]
+
+
 async def list_jobs(
     pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, status: JobStatus | None
 ) -> Page[Job]:
@@ -184,6 +195,10 @@ async def cancel_job(pool: asyncpg.Pool, viewer: Viewer, *, job_id: UUID) -> Job
     async with transaction(pool) as connection:
         canceled = await jobs.cancel(connection, user_id=viewer.user_id, job_id=job_id)
         if canceled is not None:
+            # Its worker can write nothing more (its lease is gone), so its attempt is closed here.
+            await job_attempts.close_running(
+                connection, job_id=job_id, outcome=JobAttemptOutcome.CANCELED, error=jobs.CANCELED_ERROR
+            )
             return canceled
         job = await jobs.get(connection, user_id=viewer.user_id, job_id=job_id)
     if job is None:

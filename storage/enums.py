@@ -25,6 +25,24 @@ ACTIVE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
+class JobAttemptOutcome(StrEnum):
+    """job_attempts.outcome: how one worker's run of a job ended (a CHECK constraint holds the same seven)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    # The attempt's error; job_attempts.retryable says whether another attempt could succeed.
+    FAILED = "failed"
+    # By the job's owner, while it ran.
+    CANCELED = "canceled"
+    # The lease ran out while its worker still ran the job (slow, or cut off from the database):
+    # what an abandoned attempt becomes when its worker finds out.
+    LEASE_LOST = "lease_lost"
+    # Its lease ran out and another worker claimed the job again (its worker died, or has not found out yet).
+    ABANDONED = "abandoned"
+    # Its worker stopped and handed the job back to the queue untouched (not counted in jobs.attempts).
+    RELEASED = "released"
+
+
 class JobDestination(StrEnum):
     """jobs.destination: a character's portrait, or a free-form workspace image."""
 

@@ -3,6 +3,9 @@
 Client-facing queries filter by the owner's user id. Worker-facing ones are
 fenced by the lease token a claim wrote into ``locked_by``: a worker whose
 lease ran out (and whose job another worker claimed) changes nothing.
+``worker_id`` keeps who ran the latest attempt after the lease is cleared;
+each attempt is in ``job_attempts`` (storage/job_attempts.py), written in the
+same transactions as the claim and the finishing write here.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class Job:
     run_after: datetime
     locked_by: str | None
     locked_until: datetime | None
+    # The worker of the latest attempt, kept after its lease ends: who finished a finished job. Operators only.
+    worker_id: str | None
     provider_request_id: str | None
     provider_status: str | None
     queue_position: int | None
@@ -77,9 +82,9 @@ class ClaimedJob:
 
 
 COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_key, j.prompt, j.quality, j.seed,
-    j.metadata, j.attempts, j.max_attempts, j.run_after, j.locked_by, j.locked_until, j.provider_request_id,
-    j.provider_status, j.queue_position, j.result_url, j.error, j.created_at, j.started_at, j.completed_at,
-    j.updated_at"""
+    j.metadata, j.attempts, j.max_attempts, j.run_after, j.locked_by, j.locked_until, j.worker_id,
+    j.provider_request_id, j.provider_status, j.queue_position, j.result_url, j.error, j.created_at, j.started_at,
+    j.completed_at, j.updated_at"""
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -99,6 +104,7 @@ def _job(row: asyncpg.Record) -> Job:
         run_after=row["run_after"],
         locked_by=row["locked_by"],
         locked_until=row["locked_until"],
+        worker_id=row["worker_id"],
         provider_request_id=row["provider_request_id"],
         provider_status=row["provider_status"],
         queue_position=row["queue_position"],
@@ -230,9 +236,11 @@ async def create(
     return _job(returned(row))
 
 
+# A canceled job's error, and its running attempt's (job_attempts).
+CANCELED_ERROR = "canceled by the user"
+
 CANCEL = f"""
-UPDATE jobs AS j SET status = 'canceled', completed_at = now(), locked_by = NULL, locked_until = NULL,
-    error = 'canceled by the user'
+UPDATE jobs AS j SET status = 'canceled', completed_at = now(), locked_by = NULL, locked_until = NULL, error = $3
 WHERE j.id = $1 AND j.user_id = $2 AND j.status IN ('queued', 'processing')
 RETURNING {COLUMNS}
 """
@@ -240,8 +248,11 @@ RETURNING {COLUMNS}
 
 @translate_errors
 async def cancel(connection: Connection, *, user_id: UUID, job_id: UUID) -> Job | None:
-    """Cancel an active job; None when it is not the user's or already finished."""
-    row = await connection.fetchrow(CANCEL, job_id, user_id)
+    """Cancel an active job; None when it is not the user's or already finished.
+
+    A running job's attempt is closed by ``job_attempts.close_running`` in the same transaction.
+    """
+    row = await connection.fetchrow(CANCEL, job_id, user_id, CANCELED_ERROR)
     return None if row is None else _job(row)
 
 
@@ -282,7 +293,7 @@ WITH next AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs AS j SET status = 'processing', locked_by = $1, locked_until = now() + make_interval(secs => $2),
-    attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
+    worker_id = $3, attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
 FROM next
 WHERE j.id = next.id
 RETURNING {COLUMNS}, (SELECT m.provider FROM image_models m WHERE m.model_key = j.model_key) AS provider
@@ -290,9 +301,14 @@ RETURNING {COLUMNS}, (SELECT m.provider FROM image_models m WHERE m.model_key = 
 
 
 @translate_errors
-async def claim(connection: Connection, *, lease_token: str, lease_seconds: float) -> ClaimedJob | None:
-    """Take the next due job, leased to ``lease_token``; None when nothing is due."""
-    row = await connection.fetchrow(CLAIM, lease_token, lease_seconds)
+async def claim(
+    connection: Connection, *, lease_token: str, worker_id: str, lease_seconds: float
+) -> ClaimedJob | None:
+    """Take the next due job, leased to ``lease_token`` of ``worker_id``; None when nothing is due.
+
+    Run it in a transaction with ``job_attempts.start``, so the attempt exists exactly when the claim does.
+    """
+    row = await connection.fetchrow(CLAIM, lease_token, lease_seconds, worker_id)
     return None if row is None else ClaimedJob(job=_job(row), provider=Provider(row["provider"]))
 
 

@@ -15,6 +15,7 @@ WAIT_SECONDS = 30.0
 JOB_FIELDS = """
     id status destination characterId isDraft modelKey prompt quality seed attempts maxAttempts error
     providerProgress { status queuePosition }
+    attemptHistory { number startedAt finishedAt outcome retryable error }
     workspaceAsset { id path thumbnailPath width height mimeType fileSizeBytes seed expiresAt
                      signedUrl { url expiresAt } signedThumbnailUrl { url } }
     libraryAsset { id path thumbnailPath tags roleplayMetadata contentCategory width height seed

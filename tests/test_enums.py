@@ -10,7 +10,7 @@ import pytest
 from strawberry.types.enum import StrawberryEnumDefinition
 
 from graph.schema import schema
-from storage.enums import ContentRating, JobDestination, JobStatus, LibraryTab, Provider, Quality
+from storage.enums import ContentRating, JobAttemptOutcome, JobDestination, JobStatus, LibraryTab, Provider, Quality
 
 CHECKED = [
     ("jobs_status_check", JobStatus),
@@ -18,6 +18,7 @@ CHECKED = [
     ("jobs_quality_check", Quality),
     ("characters_content_rating_check", ContentRating),
     ("image_models_provider_check", Provider),
+    ("job_attempts_outcome_check", JobAttemptOutcome),
 ]
 
 
@@ -32,7 +33,7 @@ async def test_the_database_checks_the_same_values_as_the_enum(
     assert set(re.findall(r"'([^']*)'", definition)) == {member.value for member in enum}
 
 
-@pytest.mark.parametrize("enum", [JobStatus, JobDestination, Quality, ContentRating, LibraryTab])
+@pytest.mark.parametrize("enum", [JobStatus, JobDestination, JobAttemptOutcome, Quality, ContentRating, LibraryTab])
 def test_graphql_shows_the_enum_under_its_own_name_with_its_members_names(enum: type[StrEnum]) -> None:
     shown = schema.get_type_by_name(enum.__name__)
     assert isinstance(shown, StrawberryEnumDefinition)

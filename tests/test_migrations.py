@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "characters",
     "image_models",
     "jobs",
+    "job_attempts",
     "workspace_assets",
     "user_library",
     "stored_objects",

@@ -1,10 +1,11 @@
-"""A `portraits worker` process killed mid-job: another worker finishes the job, exactly once."""
+"""A `portraits worker` process killed mid-job: another worker finishes the job, exactly once, and says so."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -51,6 +52,11 @@ async def wait_until_locked(pool: asyncpg.Pool, job_id: str) -> str:
     raise AssertionError("no worker process claimed the job")
 
 
+async def attempts_of(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The job's rows in job_attempts, oldest first."""
+    return list(await pool.fetch("SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY number", job_id))
+
+
 async def test_a_killed_worker_process_loses_its_job_to_another_which_finishes_it_once(
     graphql: GraphQL,
     pool: asyncpg.Pool,
@@ -76,15 +82,39 @@ async def test_a_killed_worker_process_loses_its_job_to_another_which_finishes_i
             process.kill()
             process.wait()
 
+    # and the killed worker's attempt is still open, under its lease: nobody has closed it yet
+    job_id = uuid.UUID(job["id"])
+    (dead,) = await attempts_of(pool, job_id)
+    assert (dead["outcome"], dead["finished_at"], dead["lease_token"]) == ("running", None, first_lease)
+    # named after its host and process: host:pid:suffix
+    host, pid, suffix = dead["worker_id"].split(":")
+    assert (host, int(pid)) == (dead["host"], dead["pid"]) == (socket.gethostname(), process.pid) and suffix
+    assert first_lease.startswith(dead["worker_id"] + "/")
+
     # then another worker claims the job once the dead one's lease runs out, and finishes it
-    await start_generation("local", lease_seconds=LEASE_SECONDS)
+    generation = await start_generation("local", lease_seconds=LEASE_SECONDS)
     done = await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
     assert done["attempts"] == 2
-    final_lease = await pool.fetchval("SELECT locked_by FROM jobs WHERE id = $1", uuid.UUID(job["id"]))
-    assert final_lease is None and first_lease.startswith("worker-")
+    final = await pool.fetchrow("SELECT locked_by, worker_id FROM jobs WHERE id = $1", job_id)
+    assert final is not None and final["locked_by"] is None
+    # and the job keeps who finished it: the second worker, not the dead one
+    (survivor,) = generation.workers
+    assert final["worker_id"] == survivor.name != dead["worker_id"]
+
+    # and its history has the dead attempt closed as abandoned, then exactly one completed attempt
+    abandoned, completed = await attempts_of(pool, job_id)
+    assert (abandoned["number"], abandoned["outcome"], abandoned["worker_id"]) == (1, "abandoned", dead["worker_id"])
+    assert abandoned["finished_at"] == completed["started_at"], "closed by the claim that took the job over"
+    assert abandoned["error"] is not None and "lease" in abandoned["error"]
+    assert (completed["number"], completed["outcome"], completed["worker_id"]) == (2, "completed", survivor.name)
+    assert (completed["host"], completed["pid"]) == (socket.gethostname(), os.getpid())
+    assert completed["finished_at"] >= completed["started_at"] and completed["error"] is None
+    # and the owner reads the same history, without the workers
+    assert [
+        (attempt["number"], attempt["outcome"]) for attempt in done["attemptHistory"]
+    ] == [(1, "ABANDONED"), (2, "COMPLETED")]
 
     # and exactly once: one workspace row, one library row, one object pair in each bucket
-    job_id = uuid.UUID(job["id"])
     assert await pool.fetchval("SELECT count(*) FROM workspace_assets WHERE job_id = $1", job_id) == 1
     assert await pool.fetchval("SELECT count(*) FROM user_library WHERE source_job_id = $1", job_id) == 1
     keys = [row["key"] for row in await pool.fetch("SELECT key FROM stored_objects ORDER BY key")]
@@ -114,5 +144,7 @@ async def test_a_live_worker_renews_its_lease_so_a_long_job_is_never_taken_over(
     done = await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
 
     # then the first worker kept it throughout: one attempt, one workspace row
-    assert done["attempts"] == 1 and first_lease.startswith("worker-")
+    assert done["attempts"] == 1
+    (attempt,) = await attempts_of(pool, uuid.UUID(job["id"]))
+    assert (attempt["outcome"], attempt["lease_token"]) == ("completed", first_lease)
     assert await pool.fetchval("SELECT count(*) FROM workspace_assets WHERE job_id = $1", uuid.UUID(job["id"])) == 1

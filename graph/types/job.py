@@ -10,7 +10,8 @@ from strawberry.types import Info
 from graph.context import Context
 from graph.types.assets import LibraryAssetType, WorkspaceAssetType
 from graph.types.character import CharacterType
-from graph.types.enums import JobDestination, JobStatus, Quality
+from graph.types.enums import JobAttemptOutcome, JobDestination, JobStatus, Quality
+from storage.job_attempts import JobAttempt
 from storage.jobs import Job
 
 
@@ -18,6 +19,40 @@ from storage.jobs import Job
 class ProviderProgressType:
     status: str = strawberry.field(description="The provider's word: IN_QUEUE, IN_PROGRESS or COMPLETED.")
     queue_position: int | None = strawberry.field(description="Place in the provider's queue, when it gives one.")
+
+
+@strawberry.type(
+    name="JobAttempt",
+    description=(
+        "One run of a job by a worker. Which worker, host and process ran it is kept for operators"
+        " (the job_attempts table, and their metrics), never shown here."
+    ),
+)
+class JobAttemptType:
+    number: int = strawberry.field(
+        description=(
+            "1 for the job's first attempt, then 2, ... Attempts a stopping worker handed back (RELEASED) are"
+            " numbered here but not counted in Job.attempts."
+        )
+    )
+    started_at: datetime
+    finished_at: datetime | None = strawberry.field(description="Null while the attempt runs.")
+    outcome: JobAttemptOutcome
+    retryable: bool | None = strawberry.field(
+        description="For a FAILED attempt: whether another attempt could succeed; null for other outcomes."
+    )
+    error: str | None = strawberry.field(description="Why the attempt did not complete.")
+
+    @classmethod
+    def from_model(cls, attempt: JobAttempt) -> JobAttemptType:
+        return cls(
+            number=attempt.number,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            outcome=attempt.outcome,
+            retryable=attempt.retryable,
+            error=attempt.error,
+        )
 
 
 @strawberry.type(name="Job", description="One image generation.")
@@ -49,6 +84,16 @@ class JobType:
             return None
         character = await info.context.loaders.character_by_id.load(self.model.character_id)
         return None if character is None else CharacterType.from_model(character)
+
+    @strawberry.field(
+        description=(
+            "Each attempt at the job, oldest first: when it ran, how it ended and why. Which worker and host ran"
+            " it is for operators only and is not exposed here."
+        )
+    )
+    async def attempt_history(self, info: Info[Context, None]) -> list[JobAttemptType]:
+        attempts = await info.context.loaders.job_attempts_by_job_id.load(self.model.id)
+        return [JobAttemptType.from_model(attempt) for attempt in attempts]
 
     @strawberry.field(description="The generated image in workspace-temp, once stored (a draft's preview).")
     async def workspace_asset(self, info: Info[Context, None]) -> WorkspaceAssetType | None:
