@@ -19,6 +19,7 @@ import asyncio
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,7 +96,7 @@ class Result:
     max_ms: float
 
 
-def percentile(sorted_values: list[int], fraction: float) -> float:
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not sorted_values:
         return 0.0
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         body = handle.read()
     request = build_request(args.host, args.port, args.path, body, args.header)
     try:
-        import uvloop  # noqa: PLC0415 - optional, for a cheaper client
+        import uvloop
 
         runner: Any = uvloop.run
     except ImportError:

@@ -131,8 +131,8 @@ async def drive(server: Server, dsn: str, warm: Sequence[Target], targets: Seque
     worst = max(abs(c.rss_closed / first - 1) for c in cycles[1:]) if len(cycles) > 1 else 0.0
     growth = (cycles[-1].rss_closed - first) / max(len(cycles) - 1, 1)
     print()
-    print(f"RSS after closing: {mb(baseline)} before the first cycle, {mb(first)} after it, {mb(cycles[-1].rss_closed)} "
-          f"after cycle {cycles[-1].number} ({mb(growth)} per cycle after the first)")
+    print(f"RSS after closing: {mb(baseline)} before the first cycle, {mb(first)} after it, "
+          f"{mb(cycles[-1].rss_closed)} after cycle {cycles[-1].number} ({mb(growth)} per cycle after the first)")
     ok = worst <= TARGET_DRIFT
     print(f"largest drift from cycle 1: {worst:.1%}   target <= {TARGET_DRIFT:.0%}: {'ok' if ok else 'MISSED'}")
     p99s = [c.round.p99_ms for c in cycles]
@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", dest="rates", type=lambda raw: [float(raw)], default=[1000.0],
                         help="updates/s of each cycle's timed round (1000)")
     parser.add_argument("--connect-concurrency", type=int, default=200, help="handshakes at a time (200)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds before an unheard update counts as missing")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds before an unheard update counts as missing (10)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait after subscribing (2)")
     parser.add_argument("--idle", type=float, default=2.0, help="seconds of idle CPU measurement per cycle (2)")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate",
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--sockets must be positive and --cycles at least 2")
     signal.signal(signal.SIGTERM, _on_sigterm)
     print(f"CPUs: {os.cpu_count()}; Python {platform.python_version()}; RLIMIT_NOFILE {raise_fd_limit()}")
-    print(f"{args.cycles} cycles of {args.sockets} sockets opened, subscribed, one round at {args.rates[0]:g} updates/s, closed")
+    print(f"{args.cycles} cycles of {args.sockets} sockets opened, subscribed, one round at {args.rates[0]:g} "
+          "updates/s, closed")
     workdir = Path(tempfile.mkdtemp(prefix="portraits-bench-cycles-"))
     started = time.monotonic()
     try:

@@ -44,7 +44,8 @@ pauses do not count against the server.
 Targets (issue 12): 10,000 subscribers, p99 under 100 ms, at most 45 KB per subscriber with uvicorn's own
 websocket protocol (the earlier 30 KB needed a websocket codec of our own, since removed).
 
-    python bench/subscriptions.py [--subscribers 10000 | --quick] [--rate 1000[,2000,...]] [--rounds 1] [--compression none]
+    python bench/subscriptions.py [--subscribers 10000 | --quick] [--rate 1000[,2000,...]] [--rounds 1]
+                                  [--compression none]
     python bench/subscriptions.py --ramp [--step 2500] [--max 20000] [--rate 1000]
 """
 
@@ -81,10 +82,10 @@ import orjson  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from server.auth import issue_token  # noqa: E402
+from devtools.embedded_postgres import die_with_parent  # noqa: E402
 from list_characters import PUBLIC_URL, Interrupted, Server, database, free_port  # noqa: E402
 from loadgen import percentile  # noqa: E402
-from devtools.embedded_postgres import die_with_parent  # noqa: E402
+from server.auth import issue_token  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 
 SUBSCRIPTION = "subscription($c: ID){ characterImageUpdated(characterId: $c){ id imageUrl } }"
@@ -113,7 +114,7 @@ T = TypeVar("T")
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """uvloop when installed (as uvicorn uses it): cheaper for the load process and the updater."""
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         return uvloop.run(coroutine)
     except ImportError:
@@ -267,7 +268,8 @@ async def open_subscriber(state: LoadState, character_id: str, token: str) -> Cl
         ack = orjson.loads(await asyncio.wait_for(websocket.recv(), OPEN_TIMEOUT))
         if ack.get("type") != "connection_ack":
             raise HandshakeRefused(str(ack)[:200])
-        subscribe = {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION, "variables": {"c": character_id}}}
+        payload = {"query": SUBSCRIPTION, "variables": {"c": character_id}}
+        subscribe = {"id": "1", "type": "subscribe", "payload": payload}
         await websocket.send(orjson.dumps(subscribe).decode())
     except BaseException:
         websocket.transport.abort()
@@ -424,7 +426,7 @@ class LoadProcess:
             process = await asyncio.create_subprocess_exec(
                 *command, cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 limit=1 << 26,  # a collect reply carries every receipt of a round on one line
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
             )
         load = cls(process, log_path)
         await load.reply(timeout=60)
@@ -465,7 +467,8 @@ class LoadProcess:
         return await self.request({"cmd": "open", "count": count, "concurrency": concurrency}, OPEN_TIMEOUT * batches)
 
     async def collect(self, tag: str, expect: int, timeout: float) -> dict[str, Any]:
-        return await self.request({"cmd": "collect", "tag": tag, "expect": expect, "timeout": timeout}, timeout + COMMAND_SLACK)
+        command = {"cmd": "collect", "tag": tag, "expect": expect, "timeout": timeout}
+        return await self.request(command, timeout + COMMAND_SLACK)
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -519,8 +522,13 @@ async def unseed(dsn: str, targets: Sequence[Target]) -> None:
         await connection.close()
 
 
-async def update_round(pool: asyncpg.Pool, targets: Sequence[Target], tag: str, rate: float) -> tuple[dict[str, float], float]:
-    """Set every target's image_url to its ``tag`` URL at ``rate`` per second: (commit time per character, achieved rate)."""
+async def update_round(
+    pool: asyncpg.Pool, targets: Sequence[Target], tag: str, rate: float
+) -> tuple[dict[str, float], float]:
+    """Set every target's image_url to its ``tag`` URL at ``rate`` per second.
+
+    Returns the commit time per character and the achieved rate.
+    """
     commits: dict[str, float] = {}
     schedule = iter(enumerate(targets))
     start = time.perf_counter() + 0.01
@@ -676,7 +684,9 @@ class Bench:
 # -- runs ---------------------------------------------------------------------------------
 
 
-async def warm_up(port: int, pool: asyncpg.Pool, targets: Sequence[Target], jobs_file: Path, args: argparse.Namespace, log: Path) -> None:
+async def warm_up(
+    port: int, pool: asyncpg.Pool, targets: Sequence[Target], jobs_file: Path, args: argparse.Namespace, log: Path
+) -> None:
     """A few subscribers hear one update each and leave, so the baseline RSS includes the code they run."""
     jobs_file.write_bytes(orjson.dumps([(t.character_id, t.token) for t in targets]))
     load = await LoadProcess.start(port, jobs_file, args.compression, log)
@@ -738,13 +748,16 @@ def print_summary(bench: Bench, population: Population, rounds: list[RoundFigure
     print()
     tried = population.subscribers + population.failed
     target = verdict(n >= TARGET_SUBSCRIBERS) if tried >= TARGET_SUBSCRIBERS else "not tried at this N"
-    print(f"subscribers              {n} live ({population.failed} failed to connect, {population.not_live} never heard)"
+    print(f"subscribers              {n} live ({population.failed} failed to connect, "
+          f"{population.not_live} never heard)"
           f"   target {TARGET_SUBSCRIBERS}: {target}")
-    print(f"connect rate             {population.connect_rate:.0f}/s ({bench.args.connect_concurrency} handshakes at a time)")
+    print(f"connect rate             {population.connect_rate:.0f}/s "
+          f"({bench.args.connect_concurrency} handshakes at a time)")
     print(f"server RSS               {mb(bench.baseline_rss)} before; {mb(population.rss_subscribed)} subscribed; "
           f"{mb(population.rss_idle)} after one update each; {mb(rss_after)} at the end")
     print(f"memory per subscriber    {kb(per_subscribed)} just subscribed, {kb(per_idle)} after one update"
-          f"   target <= {kb(TARGET_BYTES_PER_SUBSCRIBER)}: {verdict(max(per_idle, per_subscribed) <= TARGET_BYTES_PER_SUBSCRIBER)}")
+          f"   target <= {kb(TARGET_BYTES_PER_SUBSCRIBER)}: "
+          f"{verdict(max(per_idle, per_subscribed) <= TARGET_BYTES_PER_SUBSCRIBER)}")
     print(f"server CPU while idle    {population.idle_cpu:.1%} of a core over {bench.args.idle:g}s")
     if rounds:
         print("latency, commit -> client receipt:")
@@ -777,7 +790,8 @@ async def run_ramp(bench: Bench, targets: Sequence[Target], step: int) -> int:
         print(f"  {population.subscribers} live, {kb(population.per_subscriber_idle)}/subscriber, "
               f"p99 {figures.p99_ms:.1f} ms, {figures.missing} missed, idle CPU {population.idle_cpu:.1%}")
         if population.failed or population.not_live:
-            reason = f"{population.failed} connections failed, {population.not_live} never heard at {start + len(batch)}"
+            reason = (f"{population.failed} connections failed, {population.not_live} never heard "
+                      f"at {start + len(batch)}")
             break
         if figures.missing:
             reason = f"{figures.missing} updates missed at {population.subscribers}"
@@ -820,7 +834,9 @@ def start_server(port: int, dsn: str, secret: str, workdir: Path) -> Server:
     return Server("graphql", [sys.executable, "-m", "server.cli", "serve"], env, port, workdir / "server.log")
 
 
-async def drive(server: Server, dsn: str, warm: Sequence[Target], targets: Sequence[Target], workdir: Path, args: argparse.Namespace) -> int:
+async def drive(
+    server: Server, dsn: str, warm: Sequence[Target], targets: Sequence[Target], workdir: Path, args: argparse.Namespace
+) -> int:
     gc.disable()  # as in the load process: a collection here would delay commit times and hide latency
     pool = await asyncpg.create_pool(dsn, min_size=UPDATERS, max_size=UPDATERS)
     load: LoadProcess | None = None
@@ -849,10 +865,11 @@ def fd_capacity() -> int:
 
 def plan(args: argparse.Namespace) -> int:
     """How many subscribers this run needs (at most what the descriptor limit allows)."""
-    wanted = args.max if args.ramp else args.subscribers
+    wanted: int = args.max if args.ramp else args.subscribers
     capacity = fd_capacity()
     if wanted > capacity:
-        print(f"note: RLIMIT_NOFILE allows {capacity + FD_HEADROOM} descriptors per process; using {capacity} subscribers")
+        print(f"note: RLIMIT_NOFILE allows {capacity + FD_HEADROOM} descriptors per process; "
+              f"using {capacity} subscribers")
     return min(wanted, capacity)
 
 
@@ -931,7 +948,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    print(f"CPUs: {cpus} (usable by this process: {usable}); Python {platform.python_version()} on {platform.machine()}; "
+    print(f"CPUs: {cpus} (usable by this process: {usable}); "
+          f"Python {platform.python_version()} on {platform.machine()}; "
           f"RLIMIT_NOFILE {raise_fd_limit()}")
     mode = f"ramp +{args.step} to {args.max}" if args.ramp else f"{args.subscribers} subscribers"
     rates = ",".join(f"{r:g}" for r in args.rates)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -20,14 +21,14 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
+from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+from pipeline.service import Generation
+from pipeline.sweeper import SweepReport, sweep
 from server.app import create_app, open_services
 from server.auth import issue_token
 from server.gc_pacer import GcPacer
 from server.settings import Settings, SettingsError, WebSocketConfig
 from server.websocket import SOCKETS
-from pipeline.service import Generation
-from pipeline.sweeper import SweepReport, sweep
-from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from storage.errors import StorageError
 from storage.migrate import migrate
 
@@ -121,10 +122,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         # handlers turn it into an exception so the embedded PostgreSQL is stopped in order.
         signal.signal(signal.SIGTERM, _stop_requested)
         signal.signal(signal.SIGINT, _stop_requested)
-        try:
+        with contextlib.suppress(StopRequested):
             server.run()
-        except StopRequested:
-            pass
         if not server.started:
             return 1
     return 0
@@ -152,8 +151,11 @@ async def _run_workers(settings: Settings, database_url: str, count: int) -> Non
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with open_services(settings, database_url) as (pool, objects):
-        generation = await Generation.start(settings.generation, dsn=database_url, pool=pool, objects=objects, workers=count)
-        print(f"portraits worker: {count} worker(s), {settings.generation.worker.concurrency} job(s) each; Ctrl-C stops", flush=True)
+        generation = await Generation.start(
+            settings.generation, dsn=database_url, pool=pool, objects=objects, workers=count
+        )
+        concurrency = settings.generation.worker.concurrency
+        print(f"portraits worker: {count} worker(s), {concurrency} job(s) each; Ctrl-C stops", flush=True)
         try:
             await stop.wait()
         finally:
@@ -238,10 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portraits", description="GraphQL backend for AI character portraits.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="apply migrations and serve the GraphQL API").set_defaults(run=serve)
-    commands.add_parser("worker", help="run generation workers only (scale-out; WORKERS of them, at least 1)").set_defaults(
-        run=worker_command
-    )
-    commands.add_parser("sweep", help="delete expired workspace-temp images once and exit").set_defaults(run=sweep_command)
+    worker = commands.add_parser("worker", help="run generation workers only (scale-out; WORKERS of them, at least 1)")
+    worker.set_defaults(run=worker_command)
+    sweep_parser = commands.add_parser("sweep", help="delete expired workspace-temp images once and exit")
+    sweep_parser.set_defaults(run=sweep_command)
     commands.add_parser("migrate", help="apply database migrations and exit").set_defaults(run=migrate_command)
     token = commands.add_parser("token", help="print a bearer token for a user (development and tests)")
     token.add_argument("--user", required=True, type=uuid.UUID, help="the user's UUID (the token's sub)")

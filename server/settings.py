@@ -19,14 +19,14 @@ from pipeline.generation import PipelineConfig
 from pipeline.providers.fal import FalConfig
 from pipeline.service import GenerationSettings
 from pipeline.worker import WorkerConfig
+from realtime.event_hub import REDIS_SCHEMES
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
-from realtime.event_hub import REDIS_SCHEMES
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
-from storage.objects.sigv4 import MAX_EXPIRES_SECONDS
 from storage.objects.signing import DEFAULT_TTL_SECONDS, DEFAULT_WINDOW_RATIO, SigningPolicy
+from storage.objects.sigv4 import MAX_EXPIRES_SECONDS
 
 DEVELOPMENT = "development"
 PRODUCTION = "production"
@@ -38,7 +38,10 @@ DEV_SECRET_FILE = "jwt-secret"
 
 @dataclass(frozen=True, slots=True)
 class WebSocketConfig:
-    """How uvicorn serves websockets (README: Limits); only compression is a setting, the rest are the defaults tests shorten."""
+    """How uvicorn serves websockets (README: Limits).
+
+    Only compression is a setting (WS_PER_MESSAGE_DEFLATE); the rest are fixed, and tests shorten them.
+    """
 
     # Off by default: subscription messages are ~100-byte JSON and zlib state costs tens of KB per socket.
     per_message_deflate: bool = False
@@ -69,7 +72,8 @@ class Settings:
     signing: SigningPolicy
     generation: GenerationSettings
     job_policy: JobPolicy
-    # None: fan-out on our PostgreSQL LISTEN/NOTIFY backend; redis://...: our Redis pub/sub backend (both under broadcaster).
+    # None: fan-out on our PostgreSQL LISTEN/NOTIFY backend; redis://...: our Redis pub/sub backend
+    # (both under broadcaster).
     broadcast_url: str | None
     subscription_limits: SubscriptionLimits
     websocket: WebSocketConfig
@@ -98,9 +102,13 @@ class Settings:
             if jwt_secret is None:
                 raise SettingsError("PORTRAITS_ENV=production needs JWT_SECRET (your Supabase project's JWT secret)")
             if len(jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
-                raise SettingsError(f"JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
+                raise SettingsError(
+                    f"JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
+                )
             if database_url is None:
-                raise SettingsError("PORTRAITS_ENV=production needs DATABASE_URL; the embedded PostgreSQL is for development")
+                raise SettingsError(
+                    "PORTRAITS_ENV=production needs DATABASE_URL; the embedded PostgreSQL is for development"
+                )
         if jwt_secret is None:
             jwt_secret = load_or_create_dev_secret(data_dir)
 
@@ -144,7 +152,7 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
     except FileExistsError:
         secret = path.read_text().strip()
         if not secret:
-            raise SettingsError(f"{path} is empty; delete it to have a new development secret made")
+            raise SettingsError(f"{path} is empty; delete it to have a new development secret made") from None
         return secret
     secret = secrets.token_urlsafe(48)
     with os.fdopen(fd, "w") as handle:
@@ -164,7 +172,9 @@ def _object_store_config(env: Mapping[str, str], *, data_dir: Path, public_url: 
         access_key = env.get("AWS_ACCESS_KEY_ID") or None
         secret_key = env.get("AWS_SECRET_ACCESS_KEY") or None
         if (access_key is None) != (secret_key is None):
-            raise SettingsError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (to use a profile or role)")
+            raise SettingsError(
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (to use a profile or role)"
+            )
         path_style = env.get("S3_FORCE_PATH_STYLE")
         s3 = S3Config(
             endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
@@ -176,7 +186,9 @@ def _object_store_config(env: Mapping[str, str], *, data_dir: Path, public_url: 
             session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
     local_root = Path(env.get("OBJECTS_DIR") or data_dir / "objects").expanduser().absolute()
-    return ObjectStoreConfig(backend=backend, local_root=local_root, public_url=public_url, signing_secret=secret, s3=s3)
+    return ObjectStoreConfig(
+        backend=backend, local_root=local_root, public_url=public_url, signing_secret=secret, s3=s3
+    )
 
 
 def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
@@ -225,7 +237,9 @@ def _generation_settings(env: Mapping[str, str]) -> GenerationSettings:
             image_width=size,
             image_height=size,
             thumbnail_max_side=_int_setting(env, "THUMBNAIL_MAX_SIDE", 256, minimum=16, maximum=2048),
-            workspace_ttl_seconds=_float_setting(env, "WORKSPACE_TTL_SECONDS", 24 * 3600, minimum=1, maximum=90 * 24 * 3600),
+            workspace_ttl_seconds=_float_setting(
+                env, "WORKSPACE_TTL_SECONDS", 24 * 3600, minimum=1, maximum=90 * 24 * 3600
+            ),
         ),
         fal=fal,
         local_latency_seconds=_float_setting(env, "LOCAL_RENDER_LATENCY_MS", 0, minimum=0, maximum=600_000) / 1000,

@@ -28,7 +28,7 @@ _closing: set[asyncio.Task[None]] = set()
 
 @dataclass
 class SocketTally:
-    """GraphQL sockets opened and closed so far: the GC pacer collects the cycles closed ones leave (server/gc_pacer.py)."""
+    """GraphQL sockets opened and closed so far: the GC pacer collects the cycles closed ones leave (gc_pacer.py)."""
 
     opened: int = 0
     closed: int = 0
@@ -80,7 +80,7 @@ class GraphQLSocketShortcut:
 
 
 class SocketChannel:
-    """The socket's ``receive`` and ``send`` as the GraphQL view sees them, cut from uvicorn's connection once the view returns.
+    """The socket's ``receive`` and ``send`` as the GraphQL view sees them, cut from uvicorn's connection after.
 
     graphql-core's executor of a subscription lies on a reference cycle (its
     ``__dict__`` holds its own bound methods), so when the socket ends it is

@@ -1,4 +1,7 @@
-"""The serve process's paced garbage collection: survivors are frozen; frozen cycles are freed once sockets closed or the heap grew."""
+"""The serve process's paced garbage collection.
+
+Survivors are frozen; frozen cycles are freed once enough sockets closed or the heap grew.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def is_frozen(thing: object) -> bool:
 
 
 def frozen_garbage_cycle(pacer: GcPacer) -> Callable[[], Node | None]:
-    """A reference cycle that survives a step (so it is frozen), then is dropped; a probe says whether it is still there."""
+    """A reference cycle that survives a step (so it is frozen), then is dropped; a probe says if it is still there."""
     first, second = Node(), Node()
     first.other, second.other = second, first
     pacer.tick()
@@ -39,7 +42,11 @@ async def started() -> AsyncIterator[Callable[..., GcPacer]]:
     pacers: list[GcPacer] = []
 
     def start(
-        sockets: SocketTally, *, min_closed_sockets: int = 1000, growth_check_seconds: float = 3600, growth_share: float = 0.1
+        sockets: SocketTally,
+        *,
+        min_closed_sockets: int = 1000,
+        growth_check_seconds: float = 3600,
+        growth_share: float = 0.1,
     ) -> GcPacer:
         pacer = GcPacer(
             sockets,

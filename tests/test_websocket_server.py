@@ -22,6 +22,7 @@ import websockets
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import Event
 from websockets.uri import parse_uri
 
 from server.app import create_app
@@ -37,13 +38,14 @@ TIMEOUT = 10.0
 @asynccontextmanager
 async def serving(settings: Settings, websocket: WebSocketConfig = WebSocketConfig()) -> AsyncIterator[ServedUvicorn]:
     """The app on a real uvicorn with ``websocket`` options, as ``portraits serve`` runs it."""
-    config = uvicorn_config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", websocket=websocket)
+    app = create_app(settings)
+    config = uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="warning", websocket=websocket)
     async with serve_uvicorn(config) as served:
         yield served
 
 
 class SansIOClient:
-    """A graphql-transport-ws client on websockets' sans-io ClientProtocol: it answers the server's pings only when told.
+    """A graphql-transport-ws client on websockets' sans-io ClientProtocol: it answers pings only when told.
 
     (websockets' asyncio client always answers pings; a peer that goes silent needs this.)
     """
@@ -52,7 +54,7 @@ class SansIOClient:
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
-        self.events: deque[Response | Frame] = deque()
+        self.events: deque[Event] = deque()
 
     @classmethod
     async def connect(cls, url: str, token: str) -> SansIOClient:
@@ -64,7 +66,8 @@ class SansIOClient:
         response = await client.next_event()
         assert isinstance(response, Response) and response.status_code == 101, response
         assert client.protocol.handshake_exc is None, client.protocol.handshake_exc
-        client.protocol.send_text(orjson.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}))
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        client.protocol.send_text(orjson.dumps(init))
         client.flush()
         ack = await client.next_event()
         assert isinstance(ack, Frame) and orjson.loads(ack.data)["type"] == "connection_ack", ack
@@ -75,7 +78,7 @@ class SansIOClient:
         for data in self.protocol.data_to_send():
             self.writer.write(data)
 
-    async def next_event(self) -> Response | Frame:
+    async def next_event(self) -> Event:
         while not self.events:
             data = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
             if data:
@@ -115,24 +118,29 @@ async def test_the_server_pings_and_closes_a_socket_whose_pong_is_late(settings:
             # then the server closes it: 1011 keepalive ping timeout, and ends the connection
             frame = await client.next_event()
             assert isinstance(frame, Frame) and frame.opcode == Opcode.CLOSE, frame
-            assert client.protocol.close_rcvd is not None
-            assert (client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason) == (1011, "keepalive ping timeout")
+            close = client.protocol.close_rcvd
+            assert close is not None
+            assert (close.code, close.reason) == (1011, "keepalive ping timeout")
             assert await client.closed_by_server()
         finally:
             client.close()
 
 
-async def test_a_client_message_over_the_size_limit_closes_the_socket_with_1009(settings: Settings, alice: uuid.UUID) -> None:
+async def test_a_client_message_over_the_size_limit_closes_the_socket_with_1009(
+    settings: Settings, alice: uuid.UUID
+) -> None:
     limited = WebSocketConfig(max_message_bytes=64 * 1024)
-    async with serving(settings, limited) as served:
-        async with GraphQLSocket.open(served.url("/graphql"), token=token_for(alice)) as socket:
-            # given a message just under the limit: it is read and answered
-            await socket.send({"type": "ping", "payload": {"pad": "x" * 60_000}})
-            assert (await socket.receive())["type"] == "pong"
-            # when one is over it, then the server closes the socket: 1009 message too big
-            await socket.send({"type": "ping", "payload": {"pad": "x" * 70_000}})
-            with pytest.raises(Rejected) as closed:
-                await socket.receive()
+    async with (
+        serving(settings, limited) as served,
+        GraphQLSocket.open(served.url("/graphql"), token=token_for(alice)) as socket,
+    ):
+        # given a message just under the limit: it is read and answered
+        await socket.send({"type": "ping", "payload": {"pad": "x" * 60_000}})
+        assert (await socket.receive())["type"] == "pong"
+        # when one is over it, then the server closes the socket: 1009 message too big
+        await socket.send({"type": "ping", "payload": {"pad": "x" * 70_000}})
+        with pytest.raises(Rejected) as closed:
+            await socket.receive()
     assert closed.value.code == 1009
 
 
@@ -155,11 +163,13 @@ async def test_shutdown_closes_open_sockets_with_1012(settings: Settings, alice:
 
 @pytest.mark.parametrize("deflate", [False, True], ids=["default: off", "WS_PER_MESSAGE_DEFLATE=true"])
 async def test_per_message_deflate_is_negotiated_only_when_turned_on(settings: Settings, deflate: bool) -> None:
-    async with serving(settings, replace(settings.websocket, per_message_deflate=deflate)) as served:
-        # a client that offers permessage-deflate, as browsers do
-        async with websockets.connect(served.url("/graphql"), subprotocols=[TRANSPORT_WS], compression="deflate") as raw:  # type: ignore[list-item]
-            assert raw.response is not None
-            extensions = raw.response.headers.get("Sec-WebSocket-Extensions", "")
+    # a client that offers permessage-deflate, as browsers do
+    async with (
+        serving(settings, replace(settings.websocket, per_message_deflate=deflate)) as served,
+        websockets.connect(served.url("/graphql"), subprotocols=[TRANSPORT_WS], compression="deflate") as raw,  # type: ignore[list-item]
+    ):
+        assert raw.response is not None
+        extensions = raw.response.headers.get("Sec-WebSocket-Extensions", "")
     assert ("permessage-deflate" in extensions) is deflate
 
 
