@@ -132,6 +132,10 @@ class Worker:
         """Stop claiming, let running jobs finish for a grace period, then hand the rest back to the queue."""
         self._stopping.set()
         self.signals.ready.set()
+        if self._tasks:
+            # The claim loop ends at its next check. A claim under way commits first, and its job
+            # must be among those handed back below, not left running after the worker stopped.
+            await asyncio.wait(self._tasks[:1], timeout=self.config.shutdown_grace_seconds + 5)
         running = [entry.task for entry in self._running.values()]
         if running:
             await asyncio.wait(running, timeout=self.config.shutdown_grace_seconds)
