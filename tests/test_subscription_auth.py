@@ -44,7 +44,9 @@ async def test_a_socket_without_a_valid_token_is_rejected(live_server: str, prot
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_an_expired_or_foreign_signed_token_is_rejected(live_server: str, alice: uuid.UUID, protocol: str) -> None:
+async def test_an_expired_or_foreign_signed_token_is_rejected(
+    live_server: str, alice: uuid.UUID, protocol: str
+) -> None:
     expired = token_for(alice, ttl=timedelta(minutes=-5))
     forged = token_for(alice)[:-4] + "AAAA"
     for token in (expired, forged):
@@ -84,7 +86,9 @@ async def test_a_websocket_elsewhere_than_graphql_is_refused(live_server: str) -
     assert refused.value.response.status_code == 403
 
 
-async def test_the_connection_init_token_wins_over_the_header(live_server: str, alice: uuid.UUID, bob: uuid.UUID) -> None:
+async def test_the_connection_init_token_wins_over_the_header(
+    live_server: str, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
     # given a valid header for bob but a bad token in connection_init
     headers = {"Authorization": f"Bearer {token_for(bob)}"}
     with pytest.raises(Rejected) as rejected:
@@ -101,7 +105,8 @@ async def test_the_socket_is_closed_when_its_token_expires(
     # given a socket opened with a token that expires in 2 seconds, running a subscription
     character = await create_character(graphql, alice)
     job = await generate_portrait(graphql, alice, characterId=character["id"])
-    async with GraphQLSocket.open(live_server, protocol=protocol, token=token_for(alice, ttl=timedelta(seconds=2))) as socket:
+    token = token_for(alice, ttl=timedelta(seconds=2))
+    async with GraphQLSocket.open(live_server, protocol=protocol, token=token) as socket:
         await socket.subscribe(JOB_UPDATED, {"id": job["id"]})
         assert data_of(await socket.next_result(), "jobUpdated")["status"] == "QUEUED"
         opened = time.monotonic()

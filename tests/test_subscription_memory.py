@@ -37,7 +37,7 @@ async def retained_bytes_per_event(schema: strawberry.Schema) -> float:
     assert not isinstance(stream, type(None))
     received = 0
     before = after = None
-    async for result in stream:  # type: ignore[union-attr]
+    async for result in stream:
         assert not result.errors, result.errors
         received += 1
         if received == EVENTS:
