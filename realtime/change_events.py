@@ -6,6 +6,8 @@ Redis channel) that carries every event to every process: each process
 subscribes once and routes by the event's user in memory
 (realtime/event_hub.py). After a gap in which events may have been lost,
 ``RESYNC`` goes on that channel and every subscriber re-reads its state.
+Each event carries an id (``seq``, migration 0007), so a process that hears
+an event twice (two Redis relays publish each one) keeps the first copy.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ChangeNotice:
     status: str | None = None
     destination: str | None = None
     at_ms: int = 0
+    seq: int = 0  # the event's id, unique per database; 0 when the sender gave none
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ def parse_message(message: str) -> ChangeNotice | Resync | None:
             status=data.get("status"),
             destination=data.get("destination"),
             at_ms=int(data.get("at") or 0),
+            seq=int(data.get("seq") or 0),
         )
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         logger.warning("ignoring a malformed change event %.200r", message)

@@ -8,6 +8,12 @@ belongs to one GraphQL subscription and is bounded, so a slow client never
 slows anyone else's delivery, and an idle subscriber costs a mailbox and a
 set entry: no task, no queue.
 
+In Redis mode two relays publish every event (realtime/notify_relay.py), so
+the hub hears most events twice: it keeps the first copy of each event id
+and drops the second (``RecentEvents``, a bounded window). A copy that
+comes later than the window costs a subscriber one re-read that finds
+nothing new to send, never a lost or repeated frame.
+
 ``open_event_hub`` assembles it: ``Broadcast`` on our ``PostgresNotifyBackend``
 by default, or on our ``RedisPubSubBackend`` fed by ``NotifyRelay`` when a
 ``redis://`` URL is given.
@@ -18,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlparse
 from uuid import UUID
 
 from broadcaster import Broadcast
 
-from realtime.change_events import EVENTS_CHANNEL, Resync, parse_message
+from realtime.change_events import EVENTS_CHANNEL, ChangeNotice, Resync, parse_message
 from realtime.mailbox import FeedClosed, Mailbox, NoticeFilter
 from realtime.notify_relay import NotifyRelay
 from realtime.postgres_backend import PostgresNotifyBackend
@@ -33,6 +40,33 @@ from realtime.redis_backend import RedisPubSubBackend
 logger = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis", "rediss")
+# Event ids remembered to drop a second copy. Both relays publish an event within milliseconds
+# of each other, so this covers seconds of a heavy burst; ~200 bytes each.
+RECENT_EVENTS = 4096
+
+
+class RecentEvents:
+    """The ids of the last ``size`` events heard, to tell a second copy from a new event."""
+
+    __slots__ = ("_ids", "_order")
+
+    def __init__(self, size: int = RECENT_EVENTS) -> None:
+        # (seq, row id): seq alone is unique per database, and one Redis may carry several databases' events.
+        self._ids: set[tuple[int, UUID]] = set()
+        self._order: deque[tuple[int, UUID]] = deque(maxlen=size)
+
+    def first_copy(self, notice: ChangeNotice) -> bool:
+        """Whether ``notice`` is new (then remembered); an event without an id always is."""
+        if not notice.seq:
+            return True
+        key = (notice.seq, notice.id)
+        if key in self._ids:
+            return False
+        if len(self._order) == self._order.maxlen:
+            self._ids.discard(self._order[0])
+        self._order.append(key)
+        self._ids.add(key)
+        return True
 
 
 class EventHub:
@@ -44,6 +78,7 @@ class EventHub:
         self._mailboxes: dict[UUID, set[Mailbox]] = {}
         self._router: asyncio.Task[None] | None = None
         self._closed = False
+        self._recent = RecentEvents()
 
     @property
     def subscriber_count(self) -> int:
@@ -61,13 +96,15 @@ class EventHub:
         await listening
 
     async def close(self) -> None:
-        """End every subscription (``FeedClosed``), then leave the broadcaster channel."""
+        """End every subscription (``FeedClosed``), then leave the broadcaster channel; logs what it ended."""
+        ended = self.subscriber_count
         self._closed = True
         self._fail_all(FeedClosed("the server is shutting down"))
         if self._router is not None:
             self._router.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._router
+        logger.info("change-event hub closed; %d subscription(s) ended", ended)
 
     def subscribe(
         self, user_id: UUID, *, accepts: NoticeFilter, max_pending: int, max_lag_seconds: float
@@ -77,7 +114,7 @@ class EventHub:
         return HubSubscription(self, user_id, mailbox)
 
     def route(self, message: str) -> None:
-        """Hand one event to its user's mailboxes; a resync to every mailbox."""
+        """Hand one event to its user's mailboxes, once however many copies come; a resync to every mailbox."""
         notice = parse_message(message)
         if notice is None:
             return
@@ -85,6 +122,8 @@ class EventHub:
             for mailboxes in self._mailboxes.values():
                 for mailbox in mailboxes:
                     mailbox.resync()
+            return
+        if not self._recent.first_copy(notice):
             return
         for mailbox in self._mailboxes.get(notice.user_id, ()):
             mailbox.offer(notice)

@@ -2,14 +2,27 @@
 
 Events still come only from the database triggers; Redis only fans them out.
 Every event is published as it came, on the one channel ``EVENTS_CHANNEL``
-that every process subscribes to. One process at a time relays (whoever
-holds a session advisory lock on its LISTEN connection), so each event
-reaches Redis once however many servers run. The other processes retry the
-lock every few seconds; the lock goes with the connection, so when the
-relaying process dies, another takes over, and announces ``RESYNC`` since
-events of the handover are lost. Publishing is one task in arrival order;
-when Redis refuses, the event is dropped and ``RESYNC`` goes out as soon as
-Redis answers again.
+that every process subscribes to.
+
+Two processes relay at once, a leader and a hot standby: each holds one of
+``RELAY_SLOTS`` relay slots (a session advisory lock on its LISTEN
+connection, storage/relay_slots.py) and publishes every event it hears.
+Each event carries an id (its ``seq``), and every process keeps the first
+copy of an id and drops the second (realtime/event_hub.py). So when a relay
+dies (a crash, a kill -9, a hang, a lost connection), the other has already
+published every event of the handover: nobody waits for a lock to expire or
+a resync, and nothing is lost. Other processes try for a free slot every
+``SLOT_RETRY_SECONDS``; a slot goes with its connection, so a dead relay's
+slot is free as soon as PostgreSQL closes its session.
+
+A relay LISTENs before it takes a slot, and keeps what it hears meanwhile
+(storage/listen_connection.py), so from taking the slot on it has missed
+nothing since its LISTEN. If another slot was held at that moment, that
+relay has been publishing all along, and nothing was lost; if none was, the
+events of the time nobody relayed are, and the new relay announces
+``RESYNC`` first. Publishing is one task in arrival order; when Redis
+refuses, the event is dropped and ``RESYNC`` goes out as soon as Redis
+answers again.
 """
 
 from __future__ import annotations
@@ -24,12 +37,13 @@ import asyncpg
 from realtime.change_events import EVENTS_CHANNEL, RESYNC
 from realtime.redis_backend import RedisUnavailable
 from storage.listen_connection import ListenConnection
+from storage.relay_slots import take_relay_slot
 
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "portraits-events-relay"
-RELAY_LOCK_KEY = 0x706F7274726F6C  # "portrol": one relay per database
-LEADER_RETRY_SECONDS = 2.0
+RELAY_SLOTS = 2  # a leader and a hot standby
+SLOT_RETRY_SECONDS = 2.0
 REDIS_RETRY_SECONDS = 1.0
 
 # (channel, message), as ``Broadcast.publish``; raises ``RedisUnavailable`` when Redis refuses.
@@ -37,41 +51,65 @@ Publish = Callable[[str, str], Awaitable[None]]
 
 
 class NotifyRelay:
-    """Relays NOTIFY to ``publish`` while this process holds the relay lock."""
+    """Relays NOTIFY to ``publish`` while this process holds a relay slot."""
 
-    def __init__(self, dsn: str, publish: Publish, *, leader_retry_seconds: float = LEADER_RETRY_SECONDS) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        publish: Publish,
+        *,
+        slots: int = RELAY_SLOTS,
+        slot_retry_seconds: float = SLOT_RETRY_SECONDS,
+        application_name: str = APPLICATION_NAME,
+    ) -> None:
         self._publish = publish
+        self._slots = slots
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._listen = ListenConnection(
             dsn,
             listeners={EVENTS_CHANNEL: self._received},
             on_connected=self._connected,
-            application_name=APPLICATION_NAME,
-            gate=self._take_lead,
-            gate_retry_seconds=leader_retry_seconds,
+            application_name=application_name,
+            gate=self._take_slot,
+            gate_retry_seconds=slot_retry_seconds,
         )
         self._publisher: asyncio.Task[None] | None = None
-        self.is_leader = False  # as of the last connection attempt
+        self.slot: int | None = None  # the slot held, as of the last connection attempt (1 is the leader)
+        self._alone = False  # no other slot was held when this one was taken
+
+    @property
+    def is_relaying(self) -> bool:
+        return self.slot is not None
 
     async def start(self) -> None:
         self._publisher = asyncio.create_task(self._publish_in_order(), name="notify-relay-publisher")
         await self._listen.start()
 
     async def close(self) -> None:
+        """Stop relaying; the other relay, if any, goes on publishing everything this one would have."""
+        slot = self.slot
         await self._listen.close()
-        self.is_leader = False
+        self.slot = None
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publisher
+        if slot is not None:
+            logger.info("stopped relaying change events to Redis (slot %d of %d)", slot, self._slots)
 
-    async def _take_lead(self, connection: asyncpg.Connection) -> bool:
-        self.is_leader = bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
-        return self.is_leader
+    async def _take_slot(self, connection: asyncpg.Connection) -> bool:
+        taken = await take_relay_slot(connection, slots=self._slots)
+        self.slot = None if taken is None else taken.number
+        self._alone = taken is not None and taken.peers == 0
+        return taken is not None
 
     def _connected(self, after_gap: bool) -> None:
-        # Leading now: events of the time nobody led (or before this process listened) are lost.
-        self._outbox.put_nowait(RESYNC)
+        if self._alone:  # nobody relayed before this one: what was raised meanwhile is lost
+            self._outbox.put_nowait(RESYNC)
+        logger.info(
+            "relaying change events to Redis (slot %s of %d)%s", self.slot, self._slots,
+            "; no other relay was running, so every subscriber resyncs" if self._alone else "",
+        )
 
     def _received(self, payload: str) -> None:
         self._outbox.put_nowait(payload)

@@ -7,6 +7,12 @@ timeout (a silent network loss). Either way it is reopened with exponential
 backoff and LISTENs again; ``on_connected(after_gap=True)`` then tells the
 owner that notifications may have been lost, since PostgreSQL does not keep
 them for a listener that was away.
+
+A ``gate`` (the Redis relay's slot) runs after LISTEN, and what is heard
+while it runs is held until it says yes (then handed over) or no (then
+dropped with the connection): so a connection the gate lets through has
+missed nothing since its LISTEN, even a notification sent while the gate
+was deciding.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from typing import Any
 
 import asyncpg
 
-from storage.errors import StorageUnavailable
+from storage.errors import StorageError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# What opening can raise: the above, and a gate's storage call (already wrapped).
+OPEN_ERRORS = (*CONNECT_ERRORS, StorageError)
 INITIAL_BACKOFF_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 30.0
 HEALTH_CHECK_SECONDS = 15.0
@@ -33,8 +41,8 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
 STABLE_SECONDS = 5.0
 
 NotificationHandler = Callable[[str], None]
-# Runs on a fresh connection before LISTEN; False means "not now" (e.g. another
-# process holds the relay lock): the connection is closed and tried again later.
+# Runs on a fresh connection once it LISTENs; False means "not now" (e.g. every
+# relay slot is taken): the connection is closed and tried again later.
 ConnectionGate = Callable[[asyncpg.Connection], Awaitable[bool]]
 
 
@@ -65,25 +73,30 @@ class ListenConnection:
         self._lock = asyncio.Lock()  # one statement at a time on the connection (asyncpg allows no more)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # While a gate decides: (channel, payload) heard meanwhile, handed over only if it says yes.
+        self._held: list[tuple[str, str]] | None = None
 
     async def start(self) -> None:
         """Try once inline, so LISTEN is in place when ``start`` returns; keep trying in the background if not."""
         connected = False
         try:
             connected = await self._open()
-        except CONNECT_ERRORS as error:
+        except OPEN_ERRORS as error:
             logger.warning("cannot LISTEN on %s yet (%s); retrying in the background", self._channels, error)
         if connected:
             self._on_connected(False)
         self._task = asyncio.create_task(self._keep_listening(connected), name=f"listen-{self._channels}")
 
     async def close(self) -> None:
+        """Stop listening for good; logs what it closed, so a stop says so."""
         self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        was_open = self._connection is not None
         await self._drop()
+        logger.info("stopped listening on %s%s", self._channels, "" if was_open else " (was not connected)")
 
     async def execute(self, query: str, *args: Any) -> None:
         """Run one statement on the LISTEN connection (for NOTIFY); serialised, so concurrent callers never clash."""
@@ -101,17 +114,24 @@ class ListenConnection:
             self._dsn, timeout=10, server_settings={"application_name": self._application_name}
         )
         try:
+            if self._gate is not None:
+                self._held = []
+            for channel in self._listeners:
+                await connection.add_listener(channel, self._notified)
             if self._gate is not None and not await self._gate(connection):
+                self._held = None
                 await connection.close(timeout=5)
                 return False
             connection.add_termination_listener(self._terminated)
-            for channel in self._listeners:
-                await connection.add_listener(channel, self._notified)
         except BaseException:
+            self._held = None
             connection.terminate()
             raise
         self._lost.clear()
         self._connection = connection
+        held, self._held = self._held, None
+        for channel, payload in held or ():
+            self._dispatch(channel, payload)
         return True
 
     async def _keep_listening(self, connected: bool) -> None:
@@ -130,7 +150,7 @@ class ListenConnection:
                     backoff = min(backoff * 2, self._max_backoff_seconds)
             try:
                 connected = await self._open()
-            except CONNECT_ERRORS as error:
+            except OPEN_ERRORS as error:
                 logger.warning("LISTEN on %s still down (%s); retrying in %.2f s", self._channels, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_seconds)
@@ -171,7 +191,13 @@ class ListenConnection:
             self._lost.set()
 
     def _notified(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        if self._held is not None:
+            self._held.append((channel, str(payload)))
+            return
+        self._dispatch(channel, str(payload))
+
+    def _dispatch(self, channel: str, payload: str) -> None:
         try:
-            self._listeners[channel](str(payload))
+            self._listeners[channel](payload)
         except Exception:  # a handler bug must not kill asyncpg's protocol callback
             logger.exception("the %s handler failed on %.200r", channel, payload)

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import orjson
 import pytest
 
 from realtime.change_events import EVENTS_CHANNEL, JOB, RESYNC, ChangeNotice
-from realtime.event_hub import EventHub, open_event_hub
+from realtime.event_hub import RECENT_EVENTS, EventHub, open_event_hub
 from realtime.mailbox import FeedClosed, Mailbox, MailboxOverflow
 from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from resolvers import subscriptions
@@ -200,6 +201,54 @@ async def test_the_router_hands_an_event_to_its_owners_mailboxes_only_and_a_resy
         for mailbox in (first, second, bobs):
             delivery = await asyncio.wait_for(mailbox.next(), 10)
             assert delivery.resync and delivery.notices == ()
+
+
+async def test_the_router_keeps_the_first_copy_of_each_event_and_forgets_old_ids(
+    hub: EventHub, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given a real change event as the trigger sent it (two Redis relays would each publish it)
+    character = await insert_character(pool, alice)
+    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
+        await set_image(pool, character, "https://example.com/once.png")
+        [heard] = (await asyncio.wait_for(mailbox.next(), 10)).notices
+    copy = notice_text(alice, character, seq=heard.seq)
+
+    async with hub.subscribe(alice, accepts=everything, max_pending=RECENT_EVENTS + 10,
+                             max_lag_seconds=60) as mailbox:
+
+        async def routed(*messages: str) -> list[tuple[uuid.UUID, int]]:
+            """Route ``messages`` then a marker event of another row; what the mailbox then holds."""
+            marker = uuid.uuid4()
+            for message in messages:
+                hub.route(message)
+            hub.route(notice_text(alice, marker, seq=0))
+            notices = (await asyncio.wait_for(mailbox.next(), 1)).notices
+            return [(n.id, n.seq) for n in notices if n.id != marker]
+
+        # when the same event comes again (the other relay's copy), then it is dropped
+        assert await routed(copy) == []
+        # when an event of the same row comes with a new id (a second, real change), then it is delivered once
+        newer = notice_text(alice, character, seq=heard.seq + 1)
+        assert await routed(newer) == [(character, heard.seq + 1)]
+        assert await routed(newer) == []
+        # and an event without an id is never taken for a copy
+        anonymous = notice_text(alice, character, seq=0)
+        assert await routed(anonymous) == [(character, 0)]
+        assert await routed(anonymous) == [(character, 0)]
+
+        # and the window is bounded: once RECENT_EVENTS others came, an old id counts as new again
+        for offset in range(RECENT_EVENTS):
+            hub.route(notice_text(alice, uuid.uuid4(), seq=10**9 + offset))
+        await asyncio.wait_for(mailbox.next(), 1)
+        assert await routed(newer) == [(character, heard.seq + 1)]
+
+
+def notice_text(user: uuid.UUID, row: uuid.UUID, *, seq: int) -> str:
+    """A character event as the trigger writes it; ``seq`` 0 leaves the id out."""
+    payload: dict[str, object] = {"user": str(user), "kind": "character", "op": "update", "id": str(row), "at": 1}
+    if seq:
+        payload["seq"] = seq
+    return orjson.dumps(payload).decode()
 
 
 async def test_a_resync_after_a_lost_connection_rereads_what_changed_unheard(

@@ -112,11 +112,15 @@ async def test_triggers_send_small_events_naming_the_row_on_the_one_channel(
     # then the backend hands over a small event naming the owner and the row, carrying none of it
     assert event.channel == EVENTS_CHANNEL
     payload = orjson.loads(event.message)
-    assert set(payload) == {"user", "kind", "op", "id", "at"}
+    assert set(payload) == {"user", "kind", "op", "id", "at", "seq"}
     assert (payload["kind"], payload["op"], payload["id"]) == ("character", "update", str(character))
     assert len(event.message) < 300
     notice = parse_message(event.message)
     assert isinstance(notice, ChangeNotice) and notice.user_id == alice and notice.id == character
+    # and each event has an id of its own, increasing, even when the payload would otherwise repeat
+    await set_image(pool, character, "https://example.com/a.png?again")
+    again = parse_message((await next_event(backend)).message)
+    assert isinstance(again, ChangeNotice) and again.seq > notice.seq > 0
 
 
 async def test_an_event_is_heard_only_after_commit(
@@ -251,46 +255,67 @@ async def test_broadcast_over_our_backend_delivers_to_every_subscriber_of_the_ch
         await broadcast.disconnect()
 
 
-async def test_one_relay_leads_and_another_takes_over_when_it_goes(
+async def test_two_relays_publish_every_event_and_a_third_takes_a_freed_slot_without_a_resync(
     database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    # given two relays (as two server processes in Redis mode), each publishing into its own list
-    published: dict[str, list[tuple[str, str]]] = {"first": [], "second": []}
+    # given three relays (as three server processes in Redis mode), each publishing into its own list
+    published: dict[str, list[str]] = {"first": [], "second": [], "third": []}
 
     def recorder(name: str) -> Callable[[str, str], Awaitable[None]]:
         async def publish(channel: str, message: str) -> None:
-            published[name].append((channel, message))
+            assert channel == EVENTS_CHANNEL
+            published[name].append(message)
         return publish
 
-    first = NotifyRelay(database_url, recorder("first"), leader_retry_seconds=0.1)
-    second = NotifyRelay(database_url, recorder("second"), leader_retry_seconds=0.1)
-    await first.start()
-    await second.start()
+    first, second, third = (
+        NotifyRelay(database_url, recorder(name), slot_retry_seconds=0.1) for name in ("first", "second", "third")
+    )
+    character = await insert_character(pool, alice)
+
+    def changes_of(name: str) -> list[str]:
+        return [orjson.loads(message)["seq"] for message in published[name] if message != RESYNC]
+
     try:
-        # then only the first leads, and announces a resync as it takes the lead
-        assert (first.is_leader, second.is_leader) == (True, False)
-        character = await insert_character(pool, alice)
+        for relay in (first, second, third):
+            await relay.start()
+        # then the first two hold the two slots and the third waits; only the first, alone then, resyncs
+        assert (first.slot, second.slot, third.slot) == (1, 2, None)
+        assert published["first"] == [RESYNC]
         await set_image(pool, character, "https://example.com/one.png")
-        await wait_until(lambda: len(published["first"]) == 2)
-        assert published["first"][0] == (EVENTS_CHANNEL, RESYNC)
-        assert published["first"][1][0] == EVENTS_CHANNEL
-        assert orjson.loads(published["first"][1][1])["id"] == str(character)
-        assert published["second"] == []
+        await wait_until(lambda: len(changes_of("first")) == 1 and len(changes_of("second")) == 1)
+        # and both publish the very same event (the hubs keep one copy)
+        assert published["first"][-1] == published["second"][-1]
+        assert orjson.loads(published["first"][-1])["id"] == str(character)
+        assert published["second"][0] != RESYNC
+        assert published["third"] == []
 
-        # when the leader goes away
+        # when the leader goes, and changes keep coming
         await first.close()
-        await wait_until(lambda: second.is_leader)
-        await wait_until(lambda: len(published["second"]) == 1)
         await set_image(pool, character, "https://example.com/two.png")
+        await wait_until(lambda: third.is_relaying)
+        await set_image(pool, character, "https://example.com/three.png")
 
-        # then the second leads: resync first (events of the handover are lost), then relays
-        await wait_until(lambda: len(published["second"]) == 2)
-        assert published["second"][0] == (EVENTS_CHANNEL, RESYNC)
-        assert orjson.loads(published["second"][1][1])["id"] == str(character)
-        assert len(published["first"]) == 2
-    finally:
-        await first.close()
+        # then the standby published every one of them, and the third took the freed slot without a resync:
+        # the second had relayed all along, so nothing was lost
+        await wait_until(lambda: len(changes_of("second")) == 3 and len(changes_of("third")) >= 1)
+        assert third.slot == 1
+        assert RESYNC not in published["third"]
+        assert changes_of("third")[-1] == changes_of("second")[-1]
+
+        # when every relay goes and one comes back, it was alone: it announces a resync first
         await second.close()
+        await third.close()
+        fourth = NotifyRelay(database_url, recorder("first"), slot_retry_seconds=0.1)
+        published["first"].clear()
+        await fourth.start()
+        try:
+            assert fourth.slot == 1
+            await wait_until(lambda: published["first"] == [RESYNC])
+        finally:
+            await fourth.close()
+    finally:
+        for relay in (first, second, third):
+            await relay.close()
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -314,29 +339,45 @@ def everything(notice: ChangeNotice) -> bool:
 
 
 @needs_redis
-async def test_redis_fan_out_reaches_every_process_through_one_relay(
+async def test_redis_fan_out_reaches_every_process_through_two_relays(
     database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
-    # given two hubs on our Redis backend, as two server processes would run
+    # given two hubs on our Redis backend, as two server processes would run, and a bare Redis subscriber
     character = await insert_character(pool, alice)
+    watcher = redis.Redis.from_url(REDIS_URL).pubsub()
+    await watcher.subscribe(EVENTS_CHANNEL)
     async with (
         open_event_hub(database_url, broadcast_url=REDIS_URL) as first,
         open_event_hub(database_url, broadcast_url=REDIS_URL) as second,
         first.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as one,
         second.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as two,
     ):
-        # then exactly one of them relays the database's events to Redis
-        leaders = [hub for hub in (first, second) if hub.relay is not None and hub.relay.is_leader]
-        assert len(leaders) == 1
+        # then both relay the database's events to Redis, a leader and a hot standby
+        assert sorted(hub.relay.slot or 0 for hub in (first, second) if hub.relay is not None) == [1, 2]
         await settle(pool, alice, one, two)
 
         # when the character's image changes
         await set_image(pool, character, "https://example.com/redis.png")
 
-        # then both processes' subscribers hear it, once
+        # then both processes' subscribers hear it
         for mailbox in (one, two):
             delivery = await asyncio.wait_for(mailbox.next(), 10)
             assert [notice.id for notice in delivery.notices] == [character]
+        # and it went through Redis twice, the very same message from each relay (each hub keeps one)
+        copies = await messages_naming(watcher, character, count=2)
+        assert copies[0] == copies[1]
+    await watcher.aclose()
+
+
+async def messages_naming(watcher: redis.client.PubSub, row: uuid.UUID, *, count: int) -> list[str]:
+    """The next ``count`` messages on the watcher's channel that name ``row``."""
+    found: list[str] = []
+    async with asyncio.timeout(10):
+        while len(found) < count:
+            message = await watcher.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None and str(row) in (text := message["data"].decode()):
+                found.append(text)
+    return found
 
 
 @needs_redis
