@@ -21,6 +21,7 @@ class Server:
     """A `python -m server.cli serve` (or another command) subprocess whose output is read line by line in a thread."""
 
     def __init__(self, data_dir: Path, *, command: str = "serve", **env: str) -> None:
+        self.command = command
         self.port = free_port()
         full_env = {
             **os.environ,

@@ -1,27 +1,39 @@
-"""Realtime across processes: two `portraits serve` and a `portraits worker` on one database.
+"""Realtime across processes: `portraits serve` and `portraits worker` processes on one database.
 
 Each server process has its own LISTEN connection; events come from the
-database, so a change made through one process, or by the worker, reaches
+database, so a change made through one process, or by a worker, reaches
 subscribers on every process. With BROADCAST_URL=redis://... the same holds
-through broadcaster's Redis backend.
+through broadcaster's Redis backend, fed by two relays at once (a leader and
+a hot standby): a relay killed during a burst loses no event. Processes are
+killed (SIGKILL) and restarted as an operator's failures would do it, and a
+graceful stop says what it closed without a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
+import statistics
+import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as redis
 
+from realtime.change_events import EVENTS_CHANNEL
 from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
-from tests.conftest import token_for
-from tests.realtime_support import CHARACTER_IMAGE_UPDATED, JOB_UPDATED, GraphQLSocket, data_of
+from tests.conftest import s3_environ, token_for
+from tests.realtime_support import CHARACTER_IMAGE_UPDATED, JOB_UPDATED, PORTRAIT_JOBS, GraphQLSocket, data_of
 from tests.server_process import READY, Server
 from tests.support import TEST_JWT_SECRET
-from tests.test_notify_backend import REDIS_URL, redis_is_running, terminate
+from tests.test_notify_backend import REDIS_URL, insert_character, needs_redis, redis_is_running, terminate
 
 BACKENDS = [
     pytest.param("postgres", id="postgres"),
@@ -126,3 +138,268 @@ async def test_a_worker_processs_progress_reaches_both_servers_even_across_a_kil
     for final in finals.values():
         assert final["status"] == "COMPLETED"
         assert final["character"]["imageUrl"].startswith(f"user-library/{alice}/")
+
+
+# -- failover: relays, workers and API processes killed and restarted ------------------------------
+
+WORKER_READY = "portraits worker:"
+LEASE_SECONDS = "3"  # the least JOB_LEASE_SECONDS allows: a killed worker's job is taken over this soon
+LEADING = "relaying change events to Redis (slot 1 of"
+
+
+def leads(server: Server) -> bool:
+    """Whether a ready Redis-mode server took relay slot 1, the leader's (it takes its slot before it is ready)."""
+    return LEADING in server.rest_of_output()
+
+
+async def ready(*processes: Server) -> None:
+    """Wait (off the event loop, so sockets keep being read) until each process says it is ready."""
+    await asyncio.gather(*(
+        asyncio.to_thread(process.wait_for, WORKER_READY if process.command == "worker" else READY)
+        for process in processes
+    ))
+
+
+async def apost(server: Server, user: uuid.UUID, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(
+            f"{server.url}/graphql", json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token_for(user)}"},
+        )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def stop_gracefully(server: Server) -> str:
+    """SIGTERM, as an orchestrator stops a process; what it printed from the signal on."""
+    seen = len(server.rest_of_output().splitlines())
+    assert server.stop(signal.SIGTERM, timeout=30) == 0
+    return "\n".join(server.rest_of_output().splitlines()[seen:])
+
+
+def kill(process: Server) -> None:
+    process.process.send_signal(signal.SIGKILL)
+    assert process.process.wait(timeout=10) == -signal.SIGKILL
+
+
+def warnings_in(output: str) -> list[str]:
+    """Lines logged at WARNING or worse (ours: "... WARNING name: ...", uvicorn's: "WARNING:  ..."), and tracebacks."""
+    return [
+        line for line in output.splitlines()
+        if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line) or line.startswith("Traceback")
+    ]
+
+
+class Received:
+    """What a subscription socket received, with the time each message arrived, read in the background."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def reading(cls, socket: GraphQLSocket) -> AsyncIterator[Received]:
+        received = cls()
+
+        async def read() -> None:
+            while True:
+                message = await socket.next_result(timeout=3600)
+                received.messages.append((time.time(), message))
+                received.arrived.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            yield received
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    def data(self, field: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(at, data_of(message, field)) for at, message in self.messages]
+
+    async def until(self, done: Any, timeout: float) -> None:
+        """Until ``done()`` holds; fails after ``timeout`` s (a liveness bound, not a latency check)."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+def print_delays(title: str, delays_ms: list[float]) -> None:
+    if not delays_ms:
+        print(f"{title}: none")
+        return
+    ordered = sorted(delays_ms)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    print(f"{title}: {len(ordered)} events, p50 {statistics.median(ordered):.1f} ms, "
+          f"p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms")
+
+
+@needs_redis
+async def test_every_event_of_a_burst_reaches_another_process_when_the_relay_leader_is_killed(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, servers: list[Server], alice: uuid.UUID
+) -> None:
+    # given two API processes in Redis mode (both relay: the leader, slot 1, and the hot standby)
+    pair = [start(servers, tmp_path, database_url, "redis") for _ in range(2)]
+    await ready(*pair)
+    [leader] = [server for server in pair if leads(server)]
+    [standby] = [server for server in pair if server is not leader]
+    # and alice's characters, a subscriber to all of them on the standby, and a bare Redis subscriber
+    characters = [await insert_character(pool, alice) for _ in range(120)]
+    warm = await insert_character(pool, alice)
+    watcher = redis.Redis.from_url(REDIS_URL).pubsub()
+    await watcher.subscribe(EVENTS_CHANNEL)
+    published: dict[uuid.UUID, float] = {}
+
+    async def watch() -> None:
+        while True:
+            message = await watcher.get_message(ignore_subscribe_messages=True, timeout=3600)
+            if message is not None:
+                text = message["data"].decode()
+                for character in characters:  # first copy of each burst event, by the row it names
+                    if str(character) in text and character not in published:
+                        published[character] = time.time()
+
+    watching = asyncio.create_task(watch())
+    try:
+        async with GraphQLSocket.open(ws_url(standby), token=token_for(alice)) as socket, \
+                Received.reading(socket) as received:
+            await socket.subscribe(CHARACTER_IMAGE_UPDATED, {})
+            await prove_live(pool, received, warm)
+
+            # when the relay leader is killed (SIGKILL) a third of the way into a burst of 120 changes, ~100/s
+            committed: dict[uuid.UUID, float] = {}
+            killed_at = 0.0
+            for number, character in enumerate(characters):
+                if number == len(characters) // 3:
+                    leader.process.send_signal(signal.SIGKILL)
+                    killed_at = time.time()
+                await pool.execute(
+                    "UPDATE characters SET image_url = $2 WHERE id = $1", character, f"https://example.com/{number}.png"
+                )
+                committed[character] = time.time()
+                await asyncio.sleep(0.01)
+            assert leader.process.wait(timeout=10) == -signal.SIGKILL
+
+            # then the subscriber on the other process gets every change
+            def heard() -> dict[str, float]:
+                return {
+                    data["id"]: at for at, data in received.data("characterImageUpdated")
+                    if data["imageUrl"] and "/warm" not in data["imageUrl"]
+                }
+
+            await received.until(lambda: len(heard()) == len(characters), timeout=60)
+            # and every event was published to Redis as itself (relayed by the standby), not only covered by a resync
+            async with asyncio.timeout(30):
+                while len(published) < len(characters):
+                    await asyncio.sleep(0.05)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await watcher.aclose()
+    by_id = heard()
+    after_kill = [character for character in characters if committed[character] >= killed_at]
+    print()
+    print_delays("relay leader killed: commit -> Redis, events after the kill",
+                 [max(0.0, published[c] - committed[c]) * 1000 for c in after_kill])
+    print_delays("relay leader killed: commit -> subscriber on the other process, events after the kill",
+                 [max(0.0, by_id[str(c)] - committed[c]) * 1000 for c in after_kill])
+    print_delays("relay leader killed: commit -> subscriber, every event of the burst",
+                 [max(0.0, by_id[str(c)] - committed[c]) * 1000 for c in characters])
+
+
+async def prove_live(pool: asyncpg.Pool, received: Received, character: uuid.UUID) -> None:
+    """A change the subscription must hear, so it is known to be listening (nothing else says so)."""
+    url = f"https://example.com/warm/{uuid.uuid4()}.png"
+    await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character, url)
+    await received.until(
+        lambda: any(data["imageUrl"] == url for _, data in received.data("characterImageUpdated")), timeout=30
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_every_final_state_reaches_the_other_api_through_a_killed_worker_and_restarted_apis(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, servers: list[Server], alice: uuid.UUID,
+    s3_endpoint: str, backend: str,
+) -> None:
+    # given two API processes (WORKERS=0) and two `portraits worker` processes on one database and one S3
+    shared = {**s3_environ(s3_endpoint), "MAX_ACTIVE_JOBS_PER_USER": "100"}
+    workers_env = {
+        **shared, "JOB_LEASE_SECONDS": LEASE_SECONDS, "LOCAL_RENDER_LATENCY_MS": "800", "WORKER_POLL_SECONDS": "0.5",
+        "JOB_RETRY_BASE_SECONDS": "0.1", "SWEEP_INTERVAL_SECONDS": "0",
+    }
+
+    def api() -> Server:
+        return start(servers, tmp_path, database_url, backend, **shared)
+
+    pair = [api(), api()]
+    first_worker, second_worker = (
+        start(servers, tmp_path, database_url, backend, command="worker", **workers_env) for _ in range(2)
+    )
+    await ready(*pair, first_worker, second_worker)
+    # (in Redis mode the API that jobs go through is the relay leader, so its failures are the leader's)
+    creator, listener = pair if backend == "postgres" or leads(pair[0]) else pair[::-1]
+    jobs: list[str] = []
+
+    async def generate(through: Server, count: int) -> None:
+        for _ in range(count):
+            character = (await apost(through, alice, CREATE, {"input": {"name": "Iris", "description": "A map."}}))
+            job = await apost(through, alice, GENERATE, {"id": character["createCharacter"]["id"]})
+            jobs.append(job["generateCharacterPortrait"]["id"])
+
+    # and a subscriber to alice's portrait jobs on one API process
+    async with GraphQLSocket.open(ws_url(listener), token=token_for(alice)) as socket, \
+            Received.reading(socket) as received:
+        await socket.subscribe(PORTRAIT_JOBS, {})
+        await asyncio.sleep(0.5)  # nothing says a subscription is live; every job below outlasts this anyway
+
+        # when jobs are created through the other, and a worker is killed (SIGKILL) holding one of them
+        await generate(creator, 6)  # more than one worker takes at once (4), so both get some
+        await until_a_job_runs_on(pool, first_worker)
+        kill(first_worker)
+
+        # and the other API process is restarted gracefully, and says what it closed, without a warning
+        output = await asyncio.to_thread(stop_gracefully, creator)
+        assert warnings_in(output) == [], output
+        assert "change-event hub closed" in output
+        if backend == "redis":
+            assert "Redis pub/sub closed" in output and "stopped relaying change events to Redis (slot 1" in output
+        else:
+            assert "stopped listening on portraits_events" in output
+        creator = api()
+        await ready(creator)
+        await generate(creator, 3)
+
+        # and it is killed (SIGKILL) with jobs in flight (in Redis mode: the relay leader again), and restarted
+        if backend == "redis":
+            assert leads(creator)
+        kill(creator)
+        creator = api()
+        await ready(creator)
+        await generate(creator, 3)
+
+        # then the subscriber gets every job's final state, once
+        def completed() -> list[str]:
+            return [data["id"] for _, data in received.data("portraitJobs") if data["status"] == "COMPLETED"]
+
+        await received.until(lambda: set(completed()) == set(jobs), timeout=60)
+        await asyncio.sleep(0.3)  # (room for a duplicate to show)
+    assert sorted(completed()) == sorted(jobs)
+    last = {data["id"]: data["status"] for _, data in received.data("portraitJobs")}
+    assert set(last.values()) == {"COMPLETED"}
+    # and each job ran to completion once (the killed worker's job was taken over, not run twice to the end)
+    statuses = await pool.fetch("SELECT status FROM jobs WHERE id = ANY($1::uuid[])", [uuid.UUID(j) for j in jobs])
+    assert [row["status"] for row in statuses] == ["completed"] * len(jobs)
+
+
+async def until_a_job_runs_on(pool: asyncpg.Pool, worker: Server) -> None:
+    """Until the worker process holds a running job (``jobs.worker_id`` is host:pid:suffix)."""
+    async with asyncio.timeout(30):
+        while not await pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE status = 'processing' AND worker_id LIKE $1",
+            f"%:{worker.process.pid}:%",
+        ):
+            await asyncio.sleep(0.02)
