@@ -280,7 +280,7 @@ async def test_two_relays_publish_every_event_and_a_third_takes_a_freed_slot_wit
             await relay.start()
         # then the first two hold the two slots and the third waits; only the first, alone then, resyncs
         assert (first.slot, second.slot, third.slot) == (1, 2, None)
-        assert published["first"] == [RESYNC]
+        await wait_until(lambda: published["first"] == [RESYNC])
         await set_image(pool, character, "https://example.com/one.png")
         await wait_until(lambda: len(changes_of("first")) == 1 and len(changes_of("second")) == 1)
         # and both publish the very same event (the hubs keep one copy)
@@ -297,10 +297,12 @@ async def test_two_relays_publish_every_event_and_a_third_takes_a_freed_slot_wit
 
         # then the standby published every one of them, and the third took the freed slot without a resync:
         # the second had relayed all along, so nothing was lost
-        await wait_until(lambda: len(changes_of("second")) == 3 and len(changes_of("third")) >= 1)
+        await wait_until(
+            lambda: len(changes_of("second")) == 3 and changes_of("third")[-1:] == changes_of("second")[-1:]
+        )
         assert third.slot == 1
         assert RESYNC not in published["third"]
-        assert changes_of("third")[-1] == changes_of("second")[-1]
+        assert set(changes_of("third")) <= set(changes_of("second"))
 
         # when every relay goes and one comes back, it was alone: it announces a resync first
         await second.close()

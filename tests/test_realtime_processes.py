@@ -361,8 +361,12 @@ async def test_every_final_state_reaches_the_other_api_through_a_killed_worker_a
         await until_a_job_runs_on(pool, first_worker)
         kill(first_worker)
 
-        # and the other API process is restarted gracefully, and says what it closed, without a warning
-        output = await asyncio.to_thread(stop_gracefully, creator)
+        # and the other API process is restarted gracefully (with a subscriber of its own), and says what it
+        # closed, without a warning
+        async with GraphQLSocket.open(ws_url(creator), token=token_for(alice)) as own:
+            await own.subscribe(PORTRAIT_JOBS, {})
+            await asyncio.sleep(0.2)
+            output = await asyncio.to_thread(stop_gracefully, creator)
         assert warnings_in(output) == [], output
         assert "change-event hub closed" in output
         if backend == "redis":
