@@ -392,6 +392,12 @@ async def test_every_final_state_reaches_the_other_api_through_a_killed_worker_a
         await received.until(lambda: set(completed()) == set(jobs), timeout=60)
         await asyncio.sleep(0.3)  # (room for a duplicate to show)
     assert sorted(completed()) == sorted(jobs)
+    # and the API process that stayed up logged no warning through it all, nor as it stops; nor does a worker
+    listener_stop, worker_stop = stop_gracefully(listener), stop_gracefully(second_worker)
+    assert warnings_in(listener.rest_of_output()) == [], listener.rest_of_output()
+    assert "change-event hub closed" in listener_stop
+    assert warnings_in(worker_stop) == [], worker_stop
+    assert "stopped listening on portraits_jobs_ready" in worker_stop
     last = {data["id"]: data["status"] for _, data in received.data("portraitJobs")}
     assert set(last.values()) == {"COMPLETED"}
     # and each job ran to completion once (the killed worker's job was taken over, not run twice to the end)
