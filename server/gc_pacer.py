@@ -2,15 +2,15 @@
 
 Each idle subscriber is a few hundred long-lived Python objects (socket,
 protocol, handler, tasks). A full collection walks every tracked object: at
-10,000 subscribers that is ~4.6 million memory blocks and a stall of ~3 s
-for the whole process, which decides the p99 of event delivery
-(bench/subscriptions.py). CPython starts one whenever the objects promoted to
-the oldest generation since the last one reach a quarter of it: about seven
-times while 10,000 subscribers connect (0.1 s to 3 s each, freeing next to
-nothing, since a growing population makes no garbage), and then again and
-again while they idle, since each socket's keepalive timer lives 20 s and is
-promoted (500 a second at 10,000 subscribers: a stall about every half hour
-by that count alone).
+10,000 subscribers that is a stall of 2-3 s for the whole process, which
+decides the p99 of event delivery (bench/subscriptions.py). CPython starts
+one whenever the objects promoted to the oldest generation since the last
+one reach a quarter of it. Unpaced, 10,000 subscribers connecting got 12
+(0.1 s to 1.6 s each, each freeing under 2,000 objects: a growing
+population makes no garbage), then two more of 2.2 s during the update
+rounds after (p99 of 4-6 s there, 10-12 ms paced); and idle subscribers keep
+promoting, since each socket's keepalive timer lives 20 s (500 promoted
+timers a second at 10,000: a stall about every half hour by that alone).
 
 So ``serve`` freezes what has survived (``gc.freeze()`` moves it where the
 collector never walks) after start-up and then every ``FREEZE_SECONDS``,
@@ -23,7 +23,7 @@ connection loose from it). So the pacer runs a full collection (unfreeze,
 collect, freeze) once as many GraphQL sockets have closed since the last as
 are open now (and at least ``MIN_CLOSED_SOCKETS``): each costs in proportion
 to the sockets it frees, and their cycles never hold more than ~5 KB per open
-socket. For garbage from anything else (a request in flight when survivors
+socket (or per 1,000 sockets, when fewer are open). For garbage from anything else (a request in flight when survivors
 are frozen), every ``GROWTH_CHECK_SECONDS`` it also runs one if the memory
 blocks the interpreter has allocated (``sys.getallocatedblocks()``, cheap to
 read) have risen ``GROWTH_SHARE`` above their lowest since the last full
