@@ -1,6 +1,6 @@
 """Where we subclass a kept library, the methods we override or call must not change under us.
 
-The project pins strawberry-graphql and graphql-core to their minor versions
+The project pins strawberry-graphql, graphql-core and uvicorn to their minor versions
 (pyproject.toml). Within a pin, a patch release could still change a method
 we override or whose internals our override relies on; this test fails
 then, so the upgrade is looked at instead of breaking silently. On a
@@ -18,7 +18,9 @@ from typing import Any
 import graphql
 import pytest
 import strawberry
+import uvicorn
 from graphql.execution import Executor
+from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
@@ -42,6 +44,12 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # PortraitsSchema.execute wraps this one and passes its arguments through.
     ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
+    # server/websocket.py: TextWebSocketAdapter replaces send_json and uses the view and socket __init__ keeps.
+    ("strawberry ASGIWebSocketAdapter.send_json", ASGIWebSocketAdapter.send_json, "547ae428486d4b1d"),
+    ("strawberry ASGIWebSocketAdapter.__init__", ASGIWebSocketAdapter.__init__, "d6f94c67159ea51b"),
+    # server/cli.py: PortraitsServer wraps these to start and stop the GC pacer.
+    ("uvicorn Server.startup", uvicorn.Server.startup, "2aa1d70a244bfcf2"),
+    ("uvicorn Server.shutdown", uvicorn.Server.shutdown, "9b33c50562992b1e"),
 ]
 
 
