@@ -36,18 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-for path in (str(REPO_ROOT), str(BENCH_DIR)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+import asyncpg
+import orjson
 
-import asyncpg  # noqa: E402
-import orjson  # noqa: E402
-
-from list_characters import Interrupted, Server, database, free_port  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
-from subscriptions import (  # noqa: E402
+from list_characters import Interrupted, Server, database, free_port
+from storage.migrate import migrate
+from subscriptions import (
     UPDATERS,
     WARMUP_SUBSCRIBERS,
     Bench,

@@ -71,23 +71,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-for path in (str(REPO_ROOT), str(BENCH_DIR)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+import asyncpg
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
-import asyncpg  # noqa: E402
-import orjson  # noqa: E402
-from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
-from websockets.exceptions import ConnectionClosed  # noqa: E402
+from devtools.embedded_postgres import die_with_parent
+from list_characters import PUBLIC_URL, Interrupted, Server, database, free_port
+from loadgen import percentile
+from server.auth import issue_token
+from storage.migrate import migrate
 
-from devtools.embedded_postgres import die_with_parent  # noqa: E402
-from list_characters import PUBLIC_URL, Interrupted, Server, database, free_port  # noqa: E402
-from loadgen import percentile  # noqa: E402
-from server.auth import issue_token  # noqa: E402
-from storage.migrate import migrate  # noqa: E402
-
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SUBSCRIPTION = "subscription($c: ID){ characterImageUpdated(characterId: $c){ id imageUrl } }"
 PROTOCOL = "graphql-transport-ws"
 TARGET_SUBSCRIBERS = 10_000
@@ -256,7 +252,7 @@ async def open_subscriber(state: LoadState, character_id: str, token: str) -> Cl
     """Connect, authenticate in connection_init, subscribe; the subscription goes live once the server reads."""
     websocket = await connect(
         state.url,
-        subprotocols=[PROTOCOL],  # type: ignore[list-item]
+        subprotocols=[Subprotocol(PROTOCOL)],
         compression=state.compression,
         ping_interval=None,  # browsers send no pings; the server pings every 20 s and we answer
         open_timeout=OPEN_TIMEOUT,

@@ -25,7 +25,7 @@ class Subscription:
         description="The job's current state first, then each change; completes after COMPLETED, FAILED or CANCELED. "
         "NOT_FOUND for a missing or foreign id."
     )
-    async def job_updated(self, info: Info[Context, None], id: strawberry.ID) -> AsyncGenerator[JobType, None]:  # noqa: A002
+    async def job_updated(self, info: Info[Context, None], id: strawberry.ID) -> AsyncGenerator[JobType, None]:  # noqa: A002 - the GraphQL argument is named id
         context = info.context
         updates = subscriptions.job_updates(
             context.pool, context.events, context.require_viewer(), context.subscription_limits, job_id=parse_id(id)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,13 +68,13 @@ class PortraitsServer(uvicorn.Server):
         self.banner = banner
         self.gc_pacer = GcPacer(SOCKETS)
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             self.gc_pacer.start()
             print(self.banner(), flush=True)
 
-    async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await self.gc_pacer.stop()
         await super().shutdown(sockets)
 

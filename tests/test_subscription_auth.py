@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.conftest import token_for
 from tests.generation_support import GraphQL, create_character, generate_portrait
@@ -120,7 +121,7 @@ async def test_the_socket_is_closed_when_its_token_expires(
 
 
 async def test_a_subscribe_before_connection_init_is_refused(live_server: str) -> None:
-    async with websockets.connect(live_server, subprotocols=[TRANSPORT_WS]) as raw:  # type: ignore[list-item]
+    async with websockets.connect(live_server, subprotocols=[Subprotocol(TRANSPORT_WS)]) as raw:
         await raw.send('{"id":"1","type":"subscribe","payload":{"query":"subscription { portraitJobs { id } }"}}')
         await asyncio.wait_for(raw.wait_closed(), timeout=10)
     assert raw.close_code == 4401

@@ -23,6 +23,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Event
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from server.app import create_app
@@ -60,7 +61,7 @@ class SansIOClient:
     async def connect(cls, url: str, token: str) -> SansIOClient:
         uri = parse_uri(url)
         reader, writer = await asyncio.open_connection(uri.host, uri.port)
-        client = cls(reader, writer, ClientProtocol(uri, subprotocols=[TRANSPORT_WS]))  # type: ignore[list-item]
+        client = cls(reader, writer, ClientProtocol(uri, subprotocols=[Subprotocol(TRANSPORT_WS)]))
         client.protocol.send_request(client.protocol.connect())
         client.flush()
         response = await client.next_event()
@@ -166,7 +167,9 @@ async def test_per_message_deflate_is_negotiated_only_when_turned_on(settings: S
     # a client that offers permessage-deflate, as browsers do
     async with (
         serving(settings, replace(settings.websocket, per_message_deflate=deflate)) as served,
-        websockets.connect(served.url("/graphql"), subprotocols=[TRANSPORT_WS], compression="deflate") as raw,  # type: ignore[list-item]
+        websockets.connect(
+            served.url("/graphql"), subprotocols=[Subprotocol(TRANSPORT_WS)], compression="deflate"
+        ) as raw,
     ):
         assert raw.response is not None
         extensions = raw.response.headers.get("Sec-WebSocket-Extensions", "")
