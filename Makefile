@@ -39,7 +39,8 @@ schema: $(VENV)/.installed
 # Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl,
 # jobs/s and per-job overhead through one generation worker, then 10,000 idle subscribers on one
 # server process: memory per subscriber and latency from commit to client receipt; then 6 cycles
-# of 3,000 sockets opened, subscribed and closed: the server's RSS after each.
+# of 3,000 sockets opened, subscribed and closed: the server's RSS after each; then realtime across
+# two API processes (PostgreSQL and Redis modes) and through the death of the Redis relay leader.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
