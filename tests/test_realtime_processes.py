@@ -3,7 +3,7 @@
 Each server process has its own LISTEN connection; events come from the
 database, so a change made through one process, or by a worker, reaches
 subscribers on every process. With BROADCAST_URL=redis://... the same holds
-through broadcaster's Redis backend, fed by two relays at once (a leader and
+through our Redis backend (used by broadcaster), fed by two relays at once (a leader and
 a hot standby): a relay killed during a burst loses no event. Processes are
 killed (SIGKILL) and restarted as an operator's failures would do it, and a
 graceful stop says what it closed without a warning.
@@ -102,7 +102,7 @@ async def test_a_change_through_one_server_reaches_a_subscriber_on_the_other(
     assert (update["id"], update["imageUrl"]) == (character["id"], "https://example.com/iris.png")
 
 
-async def test_a_worker_processs_progress_reaches_both_servers_even_across_a_killed_listen_connection(
+async def test_a_worker_process_progress_reaches_both_servers_even_across_a_killed_listen_connection(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool, servers: list[Server], alice: uuid.UUID
 ) -> None:
     # given two servers, a queued portrait job, and a subscriber to it on each server
