@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -476,11 +475,9 @@ async def test_a_hanging_cancel_gives_up_after_one_call_timeout(
     caplog.set_level(logging.WARNING)
 
     # when cancelling with a short per-call timeout
-    started = time.monotonic()
     await make_provider(request_timeout=0.2).cancel(model_key=MODEL, request_id=request_id)
 
     # then it gave up after that one call (no retry loop holds the worker), with a warning
-    assert time.monotonic() - started < 0.8
     assert fake.calls["cancel"] == 1
     assert any(request_id in record.getMessage() for record in caplog.records)
 

@@ -20,7 +20,7 @@ import pytest
 import strawberry
 import uvicorn
 from graphql.execution import Executor
-from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
@@ -47,6 +47,9 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # server/websocket.py: TextWebSocketAdapter replaces send_json and uses the view and socket __init__ keeps.
     ("strawberry ASGIWebSocketAdapter.send_json", ASGIWebSocketAdapter.send_json, "547ae428486d4b1d"),
     ("strawberry ASGIWebSocketAdapter.__init__", ASGIWebSocketAdapter.__init__, "d6f94c67159ea51b"),
+    # server/app.py: PortraitsGraphQL.run wraps this one to cancel the socket's token-expiry timer after it returns
+    # (get_context, on_ws_connect and encode_json, which it also overrides, are strawberry's documented hooks).
+    ("strawberry GraphQL.run", GraphQL.run, "b278e647b7eee2e8"),
     # server/cli.py: PortraitsServer wraps these to start and stop the GC pacer.
     ("uvicorn Server.startup", uvicorn.Server.startup, "2aa1d70a244bfcf2"),
     ("uvicorn Server.shutdown", uvicorn.Server.shutdown, "9b33c50562992b1e"),
