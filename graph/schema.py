@@ -191,13 +191,14 @@ class PortraitsSchema(strawberry.Schema):
         log_and_format_errors(errors)
 
 
-def build_schema(**kwargs: Any) -> PortraitsSchema:
+def build_schema(extensions: Iterable[type[SchemaExtension]] = (), **kwargs: Any) -> PortraitsSchema:
+    """The schema, with ``extensions`` after our own ``LimitedCachedDocuments``."""
     return PortraitsSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PortraitsExecutionContext,
-        extensions=[LimitedCachedDocuments],
+        extensions=[LimitedCachedDocuments, *extensions],
         **kwargs,
     )
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from graph.schema import MAX_TOKENS, LimitedCachedDocuments, _parse, schema
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import ASTValidationRule
+from strawberry.extensions import SchemaExtension
+
+from graph.schema import MAX_TOKENS, LimitedCachedDocuments, _parse, build_schema, schema
 
 TOO_DEEP = "{ " + "viewer { " * 12 + "id" + " }" * 12 + " }"
 VALID = "query Cached { imageModels { modelKey } }"
@@ -26,6 +32,37 @@ async def test_a_valid_document_is_cached_with_no_errors() -> None:
     await schema.execute(VALID)
     # then its validation result, no errors, is cached
     assert LimitedCachedDocuments.validated.get(_parse(VALID, MAX_TOKENS)) == []
+
+
+class CountingRule(ASTValidationRule):
+    """A validation rule that does nothing but count the validations it takes part in."""
+
+    runs = 0
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        CountingRule.runs += 1
+
+
+class CountValidations(SchemaExtension):
+    """Adds CountingRule to every operation's validation rules."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = (*context.validation_rules, CountingRule)
+        yield
+
+
+async def test_a_repeated_document_is_not_validated_again() -> None:
+    # given a schema whose validations are counted, and a document no other test sends
+    counted = build_schema(extensions=[CountValidations])
+    document = "query NotValidatedTwice { imageModels { modelKey } }"
+    CountingRule.runs = 0
+    # when it is executed twice (execution may fail without a context; validation comes before)
+    await counted.execute(document)
+    await counted.execute(document)
+    # then it was validated once, the first time
+    assert CountingRule.runs == 1
 
 
 async def test_a_syntax_error_is_the_clients_error_not_a_crash() -> None:
