@@ -20,9 +20,12 @@ A relay LISTENs before it takes a slot, and keeps what it hears meanwhile
 nothing since its LISTEN. If another slot was held at that moment, that
 relay has been publishing all along, and nothing was lost; if none was, the
 events of the time nobody relayed are, and the new relay announces
-``RESYNC`` first. Publishing is one task in arrival order; when Redis
-refuses, the event is dropped and ``RESYNC`` goes out as soon as Redis
-answers again.
+``RESYNC`` first. Relays take a slot and count the others one at a time
+(storage/relay_slots.py), so of two starting together exactly one finds
+itself alone and resyncs. Publishing is one task in arrival order; when
+Redis refuses, the event and whatever queues up behind it are dropped, and
+the task retries ``RESYNC`` itself, with backoff, until Redis takes it: the
+resync goes out as soon as Redis answers again, not with the next event.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ logger = logging.getLogger(__name__)
 APPLICATION_NAME = "portraits-events-relay"
 RELAY_SLOTS = 2  # a leader and a hot standby
 SLOT_RETRY_SECONDS = 2.0
-REDIS_RETRY_SECONDS = 1.0
+REDIS_RETRY_SECONDS = 1.0  # the first wait after a refusal; doubles up to MAX_REDIS_RETRY_SECONDS
+MAX_REDIS_RETRY_SECONDS = 8.0
 
 # (channel, message), as ``Broadcast.publish``; raises ``RedisUnavailable`` when Redis refuses.
 Publish = Callable[[str, str], Awaitable[None]]
@@ -61,8 +65,10 @@ class NotifyRelay:
         slots: int = RELAY_SLOTS,
         slot_retry_seconds: float = SLOT_RETRY_SECONDS,
         application_name: str = APPLICATION_NAME,
+        redis_retry_seconds: float = REDIS_RETRY_SECONDS,
     ) -> None:
         self._publish = publish
+        self._redis_retry_seconds = redis_retry_seconds
         self._slots = slots
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._listen = ListenConnection(
@@ -115,21 +121,30 @@ class NotifyRelay:
         self._outbox.put_nowait(payload)
 
     async def _publish_in_order(self) -> None:
-        owe_resync = False
         while True:
             message = await self._outbox.get()
-            try:
-                if owe_resync:
-                    await self._publish(EVENTS_CHANNEL, RESYNC)
-                    owe_resync = False
-                await self._publish(EVENTS_CHANNEL, message)
+            if await self._published(message):
                 continue
-            except RedisUnavailable as error:
-                logger.warning("cannot publish change events to Redis (%s); will resync", error)
-            except Exception:  # a bug must not stop the relay: log it, and resync as for a refusal
-                logger.exception("publishing change events failed; will resync")
-            owe_resync = True
-            await asyncio.sleep(REDIS_RETRY_SECONDS)
-            # What piled up meanwhile is covered by the resync; drop it so an outage cannot grow memory.
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
+            # Refused: the events lost since are covered by a resync, which is owed now, not with the next event.
+            retry = self._redis_retry_seconds
+            while True:
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, MAX_REDIS_RETRY_SECONDS)
+                # What piled up before this attempt is covered by the resync sent after it; dropping it
+                # keeps an outage from growing memory. What comes while it is sent is published after it.
+                while not self._outbox.empty():
+                    self._outbox.get_nowait()
+                if await self._published(RESYNC):
+                    logger.info("Redis takes change events again; every subscriber resyncs")
+                    break
+
+    async def _published(self, message: str) -> bool:
+        """Publish one message; False, logged, when Redis refused it (or publishing hit a bug)."""
+        try:
+            await self._publish(EVENTS_CHANNEL, message)
+            return True
+        except RedisUnavailable as error:
+            logger.warning("cannot publish change events to Redis (%s); will resync", error)
+        except Exception:  # a bug must not stop the relay: log it, and resync as for a refusal
+            logger.exception("publishing change events failed; will resync")
+        return False

@@ -12,7 +12,13 @@ A ``gate`` (the Redis relay's slot) runs after LISTEN, and what is heard
 while it runs is held until it says yes (then handed over) or no (then
 dropped with the connection): so a connection the gate lets through has
 missed nothing since its LISTEN, even a notification sent while the gate
-was deciding.
+was deciding. A refused connection is closed before its held
+notifications are dropped, so nothing it hears while closing is handed on
+by a process the gate turned away.
+
+Every wait before reopening is jittered (``jittered``): processes that lost
+the database together do not come back in lockstep, and relays starting
+together do not keep meeting at the slot gate.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -44,6 +51,11 @@ NotificationHandler = Callable[[str], None]
 # Runs on a fresh connection once it LISTENs; False means "not now" (e.g. every
 # relay slot is taken): the connection is closed and tried again later.
 ConnectionGate = Callable[[asyncpg.Connection], Awaitable[bool]]
+
+
+def jittered(seconds: float) -> float:
+    """A wait of between half and all of ``seconds``, so processes that fail together retry apart."""
+    return seconds * random.uniform(0.5, 1.0)
 
 
 class ListenConnection:
@@ -119,8 +131,8 @@ class ListenConnection:
             for channel in self._listeners:
                 await connection.add_listener(channel, self._notified)
             if self._gate is not None and not await self._gate(connection):
+                await connection.close(timeout=5)  # still holding: what comes while it closes is dropped
                 self._held = None
-                await connection.close(timeout=5)
                 return False
             connection.add_termination_listener(self._terminated)
         except BaseException:
@@ -146,17 +158,19 @@ class ListenConnection:
                 if time.monotonic() - opened_at >= STABLE_SECONDS:
                     backoff = INITIAL_BACKOFF_SECONDS
                 else:  # lost right after opening: back off, so a flapping server is not hammered
-                    await asyncio.sleep(backoff)
+                    await asyncio.sleep(jittered(backoff))
                     backoff = min(backoff * 2, self._max_backoff_seconds)
             try:
                 connected = await self._open()
             except OPEN_ERRORS as error:
-                logger.warning("LISTEN on %s still down (%s); retrying in %.2f s", self._channels, error, backoff)
-                await asyncio.sleep(backoff)
+                logger.warning(
+                    "LISTEN on %s still down (%s); retrying in at most %.2f s", self._channels, error, backoff
+                )
+                await asyncio.sleep(jittered(backoff))
                 backoff = min(backoff * 2, self._max_backoff_seconds)
                 continue
             if not connected:
-                await asyncio.sleep(self._gate_retry_seconds)
+                await asyncio.sleep(jittered(self._gate_retry_seconds))
                 continue
             logger.info("LISTEN on %s restored", self._channels)
             self._on_connected(True)

@@ -21,6 +21,7 @@ from realtime.notify_relay import NotifyRelay
 from realtime.postgres_backend import PostgresNotifyBackend
 from realtime.redis_backend import RedisPubSubBackend, RedisUnavailable
 from storage.errors import StorageUnavailable
+from storage.relay_slots import RELAY_LOCK_CLASS
 from tests.realtime_support import SilentableProxy, dsn_through, postgres_target
 from tests.support import free_port
 
@@ -463,3 +464,78 @@ async def test_a_silently_dead_redis_connection_is_noticed_by_the_health_check()
         finally:
             await publisher.aclose()
             await backend.disconnect()
+
+
+async def relay_slots_held(pool: asyncpg.Pool) -> int:
+    """Relay slots held in this database now (closed sessions free theirs a moment after the close returns)."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1",
+        RELAY_LOCK_CLASS,
+    )
+    return count
+
+
+async def start_two_relays_together(database_url: str, pool: asyncpg.Pool) -> dict[str, list[str]]:
+    """One round: both relays started at once, run until one has published a resync; what each published."""
+    published: dict[str, list[str]] = {"a": [], "b": []}
+
+    def recorder(name: str) -> Callable[[str, str], Awaitable[None]]:
+        async def publish(channel: str, message: str) -> None:
+            published[name].append(message)
+        return publish
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while await relay_slots_held(pool):  # the last round's sessions are gone
+        assert asyncio.get_running_loop().time() < deadline, "a relay slot stayed held"
+        await asyncio.sleep(0.02)
+    a = NotifyRelay(database_url, recorder("a"), slot_retry_seconds=0.1)
+    b = NotifyRelay(database_url, recorder("b"), slot_retry_seconds=0.1)
+    try:
+        await asyncio.gather(a.start(), b.start())
+        assert {a.slot, b.slot} == {1, 2}
+        # start() queues a resync and the publishing task sends it: "never held" means neither resynced
+        await wait_until(lambda: RESYNC in published["a"] + published["b"])
+    finally:
+        await a.close()
+        await b.close()
+    return published
+
+
+async def test_of_two_relays_started_together_one_always_resyncs(database_url: str, pool: asyncpg.Pool) -> None:
+    # Each relay LISTENs before it takes a slot; if each took its slot before the other counted peers,
+    # both would see a peer and neither would resync for the time before either LISTENed.
+    for _ in range(20):
+        # when two relays start at the same moment, then one of them announced a resync
+        published = await start_two_relays_together(database_url, pool)
+        assert RESYNC in published["a"] + published["b"]
+
+
+async def test_after_redis_refuses_the_resync_goes_out_once_it_answers_without_another_event(
+    database_url: str, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given a relay whose Redis refuses the next three publishes, then answers again
+    published: list[str] = []
+    refusals_left = 0
+
+    async def publish(channel: str, message: str) -> None:
+        nonlocal refusals_left
+        if refusals_left:
+            refusals_left -= 1
+            raise RedisUnavailable("connection refused (test)")
+        published.append(message)
+
+    relay = NotifyRelay(database_url, publish, slot_retry_seconds=0.1, redis_retry_seconds=0.05)
+    character = await insert_character(pool, alice)
+    try:
+        await relay.start()
+        assert relay.slot is not None
+        await wait_until(lambda: published == [RESYNC])  # alone at start
+        published.clear()
+        refusals_left = 3
+        # when an event comes and Redis refuses it (and the first two retries)
+        await set_image(pool, character, "https://example.com/refused.png")
+        # then, with no further NOTIFY, the owed resync is published once Redis takes it
+        await wait_until(lambda: published == [RESYNC])
+        assert refusals_left == 0
+    finally:
+        await relay.close()
