@@ -37,11 +37,8 @@ import asyncio
 import os
 import platform
 import secrets
-import shutil
-import signal
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -57,7 +54,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from list_characters import Interrupted, Server, database, free_port
+from list_characters import Server, database, free_port, run_in_workdir
 from loadgen import percentile
 from realtime.change_events import EVENTS_CHANNEL
 from server.auth import issue_token
@@ -416,24 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Interrupted
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
     print(f"CPUs: {os.cpu_count()}; Python {platform.python_version()}; {load_average()}")
-    workdir = Path(tempfile.mkdtemp(prefix="portraits-bench-failover-"))
-    started = time.monotonic()
-    try:
-        return run_bench(args, workdir)
-    except (KeyboardInterrupt, Interrupted):
-        print("\ninterrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        print(f"({time.monotonic() - started:.0f}s)")
+    return run_in_workdir("portraits-bench-failover-", lambda workdir: run_bench(args, workdir), timed=True)
 
 
 if __name__ == "__main__":

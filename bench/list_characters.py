@@ -401,6 +401,26 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Interrupted
 
 
+def run_in_workdir(prefix: str, run: Callable[[Path], int], *, timed: bool = False) -> int:
+    """``run`` in a fresh temporary folder, removed afterwards; Ctrl-C or SIGTERM exit 130 once cleaned up.
+
+    The frame every benchmark script shares (SIGTERM becomes ``Interrupted``,
+    so the ``finally`` blocks that stop servers and databases still run).
+    """
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    started = time.monotonic()
+    try:
+        return run(workdir)
+    except (KeyboardInterrupt, Interrupted):
+        print("\ninterrupted; cleaned up", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if timed:
+            print(f"({time.monotonic() - started:.0f}s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -26,12 +26,7 @@ import asyncio
 import gc
 import os
 import platform
-import secrets
-import shutil
-import signal
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +34,18 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from list_characters import Interrupted, Server, database, free_port
-from storage.migrate import migrate
+from list_characters import Server, run_in_workdir
 from subscriptions import (
     UPDATERS,
-    WARMUP_SUBSCRIBERS,
     Bench,
     LoadProcess,
     Population,
     RoundFigures,
     Target,
-    interruptible,
     mb,
     raise_fd_limit,
     rss_bytes,
-    run_async,
-    seed,
-    start_server,
-    unseed,
+    run_with_server,
     wait_quiet,
     warm_up,
 )
@@ -138,23 +127,6 @@ async def drive(server: Server, dsn: str, warm: Sequence[Target], targets: Seque
     return 0 if ok and not missing else 1
 
 
-def run_bench(args: argparse.Namespace, workdir: Path) -> int:
-    secret = secrets.token_urlsafe(30)
-    with database(workdir) as (dsn, description):
-        asyncio.run(migrate(dsn))
-        seeded = asyncio.run(seed(dsn, args.sockets + WARMUP_SUBSCRIBERS, secret))
-        print(f"database: {description}; seeded {len(seeded)} users with a character each")
-        server = start_server(free_port(), dsn, secret, workdir)
-        try:
-            server.wait_healthy()
-            warm, targets = seeded[:WARMUP_SUBSCRIBERS], seeded[WARMUP_SUBSCRIBERS:]
-            return run_async(interruptible(drive(server, dsn, warm, targets, workdir, args)))
-        finally:
-            server.stop()
-            if os.environ.get("DATABASE_URL"):
-                asyncio.run(unseed(dsn, seeded))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sockets", type=int, default=3000, help="websockets opened per cycle (3000)")
@@ -171,28 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Interrupted
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.sockets <= 0 or args.cycles < 2:
         raise SystemExit("--sockets must be positive and --cycles at least 2")
-    signal.signal(signal.SIGTERM, _on_sigterm)
     print(f"CPUs: {os.cpu_count()}; Python {platform.python_version()}; RLIMIT_NOFILE {raise_fd_limit()}")
     print(f"{args.cycles} cycles of {args.sockets} sockets opened, subscribed, one round at {args.rates[0]:g} "
           "updates/s, closed")
-    workdir = Path(tempfile.mkdtemp(prefix="portraits-bench-cycles-"))
-    started = time.monotonic()
-    try:
-        return run_bench(args, workdir)
-    except (KeyboardInterrupt, Interrupted):
-        print("\ninterrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        print(f"({time.monotonic() - started:.0f}s)")
+    return run_in_workdir(
+        "portraits-bench-cycles-",
+        lambda workdir: run_with_server(args, workdir, count=args.sockets, drive=drive),
+        timed=True,
+    )
 
 
 if __name__ == "__main__":

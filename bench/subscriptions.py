@@ -58,10 +58,8 @@ import os
 import platform
 import resource
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -78,7 +76,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from devtools.embedded_postgres import die_with_parent
-from list_characters import PUBLIC_URL, Interrupted, Server, database, free_port
+from list_characters import PUBLIC_URL, Interrupted, Server, database, free_port, run_in_workdir
 from loadgen import percentile
 from server.auth import issue_token
 from storage.migrate import migrate
@@ -869,8 +867,15 @@ def plan(args: argparse.Namespace) -> int:
     return min(wanted, capacity)
 
 
+Drive = Callable[[Server, str, Sequence[Target], Sequence[Target], Path, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
 def run_bench(args: argparse.Namespace, workdir: Path) -> int:
-    count = plan(args)
+    return run_with_server(args, workdir, count=plan(args), drive=drive)
+
+
+def run_with_server(args: argparse.Namespace, workdir: Path, *, count: int, drive: Drive) -> int:
+    """Seed ``count`` users (plus the warm-up ones), start one ``portraits serve``, and ``drive`` the load."""
     secret = secrets.token_urlsafe(30)
     with database(workdir) as (dsn, description):
         asyncio.run(migrate(dsn))
@@ -930,10 +935,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Interrupted
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.load:
@@ -941,7 +942,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.subscribers = 1000
         args.step, args.max = 500, 2000
-    signal.signal(signal.SIGTERM, _on_sigterm)
     cpus = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
     print(f"CPUs: {cpus} (usable by this process: {usable}); "
@@ -950,14 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = f"ramp +{args.step} to {args.max}" if args.ramp else f"{args.subscribers} subscribers"
     rates = ",".join(f"{r:g}" for r in args.rates)
     print(f"mode: {mode}; update rate(s) {rates}/s; compression {args.compression}")
-    workdir = Path(tempfile.mkdtemp(prefix="portraits-bench-subs-"))
-    try:
-        return run_bench(args, workdir)
-    except (KeyboardInterrupt, Interrupted):
-        print("\ninterrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return run_in_workdir("portraits-bench-subs-", lambda workdir: run_bench(args, workdir))
 
 
 if __name__ == "__main__":
