@@ -11,6 +11,8 @@ GraphQL = Callable[..., Awaitable[dict[str, Any]]]
 
 # Generous: a job takes milliseconds here; the bound only stops a broken test from hanging.
 WAIT_SECONDS = 30.0
+# The fal model migration 0001 seeds (inactive without FAL_KEY; the tests point it at FakeFal).
+FAL_MODEL = "fal-ai/bytedance/seedream/v4/text-to-image"
 
 JOB_FIELDS = """
     id status destination characterId isDraft modelKey prompt quality seed attempts maxAttempts error

@@ -20,6 +20,7 @@ from server.settings import Settings
 from tests.fake_fal import FakeFal
 from tests.generation_support import (
     CANCEL,
+    FAL_MODEL,
     GENERATE_IMAGE,
     WAIT_SECONDS,
     GraphQL,
@@ -31,7 +32,6 @@ from tests.generation_support import (
 )
 from tests.support import error_codes, only_error
 
-FAL_MODEL = "fal-ai/bytedance/seedream/v4/text-to-image"
 StartGeneration = Callable[..., Awaitable[Any]]
 
 

@@ -23,7 +23,6 @@ from asgi_lifespan import LifespanManager
 from strawberry.printer import print_schema
 
 from graph.schema import schema
-from pipeline.service import Generation
 from resolvers.jobs import load_job_attempts
 from resolvers.viewer import Viewer
 from server.app import create_app
@@ -31,10 +30,11 @@ from server.settings import Settings
 from storage import job_attempts
 from storage.enums import JobAttemptOutcome
 from storage.errors import IntegrityViolation
-from tests.conftest import graphql_over
+from tests.conftest import StartGeneration, graphql_over
 from tests.fake_fal import FakeFal
 from tests.generation_support import (
     CANCEL,
+    FAL_MODEL,
     GENERATE_IMAGE,
     WAIT_SECONDS,
     GraphQL,
@@ -45,8 +45,6 @@ from tests.generation_support import (
 )
 from tests.support import error_codes
 
-FAL_MODEL = "fal-ai/bytedance/seedream/v4/text-to-image"
-StartGeneration = Callable[..., Awaitable[Generation]]
 ATTEMPT_FIELDS = {"number", "startedAt", "finishedAt", "outcome", "retryable", "error"}
 
 
