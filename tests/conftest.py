@@ -8,6 +8,7 @@ from empty tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -183,6 +184,18 @@ def graphql_over(client: httpx.AsyncClient) -> GraphQL:
         return body
 
     return execute
+
+
+@contextlib.asynccontextmanager
+async def graphql_logging_statements(settings: Settings) -> AsyncIterator[tuple[GraphQL, list[str]]]:
+    """A fresh app that logs every SQL statement it runs, for tests that count round trips."""
+    statements: list[str] = []
+    async with LifespanManager(
+        create_app(settings, query_logger=lambda logged: statements.append(logged.query))
+    ) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield graphql_over(http), statements
 
 
 @pytest.fixture

@@ -12,14 +12,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from server.app import create_app
 from server.settings import Settings
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.paths import Bucket
 from storage.objects.store import ObjectStore
-from tests.conftest import GraphQL, graphql_over
+from tests.conftest import GraphQL, graphql_logging_statements, graphql_over
 from tests.support import error_codes
 
 Fetch = Callable[..., Awaitable[httpx.Response]]
@@ -161,21 +159,15 @@ async def test_signing_a_page_adds_no_sql_statement(
     for index in range(100):
         await objects.put(Bucket.USER_LIBRARY, f"{alice}/{index}.png", PNG)
         await insert_character(pool, alice, f"c{index}", f"user-library/{alice}/{index}.png", f"{alice}/{index}.png")
-    statements: list[str] = []
-    async with LifespanManager(
-        create_app(settings, query_logger=lambda logged: statements.append(logged.query))
-    ) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            graphql = graphql_over(http)
-            plain = "{ characters(first: 100) { edges { node { name imageUrl } } } }"
-            # when
-            statements.clear()
-            assert "errors" not in await graphql(plain, user=alice)
-            without_urls = list(statements)
-            statements.clear()
-            signed = nodes(await graphql(PAGE, user=alice))
-            with_urls = list(statements)
+    async with graphql_logging_statements(settings) as (graphql, statements):
+        plain = "{ characters(first: 100) { edges { node { name imageUrl } } } }"
+        # when
+        statements.clear()
+        assert "errors" not in await graphql(plain, user=alice)
+        without_urls = list(statements)
+        statements.clear()
+        signed = nodes(await graphql(PAGE, user=alice))
+        with_urls = list(statements)
     # then: the same single statement; every image signed
     assert len(without_urls) == 1
     assert with_urls == without_urls

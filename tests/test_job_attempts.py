@@ -17,20 +17,17 @@ from typing import Any
 
 import asyncpg
 import graphql as graphql_core
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from strawberry.printer import print_schema
 
 from graph.schema import schema
 from resolvers.jobs import load_job_attempts
 from resolvers.viewer import Viewer
-from server.app import create_app
 from server.settings import Settings
 from storage import job_attempts
 from storage.enums import JobAttemptOutcome
 from storage.errors import IntegrityViolation
-from tests.conftest import StartGeneration, graphql_over
+from tests.conftest import StartGeneration, graphql_logging_statements
 from tests.fake_fal import FakeFal
 from tests.generation_support import (
     CANCEL,
@@ -375,19 +372,13 @@ async def test_the_attempt_histories_of_a_page_of_jobs_are_one_query(
                     retryable=True if outcome is JobAttemptOutcome.FAILED else None,
                 )
     # and an app that logs every statement it runs
-    statements: list[str] = []
-    async with LifespanManager(
-        create_app(settings, query_logger=lambda logged: statements.append(logged.query))
-    ) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            logged = graphql_over(http)
-            statements.clear()
-            # when the page is read with each job's history
-            body = await logged(
-                "{ jobs(first: 10) { edges { node { id attemptHistory { number outcome retryable error } } } } }",
-                user=alice,
-            )
+    async with graphql_logging_statements(settings) as (logged, statements):
+        statements.clear()
+        # when the page is read with each job's history
+        body = await logged(
+            "{ jobs(first: 10) { edges { node { id attemptHistory { number outcome retryable error } } } } }",
+            user=alice,
+        )
     # then every job shows both attempts
     assert "errors" not in body, body
     histories = [edge["node"]["attemptHistory"] for edge in body["data"]["jobs"]["edges"]]
