@@ -34,13 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from realtime.change_events import RESYNC
-from storage.listen_connection import (
-    HEALTH_CHECK_SECONDS,
-    HEALTH_CHECK_TIMEOUT_SECONDS,
-    INITIAL_BACKOFF_SECONDS,
-    MAX_BACKOFF_SECONDS,
-    STABLE_SECONDS,
-)
+from storage.listen_connection import HEALTH_CHECK_SECONDS, HEALTH_CHECK_TIMEOUT_SECONDS, Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +141,7 @@ class RedisPubSubBackend(BroadcastBackend):
 
     async def _read_forever(self, client: Redis, pubsub: PubSub | None) -> None:
         """Move messages to the queue; reconnect with backoff when the connection is lost."""
-        backoff = INITIAL_BACKOFF_SECONDS
+        backoff = Backoff()
         while True:
             if pubsub is not None:
                 opened_at = time.monotonic()
@@ -161,19 +155,16 @@ class RedisPubSubBackend(BroadcastBackend):
                     with contextlib.suppress(*REDIS_ERRORS):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 pubsub = None
-                if time.monotonic() - opened_at >= STABLE_SECONDS:
-                    backoff = INITIAL_BACKOFF_SECONDS
-                else:  # lost right after opening: back off, so a flapping server is not hammered
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                await backoff.after_loss(opened_at)
             # Every channel this connection confirms was away, or joined while Redis was: resync it.
             self._after_gap = True
             try:
                 pubsub = await self._open(client)
             except REDIS_ERRORS as error:
-                logger.warning("Redis pub/sub still unreachable (%s); retrying in %.2f s", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                logger.warning(
+                    "Redis pub/sub still unreachable (%s); retrying in at most %.2f s", error, backoff.seconds
+                )
+                await backoff.wait()
                 continue
             logger.info("Redis pub/sub restored on %d channel(s)", len(self._channels))
 

@@ -58,6 +58,30 @@ def jittered(seconds: float) -> float:
     return seconds * random.uniform(0.5, 1.0)
 
 
+class Backoff:
+    """The waits of a reconnect loop (this LISTEN connection's, and the Redis backend's pub/sub).
+
+    Doubling from ``INITIAL_BACKOFF_SECONDS`` up to ``maximum``, each wait
+    jittered; a connection that lived ``STABLE_SECONDS`` starts it over, one
+    lost right after opening does not, so a flapping server is not hammered.
+    """
+
+    def __init__(self, maximum: float = MAX_BACKOFF_SECONDS) -> None:
+        self.maximum = maximum
+        self.seconds = INITIAL_BACKOFF_SECONDS  # the next wait's upper bound
+
+    async def wait(self) -> None:
+        await asyncio.sleep(jittered(self.seconds))
+        self.seconds = min(self.seconds * 2, self.maximum)
+
+    async def after_loss(self, opened_at: float) -> None:
+        """A connection opened at ``opened_at`` (``time.monotonic()``) was lost: start over, or wait if it flapped."""
+        if time.monotonic() - opened_at >= STABLE_SECONDS:
+            self.seconds = INITIAL_BACKOFF_SECONDS
+        else:
+            await self.wait()
+
+
 class ListenConnection:
     def __init__(
         self,
@@ -147,7 +171,7 @@ class ListenConnection:
         return True
 
     async def _keep_listening(self, connected: bool) -> None:
-        backoff = INITIAL_BACKOFF_SECONDS
+        backoff = Backoff(self._max_backoff_seconds)
         while True:
             if connected:
                 opened_at = time.monotonic()
@@ -155,19 +179,14 @@ class ListenConnection:
                 await self._drop()
                 logger.warning("LISTEN connection for %s lost; reconnecting", self._channels)
                 connected = False
-                if time.monotonic() - opened_at >= STABLE_SECONDS:
-                    backoff = INITIAL_BACKOFF_SECONDS
-                else:  # lost right after opening: back off, so a flapping server is not hammered
-                    await asyncio.sleep(jittered(backoff))
-                    backoff = min(backoff * 2, self._max_backoff_seconds)
+                await backoff.after_loss(opened_at)
             try:
                 connected = await self._open()
             except OPEN_ERRORS as error:
                 logger.warning(
-                    "LISTEN on %s still down (%s); retrying in at most %.2f s", self._channels, error, backoff
+                    "LISTEN on %s still down (%s); retrying in at most %.2f s", self._channels, error, backoff.seconds
                 )
-                await asyncio.sleep(jittered(backoff))
-                backoff = min(backoff * 2, self._max_backoff_seconds)
+                await backoff.wait()
                 continue
             if not connected:
                 await asyncio.sleep(jittered(self._gate_retry_seconds))
