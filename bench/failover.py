@@ -59,7 +59,7 @@ from loadgen import percentile
 from realtime.change_events import EVENTS_CHANNEL
 from server.auth import issue_token
 from storage.migrate import migrate
-from storage.relay_slots import RELAY_LOCK_CLASS
+from storage.relay_slots import count_held
 
 PUBLIC_URL = "http://bench.invalid"
 PROTOCOL = "graphql-transport-ws"
@@ -69,7 +69,6 @@ GENERATE = "mutation($id: ID!) { generateCharacterPortrait(input: {characterId: 
 TARGET_P99_MS = 100.0
 TARGET_KILL_P99_MS = 500.0
 WORKER_READY = "portraits worker:"
-SLOTS_HELD = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted AND classid = $1"
 
 
 # -- processes -----------------------------------------------------------------------
@@ -343,7 +342,8 @@ async def relay_leader_kills(
     try:
         await asyncio.sleep(1.0)
         for kill in range(1, args.kills + 1):
-            slots = await pool.fetchval(SLOTS_HELD, RELAY_LOCK_CLASS)
+            async with pool.acquire() as connection:
+                slots = await count_held(connection)
             deliveries = await one_burst(cluster, pool, subscriber, characters, kill, args)
             every += deliveries
             after = latencies([d for d in deliveries if d.after_kill])

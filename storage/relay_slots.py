@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from storage.database import Connection
 from storage.errors import translate_errors
 
 RELAY_LOCK_CLASS = 0x706F7274  # "port"; the second key is the slot's number, from 1
@@ -27,12 +28,14 @@ RELAY_TAKE_LOCK_CLASS = 0x706F7275
 
 SERIALISE_TAKING = "SELECT pg_advisory_xact_lock($1, 0)"
 TAKE_SLOT = "SELECT pg_try_advisory_lock($1, $2)"
-# Other slots held in this database right now: two-int advisory keys show as (classid, objid, objsubid = 2).
-COUNT_PEERS = """
+# Slots held in this database right now: two-int advisory keys show as (classid, objid, objsubid = 2).
+HELD = """
 SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1 AND objid <> $2
+WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
+# The others: every held slot but ``$2``.
+COUNT_PEERS = HELD + "    AND objid <> $2\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +60,10 @@ async def take_relay_slot(connection: asyncpg.Connection, *, slots: int) -> Rela
                 peers: int = await connection.fetchval(COUNT_PEERS, RELAY_LOCK_CLASS, number)
                 return RelaySlot(number=number, peers=peers)
     return None
+
+
+@translate_errors
+async def count_held(connection: Connection) -> int:
+    """How many relay slots are held in this database now (for operators and the failover benchmark)."""
+    held: int = await connection.fetchval(HELD, RELAY_LOCK_CLASS)
+    return held

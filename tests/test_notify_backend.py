@@ -21,7 +21,7 @@ from realtime.notify_relay import NotifyRelay
 from realtime.postgres_backend import PostgresNotifyBackend
 from realtime.redis_backend import RedisPubSubBackend, RedisUnavailable
 from storage.errors import StorageUnavailable
-from storage.relay_slots import RELAY_LOCK_CLASS
+from storage.relay_slots import count_held
 from tests.realtime_support import SilentableProxy, dsn_through, postgres_target
 from tests.support import free_port
 
@@ -468,11 +468,8 @@ async def test_a_silently_dead_redis_connection_is_noticed_by_the_health_check()
 
 async def relay_slots_held(pool: asyncpg.Pool) -> int:
     """Relay slots held in this database now (closed sessions free theirs a moment after the close returns)."""
-    count: int = await pool.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1",
-        RELAY_LOCK_CLASS,
-    )
-    return count
+    async with pool.acquire() as connection:
+        return await count_held(connection)
 
 
 async def start_two_relays_together(database_url: str, pool: asyncpg.Pool) -> dict[str, list[str]]:
