@@ -107,7 +107,6 @@ class Worker:
         name: str | None = None,
     ) -> None:
         self.identity = WorkerIdentity.of_this_process(name)
-        self.name = self.identity.worker_id
         self.pool = pool
         self.runner = runner
         self.config = config
@@ -117,6 +116,11 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def name(self) -> str:
+        """The worker id (host:pid:suffix), in logs, task names and lease tokens."""
+        return self.identity.worker_id
 
     async def start(self) -> None:
         await self.signals.start()
