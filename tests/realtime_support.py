@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import asyncpg
 import orjson
+import pytest
+import redis.asyncio as redis
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -247,3 +252,59 @@ def dsn_through(dsn: str, port: int) -> str:
     userinfo = parts.netloc.rpartition("@")[0]
     return urlunsplit((parts.scheme, f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}",
                        parts.path, "sslmode=disable", ""))
+
+
+# -- the database and Redis under the realtime tests ----------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_is_running() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+needs_redis = pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
+
+
+async def insert_character(pool: asyncpg.Pool, user: uuid.UUID, image_url: str | None = None) -> uuid.UUID:
+    character_id: uuid.UUID = await pool.fetchval(
+        "INSERT INTO characters (user_id, name, description, image_url) VALUES ($1, 'N', 'D', $2) RETURNING id",
+        user, image_url,
+    )
+    return character_id
+
+
+async def set_image(pool: asyncpg.Pool, character_id: uuid.UUID, image_url: str | None) -> None:
+    await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
+
+
+async def set_image_in(connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], character_id: uuid.UUID,
+                       image_url: str) -> None:
+    """The same inside a transaction of the caller's."""
+    await connection.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
+
+
+async def terminate(pool: asyncpg.Pool, application_name: str) -> int:
+    """Kill the LISTEN connection(s) by name and wait until the server has let them go."""
+    pids = await pool.fetch(
+        "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity WHERE application_name = $1", application_name
+    )
+    while await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", [row["pid"] for row in pids]
+    ):
+        await asyncio.sleep(0.01)
+    return len(pids)
+
+
+async def kill_redis_pubsub_connections() -> int:
+    """CLIENT KILL TYPE pubsub, as a Redis restart or a proxy's cut would do to every subscriber."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        killed: int = await client.execute_command("CLIENT KILL TYPE pubsub")
+    finally:
+        await client.aclose()
+    return killed

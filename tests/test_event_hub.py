@@ -19,7 +19,7 @@ from resolvers import subscriptions
 from resolvers.errors import SubscriberTooSlow
 from resolvers.subscriptions import SubscriptionLimits
 from resolvers.viewer import Viewer
-from tests.test_notify_backend import insert_character, set_image, terminate
+from tests.realtime_support import insert_character, set_image, terminate
 
 
 def notice(row: uuid.UUID, *, kind: str = JOB, status: str = "queued", user: uuid.UUID | None = None) -> ChangeNotice:

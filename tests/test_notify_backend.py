@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -22,61 +21,19 @@ from realtime.postgres_backend import PostgresNotifyBackend
 from realtime.redis_backend import RedisPubSubBackend, RedisUnavailable
 from storage.errors import StorageUnavailable
 from storage.relay_slots import count_held
-from tests.realtime_support import SilentableProxy, dsn_through, postgres_target
+from tests.realtime_support import (
+    REDIS_URL,
+    SilentableProxy,
+    dsn_through,
+    insert_character,
+    kill_redis_pubsub_connections,
+    needs_redis,
+    postgres_target,
+    set_image,
+    set_image_in,
+    terminate,
+)
 from tests.support import free_port
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_is_running() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-needs_redis = pytest.mark.skipif(not redis_is_running(), reason="no Redis on 127.0.0.1:6379")
-
-
-async def insert_character(pool: asyncpg.Pool, user: uuid.UUID, image_url: str | None = None) -> uuid.UUID:
-    character_id: uuid.UUID = await pool.fetchval(
-        "INSERT INTO characters (user_id, name, description, image_url) VALUES ($1, 'N', 'D', $2) RETURNING id",
-        user, image_url,
-    )
-    return character_id
-
-
-async def set_image(pool: asyncpg.Pool, character_id: uuid.UUID, image_url: str | None) -> None:
-    await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
-
-
-async def set_image_in(connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], character_id: uuid.UUID,
-                       image_url: str) -> None:
-    """The same inside a transaction of the caller's."""
-    await connection.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character_id, image_url)
-
-
-async def terminate(pool: asyncpg.Pool, application_name: str) -> int:
-    """Kill the LISTEN connection(s) by name and wait until the server has let them go."""
-    pids = await pool.fetch(
-        "SELECT pg_terminate_backend(pid), pid FROM pg_stat_activity WHERE application_name = $1", application_name
-    )
-    while await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", [row["pid"] for row in pids]
-    ):
-        await asyncio.sleep(0.01)
-    return len(pids)
-
-
-async def kill_redis_pubsub_connections() -> int:
-    """CLIENT KILL TYPE pubsub, as a Redis restart or a proxy's cut would do to every subscriber."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        killed: int = await client.execute_command("CLIENT KILL TYPE pubsub")
-    finally:
-        await client.aclose()
-    return killed
 
 
 async def next_event(backend: PostgresNotifyBackend | RedisPubSubBackend, timeout: float = 10) -> Event:

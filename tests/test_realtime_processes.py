@@ -30,10 +30,20 @@ import redis.asyncio as redis
 from realtime.change_events import EVENTS_CHANNEL
 from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from tests.conftest import s3_environ, token_for
-from tests.realtime_support import CHARACTER_IMAGE_UPDATED, JOB_UPDATED, PORTRAIT_JOBS, GraphQLSocket, data_of
+from tests.realtime_support import (
+    CHARACTER_IMAGE_UPDATED,
+    JOB_UPDATED,
+    PORTRAIT_JOBS,
+    REDIS_URL,
+    GraphQLSocket,
+    data_of,
+    insert_character,
+    needs_redis,
+    redis_is_running,
+    terminate,
+)
 from tests.server_process import READY, Server
 from tests.support import TEST_JWT_SECRET
-from tests.test_notify_backend import REDIS_URL, insert_character, needs_redis, redis_is_running, terminate
 
 BACKENDS = [
     pytest.param("postgres", id="postgres"),

@@ -44,14 +44,17 @@ from tests.conftest import token_for
 from tests.realtime_support import (
     CHARACTER_IMAGE_UPDATED,
     PORTRAIT_JOBS,
+    REDIS_URL,
     GraphQLSocket,
     SilentableProxy,
     data_of,
     dsn_through,
+    kill_redis_pubsub_connections,
+    needs_redis,
     postgres_target,
+    terminate,
 )
 from tests.support import free_port, serve_uvicorn
-from tests.test_notify_backend import REDIS_URL, kill_redis_pubsub_connections, needs_redis, terminate
 
 IMAGE_STATES = (
     None,
