@@ -40,6 +40,7 @@ from server.app import create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
 from storage.database import create_pool
+from storage.enums import JobStatus
 from tests.conftest import token_for
 from tests.realtime_support import (
     CHARACTER_IMAGE_UPDATED,
@@ -63,7 +64,7 @@ IMAGE_STATES = (
     "workspace-temp/{user}/w.png",
     "user-library/{user}/l.png",
 )
-STATUSES = ("queued", "processing", "completed", "failed", "canceled")
+STATUSES = tuple(status.value for status in JobStatus)
 DESTINATIONS = ("character_portrait", "workspace")
 # Each change's event trigger, turned off inside the change's transaction when it must go unheard.
 CHARACTER_TRIGGERS = ("characters_event_insert", "characters_event_update", "characters_event_delete")
