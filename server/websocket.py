@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from starlette.authentication import AuthenticationBackend, AuthenticationError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived, WebSocketDisconnected
+from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
+
+from server.socket_messages import INVALID_MESSAGE_CODE, MalformedMessage, check_legacy_ws, check_transport_ws
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,37 @@ def _route_path(scope: Scope) -> str:
 
 
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
-    """Sends every message as a text frame, as graphql-ws and Apollo clients require (our encoder makes bytes)."""
+    """Checks every client message before strawberry reads it, and sends every message as a text frame.
+
+    A malformed message (server/socket_messages.py) closes the socket with
+    4400 and the reason; JSON that does not decode, nested past the decoder's
+    recursion limit included, is strawberry's "must be valid JSON" (4400).
+    Replies go as text frames, as graphql-ws and Apollo clients require (our
+    encoder makes bytes).
+    """
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object, None]:
+        legacy = await self.view.pick_websocket_subprotocol(self.ws) == GRAPHQL_WS_PROTOCOL
+        check = check_legacy_ws if legacy else check_transport_ws
+        while self.ws.application_state != WebSocketState.DISCONNECTED:
+            try:
+                text = await self.ws.receive_text()
+            except KeyError as error:  # a binary frame: Starlette's message has "bytes", not "text"
+                raise NonTextMessageReceived from error
+            except WebSocketDisconnect:
+                return
+            try:
+                decoded = self.view.decode_json(text)
+            except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+                if ignore_parsing_errors:
+                    continue
+                raise NonJsonMessageReceived from error
+            try:
+                message = check(decoded)
+            except MalformedMessage as error:
+                await self.close(INVALID_MESSAGE_CODE, f"Invalid message: {error}")
+                return
+            yield message
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         encoded = self.view.encode_json(message)

@@ -1,0 +1,134 @@
+"""What a well-formed client message is, for each GraphQL websocket protocol we speak.
+
+Strawberry's protocol handlers index into a message as its protocol
+describes it: a JSON array, a subscribe whose payload is a string or an
+operation id that is a number raised ``TypeError`` inside them, which ended
+the socket with 1011 and logged a crash. Messages are checked here first
+(``server/websocket.py``: ``TextWebSocketAdapter``), so a malformed one gets
+the protocol's own answer (graphql-transport-ws closes with 4400) and only
+well-formed messages reach strawberry.
+
+The check is one pass over the message, without recursion: nested values
+are walked with an explicit stack, so a deeply nested message costs its
+size and nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# graphql-transport-ws (PROTOCOL.md of graphql-ws): "Invalid message received".
+INVALID_MESSAGE_CODE = 4400
+# Clients make ids of a UUID or a counter; this bounds what every reply of the socket echoes.
+MAX_OPERATION_ID_LENGTH = 128
+
+TRANSPORT_WS_TYPES = frozenset({"connection_init", "ping", "pong", "subscribe", "complete"})
+LEGACY_WS_TYPES = frozenset({"connection_init", "connection_terminate", "start", "stop"})
+_OPTIONAL_OBJECTS = ("variables", "extensions")
+
+
+class MalformedMessage(ValueError):
+    """A client message its protocol does not allow; the message says what is wrong, for the client."""
+
+
+def check_transport_ws(message: object) -> Mapping[str, object]:
+    """A graphql-transport-ws message as strawberry reads it, or ``MalformedMessage``.
+
+    Unknown types pass: strawberry closes them with 4400 itself, naming the type.
+    """
+    checked = _object_with_type(message)
+    kind = checked["type"]
+    if kind in ("connection_init", "ping", "pong"):
+        _optional_object(checked, "payload")
+    elif kind == "subscribe":
+        _operation_id(checked)
+        _operation_payload(checked)
+    elif kind == "complete":
+        _operation_id(checked)
+    return checked
+
+
+def check_legacy_ws(message: object) -> Mapping[str, object]:
+    """A graphql-ws (subscriptions-transport-ws) message as strawberry reads it, or ``MalformedMessage``."""
+    checked = _object_with_type(message)
+    kind = checked["type"]
+    if kind == "connection_init":
+        _optional_object(checked, "payload")
+    elif kind == "start":
+        _operation_id(checked)
+        _operation_payload(checked)
+    elif kind == "stop":
+        _operation_id(checked)
+    return checked
+
+
+def _object_with_type(message: object) -> Mapping[str, object]:
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"a message must be a JSON object, not {_json_kind(message)}")
+    if not isinstance(message.get("type"), str):
+        raise MalformedMessage("a message must have a string 'type'")
+    _check_text(message)
+    return message
+
+
+def _operation_id(message: Mapping[str, object]) -> None:
+    operation_id = message.get("id")
+    if not isinstance(operation_id, str) or not operation_id:
+        raise MalformedMessage(f"a '{message['type']}' message needs a non-empty string 'id'")
+    if len(operation_id) > MAX_OPERATION_ID_LENGTH:
+        raise MalformedMessage(f"an operation 'id' may have at most {MAX_OPERATION_ID_LENGTH} characters")
+
+
+def _operation_payload(message: Mapping[str, object]) -> None:
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        raise MalformedMessage(f"a '{message['type']}' message needs an object 'payload'")
+    if not isinstance(payload.get("query"), str):
+        raise MalformedMessage("the payload needs a string 'query'")
+    if not isinstance(payload.get("operationName"), str | None):
+        raise MalformedMessage("the payload's 'operationName' must be a string or null")
+    for name in _OPTIONAL_OBJECTS:
+        _optional_object(payload, name)
+
+
+def _optional_object(holder: Mapping[str, object], name: str) -> None:
+    if not isinstance(holder.get(name), dict | None):
+        raise MalformedMessage(f"'{name}' must be an object or null")
+
+
+def _check_text(message: dict[str, object]) -> None:
+    """Every key and string in the message is valid Unicode: a lone surrogate cannot be stored, or sent back."""
+    pending: list[object] = [message]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            _valid_unicode(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _valid_unicode(key)
+                pending.append(item)
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+def _valid_unicode(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise MalformedMessage("the message holds a lone surrogate (\\ud800-\\udfff): not valid Unicode") from None
+
+
+def _json_kind(value: object) -> str:
+    match value:
+        case list():
+            return "an array"
+        case str():
+            return "a string"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case None:
+            return "null"
+    return type(value).__name__

@@ -1,0 +1,128 @@
+"""Malformed client messages over a real websocket: the protocol's own answer (4400), never 1011 or a crash log.
+
+Each case opens a socket to the app on a real uvicorn (``live_server``),
+initialises it with a good token, sends one malformed text frame and reads
+what the server does. The server's log must hold no traceback for any of
+them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+
+from server.socket_messages import MAX_OPERATION_ID_LENGTH, MalformedMessage, check_legacy_ws, check_transport_ws
+from tests.conftest import token_for
+from tests.realtime_support import LEGACY_WS, TRANSPORT_WS, GraphQLSocket, Rejected
+
+SUBSCRIBE = '{"type":"subscribe","id":"a","payload":{"query":"subscription { portraitJobs { id } }"'
+START = '{"type":"start","id":"a","payload":{"query":"subscription { portraitJobs { id } }"'
+
+TRANSPORT_CASES = {
+    "an array": "[]",
+    "a number": "1",
+    "null": "null",
+    "a string": '"subscribe"',
+    "no type": "{}",
+    "a numeric type": '{"type": 5}',
+    "subscribe without id": '{"type":"subscribe","payload":{"query":"{ viewer { id } }"}}',
+    "a numeric id": '{"type":"subscribe","id":5,"payload":{"query":"{ viewer { id } }"}}',
+    "an empty id": '{"type":"subscribe","id":"","payload":{"query":"{ viewer { id } }"}}',
+    "a huge id": '{"type":"subscribe","id":"' + "x" * 100_000 + '","payload":{"query":"{ viewer { id } }"}}',
+    "a string payload": '{"type":"subscribe","id":"a","payload":"query"}',
+    "no query": '{"type":"subscribe","id":"a","payload":{}}',
+    "a numeric query": '{"type":"subscribe","id":"a","payload":{"query":5}}',
+    "array variables": SUBSCRIBE + ',"variables":[]}}',
+    "string variables": SUBSCRIBE + ',"variables":"x"}}',
+    "numeric extensions": SUBSCRIBE + ',"extensions":5}}',
+    "numeric operationName": SUBSCRIBE + ',"operationName":5}}',
+    "a lone surrogate in a variable": SUBSCRIBE + ',"variables":{"a":"\\ud800"}}}',
+    "a lone surrogate in a key": SUBSCRIBE + ',"variables":{"\\udfff":1}}}',
+    "a lone surrogate in the id": '{"type":"subscribe","id":"\\ud800","payload":{"query":"{ viewer { id } }"}}',
+    "complete without id": '{"type":"complete"}',
+    "complete with a numeric id": '{"type":"complete","id":5}',
+    "a numeric ping payload": '{"type":"ping","payload":5}',
+}
+
+UNDECODABLE = {
+    "not JSON": "not json",
+    "arrays nested past the decoder": "[" * 100_000 + "]" * 100_000,
+    "objects nested past the decoder": '{"a":' * 50_000 + "1" + "}" * 50_000,
+}
+
+
+@pytest.fixture
+def token() -> str:
+    return token_for(uuid.uuid4())
+
+
+async def close_after(live_server: str, token: str, frame: str, *, protocol: str = TRANSPORT_WS) -> Rejected:
+    async with GraphQLSocket.open(live_server, token=token, protocol=protocol) as socket:
+        await socket.connection.send(frame)
+        with pytest.raises(Rejected) as closed:
+            await socket.receive(timeout=5)
+        return closed.value
+
+
+@pytest.mark.parametrize("frame", TRANSPORT_CASES.values(), ids=TRANSPORT_CASES.keys())
+async def test_a_malformed_message_closes_the_socket_with_4400_and_says_why(
+    live_server: str, token: str, frame: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given an initialised graphql-transport-ws socket
+    # when it sends a message its protocol does not allow
+    with caplog.at_level(logging.INFO):
+        rejected = await close_after(live_server, token, frame)
+    # then the server closes it with 4400 and a reason, and logs no crash
+    assert rejected.code == 4400, rejected
+    assert rejected.reason.startswith("Invalid message: "), rejected.reason
+    assert "Traceback" not in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("frame", UNDECODABLE.values(), ids=UNDECODABLE.keys())
+async def test_a_message_that_does_not_decode_closes_the_socket_with_4400(
+    live_server: str, token: str, frame: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given an initialised socket, when it sends text that is not JSON the decoder can read
+    with caplog.at_level(logging.INFO):
+        rejected = await close_after(live_server, token, frame)
+    # then it is closed as strawberry closes non-JSON, with no crash logged
+    assert (rejected.code, rejected.reason) == (4400, "WebSocket message must be valid JSON")
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_a_malformed_legacy_start_closes_the_socket_with_4400(live_server: str, token: str) -> None:
+    # given a legacy graphql-ws socket, when a start message carries array variables
+    rejected = await close_after(live_server, token, START + ',"variables":[]}}', protocol=LEGACY_WS)
+    # then it is closed with 4400 and the reason
+    assert rejected.code == 4400
+    assert rejected.reason == "Invalid message: 'variables' must be an object or null"
+
+
+async def test_a_well_formed_subscription_still_runs_after_the_checks(live_server: str, token: str) -> None:
+    # given an initialised socket, when it sends a well-formed query with null optional fields
+    async with GraphQLSocket.open(live_server, token=token) as socket:
+        await socket.send({
+            "type": "subscribe", "id": "q" * MAX_OPERATION_ID_LENGTH,
+            "payload": {"query": "{ viewer { id } }", "variables": None, "operationName": None, "extensions": None},
+        })
+        # then it is answered
+        message = await socket.receive()
+    assert message["type"] == "next" and message["id"] == "q" * MAX_OPERATION_ID_LENGTH
+    assert message["payload"]["data"]["viewer"]["id"]
+
+
+@pytest.mark.parametrize("check", [check_transport_ws, check_legacy_ws])
+def test_the_text_check_walks_deep_values_without_recursion(check: object) -> None:
+    # given a message whose variables nest 100,000 lists deep around a lone surrogate
+    deep: object = "\ud800"
+    for _ in range(100_000):
+        deep = [deep]
+    kind = "subscribe" if check is check_transport_ws else "start"
+    message = {"type": kind, "id": "a", "payload": {"query": "{ viewer { id } }", "variables": {"v": deep}}}
+    # when it is checked, then the surrogate is found without a RecursionError
+    assert callable(check)
+    with pytest.raises(MalformedMessage, match="lone surrogate"):
+        check(message)
