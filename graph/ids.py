@@ -8,9 +8,14 @@ import strawberry
 
 from resolvers.errors import BadUserInput
 
+# A UUID is 36 characters (45 as urn:uuid:{...}); a longer id is refused before it is read.
+MAX_ID_LENGTH = 64
+
 
 def parse_id(value: strawberry.ID, *, field: str = "id") -> UUID:
     """Our ids are UUIDs; anything else is a malformed id (BAD_USER_INPUT naming ``field``), not a missing one."""
+    if len(value) > MAX_ID_LENGTH:
+        raise BadUserInput(f"{field} is not a valid id", field=field)
     try:
         return UUID(value)
     except (ValueError, TypeError, AttributeError):

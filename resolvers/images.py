@@ -56,10 +56,10 @@ def clean_image_reference(value: str, *, field: str, owner_id: UUID) -> str:
 
     A bare path is taken as user-library, as the seed's ChatMessage does.
     """
-    check_storable(value, field=field)
     value = value.strip()
-    if len(value) > MAX_REFERENCE_LENGTH:
+    if len(value) > MAX_REFERENCE_LENGTH:  # before any character is looked at
         raise BadUserInput(f"{field} must be at most {MAX_REFERENCE_LENGTH} characters", field=field)
+    check_storable(value, field=field)
     if "://" in value:
         return clean_external_url(value, field=field, max_length=MAX_REFERENCE_LENGTH)
     try:

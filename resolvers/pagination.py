@@ -18,6 +18,8 @@ from resolvers.errors import BadUserInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Ours are about 90 characters; a longer one is refused before it is decoded.
+MAX_CURSOR_LENGTH = 256
 
 T = TypeVar("T")
 SortKey = tuple[datetime, UUID]
@@ -48,6 +50,8 @@ def encode_cursor(key: SortKey) -> str:
 def decode_cursor(cursor: str | None) -> SortKey | None:
     if cursor is None:
         return None
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise BadUserInput("after is not a valid cursor", field="after")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, row_id = raw.split("|")
