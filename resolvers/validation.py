@@ -13,9 +13,11 @@ input costs only the comparison that refuses it.
 from __future__ import annotations
 
 import math
+import posixpath
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, overload
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -98,10 +100,35 @@ def clean_external_url(value: str, *, field: str, max_length: int = 2048) -> str
     return value
 
 
+# A URL still changing after this many rounds of percent-decoding hides something: refused as signed.
+MAX_DECODE_ROUNDS = 4
+_SLASHES = re.compile(r"/(?:\.?/)+")
+
+
 def looks_signed(url: str) -> bool:
-    """Supabase (``/object/sign/...?token=``) and S3 (``X-Amz-Signature``) signed URLs."""
-    lowered = url.lower()
-    return "/storage/v1/object/sign/" in lowered or "x-amz-signature=" in lowered
+    """Supabase (``/object/sign/...?token=``) and S3 (``X-Amz-Signature``) signed URLs.
+
+    Compared after percent-decoding until nothing changes (``%73ign``,
+    ``%2573ign``), in lower case, with backslashes read as slashes and ``//``,
+    ``/./`` and ``/../`` resolved, as servers and browsers read them.
+    """
+    decoded = url
+    for _ in range(MAX_DECODE_ROUNDS):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        if unquote(decoded) != decoded:
+            return True
+    text = decoded.replace("\\", "/").lower()
+    if "x-amz-signature" in text:
+        return True
+    try:
+        path = urlsplit(text).path
+    except ValueError:  # a decoded "[" that is no IPv6 host: the text is all there is
+        path = text
+    return "/object/sign/" in _SLASHES.sub("/", text) or "/object/sign/" in posixpath.normpath(path) + "/"
 
 
 def check_storable(value: str, *, field: str) -> None:

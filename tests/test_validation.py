@@ -8,6 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
+from resolvers.validation import looks_signed
 from tests.conftest import GraphQL, token_for
 from tests.support import only_error
 from tests.test_characters import CREATE, UPDATE, create_character
@@ -38,6 +39,18 @@ BAD_INPUTS = {
         "imageUrl",
     ),
     "image url presigned by s3": ({"imageUrl": "https://b.s3.amazonaws.com/a.png?X-Amz-Signature=abc"}, "imageUrl"),
+    "image url signed, percent-encoded": (
+        {"imageUrl": "https://x.supabase.co/storage/v1/object/%73ign/user-library/a.png?token=abc"},
+        "imageUrl",
+    ),
+    "reference url signed, encoded twice": (
+        {"referenceImageUrl": "https://x.supabase.co/storage/v1/object/%2573ign/user-library/a.png?token=abc"},
+        "referenceImageUrl",
+    ),
+    "image url presigned, percent-encoded": (
+        {"imageUrl": "https://b.s3.amazonaws.com/a.png?X-Amz-%53ignature=abc"},
+        "imageUrl",
+    ),
     "image url too long": ({"imageUrl": "https://example.com/" + "a" * 2100}, "imageUrl"),
 }
 
@@ -135,3 +148,52 @@ async def test_unknown_fields_have_a_code(graphql: GraphQL) -> None:
     body = await graphql("{ passwords }")
 
     assert only_error(body)["extensions"] == {"code": "GRAPHQL_VALIDATION_FAILED"}
+
+
+SIGNED_DISGUISES = [
+    "https://x.supabase.co/storage/v1/object/sign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object/%73ign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object/%2573ign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object/%252573ign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/%4F%42%4A%45%43%54/%53%49%47%4E/user-library/a.png?token=t",
+    "https://x.supabase.co/STORAGE/V1/OBJECT/SIGN/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object//sign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object/./sign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object/x/../sign/user-library/a.png?token=t",
+    "https://x.supabase.co/storage/v1/object%2Fsign/user-library/a.png?token=t",
+    "https://b.s3.amazonaws.com/a.png?X-Amz-Signature=abc",
+    "https://b.s3.amazonaws.com/a.png?x-amz-signature=abc",
+    "https://b.s3.amazonaws.com/a.png?X-Amz-%53ignature=abc",
+    "https://b.s3.amazonaws.com/a.png?X%2DAmz%2DSignature=abc",
+    "https://b.s3.amazonaws.com/a.png?X-Amz-%2553ignature=abc",
+    "https://b.s3.amazonaws.com/a.png?X-Amz-%" + "25" * 6 + "53ignature=abc",  # encoded past the decode bound
+]
+PERMANENT_URLS = [
+    "https://example.com/a.png",
+    "https://example.com/portraits/silver%20hair.png",
+    "https://cdn.example.com/object/signed-portrait.png",
+    "https://example.com/a.png?signature=mine",
+]
+
+
+@pytest.mark.parametrize("url", SIGNED_DISGUISES)
+def test_signed_urls_are_recognised_however_they_are_encoded(url: str) -> None:
+    assert looks_signed(url)
+
+
+@pytest.mark.parametrize("url", PERMANENT_URLS)
+def test_permanent_urls_are_not_taken_for_signed_ones(url: str) -> None:
+    assert not looks_signed(url)
+
+
+async def test_an_encoded_signed_url_is_refused_and_a_permanent_one_kept(graphql: GraphQL, alice: uuid.UUID) -> None:
+    # given a signed URL disguised by percent-encoding, and a permanent URL with an encoded space
+    disguised = "https://x.supabase.co/storage/v1/object/%73ign/user-library/a.png?token=t"
+    permanent = "https://example.com/portraits/silver%20hair.png"
+    # when each is given as imageUrl
+    refused = await graphql(CREATE, {"input": {**VALID, "imageUrl": disguised}}, user=alice)
+    kept = await graphql(CREATE, {"input": {**VALID, "imageUrl": permanent}}, user=alice)
+    # then the signed one is refused and the permanent one stored as given
+    assert only_error(refused)["extensions"] == {"code": "BAD_USER_INPUT", "field": "imageUrl"}
+    assert "signed URL" in only_error(refused)["message"]
+    assert kept["data"]["createCharacter"]["imageUrl"] == permanent
