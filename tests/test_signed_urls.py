@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 import uuid
 
@@ -10,10 +12,13 @@ import httpx
 import orjson
 import pytest
 
+from server import auth
+from storage.objects import tokens
 from storage.objects.local import LocalObjectStore
 from storage.objects.paths import Bucket
 from storage.objects.store import ObjectStore
 from storage.objects.tokens import ObjectTokens, derive_key
+from tests.support import TEST_JWT_SECRET
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 ROUTE = "/storage/v1/object/sign"
@@ -120,6 +125,51 @@ async def test_an_expired_token_is_invalid_jwt(
     response = await client.get(url)
     assert_refused(response, 400, "InvalidJWT")
     assert response.json()["message"] == "jwt expired"
+
+
+async def test_a_token_issued_in_the_future_beyond_the_leeway_is_invalid_jwt(
+    client: httpx.AsyncClient, local_store: ObjectStore, stored: str
+) -> None:
+    # given a correctly signed token whose iat lies 40 s ahead, past the 30 s clock-skew leeway
+    now = int(time.time())
+    url = local_store.sign(Bucket.USER_LIBRARY, stored, issued_at=now + 40, expires_at=now + 600)
+    # when it is used
+    response = await client.get(url)
+    # then it is refused, as a bearer token issued in the future is
+    assert_refused(response, 400, "InvalidJWT")
+    assert response.json()["message"] == "jwt issued in the future"
+
+
+async def test_a_token_issued_within_the_leeway_ahead_is_served(
+    client: httpx.AsyncClient, local_store: ObjectStore, stored: str
+) -> None:
+    # given a token issued 10 s ahead (another process whose clock runs a little fast)
+    now = int(time.time())
+    url = local_store.sign(Bucket.USER_LIBRARY, stored, issued_at=now + 10, expires_at=now + 600)
+    # when it is used, then the object is served
+    response = await client.get(url)
+    assert response.status_code == 200, response.text
+    assert response.content == PNG
+
+
+def test_object_tokens_allow_the_same_clock_skew_as_bearer_tokens() -> None:
+    assert tokens.LEEWAY_SECONDS == auth.LEEWAY_SECONDS
+
+
+async def test_a_token_without_an_integer_iat_is_malformed(client: httpx.AsyncClient, stored: str) -> None:
+    # given a token signed with the app's key whose iat is missing or not an integer
+    key = derive_key(TEST_JWT_SECRET)
+    now = int(time.time())
+    for claims in ({"url": f"user-library/{stored}", "exp": now + 600},
+                   {"url": f"user-library/{stored}", "iat": "0", "exp": now + 600}):
+        header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+        payload = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=")
+        signature = hmac.new(key, header + b"." + payload, hashlib.sha256).digest()
+        token = (header + b"." + payload + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+        # when it is used, then it is refused as malformed
+        response = await client.get(f"{ROUTE}/user-library/{stored}?token={token}")
+        assert_refused(response, 400, "InvalidJWT")
+        assert response.json()["message"] == "jwt malformed"
 
 
 @pytest.mark.parametrize("part", [0, 1, 2])

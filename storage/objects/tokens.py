@@ -2,7 +2,8 @@
 
 Hand-rolled rather than pyjwt because a page of 100 images is signed per
 request: a keyed HMAC copied from a prepared state costs ~1 us, pyjwt ~20 us.
-Verification is strict: fixed header, constant-time compare, integer times.
+Verification is strict: fixed header, constant-time compare, integer times,
+no ``iat`` in the future beyond the clock-skew leeway.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import hashlib
 import hmac
 
 import orjson
+
+# A token issued (by another server process, whose clock may run ahead) up to this many seconds in the future
+# is accepted; later ones are refused. The same leeway as bearer tokens' (server/auth.py; a test holds them equal).
+LEEWAY_SECONDS = 30
 
 _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
 _PREFIX = _HEADER + b"."
@@ -71,9 +76,13 @@ class ObjectTokens:
             claims = orjson.loads(_unb64(payload))
         except (binascii.Error, ValueError):
             raise InvalidToken("jwt malformed") from None
-        expires_at = claims.get("exp") if isinstance(claims, dict) else None
-        if type(expires_at) is not int:
+        if not isinstance(claims, dict):
             raise InvalidToken("jwt malformed")
+        issued_at, expires_at = claims.get("iat"), claims.get("exp")
+        if type(issued_at) is not int or type(expires_at) is not int:
+            raise InvalidToken("jwt malformed")
+        if issued_at > now + LEEWAY_SECONDS:
+            raise InvalidToken("jwt issued in the future")
         if expires_at <= now:
             raise InvalidToken("jwt expired")
         if claims.get("url") != key:
