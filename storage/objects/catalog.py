@@ -9,7 +9,7 @@ leaves at worst an uncatalogued object (invisible, never a broken URL).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 
 import asyncpg
 
@@ -51,6 +51,9 @@ class CatalogedObjectStore:
 
     def sign(self, bucket: Bucket, path: str, *, issued_at: int, expires_at: int) -> str:
         return self.store.sign(bucket, path, issued_at=issued_at, expires_at=expires_at)
+
+    def signing_identity(self) -> Hashable:
+        return self.store.signing_identity()
 
     async def close(self) -> None:
         await self.store.close()

@@ -17,7 +17,7 @@ import os
 import stat as stat_module
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -203,6 +203,9 @@ class LocalObjectStore:
         key = f"{bucket.value}/{path}"
         token = self.tokens.encode(key, issued_at=issued_at, expires_at=expires_at)
         return f"{self._sign_base}{quote(key, safe='/')}?token={token}"
+
+    def signing_identity(self) -> Hashable:
+        return None  # the token key is fixed for the store's life
 
     async def close(self) -> None:
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +51,8 @@ class S3Config:
     session_token: str | None = None
     create_buckets: bool = True
     max_connections: int = 32
+    # How often refreshable credentials (STS, instance roles) are re-read for signing.
+    credentials_refresh_seconds: float = CREDENTIALS_REFRESH_SECONDS
 
 
 class S3ObjectStore:
@@ -211,9 +213,12 @@ class S3ObjectStore:
             self.bucket_name(bucket), path, issued_at=issued_at, expires_in=expires_at - issued_at
         )
 
+    def signing_identity(self) -> Hashable:
+        return self._presigner.credentials
+
     async def _refresh_credentials(self, resolved: AioCredentials) -> None:
         while True:
-            await asyncio.sleep(CREDENTIALS_REFRESH_SECONDS)
+            await asyncio.sleep(self._config.credentials_refresh_seconds)
             try:
                 current = await _frozen(resolved)
             except Exception:  # keep the old ones; the next round tries again

@@ -11,7 +11,7 @@ same URL: browsers and CDNs cache the image instead of fetching it again
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -57,13 +57,24 @@ class SignedUrl:
 
 
 class UrlSigner:
+    """Signs through ``store``, caching each window's URL; the cache is dropped when the store's credentials change.
+
+    A URL signed with rotated-away credentials (an expired STS session token)
+    would be refused by S3 however long the window still runs.
+    """
+
     def __init__(self, store: ObjectStore, policy: SigningPolicy, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.policy = policy
         self._clock = clock
         self._url = lru_cache(maxsize=CACHE_SIZE)(store.sign)
+        self._identity: Hashable = store.signing_identity()
 
     def sign(self, key: ObjectKey, *, ttl: int | None = None) -> SignedUrl:
+        identity = self.store.signing_identity()
+        if identity is not self._identity and identity != self._identity:
+            self._url.cache_clear()
+            self._identity = identity
         issued_at, expires_at = self.times(key.bucket, ttl)
         url = self._url(key.bucket, key.path, issued_at=issued_at, expires_at=expires_at)
         return SignedUrl(url, datetime.fromtimestamp(expires_at, UTC))

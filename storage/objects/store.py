@@ -7,7 +7,7 @@ reach a file system or an S3 key.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -75,8 +75,15 @@ class ObjectStore(Protocol):
     def sign(self, bucket: Bucket, path: str, *, issued_at: int, expires_at: int) -> str:
         """A URL that lets anyone holding it GET the object until ``expires_at`` (Unix seconds).
 
-        Pure and deterministic for the same arguments, so a caller can cache it;
-        ``storage.objects.signing.UrlSigner`` picks the times.
+        Deterministic for the same arguments and ``signing_identity()``, so a
+        caller can cache it by both; ``storage.objects.signing.UrlSigner`` picks the times.
+        """
+        ...
+
+    def signing_identity(self) -> Hashable:
+        """What ``sign``'s URLs depend on besides its arguments (S3's current credentials).
+
+        It changes when they rotate, so a cache of URLs made with the old ones is dropped.
         """
         ...
 
