@@ -10,4 +10,5 @@ from uuid import UUID
 @dataclass(frozen=True, slots=True)
 class Viewer:
     user_id: UUID
+    # When the token stops being accepted: its exp plus the clock-skew leeway (server/auth.py).
     expires_at: datetime

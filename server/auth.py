@@ -25,6 +25,8 @@ ALGORITHM = "HS256"
 AUDIENCE = "authenticated"
 ROLE = "authenticated"
 LEEWAY_SECONDS = 30  # clock skew between the token issuer and us
+# Supabase's access tokens are about 1 KB; a longer one is refused before it is decoded.
+MAX_TOKEN_LENGTH = 8192
 
 
 class TokenError(AuthenticationError):
@@ -45,7 +47,13 @@ def issue_token(secret: str, user_id: UUID, *, ttl: timedelta, now: datetime | N
 
 
 def verify_token(secret: str, token: str) -> Viewer:
-    """The viewer a token names, or ``TokenError`` saying what is wrong with it."""
+    """The viewer a token names, or ``TokenError`` saying what is wrong with it.
+
+    A JWT is base64url text of a bounded size; anything longer or not ASCII (a
+    lone surrogate from a websocket's JSON, say) is refused before it is decoded.
+    """
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise TokenError("token is malformed")
     try:
         claims = jwt.decode(
             token,
@@ -71,7 +79,10 @@ def verify_token(secret: str, token: str) -> Viewer:
         user_id = UUID(str(claims["sub"]))
     except ValueError:
         raise TokenError("token subject is not a user id") from None
-    return Viewer(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+    # One rule for HTTP and websockets: a token is accepted until exp plus the leeway, and a socket
+    # opened with it is closed then (server/websocket.py close_at_expiry), not at exp itself.
+    accepted_until = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS)
+    return Viewer(user_id=user_id, expires_at=accepted_until)
 
 
 class AuthenticatedUser(BaseUser):

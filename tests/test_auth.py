@@ -47,6 +47,7 @@ BAD_HEADERS = {
     "subject not a uuid": (f"Bearer {signed(claims(sub='alice'))}", "token subject is not a user id"),
     "alg none": (f"Bearer {jwt.encode(claims(), '', algorithm='none')}", "token is malformed"),
     "HS512 instead of HS256": (f"Bearer {signed(claims(), algorithm='HS512')}", "token is malformed"),
+    "token too long": (f"Bearer {signed(claims(pad='x' * 9000))}", "token is malformed"),
 }
 
 
