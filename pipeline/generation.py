@@ -23,6 +23,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 
+from pipeline.address_policy import PUBLIC_ONLY, AddressPolicy
 from pipeline.download import DownloadError, download_image
 from pipeline.images import InvalidImage, inspect_image, make_thumbnail
 from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
@@ -48,6 +49,8 @@ class PipelineConfig:
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     download_timeout: float = 60.0
+    # Result downloads reach public addresses, and these networks (DOWNLOAD_ALLOW_NETWORKS).
+    download_addresses: AddressPolicy = PUBLIC_ONLY
 
 
 class JobFailed(Exception):
@@ -159,7 +162,8 @@ class JobRunner:
     async def _download(self, url: str) -> bytes:
         try:
             return await download_image(
-                self.http, url, max_bytes=self.config.max_image_bytes, timeout=self.config.download_timeout
+                self.http, url, max_bytes=self.config.max_image_bytes, timeout=self.config.download_timeout,
+                addresses=self.config.download_addresses,
             )
         except DownloadError as error:
             raise JobFailed(f"downloading the result failed: {error}", retryable=error.retryable) from error

@@ -13,6 +13,7 @@ from functools import partial
 import asyncpg
 import httpx
 
+from pipeline.download import download_client
 from pipeline.generation import JobRunner, PipelineConfig
 from pipeline.providers.fal import FalConfig, FalProvider
 from pipeline.providers.interface import ImageProvider
@@ -61,7 +62,7 @@ class Generation:
     async def start(
         cls, settings: GenerationSettings, *, dsn: str, pool: asyncpg.Pool, objects: CatalogedObjectStore, workers: int
     ) -> Generation:
-        http = httpx.AsyncClient(follow_redirects=False)
+        http = download_client()
         providers = open_providers(settings)
         runner = JobRunner(pool, objects, providers, http, settings.pipeline)
         recheck = settings.pipeline.workspace_ttl_seconds

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipeline.address_policy import AddressPolicy
 from pipeline.generation import PipelineConfig
 from pipeline.providers.fal import FalConfig
 from pipeline.service import GenerationSettings
@@ -240,10 +241,20 @@ def _generation_settings(env: Mapping[str, str]) -> GenerationSettings:
             workspace_ttl_seconds=_float_setting(
                 env, "WORKSPACE_TTL_SECONDS", 24 * 3600, minimum=1, maximum=90 * 24 * 3600
             ),
+            download_addresses=_download_addresses(env),
         ),
         fal=fal,
         local_latency_seconds=_float_setting(env, "LOCAL_RENDER_LATENCY_MS", 0, minimum=0, maximum=600_000) / 1000,
     )
+
+
+def _download_addresses(env: Mapping[str, str]) -> AddressPolicy:
+    """DOWNLOAD_ALLOW_NETWORKS: comma-separated addresses or CIDR networks downloads may reach besides public ones."""
+    raw = env.get("DOWNLOAD_ALLOW_NETWORKS") or ""
+    try:
+        return AddressPolicy.allowing(part for part in raw.split(",") if part.strip())
+    except ValueError as error:
+        raise SettingsError(f"DOWNLOAD_ALLOW_NETWORKS: {error}") from None
 
 
 def _broadcast_url(env: Mapping[str, str]) -> str | None:

@@ -88,6 +88,8 @@ def settings(database_url: str, fake_fal_server: FakeFal, tmp_path_factory: pyte
             # fal models are offered (the app's job policy allows them); test workers call the fake.
             "FAL_KEY": fake_fal_server.key,
             "FAL_QUEUE_URL": fake_fal_server.url,
+            # The fake serves its results on 127.0.0.1, which downloads reach only when allowed.
+            "DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1",
             "JWT_SECRET": TEST_JWT_SECRET,
             "PORTRAITS_DATA_DIR": str(tmp_path_factory.mktemp("data")),
             "PUBLIC_URL": "http://testserver",
@@ -255,6 +257,7 @@ def s3_settings(settings: Settings, s3_endpoint: str, tmp_path_factory: pytest.T
             "WORKERS": "0",
             "FAL_KEY": settings.generation.fal.key if settings.generation.fal else "",
             "FAL_QUEUE_URL": settings.generation.fal.queue_url if settings.generation.fal else "",
+            "DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1",
             **s3_environ(s3_endpoint),
         }
     )

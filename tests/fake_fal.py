@@ -59,6 +59,8 @@ class Scenario:
     seed: int = 424242
     image_size: tuple[int, int] = (64, 64)
     file_status: int = 200
+    # Answer file requests with a 302 to this URL (another host, say) instead of the image.
+    file_redirect: str | None = None
     # Serve the image without Content-Length, in small chunks.
     file_streamed: bool = False
     # Make calls of this kind ("submit", "status", "result", "cancel", "file") sleep before answering.
@@ -99,6 +101,8 @@ class FakeFal:
             self.paths: list[tuple[str, str]] = []
             self.submits: list[dict[str, Any]] = []
             self.cancelled: list[str] = []
+            # The Host header of each file request.
+            self.file_hosts: list[str] = []
             self._queue: dict[str, _Queued] = {}
 
     def behave(self, **knobs: Any) -> Scenario:
@@ -291,10 +295,14 @@ class FakeFal:
 
     async def _file(self, request: Request) -> Response:
         scenario = await self._enter("file", request, auth=False)
+        with self._lock:
+            self.file_hosts.append(request.headers.get("host", ""))
         if isinstance(scenario, Response):
             return scenario
         if scenario.file_status != 200:
             return PlainTextResponse("no file (fake)", status_code=scenario.file_status)
+        if scenario.file_redirect is not None:
+            return RedirectResponse(scenario.file_redirect, status_code=302)
         data = png_bytes(*scenario.image_size)
         if scenario.file_streamed:
             return StreamingResponse(_chunks(data), media_type="image/png")

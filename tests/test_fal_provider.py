@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.download import DownloadError, download_image
+from pipeline.address_policy import AddressPolicy
+from pipeline.download import DownloadError, download_client, download_image
 from pipeline.providers.fal import FalConfig, FalProvider, app_path
 from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
 from storage.enums import Quality
@@ -80,8 +81,12 @@ async def make_provider(fake: FakeFal) -> AsyncIterator[Callable[..., FalProvide
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with download_client() as client:
         yield client
+
+
+# The fake serves on 127.0.0.1, which downloads reach only when allowed (tests/test_download_addresses.py).
+LOCAL = AddressPolicy.allowing(["127.0.0.1"])
 
 
 def dead_url() -> str:
@@ -490,19 +495,19 @@ async def test_download_returns_the_body(fake: FakeFal, http: httpx.AsyncClient)
     fake.behave(image_size=(32, 48))
 
     # when downloaded, then the bytes are the served PNG
-    body = await download_image(http, fake.file_url("r1"), max_bytes=1_000_000, timeout=5)
+    body = await download_image(http, fake.file_url("r1"), max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert body == fake.png()
     assert body.startswith(b"\x89PNG")
 
 
 async def test_download_follows_up_to_three_redirects(fake: FakeFal, http: httpx.AsyncClient) -> None:
     # given an image behind three redirects, then it is fetched
-    body = await download_image(http, fake.file_url("r1", hops=3), max_bytes=1_000_000, timeout=5)
+    body = await download_image(http, fake.file_url("r1", hops=3), max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert body == fake.png()
 
     # given one behind four, then it is refused for good
     with pytest.raises(DownloadError) as caught:
-        await download_image(http, fake.file_url("r1", hops=4), max_bytes=1_000_000, timeout=5)
+        await download_image(http, fake.file_url("r1", hops=4), max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert caught.value.retryable is False
     assert "redirected more than 3" in caught.value.message
 
@@ -515,7 +520,7 @@ async def test_download_refuses_a_body_over_the_cap(fake: FakeFal, http: httpx.A
 
     # when downloaded, then it is refused for good
     with pytest.raises(DownloadError) as caught:
-        await download_image(http, fake.file_url("r1"), max_bytes=cap, timeout=5)
+        await download_image(http, fake.file_url("r1"), max_bytes=cap, timeout=5, addresses=LOCAL)
     assert caught.value.retryable is False
     assert f"more than {cap}" in caught.value.message
 
@@ -527,7 +532,7 @@ async def test_download_errors(fake: FakeFal, http: httpx.AsyncClient, code: int
 
     # when downloaded, then only server trouble is retryable
     with pytest.raises(DownloadError) as caught:
-        await download_image(http, fake.file_url("r1"), max_bytes=1_000_000, timeout=5)
+        await download_image(http, fake.file_url("r1"), max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert caught.value.retryable is retryable
     assert str(code) in caught.value.message
 
@@ -538,7 +543,7 @@ async def test_download_errors(fake: FakeFal, http: httpx.AsyncClient, code: int
 async def test_download_refuses_non_http_urls(fake: FakeFal, http: httpx.AsyncClient, url: str) -> None:
     # given a URL that is not http(s), when downloaded, then it is refused before any request
     with pytest.raises(DownloadError) as caught:
-        await download_image(http, url, max_bytes=1_000_000, timeout=5)
+        await download_image(http, url, max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert caught.value.retryable is False
     assert sum(fake.calls.values()) == 0
 
@@ -549,11 +554,11 @@ async def test_download_timeouts_and_dead_hosts_are_retryable(fake: FakeFal, htt
 
     # when downloaded with a short timeout, then it is retryable
     with pytest.raises(DownloadError) as caught:
-        await download_image(http, fake.file_url("r1"), max_bytes=1_000_000, timeout=0.2)
+        await download_image(http, fake.file_url("r1"), max_bytes=1_000_000, timeout=0.2, addresses=LOCAL)
     assert caught.value.retryable is True
     assert "timed out" in caught.value.message
 
     # given a host nothing listens on, then that is retryable too
     with pytest.raises(DownloadError) as caught:
-        await download_image(http, f"{dead_url()}/a.png", max_bytes=1_000_000, timeout=5)
+        await download_image(http, f"{dead_url()}/a.png", max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert caught.value.retryable is True

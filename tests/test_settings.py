@@ -65,6 +65,7 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"SUBSCRIPTION_MAX_PENDING": "0"}, "SUBSCRIPTION_MAX_PENDING must be between"),
         ({"SUBSCRIPTION_MAX_LAG_SECONDS": "never"}, "SUBSCRIPTION_MAX_LAG_SECONDS must be a number"),
         ({"WS_PER_MESSAGE_DEFLATE": "gzip"}, "WS_PER_MESSAGE_DEFLATE must be true or false"),
+        ({"DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1, localhost"}, "DOWNLOAD_ALLOW_NETWORKS: 'localhost' is not an IP"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
