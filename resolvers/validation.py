@@ -68,7 +68,7 @@ def clean_json_object(value: Any, *, field: str, max_bytes: int, max_depth: int)
     """A JSON object that jsonb will store as given.
 
     Its encoded size is measured first (orjson, in C, which also refuses lone
-    surrogates, integers past 64 bits and nesting past its own bound of 254);
+    surrogates, integers past 64 bits and nesting past its own recursion limit);
     only an object within ``max_bytes`` is walked, without recursion.
     """
     if not isinstance(value, dict):
