@@ -3,8 +3,9 @@
 - ``PortraitsError`` (resolvers/errors.py): message and code as raised.
 - graphql-core's own errors (syntax, validation, variable coercion): their
   message, which names only the query, and a code for each kind.
-- an operation the transport does not carry (a query over graphql-ws):
-  BAD_REQUEST, saying where to send it.
+- an operation the transport does not carry (a query over graphql-ws), a
+  request with no query, an operationName the document does not hold:
+  BAD_REQUEST, saying what is wrong.
 - the database being unreachable: SERVICE_UNAVAILABLE, a retryable answer.
 - anything else: "Internal server error." with INTERNAL_SERVER_ERROR; the log
   keeps the exception and its traceback, the client never sees a stack trace
@@ -16,7 +17,8 @@ from __future__ import annotations
 import logging
 
 from graphql import GraphQLError, GraphQLSyntaxError
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.utils.str_converters import to_camel_case
 
 from resolvers.errors import PortraitsError
@@ -28,11 +30,15 @@ INTERNAL_MESSAGE = "Internal server error."
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; try again shortly."
 
 
+REQUEST_ERRORS = (InvalidOperationTypeError, CannotGetOperationTypeError, MissingQueryError)
+"""strawberry's exceptions for a request it cannot run as sent: the client's error, BAD_REQUEST."""
+
+
 def error_kind(error: GraphQLError) -> str:
     """``expected``, ``unavailable`` or ``unexpected``: what to log and what to show."""
     original = error.original_error
     # graphql-core raises GraphQLErrors (a bad enum or scalar in variables, say) as client-facing.
-    if original is None or isinstance(original, (PortraitsError, GraphQLError, InvalidOperationTypeError)):
+    if original is None or isinstance(original, (PortraitsError, GraphQLError, *REQUEST_ERRORS)):
         return "expected"
     if isinstance(original, StorageUnavailable):
         return "unavailable"
@@ -43,6 +49,10 @@ def format_error(error: GraphQLError) -> GraphQLError:
     kind = error_kind(error)
     if isinstance(error.original_error, InvalidOperationTypeError):
         return _with_code(error, _operation_refused(error.original_error), "BAD_REQUEST")
+    if isinstance(error.original_error, CannotGetOperationTypeError):
+        return _with_code(error, _operation_missing(error.original_error), "BAD_REQUEST")
+    if isinstance(error.original_error, MissingQueryError):
+        return _with_code(error, "The request has no GraphQL query.", "BAD_REQUEST")
     if kind == "expected":
         if error.extensions and "code" in error.extensions:
             return _with_api_field_name(error)
@@ -82,6 +92,12 @@ def _operation_refused(error: InvalidOperationTypeError) -> str:
     kind = error.operation_type.value
     return (f"a {kind} cannot run over graphql-ws, which carries subscriptions only: "
             f"send it over HTTP or graphql-transport-ws")
+
+
+def _operation_missing(error: CannotGetOperationTypeError) -> str:
+    if error.operation_name is None:
+        return "The document holds no operation to run."
+    return "The document holds no operation of the name in operationName."
 
 
 def _graphql_code(error: GraphQLError) -> str:

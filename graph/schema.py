@@ -1,9 +1,10 @@
 """The schema object: the per-domain queries and mutations merged, with the limits on.
 
-Limits (documented in the README): a document may nest at most
-``MAX_DEPTH`` levels (introspection fields excepted), hold at most
-``MAX_TOKENS`` lexical tokens and ``MAX_ALIASES`` aliases. GraphiQL's
-introspection query fits.
+Limits (documented in the README): a document may hold at most
+``MAX_TOKENS`` lexical tokens and ``MAX_FIELDS`` fields, nest at most
+``MAX_DEPTH`` levels (introspection fields excepted), and with its fragments
+expanded hold at most ``MAX_ALIASES`` aliases and ``MAX_SELECTIONS`` fields
+(graph/document_cost.py). GraphiQL's introspection query fits.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from functools import lru_cache
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, parse
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from graphql import DocumentNode, GraphQLError, parse
+from strawberry.exceptions import MissingQueryError
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -25,7 +27,8 @@ from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
-from graph.errors import log_and_format_errors
+from graph.document_cost import Limits, measure, over_limits
+from graph.errors import format_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
 from graph.subscriptions import Subscription
@@ -34,14 +37,11 @@ from graph.viewer import ViewerQuery
 MAX_DEPTH = 10
 MAX_TOKENS = 2000
 MAX_ALIASES = 30
+MAX_FIELDS = 200
+MAX_SELECTIONS = 1000
 CACHE_SIZE = 256
 
-# The limiters' rule classes, made once: the validation cache is keyed by the
-# rule tuple, so per-request rule classes would never hit it.
-LIMIT_RULES: tuple[type[ASTValidationRule], ...] = (
-    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-)
+LIMITS = Limits(depth=MAX_DEPTH, aliases=MAX_ALIASES, fields=MAX_FIELDS, selections=MAX_SELECTIONS)
 
 Query = merge_types("Query", (ViewerQuery, CharacterQuery, JobQuery, LibraryQuery, CatalogQuery))
 Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutation))
@@ -61,38 +61,44 @@ class ValidationResults:
     """The last ``CACHE_SIZE`` documents' validation errors, keyed by the parsed document.
 
     Parsed documents come from ``_parse``'s cache, so the same query text is the
-    same (hashable) ``DocumentNode`` while both caches hold it.
+    same (hashable) ``DocumentNode`` while both caches hold it. Lists go in and
+    out as copies: strawberry hands the list it gets to ``process_errors``,
+    which formats it in place (graph/errors.py), and the next request must get
+    the errors as validation found them.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
-        self._errors: OrderedDict[DocumentNode, list[GraphQLError]] = OrderedDict()
+        self._errors: OrderedDict[DocumentNode, tuple[GraphQLError, ...]] = OrderedDict()
 
     def get(self, document: DocumentNode) -> list[GraphQLError] | None:
         errors = self._errors.get(document)
-        if errors is not None:
-            self._errors.move_to_end(document)
-        return errors
+        if errors is None:
+            return None
+        self._errors.move_to_end(document)
+        return list(errors)
 
     def put(self, document: DocumentNode, errors: list[GraphQLError]) -> None:
-        self._errors[document] = errors
+        self._errors[document] = tuple(errors)
         self._errors.move_to_end(document)
         if len(self._errors) > self._size:
             self._errors.popitem(last=False)
 
 
 class LimitedCachedDocuments(SchemaExtension):
-    """Parse under ``MAX_TOKENS`` and validate with the depth and alias rules, each through a shared LRU cache.
+    """Parse under ``MAX_TOKENS``, refuse documents over the cost limits, validate; each through a shared LRU cache.
 
-    Repeated documents (every client sends the same few) skip parsing and
-    validation. Strawberry validates in its own step, between this hook's two
-    halves: on a cache hit the hook hands it the errors already known
+    The cost (graph/document_cost.py) is measured before validation, in one
+    pass that measures each fragment once, so no validator ever sees a
+    document whose fragments expand past the limits. Repeated documents (every
+    client sends the same few) skip parsing, measuring and validation.
+    Strawberry validates in its own step, between this hook's two halves: on a
+    cache hit, or a document over the limits, the hook hands it the errors
     (``pre_execution_errors``, which makes strawberry skip validation), and on
     a miss it keeps what strawberry found. This does in two hooks what
-    strawberry's MaxTokensLimiter, AddValidationRules, ParserCache and
-    ValidationCache do in four extensions; two of those hook ``on_operation``,
-    which stays open as long as a subscription lives: about 1.5 KB per idle
-    subscriber.
+    strawberry's MaxTokensLimiter, ParserCache and ValidationCache do in three
+    extensions; two of those hook ``on_operation``, which stays open as long as
+    a subscription lives: about 1.5 KB per idle subscriber.
     """
 
     validated = ValidationResults()
@@ -108,10 +114,11 @@ class LimitedCachedDocuments(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        context.validation_rules = (*context.validation_rules, *LIMIT_RULES)
         document = context.graphql_document
         if document is not None and context.pre_execution_errors is None:
             context.pre_execution_errors = self.validated.get(document)
+            if context.pre_execution_errors is None:
+                context.pre_execution_errors = over_limits(measure(document), LIMITS) or None
         yield
         if document is not None and context.pre_execution_errors is not None:
             self.validated.put(document, context.pre_execution_errors)
@@ -168,6 +175,8 @@ class PortraitsSchema(strawberry.Schema):
     ) -> ExecutionResult:
         """Single results only: a subscription over plain HTTP gets a clear error, not a half-run resolver.
 
+        A request with no query, or whose operation is not in the document,
+        gets a GraphQL error too (strawberry's view would answer plain text).
         (Websockets go through ``subscribe``/``stream``, never here.)
         """
         allowed = set(DEFAULT_ALLOWED_OPERATION_TYPES if allowed_operation_types is None else allowed_operation_types)
@@ -182,6 +191,8 @@ class PortraitsSchema(strawberry.Schema):
             return ExecutionResult(
                 data=None, errors=[GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET, extensions={"code": "BAD_REQUEST"})]
             )
+        except (CannotGetOperationTypeError, MissingQueryError) as error:
+            return ExecutionResult(data=None, errors=[format_error(GraphQLError(str(error), original_error=error))])
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log only what the client did not cause, and give every error its code (graph/errors.py).
