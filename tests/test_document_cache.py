@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import ASTValidationRule
+import httpx
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from graph.schema import MAX_TOKENS, LimitedCachedDocuments, _parse, build_schema, schema
@@ -69,3 +70,31 @@ async def test_a_syntax_error_is_the_clients_error_not_a_crash() -> None:
     # given a document that does not parse, when it is sent, then it gets a syntax error
     result = await schema.execute("{ viewer { id ")
     assert result.errors and "Syntax Error" in result.errors[0].message
+
+
+async def test_the_cache_hands_out_copies_and_keeps_the_errors_as_validation_found_them(
+    client: httpx.AsyncClient,
+) -> None:
+    # given a document that fails validation, answered once over HTTP (the answer's errors are formatted in place)
+    query = "query CopiedErrors { nope imageModels { alsoNope } }"
+    first = await client.post("/graphql", json={"query": query})
+    document = _parse(query, MAX_TOKENS)
+
+    # when the cache is read, and what it gave is changed as strawberry and our formatting change it
+    handed = LimitedCachedDocuments.validated.get(document)
+    assert handed is not None
+    pristine = [(error.message, error.extensions) for error in handed]
+    handed[:] = [GraphQLError("rewritten", extensions={"code": "REWRITTEN"})]
+    second = await client.post("/graphql", json={"query": query})
+
+    # then the cache still holds graphql-core's own errors (no code added by formatting), and both answers match
+    again = LimitedCachedDocuments.validated.get(document)
+    assert again is not None
+    assert [(error.message, error.extensions) for error in again] == pristine
+    assert all("code" not in (error.extensions or {}) for error in again)
+    assert [message for message, _ in pristine] == [
+        "Cannot query field 'nope' on type 'Query'.",
+        "Cannot query field 'alsoNope' on type 'ImageModel'.",
+    ]
+    assert second.json() == first.json()
+    assert {error["extensions"]["code"] for error in second.json()["errors"]} == {"GRAPHQL_VALIDATION_FAILED"}
