@@ -11,6 +11,7 @@ import pytest
 
 from graph.schema import MAX_TOKENS
 from tests.conftest import token_for
+from tests.realtime_support import PROTOCOLS, TRANSPORT_WS, GraphQLSocket, error_codes_of
 
 CREATE = "mutation {{ createCharacter(input: {input}) {{ id }} }}"
 
@@ -129,3 +130,34 @@ async def test_a_deeply_nested_json_argument_is_refused_as_input(client: httpx.A
 
     errors = assert_graphql_errors(response, "BAD_USER_INPUT")
     assert errors[0]["extensions"]["field"] == "sceneBehaviorRules"
+
+
+OVER_WEBSOCKET: list[tuple[str, dict[str, Any], str]] = [
+    ("spread of an unknown fragment", {"query": "subscription { ...Nowhere }"}, "GRAPHQL_VALIDATION_FAILED"),
+    ("fragment cycle", {"query": "subscription { ...A } fragment A on Subscription { ...A }"},
+     "GRAPHQL_VALIDATION_FAILED"),
+    ("operation name not found", {"query": "subscription A { portraitJobs { id } }", "operationName": "B"},
+     "BAD_REQUEST"),
+    ("fragments and no operation", {"query": "fragment A on Subscription { __typename }"}, "BAD_REQUEST"),
+    ("lone surrogate escape", {"query": 'subscription { jobUpdated(id: "\\ud800") { id } }'}, "GRAPHQL_PARSE_FAILED"),
+    ("huge Int", {"query": "subscription { portraitJobs(first: 1e400) { id } }"}, "GRAPHQL_VALIDATION_FAILED"),
+    ("whitespace only", {"query": "  "}, "GRAPHQL_PARSE_FAILED"),
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_malformed_subscriptions_get_graphql_errors_and_the_socket_stays_open(
+    live_server: str, alice: uuid.UUID, protocol: str
+) -> None:
+    async with GraphQLSocket.open(live_server, protocol=protocol, token=token_for(alice)) as socket:
+        for what, payload, code in OVER_WEBSOCKET:
+            # given an open socket, when a malformed operation is sent on it
+            operation = str(uuid.uuid4())
+            kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+            await socket.send({"id": operation, "type": kind, "payload": {"variables": {}, **payload}})
+            results = await socket.results_until_complete(operation)
+
+            # then it gets one GraphQL error with the expected code, and the socket serves the next
+            assert len(results) == 1, (what, results)
+            assert set(error_codes_of(results[0])) == {code}, (what, results)
+            assert "Internal server error" not in str(results), (what, results)
