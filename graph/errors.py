@@ -78,6 +78,13 @@ def log_and_format_errors(errors: list[GraphQLError]) -> None:
     errors[:] = [format_error(error) for error in errors]
 
 
+def as_validation_error(error: GraphQLError) -> GraphQLError:
+    """``error``, found by validation, with GRAPHQL_VALIDATION_FAILED (a code it already has is kept)."""
+    if error.extensions and "code" in error.extensions:
+        return error
+    return _with_code(error, error.message, "GRAPHQL_VALIDATION_FAILED")
+
+
 def _with_api_field_name(error: GraphQLError) -> GraphQLError:
     """Resolvers name fields as stored (``appearance_tags``); clients know them as in the schema."""
     field = (error.extensions or {}).get("field")

@@ -28,7 +28,7 @@ from strawberry.types.graphql import OperationType
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
 from graph.document_cost import Limits, measure, over_limits
-from graph.errors import format_error, log_and_format_errors
+from graph.errors import as_validation_error, format_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
 from graph.subscriptions import Subscription
@@ -115,13 +115,21 @@ class LimitedCachedDocuments(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         document = context.graphql_document
-        if document is not None and context.pre_execution_errors is None:
-            context.pre_execution_errors = self.validated.get(document)
-            if context.pre_execution_errors is None:
-                context.pre_execution_errors = over_limits(measure(document), LIMITS) or None
+        if document is None or context.pre_execution_errors is not None:
+            yield
+            return
+        context.pre_execution_errors = self.validated.get(document)
+        if context.pre_execution_errors is None:
+            context.pre_execution_errors = over_limits(measure(document), LIMITS) or None
+        validated_now = context.pre_execution_errors is None
         yield
-        if document is not None and context.pre_execution_errors is not None:
-            self.validated.put(document, context.pre_execution_errors)
+        errors = context.pre_execution_errors
+        if errors is not None:
+            if validated_now:
+                # In place: strawberry returns this very list. Coded here, where they are known to be
+                # validation errors ("Variable '$x' is never used." is one; a variable's bad value is not).
+                errors[:] = [as_validation_error(error) for error in errors]
+            self.validated.put(document, errors)
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
