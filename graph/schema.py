@@ -32,6 +32,7 @@ from graph.errors import as_validation_error, format_error, log_and_format_error
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
 from graph.subscriptions import Subscription
+from graph.variable_bounds import check_variables
 from graph.viewer import ViewerQuery
 
 MAX_DEPTH = 10
@@ -95,7 +96,8 @@ class LimitedCachedDocuments(SchemaExtension):
     Strawberry validates in its own step, between this hook's two halves: on a
     cache hit, or a document over the limits, the hook hands it the errors
     (``pre_execution_errors``, which makes strawberry skip validation), and on
-    a miss it keeps what strawberry found. This does in two hooks what
+    a miss it keeps what strawberry found. Variables too big to coerce
+    (graph/variable_bounds.py) are refused in the same place, uncached. This does in two hooks what
     strawberry's MaxTokensLimiter, ParserCache and ValidationCache do in three
     extensions; two of those hook ``on_operation``, which stays open as long as
     a subscription lives: about 1.5 KB per idle subscriber.
@@ -116,6 +118,10 @@ class LimitedCachedDocuments(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         if document is None or context.pre_execution_errors is not None:
+            yield
+            return
+        if (too_big := check_variables(context.variables)) is not None:
+            context.pre_execution_errors = [too_big]  # this request's values, not the document's: never cached
             yield
             return
         context.pre_execution_errors = self.validated.get(document)
