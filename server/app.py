@@ -40,9 +40,14 @@ from server.object_route import serve_signed_object
 from server.settings import Settings
 from server.websocket import (
     SOCKET_EXPIRY,
+    SOCKET_REFUSAL,
+    SOCKET_USER,
+    TOO_MANY_SOCKETS_CODE,
     GraphQLSocketShortcut,
+    SocketCounts,
     TextWebSocketAdapter,
     close_at_expiry,
+    too_many_sockets,
 )
 from storage.database import QueryLogger, create_pool, ping
 from storage.errors import StorageError
@@ -80,6 +85,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
         )
         self.settings = settings
+        self.sockets_per_user = SocketCounts(settings.connections.websockets_per_user)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return Context(
@@ -97,8 +103,9 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate a websocket by its connection_init ``Authorization``, else its upgrade header.
 
-        A bad or missing token rejects the connection (4403); an accepted one
-        is closed (4401) when its token expires.
+        A bad or missing token rejects the connection (4403); a user over the
+        per-user websocket cap is refused (4429); an accepted one is closed
+        (4401) when its token expires.
         """
         try:
             authorization = authorization_param(context.connection_params)
@@ -110,6 +117,12 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(_unauthenticated(AUTH_REQUIRED))
         websocket = context.request
         assert isinstance(websocket, WebSocket)
+        if SOCKET_USER not in websocket.scope:  # graphql-ws (legacy) lets a client send connection_init again
+            if not self.sockets_per_user.take(context.viewer.user_id):
+                reason = too_many_sockets("user", self.sockets_per_user.limit)
+                websocket.scope[SOCKET_REFUSAL] = (TOO_MANY_SOCKETS_CODE, reason)  # TextWebSocketAdapter.close
+                raise ConnectionRejectionError({"message": reason, "code": "RATE_LIMITED"})
+            websocket.scope[SOCKET_USER] = context.viewer.user_id
         websocket.scope[SOCKET_EXPIRY] = close_at_expiry(websocket, context.viewer.expires_at)
         context.connection_params = None  # read: an idle socket need not keep its token
         return UnsetType()  # strawberry's UNSET (typed Any): acknowledge with no payload
@@ -118,8 +131,11 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         try:
             return await super().run(request, context, root_value)
         finally:
-            if isinstance(request, WebSocket) and (timer := request.scope.pop(SOCKET_EXPIRY, None)) is not None:
-                timer.cancel()
+            if isinstance(request, WebSocket):
+                if (timer := request.scope.pop(SOCKET_EXPIRY, None)) is not None:
+                    timer.cancel()
+                if (user_id := request.scope.pop(SOCKET_USER, None)) is not None:
+                    self.sockets_per_user.give_back(user_id)
 
     def encode_json(self, data: object) -> bytes:
         return json.dumps(data)
@@ -196,4 +212,10 @@ def create_app(
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
-    return GraphQLSocketShortcut(Starlette(routes=routes, lifespan=lifespan), view, path=GRAPHQL_PATH, backend=tokens)
+    return GraphQLSocketShortcut(
+        Starlette(routes=routes, lifespan=lifespan),
+        view,
+        path=GRAPHQL_PATH,
+        backend=tokens,
+        per_address=SocketCounts(settings.connections.websockets_per_address),
+    )

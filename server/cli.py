@@ -27,8 +27,9 @@ from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
 from server.app import create_app, open_services
 from server.auth import issue_token
+from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
-from server.settings import Settings, SettingsError, WebSocketConfig
+from server.settings import ConnectionLimits, Settings, SettingsError, WebSocketConfig
 from server.websocket import SOCKETS
 from storage.errors import StorageError
 from storage.migrate import migrate
@@ -80,24 +81,34 @@ class PortraitsServer(uvicorn.Server):
 
 
 def uvicorn_config(
-    app: ASGIApp, *, host: str, port: int, log_level: str, websocket: WebSocketConfig = WebSocketConfig()
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    websocket: WebSocketConfig = WebSocketConfig(),
+    connections: ConnectionLimits = ConnectionLimits(),
 ) -> uvicorn.Config:
     """How `serve` (and the tests' live server) run the app."""
+    # uvicorn's own HTTP and websocket protocols, behind the connection cap and deadlines (server/connection_guard.py).
+    guard = ConnectionGuard.for_process(connections)
     return uvicorn.Config(
-        app,
+        guard.wrap(app),
+        http=guard.http_protocol,
         host=host,
         port=port,
         log_level=log_level,
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,
-        # uvicorn's own websocket protocol on websockets' sans-io core, the one uvicorn 0.54
+        # (guarded) uvicorn's own websocket protocol on websockets' sans-io core, the one uvicorn 0.54
         # picks by default: maintained with uvicorn, keepalive pings with a pong deadline
         # (1011), the size limit (1009), 1012 to every open socket on shutdown, 403 for a
         # socket refused before accept. Not "wsproto": that is one more dependency, while
         # websockets is already ours (uvicorn[standard], the tests' client); not
         # "websockets": uvicorn's older implementation on websockets' legacy asyncio server.
-        ws="websockets-sansio",
+        ws=guard.ws_protocol,
+        timeout_keep_alive=connections.keep_alive_timeout,
         ws_max_size=websocket.max_message_bytes,
         ws_ping_interval=websocket.ping_interval,
         ws_ping_timeout=websocket.ping_timeout,
@@ -117,6 +128,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             port=settings.port,
             log_level=settings.log_level,
             websocket=settings.websocket,
+            connections=settings.connections,
         )
         server = PortraitsServer(config, banner=lambda: _banner(settings, database))
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these

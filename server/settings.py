@@ -53,6 +53,25 @@ class WebSocketConfig:
     max_message_bytes: int = 16 * 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Bounds on connections and websockets that one client could otherwise exhaust (README: Limits)."""
+
+    # Open connections (HTTP and websocket) per process; more are answered 503. One process holds 10,000 idle
+    # subscribers (bench/subscriptions.py); RLIMIT_NOFILE is raised to fit at start (server/connection_guard.py).
+    max_connections: int = 10_000
+    # A connection must send a request's headers within this many seconds of opening (or of the request's first
+    # byte after the previous response), else it is closed: slow-header clients hold nothing for long.
+    header_timeout: float = 10.0
+    # uvicorn's own (whole seconds): an idle keep-alive connection is closed this long after its last response.
+    keep_alive_timeout: int = 5
+    # A websocket peer that keeps sending while more than this much of ours waits unread is aborted.
+    ws_max_unread_bytes: int = 1024 * 1024
+    # Open GraphQL websockets per user (a browser tab holds one) and per client address (users behind one NAT).
+    websockets_per_user: int = 20
+    websockets_per_address: int = 200
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -78,6 +97,7 @@ class Settings:
     broadcast_url: str | None
     subscription_limits: SubscriptionLimits
     websocket: WebSocketConfig
+    connections: ConnectionLimits
 
     @property
     def is_production(self) -> bool:
@@ -141,6 +161,7 @@ class Settings:
                 max_lag_seconds=_float_setting(env, "SUBSCRIPTION_MAX_LAG_SECONDS", 60, minimum=0.1, maximum=3600),
             ),
             websocket=WebSocketConfig(per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False)),
+            connections=_connection_limits(env),
         )
 
 
@@ -255,6 +276,28 @@ def _download_addresses(env: Mapping[str, str]) -> AddressPolicy:
         return AddressPolicy.allowing(part for part in raw.split(",") if part.strip())
     except ValueError as error:
         raise SettingsError(f"DOWNLOAD_ALLOW_NETWORKS: {error}") from None
+
+
+def _connection_limits(env: Mapping[str, str]) -> ConnectionLimits:
+    default = ConnectionLimits()
+    return ConnectionLimits(
+        max_connections=_int_setting(env, "MAX_CONNECTIONS", default.max_connections, minimum=1, maximum=1_000_000),
+        header_timeout=_float_setting(
+            env, "HEADER_TIMEOUT_SECONDS", default.header_timeout, minimum=0.1, maximum=3600
+        ),
+        keep_alive_timeout=_int_setting(
+            env, "KEEP_ALIVE_TIMEOUT_SECONDS", default.keep_alive_timeout, minimum=1, maximum=3600
+        ),
+        ws_max_unread_bytes=_int_setting(
+            env, "WS_MAX_UNREAD_BYTES", default.ws_max_unread_bytes, minimum=64 * 1024, maximum=1024**3
+        ),
+        websockets_per_user=_int_setting(
+            env, "MAX_WEBSOCKETS_PER_USER", default.websockets_per_user, minimum=1, maximum=1_000_000
+        ),
+        websockets_per_address=_int_setting(
+            env, "MAX_WEBSOCKETS_PER_ADDRESS", default.websockets_per_address, minimum=1, maximum=1_000_000
+        ),
+    )
 
 
 def _broadcast_url(env: Mapping[str, str]) -> str | None:

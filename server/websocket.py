@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Hashable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from starlette.authentication import AuthenticationBackend, AuthenticationError
@@ -25,6 +25,13 @@ SOCKET_EXPIRY = "portraits.expiry"
 # graphql-transport-ws: 4401 Unauthorized.
 TOKEN_EXPIRED_CODE = 4401
 TOKEN_EXPIRED_REASON = "Unauthorized: token expired"
+# Key in the websocket's ASGI scope: the (code, reason) to close with instead of strawberry's refusal (4403).
+SOCKET_REFUSAL = "portraits.refusal"
+# Key in the websocket's ASGI scope: the user whose websocket count this socket holds.
+SOCKET_USER = "portraits.user"
+# A websocket over a per-user or per-address cap: 4000 + HTTP's 429, as graphql-transport-ws numbers its codes.
+TOO_MANY_SOCKETS_CODE = 4429
+SOCKET_PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
 
 _closing: set[asyncio.Task[None]] = set()
 
@@ -41,6 +48,38 @@ class SocketTally:
 SOCKETS = SocketTally()
 
 
+@dataclass
+class SocketCounts:
+    """Open websockets per key (a user, a client address) under a cap.
+
+    Exact under concurrency: a check and its count happen in one step of the
+    event loop, with no await between; each ``take`` that succeeded is paired
+    with one ``give_back`` in a ``finally``.
+    """
+
+    limit: int
+    counts: dict[Hashable, int] = field(default_factory=dict)
+
+    def take(self, key: Hashable) -> bool:
+        held = self.counts.get(key, 0)
+        if held >= self.limit:
+            return False
+        self.counts[key] = held + 1
+        return True
+
+    def give_back(self, key: Hashable) -> None:
+        held = self.counts[key] - 1
+        if held:
+            self.counts[key] = held
+        else:
+            del self.counts[key]
+
+
+def too_many_sockets(whose: str, limit: int) -> str:
+    """The close reason of a socket over a cap (at most 123 bytes, as close reasons must be)."""
+    return f"Too many websockets for this {whose} (limit {limit})"
+
+
 class GraphQLSocketShortcut:
     """Hands websockets on the GraphQL path straight to the GraphQL view; everything else to the Starlette app.
 
@@ -54,18 +93,37 @@ class GraphQLSocketShortcut:
     """
 
     def __init__(
-        self, app: ASGIApp, graphql: ASGIApp, *, path: str, backend: AuthenticationBackend, tally: SocketTally = SOCKETS
+        self,
+        app: ASGIApp,
+        graphql: ASGIApp,
+        *,
+        path: str,
+        backend: AuthenticationBackend,
+        per_address: SocketCounts,
+        tally: SocketTally = SOCKETS,
     ) -> None:
         self.app = app
         self.graphql = graphql
         self.path = path
         self.backend = backend
+        self.per_address = per_address
         self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket" or _route_path(scope) != self.path:
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        address = client[0] if client else ""  # the peer, or X-Forwarded-For's from a trusted proxy (uvicorn's)
+        if not self.per_address.take(address):
+            await refuse_socket(scope, receive, send, too_many_sockets("address", self.per_address.limit))
+            return
+        try:
+            await self.authenticated(scope, receive, send)
+        finally:
+            self.per_address.give_back(address)
+
+    async def authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             credentials = await self.backend.authenticate(HTTPConnection(scope))
         except AuthenticationError:
@@ -80,6 +138,17 @@ class GraphQLSocketShortcut:
         finally:
             channel.cut()
             self.tally.closed += 1
+
+
+async def refuse_socket(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+    """Accept, then close with 4429 and ``reason``: a browser's WebSocket sees the code and reason (not an HTTP status).
+
+    The client's subprotocol is echoed so that it accepts the handshake and reads the close.
+    """
+    await receive()  # websocket.connect
+    offered = [protocol for protocol in scope.get("subprotocols", []) if protocol in SOCKET_PROTOCOLS]
+    await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
+    await send({"type": "websocket.close", "code": TOO_MANY_SOCKETS_CODE, "reason": reason})
 
 
 class SocketChannel:
@@ -166,6 +235,13 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.send_text(encoded.decode() if isinstance(encoded, bytes) else encoded)
         except WebSocketDisconnect as error:
             raise WebSocketDisconnected from error
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with the code and reason ``on_ws_connect`` chose for its refusal, if any, instead of strawberry's."""
+        refusal = self.ws.scope.pop(SOCKET_REFUSAL, None)
+        if refusal is not None:
+            code, reason = refusal
+        await super().close(code, reason)
 
 
 def close_at_expiry(websocket: WebSocket, expires_at: datetime) -> asyncio.TimerHandle:

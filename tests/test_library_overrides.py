@@ -22,6 +22,9 @@ import uvicorn
 from graphql.execution import Executor
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
 
@@ -47,12 +50,27 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # server/websocket.py: TextWebSocketAdapter replaces send_json and uses the view and socket __init__ keeps.
     ("strawberry ASGIWebSocketAdapter.send_json", ASGIWebSocketAdapter.send_json, "547ae428486d4b1d"),
     ("strawberry ASGIWebSocketAdapter.__init__", ASGIWebSocketAdapter.__init__, "d6f94c67159ea51b"),
+    # TextWebSocketAdapter.close swaps in the code and reason of a refusal chosen by PortraitsGraphQL.on_ws_connect.
+    ("strawberry ASGIWebSocketAdapter.close", ASGIWebSocketAdapter.close, "53fd79275b9ac4de"),
     # server/app.py: PortraitsGraphQL.run wraps this one to cancel the socket's token-expiry timer after it returns
     # (get_context, on_ws_connect and encode_json, which it also overrides, are strawberry's documented hooks).
     ("strawberry GraphQL.run", GraphQL.run, "b278e647b7eee2e8"),
     # server/cli.py: PortraitsServer wraps these to start and stop the GC pacer.
     ("uvicorn Server.startup", uvicorn.Server.startup, "2aa1d70a244bfcf2"),
     ("uvicorn Server.shutdown", uvicorn.Server.shutdown, "9b33c50562992b1e"),
+    # server/connection_guard.py wraps uvicorn's protocols by delegation and relies on how these behave: the upgrade
+    # builds the ws= class with keyword arguments inside data_received (where the guard's context variable is set)
+    # and then hands it the transport; the keep-alive timer is armed after a response; every ping is answered with a
+    # write that ignores the write buffer (what GuardedWebSocketProtocol bounds).
+    (
+        "uvicorn HttpToolsProtocol.handle_websocket_upgrade",
+        HttpToolsProtocol.handle_websocket_upgrade,
+        "179c4f769386ab89",
+    ),
+    ("uvicorn H11Protocol.handle_websocket_upgrade", H11Protocol.handle_websocket_upgrade, "6f42a029e35aed5c"),
+    ("uvicorn HttpToolsProtocol.on_response_complete", HttpToolsProtocol.on_response_complete, "64e254f28e389e76"),
+    ("uvicorn WebSocketsSansIOProtocol.__init__", WebSocketsSansIOProtocol.__init__, "631dcd744eab875f"),
+    ("uvicorn WebSocketsSansIOProtocol.handle_ping", WebSocketsSansIOProtocol.handle_ping, "41bcf345d372c55c"),
 ]
 
 

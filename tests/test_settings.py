@@ -66,6 +66,12 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"SUBSCRIPTION_MAX_LAG_SECONDS": "never"}, "SUBSCRIPTION_MAX_LAG_SECONDS must be a number"),
         ({"WS_PER_MESSAGE_DEFLATE": "gzip"}, "WS_PER_MESSAGE_DEFLATE must be true or false"),
         ({"DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1, localhost"}, "DOWNLOAD_ALLOW_NETWORKS: 'localhost' is not an IP"),
+        ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS must be between"),
+        ({"HEADER_TIMEOUT_SECONDS": "0"}, "HEADER_TIMEOUT_SECONDS must be between"),
+        ({"KEEP_ALIVE_TIMEOUT_SECONDS": "0.5"}, "KEEP_ALIVE_TIMEOUT_SECONDS must be an integer"),
+        ({"WS_MAX_UNREAD_BYTES": "1000"}, "WS_MAX_UNREAD_BYTES must be between"),
+        ({"MAX_WEBSOCKETS_PER_USER": "0"}, "MAX_WEBSOCKETS_PER_USER must be between"),
+        ({"MAX_WEBSOCKETS_PER_ADDRESS": "many"}, "MAX_WEBSOCKETS_PER_ADDRESS must be an integer"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -153,3 +159,23 @@ def test_websocket_compression_is_off_unless_turned_on(tmp_path: Path) -> None:
     # the rest are the limits the README states
     assert (default.websocket.ping_interval, default.websocket.ping_timeout) == (20, 20)
     assert default.websocket.max_message_bytes == 16 * 1024 * 1024
+
+
+def test_connection_limits_default_to_the_readmes_and_each_is_a_setting(tmp_path: Path) -> None:
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).connections
+    tuned = Settings.from_environ({
+        "PORTRAITS_DATA_DIR": str(tmp_path),
+        "MAX_CONNECTIONS": "50000",
+        "HEADER_TIMEOUT_SECONDS": "2.5",
+        "KEEP_ALIVE_TIMEOUT_SECONDS": "75",
+        "WS_MAX_UNREAD_BYTES": "4194304",
+        "MAX_WEBSOCKETS_PER_USER": "5",
+        "MAX_WEBSOCKETS_PER_ADDRESS": "20000",
+    }).connections
+
+    assert (default.max_connections, default.header_timeout, default.keep_alive_timeout) == (10_000, 10, 5)
+    assert default.ws_max_unread_bytes == 1024 * 1024
+    assert (default.websockets_per_user, default.websockets_per_address) == (20, 200)
+    assert (tuned.max_connections, tuned.header_timeout, tuned.keep_alive_timeout) == (50_000, 2.5, 75)
+    assert tuned.ws_max_unread_bytes == 4 * 1024 * 1024
+    assert (tuned.websockets_per_user, tuned.websockets_per_address) == (5, 20_000)
