@@ -813,9 +813,16 @@ async def run_ramp(bench: Bench, targets: Sequence[Target], step: int) -> int:
 # -- wiring ---------------------------------------------------------------------------------
 
 
-def start_server(port: int, dsn: str, secret: str, workdir: Path) -> Server:
-    """``portraits serve`` as list_characters starts it, but with no generation workers in the process."""
+def start_server(port: int, dsn: str, secret: str, workdir: Path, *, sockets: int) -> Server:
+    """``portraits serve`` as list_characters starts it, but with no generation workers in the process.
+
+    Every socket comes from 127.0.0.1, so the per-address websocket cap and the
+    connection cap are raised to hold ``sockets`` (plus HTTP and slack).
+    """
+    room = sockets + 1000
     env = {
+        "MAX_CONNECTIONS": str(max(room, 10_000)),
+        "MAX_WEBSOCKETS_PER_ADDRESS": str(room),
         "DATABASE_URL": dsn,
         "JWT_SECRET": secret,
         "PORT": str(port),
@@ -883,7 +890,7 @@ def run_with_server(args: argparse.Namespace, workdir: Path, *, count: int, driv
         seeded = asyncio.run(seed(dsn, count + WARMUP_SUBSCRIBERS, secret))
         print(f"database: {description}; seeded {len(seeded)} users with a character each "
               f"and their tokens in {time.perf_counter() - started:.1f}s")
-        server = start_server(free_port(), dsn, secret, workdir)
+        server = start_server(free_port(), dsn, secret, workdir, sockets=count + WARMUP_SUBSCRIBERS)
         try:
             server.wait_healthy()
             warm, targets = seeded[:WARMUP_SUBSCRIBERS], seeded[WARMUP_SUBSCRIBERS:]

@@ -95,6 +95,7 @@ def uvicorn_config(
     return uvicorn.Config(
         guard.wrap(app),
         http=guard.http_protocol,
+        interface="asgi3",  # the guard's middleware is a plain callable returning an awaitable (no frame kept)
         host=host,
         port=port,
         log_level=log_level,

@@ -16,7 +16,7 @@ websocket handling stay uvicorn's.
   response; uvicorn's keep-alive timeout closes it when idle in between, and
   a backstop aborts one that still holds unread output after both.
 - A websocket peer that keeps sending while more than ``ws_max_unread_bytes``
-  of ours wait in its write buffer is aborted.
+  of replies it does not read (pongs) pile up in its write buffer is aborted.
 
 Request boundaries come from the app, not from parsing HTTP again: the
 connection's wrapper is set in a context variable while uvicorn handles its
@@ -31,6 +31,7 @@ import asyncio
 import logging
 import resource
 import weakref
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import Any, ClassVar, cast
 
@@ -113,12 +114,12 @@ class ConnectionGuard:
     @property
     def http_protocol(self) -> type[asyncio.Protocol]:
         """For ``uvicorn.Config(http=...)``."""
-        return type("GuardedHttp", (GuardedHttpProtocol,), {"guard": self})
+        return type("GuardedHttp", (GuardedHttpProtocol,), {"guard": self, "__slots__": ()})
 
     @property
     def ws_protocol(self) -> type[asyncio.Protocol]:
         """For ``uvicorn.Config(ws=...)``."""
-        return type("GuardedWebSocket", (GuardedWebSocketProtocol,), {"guard": self})
+        return type("GuardedWebSocket", (GuardedWebSocketProtocol,), {"guard": self, "__slots__": ()})
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The app with the middleware that tells connections where their requests begin and end."""
@@ -150,6 +151,9 @@ class GuardedHttpProtocol(asyncio.Protocol):
     """uvicorn's HTTP protocol behind the connection cap and the header deadline."""
 
     guard: ClassVar[ConnectionGuard]
+    __slots__ = (
+        "__weakref__", "idle", "in_flight", "inner", "kwargs", "lingering", "slot", "this", "timer", "transport"
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs: dict[str, Any] | None = kwargs  # uvicorn's (config, server_state, app_state, _loop)
@@ -263,13 +267,16 @@ class GuardedHttpProtocol(asyncio.Protocol):
 class GuardedWebSocketProtocol(asyncio.Protocol):
     """uvicorn's websocket protocol, aborting a peer that keeps sending while it leaves our writes unread.
 
-    uvicorn answers each ping with a pong written straight to the transport;
-    the app's own sends wait for the transport to drain (uvicorn's flow
-    control), so only a peer that floods while not reading pushes the buffer
-    past the cap.
+    uvicorn answers each ping with a pong written straight to the transport,
+    while the app's own sends wait for the transport to drain (uvicorn's flow
+    control). So once writing is paused, the buffer grows only by such
+    replies: a peer whose unread replies pile up past the cap, beyond what
+    the buffer held when writing paused (which may be one large message of
+    ours, slowly read), is flooding, and is aborted.
     """
 
     guard: ClassVar[ConnectionGuard]
+    __slots__ = ("inner", "paused_at", "slot", "transport", "write_paused")  # one per open socket: kept small
 
     def __init__(self, **kwargs: Any) -> None:
         self.inner = WebSocketsSansIOProtocol(**kwargs)
@@ -278,6 +285,7 @@ class GuardedWebSocketProtocol(asyncio.Protocol):
         self.slot = None if connection is None else connection.hand_over()
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
+        self.paused_at = 0  # the write buffer's size when writing paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -288,7 +296,7 @@ class GuardedWebSocketProtocol(asyncio.Protocol):
         if (
             transport is not None
             and self.write_paused
-            and transport.get_write_buffer_size() > self.guard.limits.ws_max_unread_bytes
+            and transport.get_write_buffer_size() - self.paused_at > self.guard.limits.ws_max_unread_bytes
         ):
             logger.info("websocket peer %s keeps sending but does not read: aborted", self.inner.client)
             transport.abort()
@@ -307,6 +315,7 @@ class GuardedWebSocketProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.paused_at = 0 if self.transport is None else self.transport.get_write_buffer_size()
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
@@ -320,12 +329,15 @@ class RequestClock:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function: a websocket's call, which lasts as long as the socket, keeps no frame of ours.
         reference = _CURRENT.get() if scope["type"] == "http" else None
         connection = None if reference is None else reference()
         if connection is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self.timed(connection, scope, receive, send)
+
+    async def timed(self, connection: GuardedHttpProtocol, scope: Scope, receive: Receive, send: Send) -> None:
         connection.request_started()
         finished = False
 

@@ -119,25 +119,22 @@ class GraphQLSocketShortcut:
             await refuse_socket(scope, receive, send, too_many_sockets("address", self.per_address.limit))
             return
         try:
-            await self.authenticated(scope, receive, send)
+            try:
+                credentials = await self.backend.authenticate(HTTPConnection(scope))
+            except AuthenticationError:
+                await send({"type": "websocket.close", "code": 1008})  # before accept: the server answers HTTP 403
+                return
+            if credentials is not None:
+                scope["auth"], scope["user"] = credentials
+            channel = SocketChannel(receive, send)
+            self.tally.opened += 1
+            try:
+                await self.graphql(scope, channel.receive, channel.send)
+            finally:
+                channel.cut()
+                self.tally.closed += 1
         finally:
             self.per_address.give_back(address)
-
-    async def authenticated(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            credentials = await self.backend.authenticate(HTTPConnection(scope))
-        except AuthenticationError:
-            await send({"type": "websocket.close", "code": 1008})  # before accept: the server answers HTTP 403
-            return
-        if credentials is not None:
-            scope["auth"], scope["user"] = credentials
-        channel = SocketChannel(receive, send)
-        self.tally.opened += 1
-        try:
-            await self.graphql(scope, channel.receive, channel.send)
-        finally:
-            channel.cut()
-            self.tally.closed += 1
 
 
 async def refuse_socket(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
