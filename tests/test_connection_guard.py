@@ -326,6 +326,7 @@ async def test_the_websocket_after_a_users_cap_is_refused_with_4429_until_one_cl
                 pass
         reason = "Too many websockets for this user (limit 2)"
         assert legacy.value.payload == {"message": reason, "code": "RATE_LIMITED"}
+        assert await refusal(url, token_for(alice), GRAPHQL_WS) == (4429, reason)
         # and Bob, from the same address, is not affected
         async with GraphQLSocket.open(url, token=token_for(uuid.uuid4())):
             pass
