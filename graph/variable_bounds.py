@@ -33,29 +33,53 @@ def check_variables(
     """The first bound the variables break, as the client's error; ``None`` when they fit."""
     if not variables:
         return None
-    pending: list[tuple[str, object]] = list(variables.items())
+    pending: list[tuple[_Trail, object]] = [((None, name), value) for name, value in variables.items()]
     seen = len(pending)
     while pending:
-        name, value = pending.pop()
+        trail, value = pending.pop()
         if not isinstance(value, list | dict):
             continue
         if isinstance(value, list) and len(value) > bounds.max_list_items:
             return _too_big(
-                f"Variable '${name}' holds a list of {len(value)} items; at most {bounds.max_list_items} are allowed.",
-                "listItems", bounds.max_list_items, len(value), name,
+                f"{_describe(trail)} holds a list of {len(value)} items; at most {bounds.max_list_items} are allowed.",
+                "listItems", bounds.max_list_items, len(value), trail,
             )
         seen += len(value)  # measured before a single item is read
         if seen > bounds.max_values:
             return _too_big(
-                f"The variables hold more than {bounds.max_values} values.", "values", bounds.max_values, seen, name
+                f"The variables hold more than {bounds.max_values} values.", "values", bounds.max_values, seen, trail
             )
-        items = value.values() if isinstance(value, dict) else value
-        pending.extend((name, item) for item in items)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        pending.extend(((trail, key), item) for key, item in items)
     return None
 
 
-def _too_big(message: str, measure: str, limit: int, value: int, variable: str) -> GraphQLError:
+# Where a value sits, as a linked list (parent, key): made in O(1) per value, read only for an error.
+_Trail = tuple["_Trail | None", str | int]
+
+
+def _path(trail: _Trail) -> list[str | int]:
+    keys: list[str | int] = []
+    link: _Trail | None = trail
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    return keys[::-1]
+
+
+def _describe(trail: _Trail) -> str:
+    variable, *rest = _path(trail)
+    return f"Variable '${variable}'" + "".join(f"[{key!r}]" if isinstance(key, int) else f".{key}" for key in rest)
+
+
+def _too_big(message: str, measure: str, limit: int, value: int, trail: _Trail) -> GraphQLError:
+    """The error, naming the variable and, as other input errors do, the nearest input field (``field``)."""
+    path = _path(trail)
+    field = next((key for key in reversed(path) if isinstance(key, str)), path[0])
     return GraphQLError(
         message,
-        extensions={"code": "BAD_USER_INPUT", "measure": measure, "limit": limit, "value": value, "variable": variable},
+        extensions={
+            "code": "BAD_USER_INPUT", "field": field, "measure": measure, "limit": limit, "value": value,
+            "variable": path[0],
+        },
     )

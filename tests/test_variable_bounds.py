@@ -34,8 +34,21 @@ async def test_a_list_variable_past_the_bound_is_refused_before_its_items_are_co
     # then the request is refused naming the variable, the bound and the size
     error = only_error(body)
     assert error["extensions"] == {
-        "code": "BAD_USER_INPUT", "measure": "listItems", "limit": MAX_LIST_ITEMS, "value": 200_000, "variable": "tags",
+        "code": "BAD_USER_INPUT", "field": "tags", "measure": "listItems", "limit": MAX_LIST_ITEMS, "value": 200_000,
+        "variable": "tags",
     }
+    assert error["message"] == "Variable '$tags' holds a list of 200000 items; at most 1000 are allowed."
+
+
+def test_the_error_names_the_input_field_that_holds_the_list() -> None:
+    # given an input object variable whose appearanceTags list is past the bound
+    variables = {"input": {"name": "Vale", "appearanceTags": ["x"] * 11}}
+    # when it is measured
+    error = check_variables(variables, VariableBounds(max_list_items=10))
+    # then the message and extensions name the field inside the variable
+    assert error is not None and error.extensions is not None
+    assert error.message == "Variable '$input'.appearanceTags holds a list of 11 items; at most 10 are allowed."
+    assert (error.extensions["field"], error.extensions["variable"]) == ("appearanceTags", "input")
 
 
 async def test_a_json_variable_with_too_many_values_is_refused(graphql: GraphQL, alice: uuid.UUID) -> None:
