@@ -137,6 +137,15 @@ def over_limits(cost: DocumentCost, limits: Limits) -> list[GraphQLError]:
     return errors
 
 
+def document_too_long(query: str, limit: int) -> GraphQLError | None:
+    """The refusal of a document longer than ``limit`` characters, measured before it is parsed or validated."""
+    if len(query) <= limit:
+        return None
+    return _refusal(
+        f"The document has {len(query)} characters; at most {limit} are allowed.", "characters", limit, len(query)
+    )
+
+
 def _refusal(
     message: str, measure_name: str, limit: int, value: int, node: OperationDefinitionNode | None = None
 ) -> GraphQLError:

@@ -1,7 +1,7 @@
 """The schema object: the per-domain queries and mutations merged, with the limits on.
 
 Limits (documented in the README): a document may hold at most
-``MAX_TOKENS`` lexical tokens and ``MAX_FIELDS`` fields, nest at most
+``MAX_DOCUMENT_CHARS`` characters, ``MAX_TOKENS`` lexical tokens and ``MAX_FIELDS`` fields, nest at most
 ``MAX_DEPTH`` levels (introspection fields excepted), and with its fragments
 expanded hold at most ``MAX_ALIASES`` aliases and ``MAX_SELECTIONS`` fields
 (graph/document_cost.py). GraphiQL's introspection query fits.
@@ -27,7 +27,7 @@ from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
-from graph.document_cost import Limits, measure, over_limits
+from graph.document_cost import Limits, document_too_long, measure, over_limits
 from graph.errors import as_validation_error, format_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
@@ -37,6 +37,10 @@ from graph.viewer import ViewerQuery
 
 MAX_DEPTH = 10
 MAX_TOKENS = 2000
+# Longer documents are refused before validation, whose check that same-named fields merge compares their
+# arguments' printed values pair by pair: 31 aliases of one field with a 120 KB string took 3.3 s. The largest
+# legal literals (a 4000-character description, 16 KiB of sceneBehaviorRules) fit many times over.
+MAX_DOCUMENT_CHARS = 100_000
 MAX_ALIASES = 30
 MAX_FIELDS = 200
 MAX_SELECTIONS = 1000
@@ -110,8 +114,10 @@ class LimitedCachedDocuments(SchemaExtension):
         context.parse_options["max_tokens"] = MAX_TOKENS
         # On a syntax error strawberry parses it again, where the failure becomes the
         # client's error (one raised in a hook would escape).
-        with contextlib.suppress(GraphQLError):
-            context.graphql_document = _parse(context.query or "", MAX_TOKENS)
+        query = context.query or ""
+        if len(query) <= MAX_DOCUMENT_CHARS:  # a longer one is refused in on_validate; never cached
+            with contextlib.suppress(GraphQLError):
+                context.graphql_document = _parse(query, MAX_TOKENS)
         yield
 
     def on_validate(self) -> Iterator[None]:
@@ -120,8 +126,9 @@ class LimitedCachedDocuments(SchemaExtension):
         if document is None or context.pre_execution_errors is not None:
             yield
             return
-        if (too_big := check_variables(context.variables)) is not None:
-            context.pre_execution_errors = [too_big]  # this request's values, not the document's: never cached
+        too_big = document_too_long(context.query or "", MAX_DOCUMENT_CHARS) or check_variables(context.variables)
+        if too_big is not None:
+            context.pre_execution_errors = [too_big]  # refused before it could fill the caches: never cached
             yield
             return
         context.pre_execution_errors = self.validated.get(document)

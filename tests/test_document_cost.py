@@ -11,6 +11,7 @@ from graph.document_cost import CAP, measure
 from graph.schema import (
     MAX_ALIASES,
     MAX_DEPTH,
+    MAX_DOCUMENT_CHARS,
     MAX_FIELDS,
     MAX_SELECTIONS,
     MAX_TOKENS,
@@ -188,3 +189,31 @@ async def test_a_query_over_a_websocket_goes_through_the_same_gate(live_server: 
     assert error_codes_of(results[0]) == ["GRAPHQL_VALIDATION_FAILED"]
     assert errors_of(results[0])[0]["extensions"]["measure"] == "selections"
     assert answers[0]["payload"] == {"data": {"__typename": "Query"}}
+
+
+async def test_a_document_past_the_character_limit_is_refused_before_validation(graphql: GraphQL) -> None:
+    # given thirty aliases of one field whose string arguments take the document past the character limit
+    argument = "é" * (MAX_DOCUMENT_CHARS // 30)
+    fields = " ".join(f'a{i}: signedImageUrl(ttlSeconds: "{argument}") {{ url }}' for i in range(30))
+    query = "query { characters(first: 1) { edges { node { " + fields + " } } } }"
+    assert len(query) > MAX_DOCUMENT_CHARS
+
+    # when it is sent, then it is refused naming its length, without being validated
+    extensions = refusal(await graphql(query), "characters")
+
+    assert (extensions["limit"], extensions["value"]) == (MAX_DOCUMENT_CHARS, len(query))
+
+
+async def test_a_document_at_the_character_limit_is_validated(graphql: GraphQL) -> None:
+    # given the same shape just under the limit
+    argument = "é" * (MAX_DOCUMENT_CHARS // 30 - 60)
+    fields = " ".join(f'a{i}: signedImageUrl(ttlSeconds: "{argument}") {{ url }}' for i in range(30))
+    query = "query { characters(first: 1) { edges { node { " + fields + " } } } }"
+    assert len(query) <= MAX_DOCUMENT_CHARS
+
+    # when it is sent, then validation answers it: each string is not an Int
+    body = await graphql(query)
+
+    assert body["data"] is None
+    assert {error["extensions"]["code"] for error in body["errors"]} == {"GRAPHQL_VALIDATION_FAILED"}
+    assert len(body["errors"]) == 30
