@@ -50,7 +50,7 @@ class WebSocketConfig:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     # A larger message from a client closes its socket with 1009.
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 2 * 1024 * 1024  # as an HTTP body (MAX_REQUEST_BODY_BYTES's default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,7 +158,7 @@ def test_websocket_compression_is_off_unless_turned_on(tmp_path: Path) -> None:
     assert deflate.websocket.per_message_deflate is True
     # the rest are the limits the README states
     assert (default.websocket.ping_interval, default.websocket.ping_timeout) == (20, 20)
-    assert default.websocket.max_message_bytes == 16 * 1024 * 1024
+    assert default.websocket.max_message_bytes == 2 * 1024 * 1024
 
 
 def test_connection_limits_default_to_the_readmes_and_each_is_a_setting(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from graph.schema import MAX_DOCUMENT_CHARS
 from server.socket_messages import MAX_OPERATION_ID_LENGTH, MalformedMessage, check_legacy_ws, check_transport_ws
 from tests.conftest import token_for
 from tests.realtime_support import LEGACY_WS, TRANSPORT_WS, GraphQLSocket, Rejected
@@ -126,3 +127,26 @@ def test_the_text_check_walks_deep_values_without_recursion(check: object) -> No
     assert callable(check)
     with pytest.raises(MalformedMessage, match="lone surrogate"):
         check(message)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_an_over_long_query_gets_an_error_for_its_operation_and_the_socket_goes_on(
+    live_server: str, token: str, protocol: str
+) -> None:
+    # given an initialised socket
+    async with GraphQLSocket.open(live_server, token=token, protocol=protocol) as socket:
+        # when an operation's document is past the character limit
+        long_query = "subscription { portraitJobs { id } }" + " " * MAX_DOCUMENT_CHARS
+        kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+        await socket.send({"type": kind, "id": "long", "payload": {"query": long_query}})
+        refused = await socket.receive()
+        # then that operation gets the refusal, naming the measure, and the socket serves the next one
+        assert (refused["type"], refused["id"]) == ("error", "long")
+        errors = refused["payload"] if protocol == TRANSPORT_WS else [refused["payload"]]
+        assert errors[0]["extensions"] == {
+            "code": "GRAPHQL_VALIDATION_FAILED", "measure": "characters", "limit": MAX_DOCUMENT_CHARS,
+            "value": len(long_query),
+        }
+        await socket.send({"type": kind, "id": "next", "payload": {"query": "query { viewer { id } }"}})
+        answer = await socket.receive()
+        assert answer["id"] == "next" and answer["type"] in ("next", "data", "error"), answer
