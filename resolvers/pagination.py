@@ -2,6 +2,10 @@
 
 Cursors are opaque to clients (base64url of the sort key) and stable under
 inserts: a page never repeats or skips a row because a new one arrived.
+Only a cursor this module could have made is accepted: a UTC time and a
+UUID, encoded exactly as ``encode_cursor`` does. Anything else (a time at an
+offset that leaves Python's years 1-9999 in UTC, a UUID in another spelling,
+other base64) is BAD_USER_INPUT before it reaches the database.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 from uuid import UUID
 
@@ -18,8 +22,8 @@ from resolvers.errors import BadUserInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# Ours are about 90 characters; a longer one is refused before it is decoded.
-MAX_CURSOR_LENGTH = 256
+# encode_cursor's longest: base64 of a 32-character time, "|" and a 36-character UUID.
+MAX_CURSOR_LENGTH = 92
 
 T = TypeVar("T")
 SortKey = tuple[datetime, UUID]
@@ -50,17 +54,22 @@ def encode_cursor(key: SortKey) -> str:
 def decode_cursor(cursor: str | None) -> SortKey | None:
     if cursor is None:
         return None
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise BadUserInput("after is not a valid cursor", field="after")
+    unpadded = cursor.rstrip("=")
+    if len(unpadded) > MAX_CURSOR_LENGTH:
+        raise _invalid_cursor()
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        raw = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4)).decode()
         created_at, row_id = raw.split("|")
         key = (datetime.fromisoformat(created_at), UUID(row_id))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadUserInput("after is not a valid cursor", field="after") from None
-    if key[0].tzinfo is None:
-        raise BadUserInput("after is not a valid cursor", field="after")
+        raise _invalid_cursor() from None
+    if key[0].utcoffset() != timedelta(0) or encode_cursor(key) != unpadded:
+        raise _invalid_cursor()
     return key
+
+
+def _invalid_cursor() -> BadUserInput:
+    return BadUserInput("after is not a valid cursor", field="after")
 
 
 def make_page(rows: Sequence[T], *, size: int, after: SortKey | None, sort_key: Callable[[T], SortKey]) -> Page[T]:

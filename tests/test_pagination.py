@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
+from resolvers.pagination import decode_cursor, encode_cursor
 from tests.conftest import GraphQL
 from tests.support import only_error
 from tests.test_characters import create_character
@@ -127,3 +130,63 @@ async def test_a_malformed_cursor_is_bad_input(graphql: GraphQL, alice: uuid.UUI
     body = await graphql(PAGE, {"after": after}, user=alice)
 
     assert only_error(body)["extensions"] == {"code": "BAD_USER_INPUT", "field": "after"}
+
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+SOME_ID = "2f1d7c3e-8a4b-4c5d-9e6f-0a1b2c3d4e5f"
+# Cursors a client could forge: times out of range or at an offset, ids in other spellings, bad base64.
+FORGED_CURSORS = {
+    "year 1 at +14:00 (year 0 in UTC)": _cursor(f"0001-01-01T00:00:00+14:00|{SOME_ID}"),
+    "year 1 at +23:59": _cursor(f"0001-01-01T00:00:00+23:59|{SOME_ID}"),
+    "year 9999 at -23:59 (year 10000 in UTC)": _cursor(f"9999-12-31T23:59:59-23:59|{SOME_ID}"),
+    "a time at another offset": _cursor(f"2024-01-01T00:00:00+02:00|{SOME_ID}"),
+    "year 0": _cursor(f"0000-01-01T00:00:00+00:00|{SOME_ID}"),
+    "year 99999": _cursor(f"99999-01-01T00:00:00+00:00|{SOME_ID}"),
+    "NaN": _cursor(f"NaN|{SOME_ID}"),
+    "no time zone": _cursor(f"2024-01-01T00:00:00|{SOME_ID}"),
+    "a 5000-digit id": _cursor("2024-01-01T00:00:00+00:00|" + "9" * 5000),
+    "a non-UUID id": _cursor("2024-01-01T00:00:00+00:00|not-a-uuid"),
+    "a UUID in braces": _cursor("2024-01-01T00:00:00+00:00|{" + SOME_ID + "}"),
+    "a UUID without hyphens": _cursor("2024-01-01T00:00:00+00:00|" + SOME_ID.replace("-", "")),
+    "a time without an id": _cursor("2024-01-01T00:00:00+00:00"),
+    "three parts": _cursor(f"2024-01-01T00:00:00+00:00|{SOME_ID}|x"),
+    "not UTF-8": base64.urlsafe_b64encode(b"\xff\xfe|\x00").decode(),
+    "standard base64 alphabet": base64.b64encode(f"2024-01-01T00:00:00+00:00|{SOME_ID}?>".encode()).decode(),
+    "bad padding": "AAAA=A",
+    "one character": "A",
+    "only padding": "==",
+    "non-ASCII": "é" * 8,
+    "a NUL": "\x00",
+    "a megabyte": "A" * 1_000_000,
+}
+LISTS = {
+    "characters": "characters(after: $after) { edges { cursor } }",
+    "jobs": "jobs(after: $after) { edges { cursor } }",
+    "workspaceAssets": "workspaceAssets(after: $after) { edges { cursor } }",
+    "libraryAssets": "libraryAssets(after: $after) { edges { cursor } }",
+}
+
+
+@pytest.mark.parametrize("field", LISTS.values(), ids=LISTS.keys())
+@pytest.mark.parametrize("after", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+async def test_a_forged_cursor_is_bad_input_on_every_list(
+    graphql: GraphQL, alice: uuid.UUID, field: str, after: str
+) -> None:
+    # given a cursor this server never issued, when alice pages any list after it
+    body = await graphql(f"query($after: String) {{ {field} }}", {"after": after}, user=alice)
+
+    # then she is told it is not a cursor, not a 500 nor a masked internal error
+    assert only_error(body)["extensions"] == {"code": "BAD_USER_INPUT", "field": "after"}
+
+
+def test_a_cursor_is_read_back_with_or_without_base64_padding() -> None:
+    # given the cursor of a row created on a whole second (62 bytes: base64 would pad it with one "=")
+    key = (datetime(2024, 1, 1, tzinfo=UTC), uuid.UUID(SOME_ID))
+    cursor = encode_cursor(key)
+
+    # when it is read back as issued, and padded as some base64 libraries do, then it is the same key
+    assert decode_cursor(cursor) == key
+    assert decode_cursor(cursor + "=") == key
