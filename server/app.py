@@ -37,6 +37,7 @@ from server.auth import (
     viewer_of,
 )
 from server.object_route import serve_signed_object
+from server.request_limits import RequestLimits
 from server.settings import Settings
 from server.websocket import (
     SOCKET_EXPIRY,
@@ -212,8 +213,9 @@ def create_app(
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
+    http = RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http)
     return GraphQLSocketShortcut(
-        Starlette(routes=routes, lifespan=lifespan),
+        http,
         view,
         path=GRAPHQL_PATH,
         backend=tokens,

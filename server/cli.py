@@ -29,7 +29,8 @@ from server.app import create_app, open_services
 from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
-from server.settings import ConnectionLimits, Settings, SettingsError, WebSocketConfig
+from server.http_head import head_limited_http_protocol
+from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, WebSocketConfig
 from server.websocket import SOCKETS
 from storage.errors import StorageError
 from storage.migrate import migrate
@@ -88,10 +89,12 @@ def uvicorn_config(
     log_level: str,
     websocket: WebSocketConfig = WebSocketConfig(),
     connections: ConnectionLimits = ConnectionLimits(),
+    http: HttpLimits = HttpLimits(),
 ) -> uvicorn.Config:
     """How `serve` (and the tests' live server) run the app."""
-    # uvicorn's own HTTP and websocket protocols, behind the connection cap and deadlines (server/connection_guard.py).
-    guard = ConnectionGuard.for_process(connections)
+    # uvicorn's own HTTP and websocket protocols, behind the connection cap and deadlines (server/connection_guard.py);
+    # HTTP is httptools, as "auto" picks, with the head bound it lacks (server/http_head.py).
+    guard = ConnectionGuard.for_process(connections, http=head_limited_http_protocol(http))
     return uvicorn.Config(
         guard.wrap(app),
         http=guard.http_protocol,
@@ -102,6 +105,7 @@ def uvicorn_config(
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=http.max_head_bytes,  # h11's own head bound (httptools': server/http_head.py)
         # (guarded) uvicorn's own websocket protocol on websockets' sans-io core, the one uvicorn 0.54
         # picks by default: maintained with uvicorn, keepalive pings with a pong deadline
         # (1011), the size limit (1009), 1012 to every open socket on shutdown, 403 for a
@@ -130,6 +134,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             websocket=settings.websocket,
             connections=settings.connections,
+            http=settings.http,
         )
         server = PortraitsServer(config, banner=lambda: _banner(settings, database))
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these

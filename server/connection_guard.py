@@ -98,8 +98,15 @@ def busy_response(limit: int) -> bytes:
 class ConnectionGuard:
     """This process's open connections against the limits; makes the protocol classes handed to uvicorn."""
 
-    def __init__(self, limits: ConnectionLimits, *, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        *,
+        max_connections: int | None = None,
+        http: type[asyncio.Protocol] = AutoHTTPProtocol,
+    ) -> None:
         self.limits = limits
+        self.inner_http = http  # the uvicorn HTTP protocol admitted connections get
         self.max_connections = limits.max_connections if max_connections is None else max_connections
         self.open = 0
         self.lingering = 0
@@ -107,9 +114,11 @@ class ConnectionGuard:
         self.busy = busy_response(self.max_connections)
 
     @classmethod
-    def for_process(cls, limits: ConnectionLimits) -> ConnectionGuard:
+    def for_process(
+        cls, limits: ConnectionLimits, *, http: type[asyncio.Protocol] = AutoHTTPProtocol
+    ) -> ConnectionGuard:
         """A guard whose cap fits the descriptors this process may open (raising its soft limit first)."""
-        return cls(limits, max_connections=raise_descriptor_limit(limits.max_connections))
+        return cls(limits, max_connections=raise_descriptor_limit(limits.max_connections), http=http)
 
     @property
     def http_protocol(self) -> type[asyncio.Protocol]:
@@ -175,7 +184,7 @@ class GuardedHttpProtocol(asyncio.Protocol):
             self.refuse()
             return
         assert self.kwargs is not None
-        self.inner = AutoHTTPProtocol(**self.kwargs)
+        self.inner = self.guard.inner_http(**self.kwargs)
         self.kwargs = None
         self.inner.connection_made(transport)
         self.arm(self.guard.limits.header_timeout)

@@ -72,6 +72,23 @@ class ConnectionLimits:
     websockets_per_address: int = 200
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Bounds on one HTTP request, checked before any GraphQL work (README: Limits).
+
+    GraphQL clients send a document and its variables, never uploads: the
+    largest legal request (2000 tokens, a 4000-character description, a
+    16 KiB ``sceneBehaviorRules``) is well under 100 KB.
+    """
+
+    # A larger body is answered 413 as soon as it passes this (at once when Content-Length says so).
+    max_body_bytes: int = 2 * 1024 * 1024
+    # A longer query string (a GET's document and variables) is answered 414.
+    max_query_string_bytes: int = 8 * 1024
+    # The request line and headers together; larger is answered 414 (a long URL) or 431 and the connection closed.
+    max_head_bytes: int = 32 * 1024
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -98,6 +115,7 @@ class Settings:
     subscription_limits: SubscriptionLimits
     websocket: WebSocketConfig
     connections: ConnectionLimits
+    http: HttpLimits
 
     @property
     def is_production(self) -> bool:
@@ -162,6 +180,7 @@ class Settings:
             ),
             websocket=WebSocketConfig(per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False)),
             connections=_connection_limits(env),
+            http=_http_limits(env),
         )
 
 
@@ -297,6 +316,26 @@ def _connection_limits(env: Mapping[str, str]) -> ConnectionLimits:
         websockets_per_address=_int_setting(
             env, "MAX_WEBSOCKETS_PER_ADDRESS", default.websockets_per_address, minimum=1, maximum=1_000_000
         ),
+    )
+
+
+def _http_limits(env: Mapping[str, str]) -> HttpLimits:
+    defaults = HttpLimits()
+    query_string = _int_setting(
+        env, "MAX_QUERY_STRING_BYTES", defaults.max_query_string_bytes, minimum=256, maximum=1024 * 1024
+    )
+    head = _int_setting(env, "MAX_REQUEST_HEAD_BYTES", defaults.max_head_bytes, minimum=1024, maximum=1024 * 1024)
+    if head < query_string + 1024:
+        raise SettingsError(
+            f"MAX_REQUEST_HEAD_BYTES ({head}) must exceed MAX_QUERY_STRING_BYTES ({query_string}) by at least 1024, "
+            "or a query string under its cap could never arrive"
+        )
+    return HttpLimits(
+        max_body_bytes=_int_setting(
+            env, "MAX_REQUEST_BODY_BYTES", defaults.max_body_bytes, minimum=1024, maximum=1024 * 1024 * 1024
+        ),
+        max_query_string_bytes=query_string,
+        max_head_bytes=head,
     )
 
 

@@ -72,6 +72,11 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"WS_MAX_UNREAD_BYTES": "1000"}, "WS_MAX_UNREAD_BYTES must be between"),
         ({"MAX_WEBSOCKETS_PER_USER": "0"}, "MAX_WEBSOCKETS_PER_USER must be between"),
         ({"MAX_WEBSOCKETS_PER_ADDRESS": "many"}, "MAX_WEBSOCKETS_PER_ADDRESS must be an integer"),
+        ({"MAX_REQUEST_BODY_BYTES": "1mb"}, "MAX_REQUEST_BODY_BYTES must be an integer"),
+        ({"MAX_REQUEST_BODY_BYTES": "0"}, "MAX_REQUEST_BODY_BYTES must be between"),
+        ({"MAX_QUERY_STRING_BYTES": "10"}, "MAX_QUERY_STRING_BYTES must be between"),
+        ({"MAX_REQUEST_HEAD_BYTES": "100"}, "MAX_REQUEST_HEAD_BYTES must be between"),
+        ({"MAX_QUERY_STRING_BYTES": "32768"}, "must exceed MAX_QUERY_STRING_BYTES"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -179,3 +184,20 @@ def test_connection_limits_default_to_the_readmes_and_each_is_a_setting(tmp_path
     assert (tuned.max_connections, tuned.header_timeout, tuned.keep_alive_timeout) == (50_000, 2.5, 75)
     assert tuned.ws_max_unread_bytes == 4 * 1024 * 1024
     assert (tuned.websockets_per_user, tuned.websockets_per_address) == (5, 20_000)
+
+
+def test_http_limits_default_to_a_few_megabytes_of_body_and_kilobytes_of_head(tmp_path: Path) -> None:
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).http
+    custom = Settings.from_environ(
+        {
+            "PORTRAITS_DATA_DIR": str(tmp_path),
+            "MAX_REQUEST_BODY_BYTES": "65536",
+            "MAX_QUERY_STRING_BYTES": "2048",
+            "MAX_REQUEST_HEAD_BYTES": "4096",
+        }
+    ).http
+
+    assert (default.max_body_bytes, default.max_query_string_bytes, default.max_head_bytes) == (
+        2 * 1024 * 1024, 8 * 1024, 32 * 1024
+    )
+    assert (custom.max_body_bytes, custom.max_query_string_bytes, custom.max_head_bytes) == (65536, 2048, 4096)

@@ -1,0 +1,52 @@
+"""Refusals of malformed or oversized HTTP requests: a GraphQL error body with a stable code, never plain text.
+
+The body is ``{"errors": [{"message", "extensions": {"code", ...}}]}`` with
+no ``data`` (the GraphQL-over-HTTP spec's request error), and the status
+says what was wrong with the request: 400 malformed, 405 method, 413 body,
+414 query string or URL, 415 content type, 431 headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cross_web import HTTPException
+from starlette.responses import Response
+
+from server import json
+
+BAD_REQUEST = "BAD_REQUEST"
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+URI_TOO_LONG = "URI_TOO_LONG"
+HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
+
+
+class RequestRefused(HTTPException):
+    """A request refused before GraphQL runs; strawberry's own ``HTTPException``, so its view lets it through."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str = BAD_REQUEST,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(status_code, message)
+        self.code = code
+        self.headers = dict(headers or {})
+        self.extensions = dict(extensions or {})
+
+
+def error_body(message: str, code: str, extensions: Mapping[str, object] | None = None) -> bytes:
+    return json.dumps({"errors": [{"message": message, "extensions": {"code": code, **(extensions or {})}}]})
+
+
+def refusal_response(refused: RequestRefused) -> Response:
+    return Response(
+        error_body(refused.reason, refused.code, refused.extensions),
+        status_code=refused.status_code,
+        headers=refused.headers,
+        media_type="application/json",
+    )

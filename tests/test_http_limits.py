@@ -1,0 +1,280 @@
+"""The caps on one HTTP request, over a real uvicorn server and raw sockets: body, query string, head.
+
+An oversized request is answered as soon as it passes its cap, with a
+GraphQL error body and the connection closed, and the server never holds
+more of it than the cap: these send hundreds of megabytes and watch the
+process's memory while they do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.cli import uvicorn_config
+from server.settings import HttpLimits, Settings
+from tests.http_refusals import refusal_of
+from tests.support import ServedUvicorn, free_port, serve_uvicorn
+
+MB = 1024 * 1024
+CHUNK = b"x" * (256 * 1024)
+VIEWER = b'{"query": "{ viewer { id } }"}'
+
+
+@pytest.fixture(scope="module")
+async def served(settings: Settings) -> AsyncIterator[ServedUvicorn]:
+    """The app with the default limits, on a real uvicorn configured as ``portraits serve`` does."""
+    config = uvicorn_config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="error")
+    async with serve_uvicorn(config) as server:
+        yield server
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (the server runs in it)."""
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Exchange:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    sent: int  # bytes of what followed the head that were written before the answer came
+    closed: bool  # the server closed the connection after answering
+    rss_growth: int  # the most this process's memory grew while it lasted
+
+
+async def exchange(port: int, head: bytes, rest: Iterable[bytes] = (), *, refused: bool = True) -> Exchange:
+    """Send ``head``, then ``rest`` until the server answers or stops reading; the answer, and what it cost.
+
+    ``refused``: wait for the server to close the connection (an answered one stays open, kept alive).
+    """
+    before = peak = rss_bytes()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.create_task(read_response(reader))
+    sent = 0
+    try:
+        writer.write(head)
+        for piece in rest:
+            if answer.done():
+                break
+            writer.write(piece)
+            drained = asyncio.ensure_future(writer.drain())
+            await asyncio.wait([drained, answer], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if not drained.done() or drained.exception() is not None:
+                drained.cancel()
+                break
+            sent += len(piece)
+            peak = max(peak, rss_bytes())
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # the server answered and closed while we were still sending
+    status, headers, body = await asyncio.wait_for(answer, 30)
+    peak = max(peak, rss_bytes())
+    closed = False
+    try:
+        closed = refused and await asyncio.wait_for(reader.read(1), 10) == b""
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
+        pass
+    writer.close()
+    return Exchange(status, headers, body, sent, closed, peak - before)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+def post_head(*, length: int | None = None, extra: str = "") -> bytes:
+    framing = "transfer-encoding: chunked" if length is None else f"content-length: {length}"
+    return f"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n{framing}\r\n{extra}\r\n".encode()
+
+
+def chunked(total: int) -> Iterator[bytes]:
+    """``total`` bytes of body in chunked encoding, 256 KB a chunk (then the last chunk)."""
+    for _ in range(total // len(CHUNK)):
+        yield b"%x\r\n" % len(CHUNK) + CHUNK + b"\r\n"
+    yield b"0\r\n\r\n"
+
+
+def raw(total: int) -> Iterator[bytes]:
+    for _ in range(total // len(CHUNK)):
+        yield CHUNK
+
+
+def refusal(exchange: Exchange, status: int, code: str) -> dict[str, object]:
+    return refusal_of(
+        exchange.status, exchange.headers.get("content-type"), exchange.body, expected_status=status, code=code
+    )
+
+
+async def assert_healthy(server: ServedUvicorn) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(server.url("/healthz", scheme="http"), timeout=10)
+    assert response.status_code == 200
+
+
+async def test_a_streamed_body_over_the_cap_is_cut_off(served: ServedUvicorn) -> None:
+    # given a client streaming a 200 MB body with no declared length (chunked)
+    limit = HttpLimits().max_body_bytes
+
+    # when it sends as fast as the server reads
+    result = await exchange(served.port, post_head(), chunked(200 * MB))
+
+    # then it is answered 413 as soon as the cap is passed, long before the end, and the connection is closed
+    error = refusal(result, 413, "PAYLOAD_TOO_LARGE")
+    assert error["extensions"] == {"code": "PAYLOAD_TOO_LARGE", "limit": limit}
+    assert result.sent < 32 * MB, f"{result.sent / MB:.0f} MB sent before the answer"
+    assert result.closed
+    # and the server never held the body: the process grew by far less than what was sent
+    assert result.rss_growth < 48 * MB, f"grew {result.rss_growth / MB:.0f} MB"
+    await assert_healthy(served)
+
+
+async def test_a_declared_length_over_the_cap_is_refused_before_the_body(served: ServedUvicorn) -> None:
+    # given a client declaring a 200 MB body, when it sends only the head
+    result = await exchange(served.port, post_head(length=200 * MB))
+
+    # then it is answered 413 at once (nothing of the body was needed) and the connection is closed
+    refusal(result, 413, "PAYLOAD_TOO_LARGE")
+    assert result.sent == 0
+    assert result.closed
+
+
+async def test_a_declared_length_over_the_cap_is_cut_off_while_it_streams(served: ServedUvicorn) -> None:
+    # given a client declaring 200 MB and sending it without waiting for an answer
+    result = await exchange(served.port, post_head(length=200 * MB), raw(200 * MB))
+
+    # then it is answered 413 and cut off long before the end
+    refusal(result, 413, "PAYLOAD_TOO_LARGE")
+    assert result.sent < 32 * MB
+    assert result.closed
+    assert result.rss_growth < 48 * MB
+
+
+def body_of(size: int) -> bytes:
+    """A GraphQL request of exactly ``size`` bytes (the query padded with whitespace)."""
+    return VIEWER[:-1] + b" " * (size - len(VIEWER)) + b"}"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_body_at_the_cap_is_served_and_one_byte_more_is_not(served: ServedUvicorn, framing: str) -> None:
+    limit = HttpLimits().max_body_bytes
+
+    async def send(body: bytes, *, refused: bool) -> Exchange:
+        if framing == "chunked":
+            head = post_head()
+            pieces = [b"%x\r\n" % len(body[i:i + MB]) + body[i:i + MB] + b"\r\n" for i in range(0, len(body), MB)]
+            return await exchange(served.port, head, iter([*pieces, b"0\r\n\r\n"]), refused=refused)
+        return await exchange(served.port, post_head(length=len(body)), iter([body]), refused=refused)
+
+    # given a request of exactly the cap, when it is sent, then GraphQL answers it
+    at_cap = await send(body_of(limit), refused=False)
+    assert at_cap.status == 200, at_cap.body[:300]
+    assert at_cap.body == b'{"data":{"viewer":null},"errors":[' + at_cap.body.split(b'"errors":[', 1)[1]
+
+    # given one byte more, then it is refused
+    over = await send(body_of(limit + 1), refused=True)
+    refusal(over, 413, "PAYLOAD_TOO_LARGE")
+    assert over.closed
+
+
+def get_head(target: str, extra: str = "") -> bytes:
+    return f"GET {target} HTTP/1.1\r\nhost: t\r\naccept: application/json\r\n{extra}\r\n".encode()
+
+
+async def test_a_query_string_over_the_cap_is_a_414(served: ServedUvicorn) -> None:
+    limit = HttpLimits().max_query_string_bytes
+    query = "query=%7B%20viewer%20%7B%20id%20%7D%20%7D&pad="
+
+    # given a GET whose query string is exactly the cap, when it is sent, then GraphQL answers it
+    at_cap = await exchange(served.port, get_head("/graphql?" + query + "a" * (limit - len(query))), refused=False)
+    assert at_cap.status == 200, at_cap.body[:300]
+    assert b'"viewer":null' in at_cap.body
+
+    # given one byte more, then it is refused with 414, saying the limit
+    over = await exchange(served.port, get_head("/graphql?" + query + "a" * (limit + 1 - len(query))))
+    error = refusal(over, 414, "URI_TOO_LONG")
+    assert error["extensions"] == {"code": "URI_TOO_LONG", "limit": limit}
+
+
+async def test_a_url_over_the_head_bound_is_a_414(served: ServedUvicorn) -> None:
+    # given a URL longer than the whole head may be, when it is sent
+    limit = HttpLimits().max_head_bytes
+    result = await exchange(served.port, get_head("/graphql?query=" + "a" * limit))
+
+    # then the server's HTTP parser stops at the bound: 414 and the connection closed
+    error = refusal(result, 414, "URI_TOO_LONG")
+    assert error["extensions"] == {"code": "URI_TOO_LONG", "limit": limit}
+    assert result.closed
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "x-big: " + "a" * (40 * 1024) + "\r\n",
+        "".join(f"x-h{i}: {'a' * 90}\r\n" for i in range(400)),
+        "cookie: " + "; ".join(f"c{i}={'v' * 60}" for i in range(600)) + "\r\n",
+    ],
+    ids=["one 40 KB header", "400 headers of 100 bytes", "a 40 KB cookie"],
+)
+async def test_headers_over_the_head_bound_are_a_431(served: ServedUvicorn, headers: str) -> None:
+    # given a request whose headers are larger than the bound, when it is sent
+    result = await exchange(served.port, get_head("/graphql?query=%7B__typename%7D", headers))
+
+    # then it is refused with 431 and the connection closed
+    error = refusal(result, 431, "HEADERS_TOO_LARGE")
+    assert error["extensions"] == {"code": "HEADERS_TOO_LARGE", "limit": HttpLimits().max_head_bytes}
+    assert result.closed
+
+
+async def test_headers_within_the_bound_are_served(served: ServedUvicorn) -> None:
+    # given 20 KB of headers (a large cookie, say), when a query is sent with them, then it is answered
+    head = get_head("/graphql?query=%7B__typename%7D", f"cookie: {'v' * 20_000}\r\n")
+    result = await exchange(served.port, head, refused=False)
+
+    assert result.status == 200
+    assert result.body == b'{"data":{"__typename":"Query"}}'
+
+
+@pytest.mark.parametrize("where", ["url", "header"])
+async def test_a_100_mb_head_is_cut_off(served: ServedUvicorn, where: str) -> None:
+    # given a client streaming a 100 MB URL or header, never ending the head
+    head = b"GET /graphql?query=" if where == "url" else b"GET /graphql HTTP/1.1\r\nhost: t\r\nx-big: "
+
+    # when it sends as fast as the server reads
+    result = await exchange(served.port, head, raw(100 * MB))
+
+    # then it is refused long before the end, the connection closed, and the server held none of it
+    assert result.status == (414 if where == "url" else 431)
+    assert result.sent < 32 * MB, f"{result.sent / MB:.0f} MB sent before the answer"
+    assert result.closed
+    assert result.rss_growth < 48 * MB, f"grew {result.rss_growth / MB:.0f} MB"
+    await assert_healthy(served)
+
+
+async def test_the_caps_are_settings(settings: Settings) -> None:
+    # given a server with small caps
+    limits = HttpLimits(max_body_bytes=4096, max_query_string_bytes=512, max_head_bytes=2048)
+    app = create_app(replace(settings, http=limits))
+    config = uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="error", http=limits)
+    async with serve_uvicorn(config) as server:
+        # when requests just over each are sent, then each is refused with its limit
+        body = await exchange(server.port, post_head(length=4097), iter([body_of(4097)]))
+        query = await exchange(server.port, get_head("/graphql?query=" + "a" * 600))
+        head = await exchange(server.port, get_head("/graphql?query=%7B__typename%7D", f"x-big: {'a' * 2100}\r\n"))
+
+    assert refusal(body, 413, "PAYLOAD_TOO_LARGE")["extensions"] == {"code": "PAYLOAD_TOO_LARGE", "limit": 4096}
+    assert refusal(query, 414, "URI_TOO_LONG")["extensions"] == {"code": "URI_TOO_LONG", "limit": 512}
+    assert refusal(head, 431, "HEADERS_TOO_LARGE")["extensions"] == {"code": "HEADERS_TOO_LARGE", "limit": 2048}
