@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 import asyncpg
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -26,7 +28,7 @@ from graph.schema import PortraitsSchema
 from graph.schema import schema as default_schema
 from pipeline.service import Generation
 from realtime.event_hub import EventHub, open_event_hub
-from server import json
+from server import graphql_request, json
 from server.auth import (
     BearerTokenBackend,
     TokenError,
@@ -37,6 +39,7 @@ from server.auth import (
     viewer_of,
 )
 from server.object_route import serve_signed_object
+from server.request_errors import refusal_response
 from server.request_limits import RequestLimits
 from server.settings import Settings
 from server.websocket import (
@@ -74,7 +77,12 @@ class State(TypedDict):
 
 
 class PortraitsGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context, websocket authentication and a faster JSON encoder."""
+    """Strawberry's ASGI view with our context, websocket authentication, strict JSON and JSON refusals.
+
+    Requests are read by server/graphql_request.py (orjson, the spec's
+    request shape) instead of strawberry's lenient ``json.loads``, and what
+    the view refuses is answered as a GraphQL error body, not plain text.
+    """
 
     websocket_adapter_class = TextWebSocketAdapter
 
@@ -128,9 +136,21 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         context.connection_params = None  # read: an idle socket need not keep its token
         return UnsetType()  # strawberry's UNSET (typed Any): acknowledge with no payload
 
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
+        """One operation per request (no batching, no uploads), strictly decoded."""
+        if request.method == "GET":
+            return graphql_request.request_from_query(request.query_params)
+        return graphql_request.request_from_body(request.content_type, await request.get_body())
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Websocket messages too: orjson refuses what ``json.loads`` lets through (graphql_request.py)."""
+        return graphql_request.decode_json(data)
+
     async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
             return await super().run(request, context, root_value)
+        except HTTPException as error:  # only HTTP requests raise it: a refusal before any GraphQL ran
+            return refusal_response(graphql_request.refusal_of(error))
         finally:
             if isinstance(request, WebSocket):
                 if (timer := request.scope.pop(SOCKET_EXPIRY, None)) is not None:
@@ -208,8 +228,8 @@ def create_app(
     view = PortraitsGraphQL(schema, settings)
     tokens = BearerTokenBackend(settings.jwt_secret)
     routes: list[Any] = [
-        Route(GRAPHQL_PATH, AuthenticationMiddleware(view, backend=tokens, on_error=unauthenticated_response),
-              methods=["GET", "POST"]),
+        # Every method: the view answers those it does not serve with a GraphQL 405.
+        Route(GRAPHQL_PATH, AuthenticationMiddleware(view, backend=tokens, on_error=unauthenticated_response)),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]

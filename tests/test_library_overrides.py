@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
+from server.app import PortraitsGraphQL
 
 
 def fingerprint(function: Callable[..., Any]) -> str:
@@ -55,6 +56,19 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # server/app.py: PortraitsGraphQL.run wraps this one to cancel the socket's token-expiry timer after it returns
     # (get_context, on_ws_connect and encode_json, which it also overrides, are strawberry's documented hooks).
     ("strawberry GraphQL.run", GraphQL.run, "b278e647b7eee2e8"),
+    # server/app.py: PortraitsGraphQL.parse_http_body replaces this (server/graphql_request.py reads the request),
+    # and its run turns the HTTPExceptions execute_single raises (from the operation errors, kept as __cause__)
+    # into GraphQL errors (graphql_request.refusal_of).
+    ("strawberry GraphQL.parse_http_body", GraphQL.parse_http_body, "6c7c673a13880c7f"),
+    ("strawberry GraphQL.execute_single", GraphQL.execute_single, "bc864c615b4dc12d"),
+    # server/http_head.py: HeadLimitedHttpToolsProtocol wraps these parser callbacks to count the request head,
+    # raises from them to stop the parse (answered through send_400_response, which it replaces for that case).
+    ("uvicorn HttpToolsProtocol.data_received", HttpToolsProtocol.data_received, "010a7ae59a5d3b1a"),
+    ("uvicorn HttpToolsProtocol.on_message_begin", HttpToolsProtocol.on_message_begin, "96d377fdc7c2baef"),
+    ("uvicorn HttpToolsProtocol.on_url", HttpToolsProtocol.on_url, "37be44e962b04ca8"),
+    ("uvicorn HttpToolsProtocol.on_header", HttpToolsProtocol.on_header, "65d62c044f61fdbd"),
+    ("uvicorn HttpToolsProtocol.on_headers_complete", HttpToolsProtocol.on_headers_complete, "1ea8589acfad92d8"),
+    ("uvicorn HttpToolsProtocol.send_400_response", HttpToolsProtocol.send_400_response, "ae5a4a3782b646fd"),
     # server/cli.py: PortraitsServer wraps these to start and stop the GC pacer.
     ("uvicorn Server.startup", uvicorn.Server.startup, "2aa1d70a244bfcf2"),
     ("uvicorn Server.shutdown", uvicorn.Server.shutdown, "9b33c50562992b1e"),
@@ -88,4 +102,7 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     )
     assert inspect.signature(PortraitsSchema.execute).parameters.keys() == (
         inspect.signature(strawberry.Schema.execute).parameters.keys()
+    )
+    assert inspect.signature(PortraitsGraphQL.parse_http_body).parameters.keys() == (
+        inspect.signature(GraphQL.parse_http_body).parameters.keys()
     )

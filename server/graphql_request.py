@@ -1,0 +1,147 @@
+"""A GraphQL-over-HTTP request read strictly: JSON that is not a request is refused before GraphQL sees it.
+
+Strawberry decodes with ``json.loads``, which lets through what no client
+means and our stack cannot carry: lone surrogates (``"\\ud800"``: PostgreSQL
+and our JSON encoder refuse them later, as a 500), integers of thousands of
+digits (``int()`` refuses them past 4300, as a 500), nesting deep enough to
+raise ``RecursionError``; and it answers a JSON body that is not an object
+with an ``AttributeError``. orjson refuses the first three while decoding
+(invalid UTF-8 and lone surrogates, numbers that overflow a double, nesting
+past 1024 levels); the shape is checked here. Every refusal is a
+``RequestRefused``: a 4xx GraphQL error body (server/request_errors.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.message import Message
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+
+from server.request_errors import RequestRefused
+
+JSON_MEDIA_TYPE = "application/json"
+# Sent with 405: the methods /graphql answers.
+ALLOWED_METHODS = "GET, POST"
+
+
+def decode_json(data: str | bytes) -> Any:
+    """orjson's strict decoding: UTF-8 only, no lone surrogates, no NaN or infinities, at most 1024 levels."""
+    return orjson.loads(data)
+
+
+def refused(message: str, status_code: int = 400) -> RequestRefused:
+    return RequestRefused(status_code, message)
+
+
+def request_from_body(content_type: str | None, body: bytes) -> GraphQLRequestData:
+    """A POST: ``application/json`` (UTF-8) holding one request object."""
+    media_type, params = _media_type(content_type)
+    if media_type != JSON_MEDIA_TYPE:
+        raise refused(
+            f"Unsupported Content-Type {media_type or '(none)'!r}: send the request as application/json", 415
+        )
+    charset = params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise refused(f"Unsupported charset {charset!r}: send the request as UTF-8 application/json", 415)
+    try:
+        data = decode_json(body)
+    except orjson.JSONDecodeError as error:
+        raise refused(f"The request body is not valid JSON: {_reason(error)}") from None
+    if isinstance(data, list):
+        raise refused("Batched requests (a JSON array) are not supported: send one operation per request")
+    if not isinstance(data, dict):
+        raise refused(f"The request body must be a JSON object, not {_json_type(data)}")
+    return request_from_fields(data)
+
+
+def request_from_query(params: Mapping[str, Any]) -> GraphQLRequestData:
+    """A GET: ``query``, ``operationName``, and ``variables`` and ``extensions`` as JSON text."""
+    fields: dict[str, Any] = {}
+    for name in ("query", "operationName"):
+        if name in params:
+            fields[name] = params[name]
+    for name in ("variables", "extensions"):
+        text = params.get(name)
+        if text:
+            try:
+                fields[name] = decode_json(text)
+            except orjson.JSONDecodeError as error:
+                raise refused(f"The {name} parameter is not valid JSON: {_reason(error)}") from None
+    return request_from_fields(fields)
+
+
+def request_from_fields(data: Mapping[str, Any]) -> GraphQLRequestData:
+    """The spec's request: ``query`` a string, ``operationName`` a string or null, the others objects or null."""
+    query = data.get("query")
+    if query is None or query == "":
+        raise refused("The request has no GraphQL query: send it as `query`")
+    if not isinstance(query, str):
+        raise refused(f"`query` must be a string, not {_json_type(query)}")
+    operation_name = data.get("operationName")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise refused(f"`operationName` must be a string or null, not {_json_type(operation_name)}")
+    variables = data.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise refused(f"`variables` must be an object or null, not {_json_type(variables)}")
+    extensions = data.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise refused(f"`extensions` must be an object or null, not {_json_type(extensions)}")
+    return GraphQLRequestData(
+        query=query, variables=variables, operation_name=operation_name, extensions=extensions, protocol="http"
+    )
+
+
+def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """The media type, lowercased, and its parameters (``email.message`` parses them, as strawberry does)."""
+    if not content_type:
+        return "", {}
+    message = Message()
+    message["content-type"] = content_type
+    params = message.get_params() or [("", "")]
+    return params[0][0].lower(), {str(key).lower(): str(value) for key, value in params[1:]}
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages that never echo the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _reason(error: orjson.JSONDecodeError) -> str:
+    """orjson's message (what is wrong and where), never the input itself."""
+    return str(error)
+
+
+def refusal_of(error: HTTPException) -> RequestRefused:
+    """What strawberry's view raises for a request it will not run, as our GraphQL error answer.
+
+    - GET for a mutation: 405, as the GraphQL-over-HTTP spec says, with ``Allow: POST``;
+    - an operation name the document lacks, or several operations and no name: the request is well-formed,
+      so 200 with the error, as for any other GraphQL request error;
+    - another method than GET or POST: 405 with ``Allow``;
+    - anything else strawberry refuses: its status, BAD_REQUEST.
+    """
+    if isinstance(error, RequestRefused):
+        return error
+    cause = error.__cause__
+    if isinstance(cause, InvalidOperationTypeError):
+        return RequestRefused(405, error.reason, headers={"allow": "POST"})
+    if isinstance(cause, CannotGetOperationTypeError):
+        return RequestRefused(200, error.reason)
+    if error.status_code == 405:
+        return RequestRefused(405, f"/graphql answers {ALLOWED_METHODS} only", headers={"allow": ALLOWED_METHODS})
+    return RequestRefused(error.status_code, error.reason)
