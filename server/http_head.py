@@ -7,7 +7,8 @@ it, and httptools itself keeps a header's value until it ends: a client
 sending a 100 MB URL or header grew the server by 100 MB. This subclass
 counts the head two ways and stops at the bound, answering 414 (the URL is
 too long) or 431 with a GraphQL error body, then closing the connection, as
-uvicorn does for any unparsable request:
+uvicorn does for any unparsable request (which gets a GraphQL error body
+here too, 400 BAD_REQUEST, instead of uvicorn's plain text):
 
 - exactly, as the parser hands over the URL (piece by piece) and each header;
 - by the bytes received while a head is unfinished, for a header value that
@@ -22,7 +23,7 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from server.request_errors import HEADERS_TOO_LARGE, URI_TOO_LONG, error_body
+from server.request_errors import BAD_REQUEST, HEADERS_TOO_LARGE, URI_TOO_LONG, error_body
 from server.settings import HttpLimits
 
 
@@ -73,25 +74,22 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request it cannot parse; ours when the parse stopped at the bound."""
-        status = self.refused_status
-        if status is None:
-            super().send_400_response(msg)
-            return
+        """uvicorn's answer to a request it cannot parse, as a GraphQL error body; 414 or 431 past the bound."""
+        status = self.refused_status or HTTPStatus.BAD_REQUEST
         limit = self.max_head_bytes
         if status is HTTPStatus.REQUEST_URI_TOO_LONG:
             body = error_body(f"The URL is longer than {limit} bytes", URI_TOO_LONG, {"limit": limit})
-        else:
+        elif status is HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
             body = error_body(
                 f"The request line and headers are larger than {limit} bytes", HEADERS_TOO_LARGE, {"limit": limit}
             )
-        head = (
-            f"HTTP/1.1 {status.value} {status.phrase}\r\n"
-            "content-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n"
-        )
-        self.transport.write(head.encode("ascii") + body)
+        else:
+            body = error_body(f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can parse", BAD_REQUEST)
+        head = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii")]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head.append(f"content-type: application/json\r\ncontent-length: {len(body)}\r\n".encode())
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
         self.transport.close()
 
 

@@ -278,3 +278,30 @@ async def test_the_caps_are_settings(settings: Settings) -> None:
     assert refusal(body, 413, "PAYLOAD_TOO_LARGE")["extensions"] == {"code": "PAYLOAD_TOO_LARGE", "limit": 4096}
     assert refusal(query, 414, "URI_TOO_LONG")["extensions"] == {"code": "URI_TOO_LONG", "limit": 512}
     assert refusal(head, 431, "HEADERS_TOO_LARGE")["extensions"] == {"code": "HEADERS_TOO_LARGE", "limit": 2048}
+
+
+UNPARSABLE = {
+    "a bad request line": b"GARBAGE\r\n\r\n",
+    "no HTTP version": b"GET /graphql\r\nhost: t\r\n\r\n",
+    "a space in a header name": b"GET /graphql HTTP/1.1\r\nhost: t\r\nbad header: x\r\n\r\n",
+    "a control character in a header value": b"GET /graphql HTTP/1.1\r\nhost: t\r\nx: a\x01b\r\n\r\n",
+    "both Content-Length and chunked": post_head(length=10, extra="transfer-encoding: chunked\r\n") + b"0\r\n\r\n",
+    "a negative Content-Length": post_head(length=-1),
+    "a Content-Length that is not a number": post_head(extra="x: y\r\n").replace(
+        b"transfer-encoding: chunked", b"content-length: ten"
+    ),
+    "a bad chunk size": post_head() + b"zz\r\n",
+    "HTTP/2 preface over HTTP/1.1": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "a NUL in the method": b"G\x00T / HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", UNPARSABLE.values(), ids=UNPARSABLE.keys())
+async def test_an_unparsable_request_gets_a_graphql_400(served: ServedUvicorn, request_bytes: bytes) -> None:
+    # given bytes uvicorn's HTTP parser refuses, when they are sent
+    result = await exchange(served.port, request_bytes)
+
+    # then the answer is a GraphQL error body (not uvicorn's plain text), and the connection is closed
+    refusal(result, 400, "BAD_REQUEST")
+    assert result.closed
+    await assert_healthy(served)

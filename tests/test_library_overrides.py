@@ -62,7 +62,7 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     ("strawberry GraphQL.parse_http_body", GraphQL.parse_http_body, "6c7c673a13880c7f"),
     ("strawberry GraphQL.execute_single", GraphQL.execute_single, "bc864c615b4dc12d"),
     # server/http_head.py: HeadLimitedHttpToolsProtocol wraps these parser callbacks to count the request head,
-    # raises from them to stop the parse (answered through send_400_response, which it replaces for that case).
+    # raises from them to stop the parse, and replaces send_400_response (every parse refusal: a GraphQL error body).
     ("uvicorn HttpToolsProtocol.data_received", HttpToolsProtocol.data_received, "010a7ae59a5d3b1a"),
     ("uvicorn HttpToolsProtocol.on_message_begin", HttpToolsProtocol.on_message_begin, "96d377fdc7c2baef"),
     ("uvicorn HttpToolsProtocol.on_url", HttpToolsProtocol.on_url, "37be44e962b04ca8"),
