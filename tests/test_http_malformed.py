@@ -67,6 +67,9 @@ NOT_A_REQUEST: dict[str, bytes] = {
     "variables nested 1025 levels": b'{"query": "{ viewer { id } }", "variables": {"a": ' + nested(1024) + b"}}",
     "variables nested 100000 levels": b'{"query": "{ viewer { id } }", "variables": {"a": ' + nested(100_000) + b"}}",
     "extensions nested 5000 levels": b'{"query": "{ viewer { id } }", "extensions": {"a": ' + nested(5000) + b"}}",
+    # more arrays and objects than a request may hold (decoding them is what costs)
+    "20001 brackets and braces": b'{"query": "{ viewer { id } }", "variables": {"a": [[]' + b",[]" * 19_995 + b"]}}",
+    "700000 empty arrays (2 MiB)": b'{"query": "{ viewer { id } }", "variables": {"a": [' + b",[]" * 699_000 + b"]}}",
     # lone surrogates anywhere
     "a lone high surrogate in the query": b'{"query": "{ viewer { id } } # \\ud800"}',
     "a lone low surrogate in the query": b'{"query": "{ viewer { id \\udc00 } }"}',
@@ -268,6 +271,18 @@ async def test_json_nested_within_the_bound_is_refused_by_the_input_checks(
 
     assert response.status_code == 200, response.text
     assert [error["extensions"]["code"] for error in response.json()["errors"]] == ["BAD_USER_INPUT"]
+
+
+async def test_a_request_with_as_many_arrays_and_objects_as_allowed_is_served(
+    client: httpx.AsyncClient,
+) -> None:
+    # given 19995 empty arrays in variables: with the request, its query, variables and "a", 20000 brackets and braces
+    body = b'{"query": "{ viewer { id } }", "variables": {"a": [[]' + b",[]" * 19_994 + b"]}}"
+
+    # when it is posted, then GraphQL runs it
+    response = await post(client, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {"viewer": None}
 
 
 async def test_a_valid_surrogate_pair_is_kept(client: httpx.AsyncClient) -> None:
