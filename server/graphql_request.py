@@ -7,7 +7,10 @@ digits (``int()`` refuses them past 4300, as a 500), nesting deep enough to
 raise ``RecursionError``; and it answers a JSON body that is not an object
 with an ``AttributeError``. orjson refuses the first three while decoding
 (invalid UTF-8 and lone surrogates, numbers that overflow a double, nesting
-past 1024 levels); the shape is checked here. Every refusal is a
+past 1024 levels), but reads an integer past 64 bits as a double, silently
+rounded: where the text has a run of 19 digits (2**63 has 19), it is read
+again by ``json.loads`` with an exact integer check, and such an integer is
+refused too. The shape is checked here. Every refusal is a
 ``RequestRefused``: a 4xx GraphQL error body (server/request_errors.py).
 
 Building a Python list or dict is most of what decoding costs: 2 MiB of
@@ -20,6 +23,7 @@ strings count too). The largest legal request holds a few thousand: a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from email.message import Message
 from typing import Any
@@ -38,9 +42,32 @@ MAX_JSON_CONTAINERS = 20_000
 ALLOWED_METHODS = "GET, POST"
 
 
+# Every digit made "0": a run of 19 zeros is then found by a plain substring search, in C.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGIT_RUN = b"0" * 19
+INT64 = range(-(2**63), 2**63)
+
+
 def decode_json(data: str | bytes) -> Any:
-    """orjson's strict decoding: UTF-8 only, no lone surrogates, no NaN or infinities, at most 1024 levels."""
-    return orjson.loads(data)
+    """Strict JSON: UTF-8 only, no lone surrogates, no NaN or infinities, at most 1024 levels, 64-bit integers.
+
+    Raises ``json.JSONDecodeError`` (orjson's is one), as strawberry's websocket handlers expect.
+    """
+    value = orjson.loads(data)
+    raw = data.encode() if isinstance(data, str) else data  # a str orjson took holds no lone surrogate
+    if raw.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) == -1:
+        return value
+    try:
+        return json.loads(raw, parse_int=_int64)
+    except RecursionError:  # json.loads recurses in C; orjson let up to 1024 levels through
+        raise json.JSONDecodeError("nesting too deep", "", 0) from None
+
+
+def _int64(text: str) -> int:
+    number = int(text)  # at most ~310 digits: orjson refused longer numbers as infinite
+    if number not in INT64:
+        raise json.JSONDecodeError("an integer outside the 64-bit range", text, 0)
+    return number
 
 
 def decode_bounded_json(data: bytes, what: str) -> Any:
@@ -49,7 +76,7 @@ def decode_bounded_json(data: bytes, what: str) -> Any:
         raise refused(f"{what} holds more than {MAX_JSON_CONTAINERS} arrays and objects")
     try:
         return decode_json(data)
-    except orjson.JSONDecodeError as error:
+    except json.JSONDecodeError as error:
         raise refused(f"{what} is not valid JSON: {_reason(error)}") from None
 
 
@@ -135,7 +162,7 @@ def _json_type(value: object) -> str:
     return "an object"
 
 
-def _reason(error: orjson.JSONDecodeError) -> str:
+def _reason(error: json.JSONDecodeError) -> str:
     """orjson's message (what is wrong and where), never the input itself."""
     return str(error)
 

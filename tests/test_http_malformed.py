@@ -62,6 +62,9 @@ NOT_A_REQUEST: dict[str, bytes] = {
     "1e999": b'{"query": "{ viewer { id } }", "variables": {"a": 1e999}}',
     "-1e999": b'{"query": "{ viewer { id } }", "variables": {"a": -1e999}}',
     "an integer of 5000 digits": b'{"query": "{ viewer { id } }", "variables": {"a": ' + b"9" * 5000 + b"}}",
+    "2**64 (orjson rounds it to a double)": b'{"query": "{ viewer { id } }", "variables": {"a": 18446744073709551616}}',
+    "2**63": b'{"query": "{ viewer { id } }", "variables": {"a": [1, {"b": 9223372036854775808}]}}',
+    "-2**63 - 1": b'{"query": "{ viewer { id } }", "extensions": {"a": -9223372036854775809}}',
     "an integer of 100000 digits": b'{"query": "{ viewer { id } }", "variables": {"a": -' + b"9" * 100_000 + b"}}",
     # nesting past orjson's bound (1024 levels)
     "variables nested 1025 levels": b'{"query": "{ viewer { id } }", "variables": {"a": ' + nested(1024) + b"}}",
@@ -278,6 +281,19 @@ async def test_a_request_with_as_many_arrays_and_objects_as_allowed_is_served(
 ) -> None:
     # given 19995 empty arrays in variables: with the request, its query, variables and "a", 20000 brackets and braces
     body = b'{"query": "{ viewer { id } }", "variables": {"a": [[]' + b",[]" * 19_994 + b"]}}"
+
+    # when it is posted, then GraphQL runs it
+    response = await post(client, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {"viewer": None}
+
+
+async def test_64_bit_integers_and_long_digit_strings_are_served(client: httpx.AsyncClient) -> None:
+    # given the 64-bit extremes, a double, and digits in a string (which make the decoder check integers again)
+    body = (
+        b'{"query": "{ viewer { id } }", "variables": {"a": 9223372036854775807, "b": -9223372036854775808, '
+        b'"c": 1e300, "d": "12345678901234567890123456789"}}'
+    )
 
     # when it is posted, then GraphQL runs it
     response = await post(client, body)

@@ -18,6 +18,7 @@ MESSAGES = {
     "variables nested 1100 levels": SUBSCRIBE + ', "variables": {"a": ' + "[" * 1100 + "]" * 1100 + "}}}",
     "an integer of 5000 digits": SUBSCRIBE + ', "variables": {"a": ' + "9" * 5000 + "}}}",
     "1e999": SUBSCRIBE + ', "variables": {"a": 1e999}}}',
+    "an integer past 64 bits": SUBSCRIBE + ', "variables": {"a": 18446744073709551616}}}',
 }
 
 
