@@ -17,7 +17,7 @@ Building a Python list or dict is most of what decoding costs: 2 MiB of
 ``[],[],...`` took orjson 170 ms of CPU, with the event loop stalled. So a
 body with more than ``MAX_JSON_CONTAINERS`` brackets and braces is refused
 before it is decoded (counted in C, about 1 ms for 2 MiB; brackets inside
-strings count too). The largest legal request holds a few thousand: a
+strings count too), and a websocket message likewise. The largest legal request holds a few thousand: a
 2000-token document and a 16 KiB ``sceneBehaviorRules``.
 """
 
@@ -49,12 +49,15 @@ INT64 = range(-(2**63), 2**63)
 
 
 def decode_json(data: str | bytes) -> Any:
-    """Strict JSON: UTF-8 only, no lone surrogates, no NaN or infinities, at most 1024 levels, 64-bit integers.
+    """Strict JSON: UTF-8 only, no lone surrogates, no NaN or infinities, at most 1024 levels, 64-bit integers,
+    at most ``MAX_JSON_CONTAINERS`` arrays and objects.
 
     Raises ``json.JSONDecodeError`` (orjson's is one), as strawberry's websocket handlers expect.
     """
-    value = orjson.loads(data)
-    raw = data.encode() if isinstance(data, str) else data  # a str orjson took holds no lone surrogate
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_CONTAINERS:
+        raise json.JSONDecodeError(f"more than {MAX_JSON_CONTAINERS} arrays and objects", "", 0)
+    value = orjson.loads(raw)
     if raw.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) == -1:
         return value
     try:
@@ -70,10 +73,8 @@ def _int64(text: str) -> int:
     return number
 
 
-def decode_bounded_json(data: bytes, what: str) -> Any:
-    """``decode_json`` after counting brackets and braces: at most ``MAX_JSON_CONTAINERS``."""
-    if data.count(b"[") + data.count(b"{") > MAX_JSON_CONTAINERS:
-        raise refused(f"{what} holds more than {MAX_JSON_CONTAINERS} arrays and objects")
+def decode_request_json(data: bytes, what: str) -> Any:
+    """``decode_json``, its refusals as a 400."""
     try:
         return decode_json(data)
     except json.JSONDecodeError as error:
@@ -94,7 +95,7 @@ def request_from_body(content_type: str | None, body: bytes) -> GraphQLRequestDa
     charset = params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise refused(f"Unsupported charset {charset!r}: send the request as UTF-8 application/json", 415)
-    data = decode_bounded_json(body, "The request body")
+    data = decode_request_json(body, "The request body")
     if isinstance(data, list):
         raise refused("Batched requests (a JSON array) are not supported: send one operation per request")
     if not isinstance(data, dict):
@@ -112,7 +113,7 @@ def request_from_query(params: Mapping[str, Any]) -> GraphQLRequestData:
         text = params.get(name)
         if text:
             # Starlette decoded the percent-escapes as UTF-8 (U+FFFD for bad ones): it encodes back.
-            fields[name] = decode_bounded_json(str(text).encode(), f"The {name} parameter")
+            fields[name] = decode_request_json(str(text).encode(), f"The {name} parameter")
     return request_from_fields(fields)
 
 

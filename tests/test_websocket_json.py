@@ -19,6 +19,7 @@ MESSAGES = {
     "an integer of 5000 digits": SUBSCRIBE + ', "variables": {"a": ' + "9" * 5000 + "}}}",
     "1e999": SUBSCRIBE + ', "variables": {"a": 1e999}}}',
     "an integer past 64 bits": SUBSCRIBE + ', "variables": {"a": 18446744073709551616}}}',
+    "20001 arrays and objects": SUBSCRIBE + ', "variables": {"a": [' + ",".join(["[]"] * 20_001) + "]}}}",
 }
 
 
