@@ -110,7 +110,7 @@ def _operation_missing(error: CannotGetOperationTypeError) -> str:
 def _graphql_code(error: GraphQLError) -> str:
     if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED"
-    if error.message.startswith("Variable '$"):
+    if error.message.startswith(("Variable '$", "Variable values ")):  # graphql-core's coercion of variables
         return "BAD_USER_INPUT"
     return "GRAPHQL_VALIDATION_FAILED"
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import strawberry
 from graphql import DocumentNode, GraphQLError, parse
-from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -28,7 +27,7 @@ from strawberry.types.graphql import OperationType
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
 from graph.document_cost import Limits, document_too_long, measure, over_limits
-from graph.errors import as_validation_error, format_error, log_and_format_errors
+from graph.errors import as_validation_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
 from graph.subscriptions import Subscription
@@ -126,7 +125,9 @@ class LimitedCachedDocuments(SchemaExtension):
         if document is None or context.pre_execution_errors is not None:
             yield
             return
-        too_big = document_too_long(context.query or "", MAX_DOCUMENT_CHARS) or check_variables(context.variables)
+        too_big = document_too_long(context.query or "", MAX_DOCUMENT_CHARS) or check_variables(
+            context.variables, document
+        )
         if too_big is not None:
             context.pre_execution_errors = [too_big]  # refused before it could fill the caches: never cached
             yield
@@ -197,7 +198,7 @@ class PortraitsSchema(strawberry.Schema):
         """Single results only: a subscription over plain HTTP gets a clear error, not a half-run resolver.
 
         A request with no query, or whose operation is not in the document,
-        gets a GraphQL error too (strawberry's view would answer plain text).
+        is a request error the HTTP view answers (server/graphql_request.py).
         (Websockets go through ``subscribe``/``stream``, never here.)
         """
         allowed = set(DEFAULT_ALLOWED_OPERATION_TYPES if allowed_operation_types is None else allowed_operation_types)
@@ -212,8 +213,6 @@ class PortraitsSchema(strawberry.Schema):
             return ExecutionResult(
                 data=None, errors=[GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET, extensions={"code": "BAD_REQUEST"})]
             )
-        except (CannotGetOperationTypeError, MissingQueryError) as error:
-            return ExecutionResult(data=None, errors=[format_error(GraphQLError(str(error), original_error=error))])
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log only what the client did not cause, and give every error its code (graph/errors.py).

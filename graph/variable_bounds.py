@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from graphql import GraphQLError
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
 
 MAX_LIST_ITEMS = 1000
 MAX_VALUES = 20_000
@@ -28,12 +28,18 @@ class VariableBounds:
 
 
 def check_variables(
-    variables: Mapping[str, object] | None, bounds: VariableBounds = VariableBounds()
+    variables: Mapping[str, object] | None, document: DocumentNode, bounds: VariableBounds = VariableBounds()
 ) -> GraphQLError | None:
-    """The first bound the variables break, as the client's error; ``None`` when they fit."""
+    """The first bound the variables the document declares break, as the client's error; ``None`` when they fit.
+
+    Values the document does not declare are never coerced, so they cost nothing and are not measured.
+    """
     if not variables:
         return None
-    pending: list[tuple[_Trail, object]] = [((None, name), value) for name, value in variables.items()]
+    declared = _declared(document)
+    pending: list[tuple[_Trail, object]] = [
+        ((None, name), value) for name, value in variables.items() if name in declared
+    ]
     seen = len(pending)
     while pending:
         trail, value = pending.pop()
@@ -52,6 +58,16 @@ def check_variables(
         items = value.items() if isinstance(value, dict) else enumerate(value)
         pending.extend(((trail, key), item) for key, item in items)
     return None
+
+
+def _declared(document: DocumentNode) -> set[str]:
+    """The variables any operation of the document declares (at most a few hundred: the token limit)."""
+    return {
+        definition.variable.name.value
+        for operation in document.definitions
+        if isinstance(operation, OperationDefinitionNode)
+        for definition in operation.variable_definitions or ()
+    }
 
 
 # Where a value sits, as a linked list (parent, key): made in O(1) per value, read only for an error.

@@ -243,11 +243,11 @@ async def test_any_accept_header_gets_json(client: httpx.AsyncClient, accept: st
 async def test_json_nested_within_the_bound_reaches_graphql_and_is_refused_there(
     client: httpx.AsyncClient, alice: uuid.UUID
 ) -> None:
-    # given variables nested 1000 levels deep (within orjson's 1024), for a String and for a JSON input
+    # given a variable nested 1000 levels deep (within orjson's 1024), for a String
     deep = nested(1000).decode()
     body = (
-        '{"query": "query($a: String, $r: JSON) { characters(after: $a) { edges { cursor } } '
-        'r: characters(after: \\"x\\") { edges { cursor } } }", "variables": {"a": ' + deep + ', "r": ' + deep + "}}"
+        '{"query": "query($a: String) { characters(after: $a) { edges { cursor } } }", "variables": {"a": '
+        + deep + "}}"
     )
 
     # when it is posted

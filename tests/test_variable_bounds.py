@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from graphql import DocumentNode, parse
 
 from graph.variable_bounds import MAX_LIST_ITEMS, MAX_VALUES, VariableBounds, check_variables
 from tests.conftest import GraphQL
@@ -16,6 +17,11 @@ mutation($tags: [String!]!, $rules: JSON) {
                           sceneBehaviorRules: $rules}) { id appearanceTags }
 }
 """
+
+
+def declaring(*names: str) -> DocumentNode:
+    """A document whose operation declares ``names`` (the only variables measured)."""
+    return parse("query(" + ", ".join(f"${name}: JSON" for name in names) + ") { __typename }")
 
 
 def only_error(body: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def test_the_error_names_the_input_field_that_holds_the_list() -> None:
     # given an input object variable whose appearanceTags list is past the bound
     variables = {"input": {"name": "Vale", "appearanceTags": ["x"] * 11}}
     # when it is measured
-    error = check_variables(variables, VariableBounds(max_list_items=10))
+    error = check_variables(variables, declaring("input"), VariableBounds(max_list_items=10))
     # then the message and extensions name the field inside the variable
     assert error is not None and error.extensions is not None
     assert error.message == "Variable '$input'.appearanceTags holds a list of 11 items; at most 10 are allowed."
@@ -82,7 +88,7 @@ async def test_variables_within_the_bounds_run_as_before(graphql: GraphQL, alice
 )
 def test_nested_values_are_found_at_any_depth(variables: dict[str, object], measure: str) -> None:
     # given small bounds, when nested variables break one, then it is named
-    error = check_variables(variables, VariableBounds(max_list_items=10, max_values=30))
+    error = check_variables(variables, declaring("a"), VariableBounds(max_list_items=10, max_values=30))
     assert error is not None
     assert error.extensions is not None and error.extensions["measure"] == measure
 
@@ -93,6 +99,14 @@ def test_deep_nesting_is_walked_without_recursion() -> None:
     for _ in range(200_000):
         deep = [deep]
     # when measured with a values bound above its size, then it fits; below, it is refused
-    assert check_variables({"a": deep}, VariableBounds(max_values=300_000)) is None
-    refused = check_variables({"a": deep}, VariableBounds(max_values=1000))
+    assert check_variables({"a": deep}, declaring("a"), VariableBounds(max_values=300_000)) is None
+    refused = check_variables({"a": deep}, declaring("a"), VariableBounds(max_values=1000))
     assert refused is not None and refused.extensions is not None and refused.extensions["measure"] == "values"
+
+
+def test_values_the_document_does_not_declare_are_not_measured() -> None:
+    # given a list past the bound in a variable no operation declares (graphql-core never coerces it)
+    variables = {"declared": [1, 2], "extra": [1] * 11}
+    # when measured, then it is ignored; declared, it is refused
+    assert check_variables(variables, declaring("declared"), VariableBounds(max_list_items=10)) is None
+    assert check_variables(variables, declaring("declared", "extra"), VariableBounds(max_list_items=10)) is not None
