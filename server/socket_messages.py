@@ -8,9 +8,8 @@ the socket with 1011 and logged a crash. Messages are checked here first
 the protocol's own answer (graphql-transport-ws closes with 4400) and only
 well-formed messages reach strawberry.
 
-The check is one pass over the message, without recursion: nested values
-are walked with an explicit stack, so a deeply nested message costs its
-size and nothing more.
+The message was decoded strictly (server/graphql_request.py: valid Unicode,
+bounded nesting and size), so only its shape is checked here.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ def _object_with_type(message: object) -> Mapping[str, object]:
         raise MalformedMessage(f"a message must be a JSON object, not {_json_kind(message)}")
     if not isinstance(message.get("type"), str):
         raise MalformedMessage("a message must have a string 'type'")
-    _check_text(message)
     return message
 
 
@@ -94,29 +92,6 @@ def _operation_payload(message: Mapping[str, object]) -> None:
 def _optional_object(holder: Mapping[str, object], name: str) -> None:
     if not isinstance(holder.get(name), dict | None):
         raise MalformedMessage(f"'{name}' must be an object or null")
-
-
-def _check_text(message: dict[str, object]) -> None:
-    """Every key and string in the message is valid Unicode: a lone surrogate cannot be stored, or sent back."""
-    pending: list[object] = [message]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            _valid_unicode(value)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                _valid_unicode(key)
-                pending.append(item)
-        elif isinstance(value, list):
-            pending.extend(value)
-
-
-def _valid_unicode(text: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            raise MalformedMessage("the message holds a lone surrogate (\\ud800-\\udfff): not valid Unicode") from None
 
 
 def _json_kind(value: object) -> str:

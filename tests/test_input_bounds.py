@@ -47,7 +47,7 @@ async def http(live_server: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def post_while_polling_health(
-    http: httpx.AsyncClient, user: uuid.UUID, query: str, variables: dict[str, Any]
+    http: httpx.AsyncClient, user: uuid.UUID, query: str, variables: dict[str, Any], *, status: int = 200
 ) -> tuple[dict[str, Any], float, int]:
     """POST ``query`` (raw JSON, so lone surrogates pass as escapes) while ``/healthz`` is polled.
 
@@ -72,9 +72,16 @@ async def post_while_polling_health(
     elapsed = time.perf_counter() - started
     answered.set()
     await poller
-    assert response.status_code == 200, response.text[:500]
+    assert response.status_code == status, response.text[:500]
     body: dict[str, Any] = response.json()
     return body, elapsed, health_answers
+
+
+def assert_invalid_json(body: dict[str, Any]) -> None:
+    """Refused by the HTTP layer's strict JSON before any GraphQL work (server/graphql_request.py)."""
+    error = only_error(body)
+    assert error["extensions"] == {"code": "BAD_REQUEST"}, error
+    assert error["message"].startswith("The request body is not valid JSON"), error
 
 
 def assert_bad_input(body: dict[str, Any], field: str) -> None:
@@ -183,45 +190,46 @@ SURROGATE_INPUTS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("field", list(SURROGATE_INPUTS))
-async def test_a_lone_surrogate_in_any_character_text_is_bad_input(
+async def test_a_lone_surrogate_in_any_character_text_is_refused_with_the_request(
     http: httpx.AsyncClient, graphql: GraphQL, alice: uuid.UUID, field: str
 ) -> None:
     # given input whose JSON carries a lone surrogate escape (valid JSON, not valid Unicode)
     overrides = SURROGATE_INPUTS[field]
     # when it is sent to create and to update a character
-    created, _, _ = await post_while_polling_health(http, alice, CREATE, {"input": {**VALID, **overrides}})
+    created, _, _ = await post_while_polling_health(
+        http, alice, CREATE, {"input": {**VALID, **overrides}}, status=400
+    )
     character = await create_character(graphql, alice)
     updated, _, _ = await post_while_polling_health(
-        http, alice, UPDATE, {"id": character["id"], "input": overrides}
+        http, alice, UPDATE, {"id": character["id"], "input": overrides}, status=400
     )
-    # then each is BAD_USER_INPUT naming the field, never an internal error from the database driver
-    assert_bad_input(created, field)
-    assert_bad_input(updated, field)
+    # then the request is refused as invalid JSON before GraphQL runs, never an error from the database driver
+    assert_invalid_json(created)
+    assert_invalid_json(updated)
 
 
-async def test_a_lone_surrogate_in_a_rules_key_prompt_id_or_cursor_is_bad_input(
+async def test_a_lone_surrogate_in_a_rules_key_prompt_id_or_cursor_is_refused_with_the_request(
     http: httpx.AsyncClient, alice: uuid.UUID
 ) -> None:
-    key, _, _ = await post_while_polling_health(
-        http, alice, CREATE, {"input": {**VALID, "sceneBehaviorRules": {LONE_SURROGATE: 1}}}
-    )
-    prompt, _, _ = await post_while_polling_health(
-        http, alice, GENERATE_IMAGE, {"input": {"prompt": f"a cat {LONE_SURROGATE}"}}
-    )
-    draft, _, _ = await post_while_polling_health(
-        http, alice, GENERATE_PORTRAIT, {"input": {"draft": {**VALID, "name": LONE_SURROGATE}}}
-    )
-    by_id, _, _ = await post_while_polling_health(
-        http, alice, "query($id: ID!) { character(id: $id) { id } }", {"id": LONE_SURROGATE}
-    )
-    page, _, _ = await post_while_polling_health(
-        http, alice, "query($after: String) { jobs(after: $after) { edges { cursor } } }", {"after": LONE_SURROGATE}
-    )
-    assert_bad_input(key, "sceneBehaviorRules")
-    assert_bad_input(prompt, "prompt")
-    assert_bad_input(draft, "name")
-    assert_bad_input(by_id, "id")
-    assert_bad_input(page, "after")
+    requests: list[tuple[str, dict[str, Any]]] = [
+        (CREATE, {"input": {**VALID, "sceneBehaviorRules": {LONE_SURROGATE: 1}}}),
+        (GENERATE_IMAGE, {"input": {"prompt": f"a cat {LONE_SURROGATE}"}}),
+        (GENERATE_PORTRAIT, {"input": {"draft": {**VALID, "name": LONE_SURROGATE}}}),
+        ("query($id: ID!) { character(id: $id) { id } }", {"id": LONE_SURROGATE}),
+        ("query($after: String) { jobs(after: $after) { edges { cursor } } }", {"after": LONE_SURROGATE}),
+    ]
+    for query, variables in requests:
+        body, _, _ = await post_while_polling_health(http, alice, query, variables, status=400)
+        assert_invalid_json(body)
+
+
+@pytest.mark.parametrize("field", ["name", "description", "traits", "persona", "gender"])
+def test_the_character_checks_refuse_a_lone_surrogate_themselves(field: str) -> None:
+    # given a text with a lone surrogate reaching the checks by another way than HTTP's JSON
+    # when it is checked, then it is refused naming the field (PostgreSQL could not store it)
+    with pytest.raises(BadUserInput) as refused:
+        clean_character_fields({**VALID, field: f"a {LONE_SURROGATE} b"}, partial=False, owner_id=uuid.UUID(int=1))
+    assert refused.value.extensions == {"code": "BAD_USER_INPUT", "field": field}
 
 
 @pytest.mark.parametrize(
