@@ -92,7 +92,7 @@ def measure(document: DocumentNode) -> DocumentCost:
         if isinstance(definition, FragmentDefinitionNode)
     }
     measured: dict[str, Cost] = {}
-    for name in _dependencies_first(fragments):
+    for name in dependencies_first(fragments):
         measured[name] = _selection_set_cost(fragments[name].selection_set, measured)
     operations = tuple(
         (definition, _selection_set_cost(definition.selection_set, measured))
@@ -113,24 +113,24 @@ def over_limits(cost: DocumentCost, limits: Limits) -> list[GraphQLError]:
     for operation, operation_cost in cost.operations:
         if operation_cost.depth > limits.depth:
             name = operation.name.value if operation.name else "anonymous"
-            errors.append(_refusal(
+            errors.append(refusal(
                 f"Operation '{name}' nests {operation_cost.depth} fields deep; at most {limits.depth} are allowed.",
                 "depth", limits.depth, operation_cost.depth, operation,
             ))
     if cost.aliases > limits.aliases:
-        errors.append(_refusal(
-            f"The document has {_count(cost.aliases)} aliases with its fragments expanded; "
+        errors.append(refusal(
+            f"The document has {count(cost.aliases)} aliases with its fragments expanded; "
             f"at most {limits.aliases} are allowed.",
             "aliases", limits.aliases, cost.aliases,
         ))
     if cost.fields > limits.fields:
-        errors.append(_refusal(
+        errors.append(refusal(
             f"The document selects {cost.fields} fields; at most {limits.fields} are allowed.",
             "fields", limits.fields, cost.fields,
         ))
     if cost.selections > limits.selections:
-        errors.append(_refusal(
-            f"The document selects {_count(cost.selections)} fields with its fragments expanded; "
+        errors.append(refusal(
+            f"The document selects {count(cost.selections)} fields with its fragments expanded; "
             f"at most {limits.selections} are allowed.",
             "selections", limits.selections, cost.selections,
         ))
@@ -141,12 +141,12 @@ def document_too_long(query: str, limit: int) -> GraphQLError | None:
     """The refusal of a document longer than ``limit`` characters, measured before it is parsed or validated."""
     if len(query) <= limit:
         return None
-    return _refusal(
+    return refusal(
         f"The document has {len(query)} characters; at most {limit} are allowed.", "characters", limit, len(query)
     )
 
 
-def _refusal(
+def refusal(
     message: str, measure_name: str, limit: int, value: int, node: OperationDefinitionNode | None = None
 ) -> GraphQLError:
     return GraphQLError(
@@ -156,11 +156,11 @@ def _refusal(
     )
 
 
-def _count(value: int) -> str:
+def count(value: int) -> str:
     return f"at least {value}" if value >= CAP else str(value)
 
 
-def _dependencies_first(fragments: Mapping[str, FragmentDefinitionNode]) -> list[str]:
+def dependencies_first(fragments: Mapping[str, FragmentDefinitionNode]) -> list[str]:
     """Fragment names, each after the fragments it spreads (a spread closing a cycle is skipped).
 
     An explicit stack, not recursion: a chain of a thousand fragments is a

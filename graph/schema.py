@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import strawberry
-from graphql import DocumentNode, GraphQLError, parse
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
@@ -26,13 +27,16 @@ from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
-from graph.document_cost import Limits, document_too_long, measure, over_limits
+from graph.document_cost import Limits, count, document_too_long, measure, over_limits, refusal
 from graph.errors import as_validation_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
+from graph.result_size import ListBounds, estimate_results, introspection_bounds
 from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
 from graph.viewer import ViewerQuery
+from resolvers.characters import TAGS_MAX_COUNT
+from resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_DEPTH = 10
 MAX_TOKENS = 2000
@@ -43,6 +47,14 @@ MAX_DOCUMENT_CHARS = 100_000
 MAX_ALIASES = 30
 MAX_FIELDS = 200
 MAX_SELECTIONS = 1000
+# Values a response may hold, each list's items counted (graph/result_size.py): about 4 us of CPU each, so the
+# largest accepted answer costs tens of ms. Two pages of 100 characters with every field fit (4,901 each).
+MAX_RESULTS = 10_000
+# What a __schema field counts, whatever it selects: GraphiQL's introspection query fits twice, not three times.
+SCHEMA_FIELD_WEIGHT = 4_000
+# Bounds of the lists that are not pages: attempts (JOB_MAX_ATTEMPTS is at most 20), the model catalogue.
+MAX_JOB_ATTEMPTS = 20
+MAX_IMAGE_MODELS = 50
 CACHE_SIZE = 256
 
 LIMITS = Limits(depth=MAX_DEPTH, aliases=MAX_ALIASES, fields=MAX_FIELDS, selections=MAX_SELECTIONS)
@@ -134,7 +146,9 @@ class LimitedCachedDocuments(SchemaExtension):
             return
         context.pre_execution_errors = self.validated.get(document)
         if context.pre_execution_errors is None:
-            context.pre_execution_errors = over_limits(measure(document), LIMITS) or None
+            context.pre_execution_errors = (
+                over_limits(measure(document), LIMITS) or results_over_limit(document, context.schema) or None
+            )
         validated_now = context.pre_execution_errors is None
         yield
         errors = context.pre_execution_errors
@@ -144,6 +158,35 @@ class LimitedCachedDocuments(SchemaExtension):
                 # validation errors ("Variable '$x' is never used." is one; a variable's bad value is not).
                 errors[:] = [as_validation_error(error) for error in errors]
             self.validated.put(document, errors)
+
+
+@cache
+def _result_types(schema: strawberry.Schema) -> tuple[GraphQLSchema, ListBounds]:
+    """The schema's types as graphql-core sees them, rebuilt from its SDL (strawberry keeps its own private)."""
+    types = build_graphql_schema(schema.as_str())
+    fixed = {
+        **introspection_bounds(types),
+        ("Character", "appearanceTags"): TAGS_MAX_COUNT,
+        ("LibraryAsset", "tags"): TAGS_MAX_COUNT,
+        ("Job", "attemptHistory"): MAX_JOB_ATTEMPTS,
+        ("Query", "imageModels"): MAX_IMAGE_MODELS,
+    }
+    return types, ListBounds(
+        default_page=DEFAULT_PAGE_SIZE, max_page=MAX_PAGE_SIZE, schema_field=SCHEMA_FIELD_WEIGHT, fixed=fixed
+    )
+
+
+def results_over_limit(document: DocumentNode, schema: strawberry.Schema) -> list[GraphQLError]:
+    """The refusal of a document whose response could hold more than ``MAX_RESULTS`` values (graph/result_size.py)."""
+    types, bounds = _result_types(schema)
+    size = estimate_results(document, types, bounds)
+    if size <= MAX_RESULTS:
+        return []
+    return [refusal(
+        f"The response could hold {count(size)} values, counting every item of its lists; "
+        f"at most {MAX_RESULTS} are allowed: ask for smaller pages or fewer fields.",
+        "results", MAX_RESULTS, size,
+    )]
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
