@@ -40,7 +40,8 @@ schema: $(VENV)/.installed
 # jobs/s and per-job overhead through one generation worker, then 10,000 idle subscribers on one
 # server process: memory per subscriber and latency from commit to client receipt; then 6 cycles
 # of 3,000 sockets opened, subscribed and closed: the server's RSS after each; then realtime across
-# two API processes (PostgreSQL and Redis modes) and through the death of the Redis relay leader.
+# two API processes (PostgreSQL and Redis modes) and through the death of the Redis relay leader; then what
+# abuse costs: the worst documents the limits accept and the cheapest they refuse, a body at the cap, idle connections.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
@@ -49,6 +50,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/subscriptions.py
 	$(BIN)/python bench/socket_cycles.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/abuse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
