@@ -15,50 +15,60 @@ bounded nesting and size), so only its shape is checked here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 # graphql-transport-ws (PROTOCOL.md of graphql-ws): "Invalid message received".
 INVALID_MESSAGE_CODE = 4400
 # Clients make ids of a UUID or a counter; this bounds what every reply of the socket echoes.
 MAX_OPERATION_ID_LENGTH = 128
 
-TRANSPORT_WS_TYPES = frozenset({"connection_init", "ping", "pong", "subscribe", "complete"})
-LEGACY_WS_TYPES = frozenset({"connection_init", "connection_terminate", "start", "stop"})
 _OPTIONAL_OBJECTS = ("variables", "extensions")
+
+
+@dataclass(frozen=True, slots=True)
+class SocketProtocol:
+    """What one protocol's client messages are: the types whose payload is an optional object, and the two
+    that name an operation (start one, stop one)."""
+
+    optional_payloads: frozenset[str]
+    start: str
+    stop: str
+
+
+TRANSPORT_WS = SocketProtocol(frozenset({"connection_init", "ping", "pong"}), start="subscribe", stop="complete")
+LEGACY_WS = SocketProtocol(frozenset({"connection_init"}), start="start", stop="stop")
 
 
 class MalformedMessage(ValueError):
     """A client message its protocol does not allow; the message says what is wrong, for the client."""
 
 
-def check_transport_ws(message: object) -> Mapping[str, object]:
-    """A graphql-transport-ws message as strawberry reads it, or ``MalformedMessage``.
+def check_message(message: object, protocol: SocketProtocol) -> Mapping[str, object]:
+    """``message`` as strawberry reads it under ``protocol``, or ``MalformedMessage``.
 
-    Unknown types pass: strawberry closes them with 4400 itself, naming the type.
+    Unknown types pass: strawberry answers them itself (graphql-transport-ws closes with 4400, naming the type;
+    legacy graphql-ws ignores them).
     """
     checked = _object_with_type(message)
     kind = checked["type"]
-    if kind in ("connection_init", "ping", "pong"):
+    if kind in protocol.optional_payloads:
         _optional_object(checked, "payload")
-    elif kind == "subscribe":
+    elif kind == protocol.start:
         _operation_id(checked)
         _operation_payload(checked)
-    elif kind == "complete":
+    elif kind == protocol.stop:
         _operation_id(checked)
     return checked
 
 
-def check_legacy_ws(message: object) -> Mapping[str, object]:
-    """A graphql-ws (subscriptions-transport-ws) message as strawberry reads it, or ``MalformedMessage``."""
-    checked = _object_with_type(message)
-    kind = checked["type"]
-    if kind == "connection_init":
-        _optional_object(checked, "payload")
-    elif kind == "start":
-        _operation_id(checked)
-        _operation_payload(checked)
-    elif kind == "stop":
-        _operation_id(checked)
-    return checked
+def operation_query(message: Mapping[str, object], protocol: SocketProtocol) -> str | None:
+    """The document of a checked message that starts an operation under ``protocol``; ``None`` for any other."""
+    if message["type"] != protocol.start:
+        return None
+    payload = message["payload"]
+    assert isinstance(payload, dict)  # check_message made sure
+    query: str = payload["query"]
+    return query
 
 
 def _object_with_type(message: object) -> Mapping[str, object]:

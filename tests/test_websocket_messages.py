@@ -82,6 +82,36 @@ async def test_a_malformed_message_closes_the_socket_with_4400_and_says_why(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+# The other protocol's operation message: its type is unknown here, and its payload never checked.
+FOREIGN_OPERATIONS = [
+    (TRANSPORT_WS, '{"type":"start","id":"1","payload":{}}'),
+    (TRANSPORT_WS, '{"type":"start","id":"1","payload":{"query":5}}'),
+    (LEGACY_WS, '{"type":"subscribe","id":"1","payload":{}}'),
+    (LEGACY_WS, '{"type":"subscribe","id":"1","payload":{"query":5}}'),
+]
+
+
+@pytest.mark.parametrize(("protocol", "frame"), FOREIGN_OPERATIONS)
+async def test_the_other_protocols_operation_message_is_not_taken_for_one(
+    live_server: str, token: str, protocol: str, frame: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given an initialised socket, when it sends the other protocol's way of starting an operation, malformed
+    async with GraphQLSocket.open(live_server, token=token, protocol=protocol) as socket:
+        with caplog.at_level(logging.INFO):
+            await socket.connection.send(frame)
+            if protocol == TRANSPORT_WS:
+                # then graphql-transport-ws closes with 4400 naming the unknown type
+                with pytest.raises(Rejected) as closed:
+                    await socket.receive(timeout=5)
+                assert (closed.value.code, closed.value.reason) == (4400, "Unknown message type: start")
+            else:
+                # then legacy graphql-ws ignores it, and the socket still serves a subscription
+                operation = await socket.subscribe("subscription { portraitJobs { id } }")
+                await socket.stop(operation)
+    # and nothing crashed
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
 @pytest.mark.parametrize("frame", UNDECODABLE.values(), ids=UNDECODABLE.keys())
 async def test_a_message_that_does_not_decode_closes_the_socket_with_4400(
     live_server: str, token: str, frame: str, caplog: pytest.LogCaptureFixture
