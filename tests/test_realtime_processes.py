@@ -12,12 +12,13 @@ graceful stop says what it closed without a warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,34 @@ async def test_a_change_through_one_server_reaches_a_subscriber_on_the_other(
     # and a subscriber on the second
     async with GraphQLSocket.open(ws_url(second), token=token_for(alice)) as socket:
         await socket.subscribe(CHARACTER_IMAGE_UPDATED, {"characterId": character["id"]})
-        # (a first change proves the subscription is live before the one under test)
-        post(first, alice, SET_IMAGE, {"id": character["id"], "url": "https://example.com/warm.png"})
-        assert data_of(await socket.next_result(), "characterImageUpdated")["imageUrl"] == "https://example.com/warm.png"
+        # (a first change heard proves the subscription is live before the one under test)
+        await until_heard(socket, lambda url: post(first, alice, SET_IMAGE, {"id": character["id"], "url": url}))
 
         # when the image changes through the first
         post(first, alice, SET_IMAGE, {"id": character["id"], "url": "https://example.com/iris.png"})
 
-        # then the subscriber on the second hears it
+        # then the subscriber on the second hears it (after any warm-up change still on its way)
         update = data_of(await socket.next_result(), "characterImageUpdated")
+        while "/warm/" in update["imageUrl"]:
+            update = data_of(await socket.next_result(), "characterImageUpdated")
     assert (update["id"], update["imageUrl"]) == (character["id"], "https://example.com/iris.png")
+
+
+async def until_heard(socket: GraphQLSocket, change: Callable[[str], object], timeout: float = 30) -> None:
+    """Warm-up changes, one a second, until the subscription hears one.
+
+    Nothing says when a subscription started on another process is listening:
+    a single change made too early is never heard, and the test would wait for it.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        url = f"https://example.com/warm/{uuid.uuid4()}.png"
+        change(url)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                if data_of(await socket.next_result(timeout=1), "characterImageUpdated")["imageUrl"] == url:
+                    return
+    raise AssertionError(f"no warm-up change heard in {timeout:g}s")
 
 
 async def test_a_worker_process_progress_reaches_both_servers_even_across_a_killed_listen_connection(
@@ -314,13 +333,22 @@ async def test_every_event_of_a_burst_reaches_another_process_when_the_relay_lea
                  [max(0.0, by_id[str(c)] - committed[c]) * 1000 for c in characters])
 
 
-async def prove_live(pool: asyncpg.Pool, received: Received, character: uuid.UUID) -> None:
-    """A change the subscription must hear, so it is known to be listening (nothing else says so)."""
-    url = f"https://example.com/warm/{uuid.uuid4()}.png"
-    await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character, url)
-    await received.until(
-        lambda: any(data["imageUrl"] == url for _, data in received.data("characterImageUpdated")), timeout=30
-    )
+async def prove_live(pool: asyncpg.Pool, received: Received, character: uuid.UUID, timeout: float = 30) -> None:
+    """Changes, one a second, until the subscription hears one, so it is known to be listening (nothing else says
+    so, and a single change made before it listens is never heard)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        url = f"https://example.com/warm/{uuid.uuid4()}.png"
+        await pool.execute("UPDATE characters SET image_url = $2 WHERE id = $1", character, url)
+        try:
+            await received.until(
+                lambda url=url: any(data["imageUrl"] == url for _, data in received.data("characterImageUpdated")),
+                timeout=1,
+            )
+            return
+        except TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
