@@ -33,13 +33,14 @@ import resource
 import weakref
 from collections.abc import Awaitable
 from contextvars import ContextVar
+from http import HTTPStatus
 from typing import Any, ClassVar, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from server import json
+from server.request_errors import SERVICE_UNAVAILABLE, error_body, raw_response
 from server.settings import ConnectionLimits
 
 logger = logging.getLogger(__name__)
@@ -81,18 +82,10 @@ def raise_descriptor_limit(max_connections: int) -> int:
 
 def busy_response(limit: int) -> bytes:
     """The whole HTTP 503 a connection over the cap gets: a GraphQL error, then the connection closes."""
-    body = json.dumps({"errors": [{
-        "message": f"Server busy: too many open connections (limit {limit}); retry shortly",
-        "extensions": {"code": "SERVICE_UNAVAILABLE", "limit": limit},
-    }]})
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "retry-after: 1\r\n"
-        "connection: close\r\n\r\n"
+    body = error_body(
+        f"Server busy: too many open connections (limit {limit}); retry shortly", SERVICE_UNAVAILABLE, {"limit": limit}
     )
-    return head.encode("ascii") + body
+    return raw_response(HTTPStatus.SERVICE_UNAVAILABLE, body, [(b"retry-after", b"1")])
 
 
 class ConnectionGuard:

@@ -99,7 +99,7 @@ def request_from_body(content_type: str | None, body: bytes) -> GraphQLRequestDa
     if isinstance(data, list):
         raise refused("Batched requests (a JSON array) are not supported: send one operation per request")
     if not isinstance(data, dict):
-        raise refused(f"The request body must be a JSON object, not {_json_type(data)}")
+        raise refused(f"The request body must be a JSON object, not {json_type(data)}")
     return request_from_fields(data)
 
 
@@ -123,16 +123,16 @@ def request_from_fields(data: Mapping[str, Any]) -> GraphQLRequestData:
     if query is None or query == "":
         raise refused("The request has no GraphQL query: send it as `query`")
     if not isinstance(query, str):
-        raise refused(f"`query` must be a string, not {_json_type(query)}")
+        raise refused(f"`query` must be a string, not {json_type(query)}")
     operation_name = data.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
-        raise refused(f"`operationName` must be a string or null, not {_json_type(operation_name)}")
+        raise refused(f"`operationName` must be a string or null, not {json_type(operation_name)}")
     variables = data.get("variables")
     if variables is not None and not isinstance(variables, dict):
-        raise refused(f"`variables` must be an object or null, not {_json_type(variables)}")
+        raise refused(f"`variables` must be an object or null, not {json_type(variables)}")
     extensions = data.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
-        raise refused(f"`extensions` must be an object or null, not {_json_type(extensions)}")
+        raise refused(f"`extensions` must be an object or null, not {json_type(extensions)}")
     return GraphQLRequestData(
         query=query, variables=variables, operation_name=operation_name, extensions=extensions, protocol="http"
     )
@@ -148,8 +148,8 @@ def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return params[0][0].lower(), {str(key).lower(): str(value) for key, value in params[1:]}
 
 
-def _json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for messages that never echo the value."""
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages that never echo the value (websocket ones too)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

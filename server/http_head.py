@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from server.request_errors import BAD_REQUEST, HEADERS_TOO_LARGE, URI_TOO_LONG, error_body
+from server.request_errors import BAD_REQUEST, HEADERS_TOO_LARGE, URI_TOO_LONG, error_body, raw_response
 from server.settings import HttpLimits
 
 
@@ -85,11 +85,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             )
         else:
             body = error_body(f"{msg.rstrip('.')}: not an HTTP/1.1 request this server can parse", BAD_REQUEST)
-        head = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii")]
-        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head.append(f"content-type: application/json\r\ncontent-length: {len(body)}\r\n".encode())
-        head.append(b"connection: close\r\n\r\n")
-        self.transport.write(b"".join(head) + body)
+        self.transport.write(raw_response(status, body, self.server_state.default_headers))
         self.transport.close()
 
 

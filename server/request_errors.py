@@ -2,13 +2,17 @@
 
 The body is ``{"errors": [{"message", "extensions": {"code", ...}}]}`` with
 no ``data`` (the GraphQL-over-HTTP spec's request error), and the status
-says what was wrong with the request: 400 malformed, 405 method, 413 body,
-414 query string or URL, 415 content type, 431 headers.
+says what was wrong with the request: 400 malformed, 405 method, 408 a body
+too slow, 413 body, 414 query string or URL, 415 content type, 431 headers;
+503 when the server cannot take it now (connections or buffered bodies).
+``raw_response`` is the same answer as bytes for the protocol layer, which
+writes to the socket before any ASGI app runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 
 from cross_web import HTTPException
 from starlette.responses import Response
@@ -19,6 +23,8 @@ BAD_REQUEST = "BAD_REQUEST"
 PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
 URI_TOO_LONG = "URI_TOO_LONG"
 HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
+REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class RequestRefused(HTTPException):
@@ -50,3 +56,11 @@ def refusal_response(refused: RequestRefused) -> Response:
         headers=refused.headers,
         media_type="application/json",
     )
+
+
+def raw_response(status: HTTPStatus, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 response carrying the JSON ``body``, after which the connection is closed."""
+    head = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii")]
+    head += [name + b": " + value + b"\r\n" for name, value in headers]
+    head.append(f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n".encode())
+    return b"".join(head) + body

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from server.graphql_request import json_type
+
 # graphql-transport-ws (PROTOCOL.md of graphql-ws): "Invalid message received".
 INVALID_MESSAGE_CODE = 4400
 # Clients make ids of a UUID or a counter; this bounds what every reply of the socket echoes.
@@ -73,7 +75,7 @@ def operation_query(message: Mapping[str, object], protocol: SocketProtocol) -> 
 
 def _object_with_type(message: object) -> Mapping[str, object]:
     if not isinstance(message, dict):
-        raise MalformedMessage(f"a message must be a JSON object, not {_json_kind(message)}")
+        raise MalformedMessage(f"a message must be a JSON object, not {json_type(message)}")
     if not isinstance(message.get("type"), str):
         raise MalformedMessage("a message must have a string 'type'")
     return message
@@ -103,17 +105,3 @@ def _optional_object(holder: Mapping[str, object], name: str) -> None:
     if not isinstance(holder.get(name), dict | None):
         raise MalformedMessage(f"'{name}' must be an object or null")
 
-
-def _json_kind(value: object) -> str:
-    match value:
-        case list():
-            return "an array"
-        case str():
-            return "a string"
-        case bool():
-            return "a boolean"
-        case int() | float():
-            return "a number"
-        case None:
-            return "null"
-    return type(value).__name__
