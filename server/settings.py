@@ -35,13 +35,16 @@ PRODUCTION = "production"
 # A production secret must at least match what Supabase issues (40+ chars).
 MIN_PRODUCTION_SECRET_LENGTH = 32
 DEV_SECRET_FILE = "jwt-secret"
+# MAX_REQUEST_BODY_BYTES's default, which a websocket message's cap follows (WebSocketConfig.max_message_bytes).
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class WebSocketConfig:
     """How uvicorn serves websockets (README: Limits).
 
-    Only compression is a setting (WS_PER_MESSAGE_DEFLATE); the rest are fixed, and tests shorten them.
+    Compression is a setting (WS_PER_MESSAGE_DEFLATE) and the message cap is the HTTP body cap
+    (MAX_REQUEST_BODY_BYTES); the rest are fixed, and tests shorten them.
     """
 
     # Off by default: subscription messages are ~100-byte JSON and zlib state costs tens of KB per socket.
@@ -49,8 +52,8 @@ class WebSocketConfig:
     # The server pings this often and closes (1011) a socket whose pong is this late.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
-    # A larger message from a client closes its socket with 1009.
-    max_message_bytes: int = 2 * 1024 * 1024  # as an HTTP body (MAX_REQUEST_BODY_BYTES's default)
+    # A larger message from a client closes its socket with 1009: the HTTP body cap (MAX_REQUEST_BODY_BYTES).
+    max_message_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,14 @@ class HttpLimits:
     """
 
     # A larger body is answered 413 as soon as it passes this (at once when Content-Length says so).
-    max_body_bytes: int = 2 * 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # A body must arrive whole within this many seconds of its request's headers, else 408 and the connection
+    # closed: a client dripping its body holds neither its connection nor the bytes it sent for long.
+    body_timeout: float = 30.0
+    # Request-body bytes this process holds at once, over all requests (received, not yet answered); a request
+    # whose body would pass it is answered 503 and closed, so bodies in flight take bounded memory whatever the
+    # number of connections (32 bodies at the default cap).
+    max_buffered_body_bytes: int = 64 * 1024 * 1024
     # A longer query string (a GET's document and variables) is answered 414.
     max_query_string_bytes: int = 8 * 1024
     # The request line and headers together; larger is answered 414 (a long URL) or 431 and the connection closed.
@@ -152,6 +162,7 @@ class Settings:
             jwt_secret = load_or_create_dev_secret(data_dir)
 
         generation = _generation_settings(env)
+        http = _http_limits(env)
         public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         public_url = env.get("PUBLIC_URL") or f"http://{public_host}:{port}"
         return cls(
@@ -178,9 +189,12 @@ class Settings:
                 max_pending=_int_setting(env, "SUBSCRIPTION_MAX_PENDING", 256, minimum=1, maximum=100_000),
                 max_lag_seconds=_float_setting(env, "SUBSCRIPTION_MAX_LAG_SECONDS", 60, minimum=0.1, maximum=3600),
             ),
-            websocket=WebSocketConfig(per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False)),
+            websocket=WebSocketConfig(
+                per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False),
+                max_message_bytes=http.max_body_bytes,
+            ),
             connections=_connection_limits(env),
-            http=_http_limits(env),
+            http=http,
         )
 
 
@@ -330,10 +344,21 @@ def _http_limits(env: Mapping[str, str]) -> HttpLimits:
             f"MAX_REQUEST_HEAD_BYTES ({head}) must exceed MAX_QUERY_STRING_BYTES ({query_string}) by at least 1024, "
             "or a query string under its cap could never arrive"
         )
+    body = _int_setting(
+        env, "MAX_REQUEST_BODY_BYTES", defaults.max_body_bytes, minimum=1024, maximum=1024 * 1024 * 1024
+    )
+    buffered = _int_setting(
+        env, "MAX_BUFFERED_BODY_BYTES", defaults.max_buffered_body_bytes, minimum=1024, maximum=1024**4
+    )
+    if buffered < body:
+        raise SettingsError(
+            f"MAX_BUFFERED_BODY_BYTES ({buffered}) must be at least MAX_REQUEST_BODY_BYTES ({body}), "
+            "or a body under its cap could never be held"
+        )
     return HttpLimits(
-        max_body_bytes=_int_setting(
-            env, "MAX_REQUEST_BODY_BYTES", defaults.max_body_bytes, minimum=1024, maximum=1024 * 1024 * 1024
-        ),
+        max_body_bytes=body,
+        body_timeout=_float_setting(env, "BODY_TIMEOUT_SECONDS", defaults.body_timeout, minimum=0.1, maximum=3600),
+        max_buffered_body_bytes=buffered,
         max_query_string_bytes=query_string,
         max_head_bytes=head,
     )

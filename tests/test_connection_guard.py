@@ -170,8 +170,8 @@ async def test_a_client_dripping_its_next_request_after_a_response_is_closed(set
 
 
 async def test_a_slow_request_is_not_cut_by_the_header_timeout(settings: Settings) -> None:
-    # given a header timeout shorter than a request that takes long to answer (a long subscription-free query
-    # is hard to make slow, so a request whose body arrives late stands in: headers were on time)
+    # given a header timeout shorter than a request that takes long to arrive (its body, dripped steadily over
+    # three header timeouts, stands in for a slow request: headers were on time, the body is within its deadline)
     async with serving(settings, ConnectionLimits(header_timeout=0.5)) as served, raw_connection(served) as (
         reader,
         writer,
@@ -182,9 +182,11 @@ async def test_a_slow_request_is_not_cut_by_the_header_timeout(settings: Setting
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
         )
         await writer.drain()
-        # when the body comes after three header timeouts
-        await asyncio.sleep(1.5)
-        writer.write(body)
+        # when the body comes a byte at a time over 1.5 s
+        for byte in range(len(body)):
+            await asyncio.sleep(1.5 / len(body))
+            writer.write(body[byte : byte + 1])
+            await writer.drain()
         # then the request is answered
         status, _, answer = await read_response(reader)
         assert status == 200 and orjson.loads(answer) == {"data": {"__typename": "Query"}}

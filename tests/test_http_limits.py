@@ -9,13 +9,17 @@ process's memory while they do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import httpx
+import orjson
 import pytest
 
+from graph.schema import MAX_DOCUMENT_CHARS
 from server.app import create_app
 from server.cli import uvicorn_config
 from server.settings import HttpLimits, Settings
@@ -305,3 +309,109 @@ async def test_an_unparsable_request_gets_a_graphql_400(served: ServedUvicorn, r
     refusal(result, 400, "BAD_REQUEST")
     assert result.closed
     await assert_healthy(served)
+
+
+# Bodies in flight: a deadline for each, a budget for all.
+
+
+@asynccontextmanager
+async def serving_limits(settings: Settings, limits: HttpLimits) -> AsyncIterator[ServedUvicorn]:
+    app = create_app(replace(settings, http=limits))
+    config = uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="error", http=limits)
+    async with serve_uvicorn(config) as server:
+        yield server
+
+
+async def read_until_closed(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server closed the connection (a reset counts) within ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_body_dripped_past_the_body_deadline_is_a_408_and_the_connection_closed(settings: Settings) -> None:
+    async with serving_limits(settings, HttpLimits(body_timeout=1.0)) as server:
+        # given a client declaring 1000 bytes of body and sending one byte every 0.1 s
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(post_head(length=1000))
+
+        async def drip() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    writer.write(b" ")
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        dripping = asyncio.create_task(drip())
+        try:
+            # when it keeps dripping, then it is answered 408 with the deadline, long before its body could end
+            status, headers, body = await asyncio.wait_for(read_response(reader), 10)
+            error = refusal_of(status, headers.get("content-type"), body, expected_status=408, code="REQUEST_TIMEOUT")
+            assert error["extensions"] == {"code": "REQUEST_TIMEOUT", "limit": 1.0}
+            # and the connection is closed
+            assert await read_until_closed(reader, within=10)
+        finally:
+            dripping.cancel()
+            writer.close()
+        # and the server answers others
+        await assert_healthy(server)
+
+
+async def test_bodies_over_the_process_budget_are_a_503_and_the_budget_comes_back(settings: Settings) -> None:
+    # given a server that holds at most 160 KiB of bodies at once, 64 KiB of one
+    limits = HttpLimits(max_body_bytes=64 * 1024, max_buffered_body_bytes=160 * 1024, body_timeout=30)
+    async with serving_limits(settings, limits) as server, contextlib.AsyncExitStack() as stack:
+        body = body_of(64 * 1024)
+        held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        for _ in range(2):
+            # and two clients each holding 60 KiB of a 64 KiB body
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            stack.callback(writer.close)
+            writer.write(post_head(length=len(body)) + body[: 60 * 1024])
+            await writer.drain()
+            held.append((reader, writer))
+        await asyncio.sleep(0.5)  # the server has read what they sent
+
+        # when a third sends 60 KiB more, then it is refused 503 with the budget, and closed
+        third = await exchange(server.port, post_head(length=len(body)), iter([body[: 60 * 1024]]))
+        error = refusal(third, 503, "SERVICE_UNAVAILABLE")
+        assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "limit": 160 * 1024}
+        assert third.headers.get("retry-after") == "1"
+        assert third.closed
+        # and a request with no body is still served
+        await assert_healthy(server)
+
+        # when the held bodies end, then both are answered
+        for reader, writer in held:
+            writer.write(body[60 * 1024 :])
+            status, _, answer = await asyncio.wait_for(read_response(reader), 10)
+            assert status == 200, answer[:300]
+        # and the budget is back: a whole body is served again
+        again = await exchange(server.port, post_head(length=len(body)), iter([body]), refused=False)
+        assert again.status == 200, again.body[:300]
+
+
+async def test_a_document_over_the_character_limit_is_refused_by_its_length_before_it_is_parsed(
+    served: ServedUvicorn,
+) -> None:
+    # given a 2 MiB document that is all comment (lexing it cost 230-290 ms of CPU before it was refused)
+    query = "{ __typename }\n#" + "x" * (2 * MB - 200)
+    body = orjson.dumps({"query": query})
+    assert len(body) <= HttpLimits().max_body_bytes
+
+    # when it is posted, then it is answered (no stall: the bound is generous, the answer takes milliseconds)
+    async with asyncio.timeout(5):
+        result = await exchange(served.port, post_head(length=len(body)), iter([body]), refused=False)
+
+    # with the schema's own refusal with the schema's own refusal, a GraphQL request error (200, no data)
+    error = refusal(result, 200, "GRAPHQL_VALIDATION_FAILED")
+    assert error["extensions"] == {
+        "code": "GRAPHQL_VALIDATION_FAILED", "measure": "characters", "limit": MAX_DOCUMENT_CHARS, "value": len(query)
+    }
+    assert error["message"] == f"The document has {len(query)} characters; at most {MAX_DOCUMENT_CHARS} are allowed."

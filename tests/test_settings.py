@@ -77,6 +77,9 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"MAX_QUERY_STRING_BYTES": "10"}, "MAX_QUERY_STRING_BYTES must be between"),
         ({"MAX_REQUEST_HEAD_BYTES": "100"}, "MAX_REQUEST_HEAD_BYTES must be between"),
         ({"MAX_QUERY_STRING_BYTES": "32768"}, "must exceed MAX_QUERY_STRING_BYTES"),
+        ({"BODY_TIMEOUT_SECONDS": "0"}, "BODY_TIMEOUT_SECONDS must be between"),
+        ({"MAX_BUFFERED_BODY_BYTES": "lots"}, "MAX_BUFFERED_BODY_BYTES must be an integer"),
+        ({"MAX_BUFFERED_BODY_BYTES": "1048576"}, "must be at least MAX_REQUEST_BODY_BYTES"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -194,6 +197,8 @@ def test_http_limits_default_to_a_few_megabytes_of_body_and_kilobytes_of_head(tm
             "MAX_REQUEST_BODY_BYTES": "65536",
             "MAX_QUERY_STRING_BYTES": "2048",
             "MAX_REQUEST_HEAD_BYTES": "4096",
+            "BODY_TIMEOUT_SECONDS": "5",
+            "MAX_BUFFERED_BODY_BYTES": "1048576",
         }
     ).http
 
@@ -201,3 +206,14 @@ def test_http_limits_default_to_a_few_megabytes_of_body_and_kilobytes_of_head(tm
         2 * 1024 * 1024, 8 * 1024, 32 * 1024
     )
     assert (custom.max_body_bytes, custom.max_query_string_bytes, custom.max_head_bytes) == (65536, 2048, 4096)
+    assert (default.body_timeout, default.max_buffered_body_bytes) == (30, 64 * 1024 * 1024)
+    assert (custom.body_timeout, custom.max_buffered_body_bytes) == (5, 1024 * 1024)
+
+
+def test_a_websocket_message_is_capped_as_an_http_body(tmp_path: Path) -> None:
+    # given the HTTP body cap, default or set, then a websocket message has the same cap
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+    custom = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "MAX_REQUEST_BODY_BYTES": "65536"})
+
+    assert default.websocket.max_message_bytes == default.http.max_body_bytes == 2 * 1024 * 1024
+    assert custom.websocket.max_message_bytes == custom.http.max_body_bytes == 65536
