@@ -48,7 +48,9 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # PortraitsSchema.execute wraps this one and passes its arguments through.
     ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
-    # server/websocket.py: TextWebSocketAdapter replaces send_json and uses the view and socket __init__ keeps.
+    # server/websocket.py: TextWebSocketAdapter replaces iter_json (text frames only, strict JSON, each message's
+    # shape checked) and send_json, and uses the view and socket __init__ keeps.
+    ("strawberry ASGIWebSocketAdapter.iter_json", ASGIWebSocketAdapter.iter_json, "eccc1390e8d7876f"),
     ("strawberry ASGIWebSocketAdapter.send_json", ASGIWebSocketAdapter.send_json, "547ae428486d4b1d"),
     ("strawberry ASGIWebSocketAdapter.__init__", ASGIWebSocketAdapter.__init__, "d6f94c67159ea51b"),
     # TextWebSocketAdapter.close swaps in the code and reason of a refusal chosen by PortraitsGraphQL.on_ws_connect.
@@ -63,6 +65,11 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     ("strawberry GraphQL.execute_single", GraphQL.execute_single, "bc864c615b4dc12d"),
     # server/http_head.py: HeadLimitedHttpToolsProtocol wraps these parser callbacks to count the request head,
     # raises from them to stop the parse, and replaces send_400_response (every parse refusal: a GraphQL error body).
+    # It also uses two attributes uvicorn's protocol sets in __init__ and connection_made, public by name but not
+    # documented: ``transport`` (written and closed) and ``server_state.default_headers`` (sent with the refusal);
+    # the fingerprints of those methods below watch them.
+    ("uvicorn HttpToolsProtocol.__init__", HttpToolsProtocol.__init__, "4f08999410347141"),
+    ("uvicorn HttpToolsProtocol.connection_made", HttpToolsProtocol.connection_made, "6efb565ff3d36b91"),
     ("uvicorn HttpToolsProtocol.data_received", HttpToolsProtocol.data_received, "010a7ae59a5d3b1a"),
     ("uvicorn HttpToolsProtocol.on_message_begin", HttpToolsProtocol.on_message_begin, "96d377fdc7c2baef"),
     ("uvicorn HttpToolsProtocol.on_url", HttpToolsProtocol.on_url, "37be44e962b04ca8"),
@@ -75,7 +82,8 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # server/connection_guard.py wraps uvicorn's protocols by delegation and relies on how these behave: the upgrade
     # builds the ws= class with keyword arguments inside data_received (where the guard's context variable is set)
     # and then hands it the transport; the keep-alive timer is armed after a response; every ping is answered with a
-    # write that ignores the write buffer (what GuardedWebSocketProtocol bounds).
+    # write that ignores the write buffer (what GuardedWebSocketProtocol bounds). GuardedWebSocketProtocol logs the
+    # peer from the protocol's ``client`` attribute, set in connection_made, public by name but not documented.
     (
         "uvicorn HttpToolsProtocol.handle_websocket_upgrade",
         HttpToolsProtocol.handle_websocket_upgrade,
@@ -85,6 +93,11 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     ("uvicorn HttpToolsProtocol.on_response_complete", HttpToolsProtocol.on_response_complete, "64e254f28e389e76"),
     ("uvicorn WebSocketsSansIOProtocol.__init__", WebSocketsSansIOProtocol.__init__, "631dcd744eab875f"),
     ("uvicorn WebSocketsSansIOProtocol.handle_ping", WebSocketsSansIOProtocol.handle_ping, "41bcf345d372c55c"),
+    (
+        "uvicorn WebSocketsSansIOProtocol.connection_made",
+        WebSocketsSansIOProtocol.connection_made,
+        "f533ec93747c2cbf",
+    ),
 ]
 
 
