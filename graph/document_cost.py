@@ -43,12 +43,28 @@ class Cost:
       as strawberry's QueryDepthLimiter counted;
     - ``aliases``: aliased fields, each spread counting its fragment's;
     - ``selections``: fields in the expanded tree, the most response keys one
-      object of each type could produce.
+      object of each type could produce;
+    - ``repeats``: the most fields graphql-core's OverlappingFieldsCanBeMerged
+      compares with one another under one response name: in a selection set,
+      its fields with its inline fragments' and spreads' top-level fields
+      merged in (each fragment once per selection set, as graphql-core
+      collects them), and below a response name shared by n fields, their
+      subfields counted n times (n same-named fields each with m same-named
+      subfields: n x m). graphql-core compares such fields pair by pair,
+      printing their arguments each time, without memo: 199 copies of a
+      mutation with a 470-character argument cost 270 ms before validation
+      refused them. An upper bound: n same-named fields whose subfields differ
+      are counted as if they all held the largest.
     """
 
     depth: int = 0
     aliases: int = 0
     selections: int = 0
+    repeats: int = 0
+
+
+NameCounts = dict[str, tuple[int, int]]
+"""Per response name of a selection set's top-level fields (fragments merged in): (fields, largest repeats below)."""
 
 
 NOTHING = Cost()
@@ -60,6 +76,8 @@ class DocumentCost:
 
     operations: tuple[tuple[OperationDefinitionNode, Cost], ...]
     fields: int
+    # graphql-core compares same-named fields in fragments too, used or not
+    fragment_repeats: int = 0
 
     @property
     def depth(self) -> int:
@@ -73,6 +91,10 @@ class DocumentCost:
     def selections(self) -> int:
         return min(CAP, sum(cost.selections for _, cost in self.operations))
 
+    @property
+    def repeats(self) -> int:
+        return max(self.fragment_repeats, max((cost.repeats for _, cost in self.operations), default=0))
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -82,6 +104,7 @@ class Limits:
     aliases: int
     fields: int
     selections: int
+    repeats: int
 
 
 def measure(document: DocumentNode) -> DocumentCost:
@@ -91,11 +114,11 @@ def measure(document: DocumentNode) -> DocumentCost:
         for definition in document.definitions
         if isinstance(definition, FragmentDefinitionNode)
     }
-    measured: dict[str, Cost] = {}
+    measured: dict[str, tuple[Cost, NameCounts]] = {}
     for name in dependencies_first(fragments):
         measured[name] = _selection_set_cost(fragments[name].selection_set, measured)
     operations = tuple(
-        (definition, _selection_set_cost(definition.selection_set, measured))
+        (definition, _selection_set_cost(definition.selection_set, measured)[0])
         for definition in document.definitions
         if isinstance(definition, OperationDefinitionNode)
     )
@@ -104,7 +127,8 @@ def measure(document: DocumentNode) -> DocumentCost:
         for definition in document.definitions
         if isinstance(definition, (OperationDefinitionNode, FragmentDefinitionNode))
     )
-    return DocumentCost(operations, fields)
+    fragment_repeats = max((cost.repeats for cost, _ in measured.values()), default=0)
+    return DocumentCost(operations, fields, fragment_repeats)
 
 
 def over_limits(cost: DocumentCost, limits: Limits) -> list[GraphQLError]:
@@ -133,6 +157,12 @@ def over_limits(cost: DocumentCost, limits: Limits) -> list[GraphQLError]:
             f"The document selects {count(cost.selections)} fields with its fragments expanded; "
             f"at most {limits.selections} are allowed.",
             "selections", limits.selections, cost.selections,
+        ))
+    if cost.repeats > limits.repeats:
+        errors.append(refusal(
+            f"{count(cost.repeats)} fields share one response name in a selection set, its fragments merged "
+            f"in (validation compares each pair); at most {limits.repeats} are allowed: give them aliases.",
+            "repeats", limits.repeats, cost.repeats,
         ))
     return errors
 
@@ -196,28 +226,49 @@ def _spreads_in(selection_set: SelectionSetNode) -> Iterator[str]:
             yield from _spreads_in(selection.selection_set)
 
 
-def _selection_set_cost(selection_set: SelectionSetNode, fragments: Mapping[str, Cost]) -> Cost:
-    """The expanded cost of ``selection_set``; spreads take their fragment's measure (``NOTHING`` if there is none)."""
-    depth = aliases = selections = 0
+def _selection_set_cost(
+    selection_set: SelectionSetNode, fragments: Mapping[str, tuple[Cost, NameCounts]]
+) -> tuple[Cost, NameCounts]:
+    """The expanded cost of ``selection_set`` and its top-level response names; a spread takes its fragment's
+    measure (``NOTHING`` if there is none)."""
+    depth = aliases = selections = repeats = 0
+    names: NameCounts = {}
+    spread: set[str] = set()
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
-            inner = _selection_set_cost(selection.selection_set, fragments) if selection.selection_set else NOTHING
+            inner, _ = _selection_set_cost(selection.selection_set, fragments) if selection.selection_set else (
+                NOTHING, {}
+            )
             if selection.selection_set and not selection.name.value.startswith("__"):
                 depth = max(depth, 1 + inner.depth)
             aliases += inner.aliases + (1 if selection.alias else 0)
             selections += inner.selections + 1
+            _merge(names, {(selection.alias or selection.name).value: (1, inner.repeats)})
         else:
             if isinstance(selection, InlineFragmentNode):
-                inner = _selection_set_cost(selection.selection_set, fragments)
+                inner, inner_names = _selection_set_cost(selection.selection_set, fragments)
+                _merge(names, inner_names)
             else:
                 assert isinstance(selection, FragmentSpreadNode)
-                inner = fragments.get(selection.name.value, NOTHING)
+                inner, inner_names = fragments.get(selection.name.value, (NOTHING, {}))
+                if selection.name.value not in spread:  # graphql-core collects a selection set's fragments once
+                    spread.add(selection.name.value)
+                    _merge(names, inner_names)
             depth = max(depth, inner.depth)
             aliases += inner.aliases
             selections += inner.selections
+            repeats = max(repeats, inner.repeats)
         aliases = min(aliases, CAP)
         selections = min(selections, CAP)
-    return Cost(depth, aliases, selections)
+    for fields, below in names.values():
+        repeats = max(repeats, min(CAP, fields * max(1, below)))
+    return Cost(depth, aliases, selections, repeats), names
+
+
+def _merge(names: NameCounts, more: Mapping[str, tuple[int, int]]) -> None:
+    for name, (fields, below) in more.items():
+        had, had_below = names.get(name, (0, 0))
+        names[name] = (min(CAP, had + fields), max(had_below, below))
 
 
 def _fields_written(selection_set: SelectionSetNode) -> int:

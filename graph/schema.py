@@ -3,8 +3,9 @@
 Limits (documented in the README): a document may hold at most
 ``MAX_DOCUMENT_CHARS`` characters, ``MAX_TOKENS`` lexical tokens and ``MAX_FIELDS`` fields, nest at most
 ``MAX_DEPTH`` levels (introspection fields excepted), and with its fragments
-expanded hold at most ``MAX_ALIASES`` aliases and ``MAX_SELECTIONS`` fields
-(graph/document_cost.py). GraphiQL's introspection query fits.
+expanded hold at most ``MAX_ALIASES`` aliases, ``MAX_SELECTIONS`` fields and ``MAX_REPEATS`` fields of one
+response name in a selection set (graph/document_cost.py), and answer with at most ``MAX_RESULTS`` values of data
+and ``MAX_INTROSPECTION`` of introspection (graph/result_size.py). GraphiQL's introspection query fits.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from graph.document_cost import Limits, count, document_too_long, measure, over_
 from graph.errors import as_validation_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
-from graph.result_size import ListBounds, estimate_results, introspection_bounds
+from graph.result_size import ListBounds, estimate_results, introspection_averages, introspection_bounds
 from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
 from graph.viewer import ViewerQuery
@@ -47,17 +48,27 @@ MAX_DOCUMENT_CHARS = 100_000
 MAX_ALIASES = 30
 MAX_FIELDS = 200
 MAX_SELECTIONS = 1000
+# Fields sharing one response name in a selection set, fragments merged in (graph/document_cost.py): validation
+# compares them pair by pair, printing their arguments each time. 199 copies of one mutation with a 470-character
+# argument (98.8 KB) cost 270 ms; 20 copies of a 5,000-character one cost ~30 ms. Clients repeat id and __typename
+# across a few fragments; GraphiQL's introspection query repeats nothing.
+MAX_REPEATS = 20
 # Values a response may hold, each list's items counted (graph/result_size.py): about 4 us of CPU each, so the
 # largest accepted answer costs tens of ms. Two pages of 100 characters with every field fit (4,901 each).
 MAX_RESULTS = 10_000
-# What a __schema field counts, whatever it selects: GraphiQL's introspection query fits twice, not three times.
-SCHEMA_FIELD_WEIGHT = 4_000
+# Values __schema and __type could answer with, counted the same way but apart: GraphiQL's introspection query is
+# 8,862 (16 ms: its ofType chains count in full, most are null), 9,064 with every option of graphql-core's
+# get_introspection_query; a walk of every type's fields costs about 4 us a value (7 aliases: 10,915, ~45 ms); one
+# of 29 aliases, each field's type's fields below it (240 ms before), is over a million.
+MAX_INTROSPECTION = 11_000
 # Bounds of the lists that are not pages: attempts (JOB_MAX_ATTEMPTS is at most 20), the model catalogue.
 MAX_JOB_ATTEMPTS = 20
 MAX_IMAGE_MODELS = 50
 CACHE_SIZE = 256
 
-LIMITS = Limits(depth=MAX_DEPTH, aliases=MAX_ALIASES, fields=MAX_FIELDS, selections=MAX_SELECTIONS)
+LIMITS = Limits(
+    depth=MAX_DEPTH, aliases=MAX_ALIASES, fields=MAX_FIELDS, selections=MAX_SELECTIONS, repeats=MAX_REPEATS
+)
 
 Query = merge_types("Query", (ViewerQuery, CharacterQuery, JobQuery, LibraryQuery, CatalogQuery))
 Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutation))
@@ -172,21 +183,30 @@ def _result_types(schema: strawberry.Schema) -> tuple[GraphQLSchema, ListBounds]
         ("Query", "imageModels"): MAX_IMAGE_MODELS,
     }
     return types, ListBounds(
-        default_page=DEFAULT_PAGE_SIZE, max_page=MAX_PAGE_SIZE, schema_field=SCHEMA_FIELD_WEIGHT, fixed=fixed
+        default_page=DEFAULT_PAGE_SIZE, max_page=MAX_PAGE_SIZE, fixed=fixed,
+        averages=introspection_averages(types),
     )
 
 
 def results_over_limit(document: DocumentNode, schema: strawberry.Schema) -> list[GraphQLError]:
-    """The refusal of a document whose response could hold more than ``MAX_RESULTS`` values (graph/result_size.py)."""
+    """The refusal of a document whose response could hold more than ``MAX_RESULTS`` values of data, or
+    ``MAX_INTROSPECTION`` of introspection (graph/result_size.py)."""
     types, bounds = _result_types(schema)
     size = estimate_results(document, types, bounds)
-    if size <= MAX_RESULTS:
-        return []
-    return [refusal(
-        f"The response could hold {count(size)} values, counting every item of its lists; "
-        f"at most {MAX_RESULTS} are allowed: ask for smaller pages or fewer fields.",
-        "results", MAX_RESULTS, size,
-    )]
+    if size > MAX_RESULTS:
+        return [refusal(
+            f"The response could hold {count(size)} values, counting every item of its lists; "
+            f"at most {MAX_RESULTS} are allowed: ask for smaller pages or fewer fields.",
+            "results", MAX_RESULTS, size,
+        )]
+    size = estimate_results(document, types, bounds, introspection=True)
+    if size > MAX_INTROSPECTION:
+        return [refusal(
+            f"The introspection answer could hold {count(size)} values, counting every item of its lists; "
+            f"at most {MAX_INTROSPECTION} are allowed.",
+            "introspection", MAX_INTROSPECTION, size,
+        )]
+    return []
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):

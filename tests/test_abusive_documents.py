@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 
-from graph.schema import MAX_ALIASES, MAX_FIELDS, MAX_TOKENS
+from graph.schema import MAX_ALIASES, MAX_REPEATS, MAX_TOKENS
 from tests.server_process import READY, Server
 from tests.support import TEST_JWT_SECRET
 from tests.test_document_cost import doubling_fragments
+from tests.test_result_size import introspection_walk
 
 # Generous bounds that prove nothing stalled (the old validators took hours on the 40-level document).
 ANSWER_WITHIN_SECONDS = 30
@@ -29,9 +30,9 @@ def shapes() -> dict[str, tuple[str, str | None]]:
         "many aliases": ("{ " + " ".join(f"a{i}: __typename" for i in range(MAX_ALIASES * 5)) + " }", "aliases"),
         "deep nesting": ("{ characters { " + "a { " * 120 + "id" + " }" * 120 + " } }", "depth"),
         "wide fields": ("{ " + "__typename " * (MAX_TOKENS - 10) + "}", "fields"),
-        "widest accepted, same name and arguments": (
-            "{ " + '__type(name: "Query") { name } ' * (MAX_FIELDS // 2) + "}", None
-        ),
+        "most same-named fields accepted": ("{ " + '__type(name: "Query") { name } ' * MAX_REPEATS + "}", None),
+        "same name, long arguments": ("mutation { " + f'deleteCharacter(id: "{"x" * 470}") ' * 199 + "}", "repeats"),
+        "walk of every type's fields": (introspection_walk(29), "introspection"),
     }
 
 

@@ -13,6 +13,7 @@ from graph.schema import (
     MAX_DEPTH,
     MAX_DOCUMENT_CHARS,
     MAX_FIELDS,
+    MAX_REPEATS,
     MAX_SELECTIONS,
     MAX_TOKENS,
     LimitedCachedDocuments,
@@ -95,9 +96,12 @@ async def test_too_many_fields_written_are_refused(graphql: GraphQL) -> None:
     # given more fields than the limit, written out (same-name fields make validation quadratic)
     query = "{ " + "__typename " * (MAX_FIELDS + 1) + "}"
 
-    extensions = refusal(await graphql(query), "fields")
+    body = await graphql(query)
 
-    assert extensions == {"code": "GRAPHQL_VALIDATION_FAILED", "measure": "fields", "limit": MAX_FIELDS,
+    assert body["data"] is None
+    by_measure = {error["extensions"]["measure"]: error["extensions"] for error in body["errors"]}
+    assert set(by_measure) == {"fields", "repeats"}  # 201 __typename are also 201 fields of one response name
+    assert by_measure["fields"] == {"code": "GRAPHQL_VALIDATION_FAILED", "measure": "fields", "limit": MAX_FIELDS,
                           "value": MAX_FIELDS + 1}
 
 
@@ -142,6 +146,67 @@ def test_graphiql_introspection_fits_with_room() -> None:
     assert (cost.depth, cost.aliases) == (0, 0)  # introspection fields do not count for depth
     assert cost.fields <= MAX_FIELDS // 2
     assert cost.selections <= MAX_SELECTIONS // 2
+    assert cost.repeats <= 2
+
+
+def same_name(copies: int, argument: str) -> str:
+    """``copies`` of one field with the same argument: validation compares every pair and finds no conflict."""
+    return "{ " + f'__type(name: "{argument}") {{ name }} ' * copies + "}"
+
+
+def same_mutation(copies: int, argument: str) -> str:
+    return "mutation { " + f'deleteCharacter(id: "{argument}") ' * copies + "}"
+
+
+@pytest.mark.parametrize(
+    ("query", "repeats"),
+    [
+        ("{ id id __typename }", 2),
+        # an alias is the response name
+        ("{ a: id b: id id }", 1),
+        # inline fragments and spreads merge into the selection set; a fragment spread twice there counts once
+        ("{ id ... on Query { id } ...F ...F } fragment F on Query { id ...G } fragment G on Query { id }", 4),
+        # below n same-named fields, each subfield counts n times
+        ("{ a { b b } a { b b } a { c } }", 6),
+        ("{ a { ...F } a { ...F } } fragment F on A { b { c c } }", 4),
+        # a fragment's own selection sets count, used or not
+        ("{ id } fragment F on Query { x x x }", 3),
+    ],
+)
+def test_same_named_fields_are_counted_as_validation_merges_them(query: str, repeats: int) -> None:
+    assert measure(parse(query)).repeats == repeats
+
+
+async def test_many_fields_of_one_response_name_are_refused_before_validation(graphql: GraphQL) -> None:
+    # given 199 copies of one mutation with the same 470-character argument, 98 KB within every other limit
+    # (validation compared each pair, printing both arguments: 47 ms; as many __type(name:) 157 ms)
+    query = same_mutation(199, "x" * 470)
+    # when it is sent, then it is refused naming the count
+    extensions = refusal(await graphql(query), "repeats")
+    assert (extensions["limit"], extensions["value"]) == (MAX_REPEATS, 199)
+
+
+async def test_fields_of_one_response_name_up_to_the_limit_run(graphql: GraphQL) -> None:
+    # given MAX_REPEATS copies of one field (and the same once more, spread from a fragment)
+    at_limit = same_name(MAX_REPEATS, "Query")
+    over = at_limit[:-1] + "...F } fragment F on Query { __type(name: \"Query\") { name } }"
+    # when each is sent, then the first runs and the second is refused
+    assert await graphql(at_limit) == {"data": {"__type": {"name": "Query"}}}
+    assert refusal(await graphql(over), "repeats")["value"] == MAX_REPEATS + 1
+
+
+def test_relay_style_fragments_repeating_id_fit() -> None:
+    # given a screen whose components each spread a fragment selecting id and __typename on the same objects
+    components = 8
+    fragments = " ".join(
+        f"fragment C{i} on CharacterConnection {{ edges {{ cursor node {{ id __typename name }} }} }}"
+        for i in range(components)
+    )
+    spreads = " ".join(f"...C{i}" for i in range(components))
+    query = f"{{ characters(first: 10) {{ {spreads} }} }} {fragments}"
+    # then it is measured by its repeats, well inside the limit
+    assert measure(parse(query)).repeats == components
+    assert components <= MAX_REPEATS // 2
 
 
 async def test_a_refused_document_is_cached_as_refused(graphql: GraphQL) -> None:
