@@ -104,19 +104,68 @@ def aliased_introspection(copies: int) -> str:
     return "query { " + " ".join(f"s{i}: {schema_part}" for i in range(copies)) + " }\n" + fragments
 
 
+def connection_fragment_pages(pages: int, first: int) -> str:
+    """``pages`` aliased pages whose edges are in a fragment on the connection, as Relay and Apollo write them."""
+    page = f"characters(first: {first}) {{ ...Page }}"
+    return ("{ " + " ".join(f"p{i}: {page}" for i in range(pages)) + " } "
+            f"fragment Page on CharacterConnection {{ edges {{ cursor node {{ {CHARACTER_FIELDS} }} }} }}")
+
+
+DEEP_FIELD = (
+    "name args { name type { name ofType { name } } } "
+    "type { name ofType { name ofType { fields { name args { name } type { name } } } } }"
+)
+SHALLOW_FIELD = "name args { name type { name ofType { name } } } type { name ofType { name ofType { name } } }"
+
+
+def introspection_walk(aliases: int, field: str) -> str:
+    """Every type's fields, ``aliases`` times, each field as ``field`` selects it: 1.5 KB at 29 deep aliases."""
+    selections = " ".join(f"f{i}: fields {{ ...F }}" for i in range(aliases))
+    return f"{{ __schema {{ types {{ name {selections} }} }} }} fragment F on __Field {{ {field} }}"
+
+
+def same_name(copies: int, length: int, field: str = "deleteCharacter(id: \"{}\")") -> str:
+    """``copies`` of one field with the same ``length``-character argument: validation compares every pair, printing
+    both arguments, finds no conflict (which would stop it at 100 errors), and execution runs it once."""
+    fields = " ".join([field.replace("{}", "x" * length)] * copies)
+    operation = "mutation" if field.startswith("delete") else "query"
+    return f"{operation} {{ {fields} }}"
+
+
 SHAPES = [
     Shape("baseline: { __typename }", "{ __typename }", None),
-    Shape("100 x __type(name:) { name }", "{ " + '__type(name: "Query") { name } ' * 100 + "}", CPU_TARGET_MS),
+    Shape("20 x __type(name:) { name } (the most same-named fields accepted)",
+          "{ " + '__type(name: "Query") { name } ' * 20 + "}", CPU_TARGET_MS),
+    Shape("100 x __type(name:) { name }", "{ " + '__type(name: "Query") { name } ' * 100 + "}", None),
+    Shape("20 x deleteCharacter(id: the same 4,900 characters)",
+          same_name(20, 4_900), CPU_TARGET_MS, signed_in=True),
+    Shape("20 x __type(name: the same 4,900 characters) { name }",
+          same_name(20, 4_900, '__type(name: "{}") { name }'), CPU_TARGET_MS),
+    Shape("199 x deleteCharacter(id: the same 470 characters)", same_name(199, 470), None, signed_in=True),
+    Shape("100 x __type(name: the same 900 characters) { name }",
+          same_name(100, 900, '__type(name: "{}") { name }'), None),
+    Shape("199 x __type(name: the same 470 characters) { name }", same_name(199, 470, '__type(name: "{}") { name }'),
+          None),
     Shape(
         "through the limits, refused by validation: 150 fragments on unknown types",
         "{ __typename } " + " ".join(f"fragment F{i} on Qurey{i} {{ __typename }}" for i in range(150)),
         CPU_TARGET_MS,
     ),
     Shape("GraphiQL's introspection query", get_introspection_query(descriptions=True), CPU_TARGET_MS),
-    Shape("2 aliased introspection queries (the most accepted)", aliased_introspection(2), CPU_TARGET_MS),
-    Shape("3 aliased introspection queries", aliased_introspection(3), None),
+    Shape("GraphiQL's introspection query, every option", get_introspection_query(True, True, True, True, True),
+          CPU_TARGET_MS),
+    Shape("2 aliased introspection queries", aliased_introspection(2), None),
+    Shape("every type's fields, 7 aliases, a shallower __Field fragment (the most accepted)",
+          introspection_walk(7, SHALLOW_FIELD), CPU_TARGET_MS),
+    Shape("every type's fields, 29 aliases, a deep __Field fragment (0.8 KB)",
+          introspection_walk(29, DEEP_FIELD), None),
     Shape("one page of 100 characters, every field", aliased_pages(1), CPU_TARGET_MS, signed_in=True),
     Shape("2 aliased pages (the most accepted)", aliased_pages_by_fragment(2), CPU_TARGET_MS, signed_in=True),
+    Shape("2 pages of 100, edges in a connection fragment (the most accepted)",
+          connection_fragment_pages(2, 100), CPU_TARGET_MS, signed_in=True),
+    Shape("3 pages of 5, edges in a connection fragment", connection_fragment_pages(3, 5), CPU_TARGET_MS,
+          signed_in=True),
+    Shape("3 pages of 100, edges in a connection fragment", connection_fragment_pages(3, 100), None, signed_in=True),
     Shape("30 aliased pages of 100 characters, every field", aliased_pages(30), None, signed_in=True),
     Shape("the same, fields in one fragment", aliased_pages_by_fragment(30), None, signed_in=True),
     Shape("cheapest refusal: 11 levels deep", "{" + "a{" * 11 + "b" + "}" * 11 + "}", REFUSAL_TARGET_MS),
