@@ -81,7 +81,10 @@ def verify_token(secret: str, token: str) -> Viewer:
         raise TokenError("token subject is not a user id") from None
     # One rule for HTTP and websockets: a token is accepted until exp plus the leeway, and a socket
     # opened with it is closed then (server/websocket.py close_at_expiry), not at exp itself.
-    accepted_until = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS)
+    try:
+        accepted_until = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS)
+    except (OverflowError, OSError, ValueError):  # a signed exp past year 9999: no issuer of ours makes one
+        raise TokenError("token expiry is out of range") from None
     return Viewer(user_id=user_id, expires_at=accepted_until)
 
 

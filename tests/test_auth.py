@@ -48,6 +48,10 @@ BAD_HEADERS = {
     "alg none": (f"Bearer {jwt.encode(claims(), '', algorithm='none')}", "token is malformed"),
     "HS512 instead of HS256": (f"Bearer {signed(claims(), algorithm='HS512')}", "token is malformed"),
     "token too long": (f"Bearer {signed(claims(pad='x' * 9000))}", "token is malformed"),
+    # signed with the secret, but expiring past what a date can hold (no issuer of ours makes one)
+    "exp of 31 digits": (f"Bearer {signed(claims(exp=10**30))}", "token expiry is out of range"),
+    "exp of 1e308": (f"Bearer {signed(claims(exp=1e308))}", "token expiry is out of range"),
+    "exp at the end of year 9999": (f"Bearer {signed(claims(exp=253402300799))}", "token expiry is out of range"),
 }
 
 

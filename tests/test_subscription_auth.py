@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import jwt
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -15,6 +16,7 @@ from websockets.typing import Subprotocol
 from tests.conftest import token_for
 from tests.generation_support import GraphQL, create_character, generate_portrait
 from tests.realtime_support import JOB_UPDATED, PROTOCOLS, TRANSPORT_WS, GraphQLSocket, Rejected, data_of
+from tests.support import TEST_JWT_SECRET
 
 
 def assert_unauthenticated(rejection: Rejected, protocol: str) -> None:
@@ -34,6 +36,9 @@ def assert_unauthenticated(rejection: Rejected, protocol: str) -> None:
         pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="not bearer"),
         pytest.param({"Authorization": 42}, id="not a string"),
         pytest.param({"Authorization": "Bearer " + "a" * 100_000}, id="token too long"),
+        pytest.param({"Authorization": "Bearer " + jwt.encode({
+            "sub": str(uuid.uuid4()), "role": "authenticated", "aud": "authenticated", "exp": 10**30,
+        }, TEST_JWT_SECRET, algorithm="HS256")}, id="signed exp past year 9999"),
     ],
 )
 async def test_a_socket_without_a_valid_token_is_rejected(live_server: str, protocol: str, params: dict) -> None:
