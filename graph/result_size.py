@@ -78,6 +78,8 @@ class ListBounds:
     # Introspection lists below ``__schema``'s ``types`` and ``directives``: their average over all types (fields,
     # args: over all fields), which makes a full walk's sum exact.
     averages: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Leaves worth more than one value, by scalar type: a JSON object is many values to decode and encode.
+    scalar_weights: Mapping[str, int] = field(default_factory=dict)
 
     def takes_page(self, parent: str, name: str, averaged: bool) -> bool:
         """Whether the list counts by the page above it (it has no bound of its own)."""
@@ -270,13 +272,13 @@ class _Walker:
         if listed and PAGE_ARGUMENT not in definition.args:
             self.page_taken = self.page_taken or self.bounds.takes_page(parent.name, name, place.averaged)
         items = self.bounds.items(parent.name, name, page, place.averaged) if listed else 1
-        below = 0.0
-        if node.selection_set is not None:
-            named = get_named_type(definition.type)
-            # Below a walk of every type, lists count by their average; a type reached any other way by the largest.
-            averaged = (parent.name, name) in WALKS or (place.averaged and named.name != "__Type")
-            # A page is used by the first list under the field that asked for it.
-            below = self.selection_set(node.selection_set, named, _Place(None if listed else page, averaged))
+        named = get_named_type(definition.type)
+        if node.selection_set is None:
+            return min(CAP, items * self.bounds.scalar_weights.get(named.name, 1))
+        # Below a walk of every type, lists count by their average; a type reached any other way by the largest.
+        averaged = (parent.name, name) in WALKS or (place.averaged and named.name != "__Type")
+        # A page is used by the first list under the field that asked for it.
+        below = self.selection_set(node.selection_set, named, _Place(None if listed else page, averaged))
         return min(CAP, items * (1 + below))
 
     def _page(self, node: FieldNode) -> int:

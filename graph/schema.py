@@ -56,6 +56,9 @@ MAX_REPEATS = 20
 # Values a response may hold, each list's items counted (graph/result_size.py): about 4 us of CPU each, so the
 # largest accepted answer costs tens of ms. Two pages of 100 characters with every field fit (4,901 each).
 MAX_RESULTS = 10_000
+# What a JSON leaf (sceneBehaviorRules: up to 16 KiB, thousands of values) counts: two pages of 100 characters
+# with the largest rules cost 78 ms (decoded from PostgreSQL, encoded again); one page fits, two do not.
+JSON_WEIGHT = 40
 # Values __schema and __type could answer with, counted the same way but apart: GraphiQL's introspection query is
 # 8,862 (16 ms: its ofType chains count in full, most are null), 9,064 with every option of graphql-core's
 # get_introspection_query; a walk of every type's fields costs about 4 us a value (7 aliases: 10,915, ~45 ms); one
@@ -184,7 +187,7 @@ def _result_types(schema: strawberry.Schema) -> tuple[GraphQLSchema, ListBounds]
     }
     return types, ListBounds(
         default_page=DEFAULT_PAGE_SIZE, max_page=MAX_PAGE_SIZE, fixed=fixed,
-        averages=introspection_averages(types),
+        averages=introspection_averages(types), scalar_weights={"JSON": JSON_WEIGHT},
     )
 
 

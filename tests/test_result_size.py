@@ -16,7 +16,7 @@ from graphql import (
 
 from graph.document_cost import CAP
 from graph.result_size import estimate_results
-from graph.schema import MAX_INTROSPECTION, MAX_RESULTS, _result_types, schema
+from graph.schema import JSON_WEIGHT, MAX_INTROSPECTION, MAX_RESULTS, _result_types, schema
 from resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from tests.conftest import GraphQL
 from tests.support import only_error
@@ -190,13 +190,24 @@ async def test_thirty_aliased_pages_are_refused_with_their_size(graphql: GraphQL
     assert estimate(query) > 100 * MAX_RESULTS // 10
 
 
-async def test_two_full_pages_and_graphiqls_introspection_are_accepted(graphql: GraphQL, alice: uuid.UUID) -> None:
-    # given what clients really send: two full pages of characters, GraphiQL's introspection query
-    for query in (aliased_pages(2), get_introspection_query(descriptions=True), introspections(1)):
+async def test_full_pages_and_graphiqls_introspection_are_accepted(graphql: GraphQL, alice: uuid.UUID) -> None:
+    # given what clients really send: a full page of characters, two without their JSON rules, GraphiQL's
+    # introspection query
+    without_rules = aliased_pages(2).replace(" sceneBehaviorRules", "")
+    for query in (aliased_pages(1), without_rules, get_introspection_query(descriptions=True), introspections(1)):
         # then each runs
         assert estimate(query) <= MAX_RESULTS
         body = await graphql(query, user=alice)
         assert "errors" not in body, body
+
+
+async def test_a_json_leaf_counts_as_many_values(graphql: GraphQL, alice: uuid.UUID) -> None:
+    # given two full pages, whose 200 sceneBehaviorRules may each hold 16 KiB of JSON
+    query = aliased_pages(2)
+    # when estimated, then each rules leaf counts JSON_WEIGHT, and the document is refused
+    assert estimate(query) - estimate(query.replace(" sceneBehaviorRules", "")) == 200 * JSON_WEIGHT
+    error = only_error(await graphql(query, user=alice))
+    assert (error["extensions"]["measure"], error["extensions"]["value"]) == ("results", estimate(query))
 
 
 async def test_two_aliased_introspections_are_refused(graphql: GraphQL) -> None:
