@@ -31,6 +31,7 @@ from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
 from server.http_head import head_limited_http_protocol
 from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, WebSocketConfig
+from server.uvicorn_logs import demote_client_faults
 from server.websocket import SOCKETS
 from storage.errors import StorageError
 from storage.migrate import migrate
@@ -95,7 +96,7 @@ def uvicorn_config(
     # uvicorn's own HTTP and websocket protocols, behind the connection cap and deadlines (server/connection_guard.py);
     # HTTP is httptools, as "auto" picks, with the head bound it lacks (server/http_head.py).
     guard = ConnectionGuard.for_process(connections, http=head_limited_http_protocol(http))
-    return uvicorn.Config(
+    config = uvicorn.Config(
         guard.wrap(app),
         http=guard.http_protocol,
         interface="asgi3",  # the guard's middleware is a plain callable returning an awaitable (no frame kept)
@@ -121,6 +122,8 @@ def uvicorn_config(
         # and zlib state costs tens of KB per socket (bench/subscriptions.py).
         ws_per_message_deflate=websocket.per_message_deflate,
     )
+    demote_client_faults()  # (after the Config: it configures uvicorn's loggers)
+    return config
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import uuid
 import weakref
 from collections import deque
@@ -196,3 +197,37 @@ async def test_a_closed_sockets_connection_is_freed_by_reference_counting(settin
                     await asyncio.sleep(0.01)
         finally:
             gc.enable()
+
+
+class Records(logging.Handler):
+    """Every record a logger handles, kept for the test to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_logs_no_crash(
+    settings: Settings, alice: uuid.UUID
+) -> None:
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    seen = Records()
+    async with serving(settings) as served:
+        uvicorn_errors.addHandler(seen)  # (after uvicorn's Config: configuring its logging drops handlers)
+        try:
+            async with GraphQLSocket.open(served.url("/graphql"), token=token_for(alice)) as socket:
+                # given an initialised socket, when the client sends a text frame holding an encoded lone surrogate
+                await socket.connection.send(b'{"type": "ping", "payload": "\xed\xa0\x80"}', text=True)
+                # then the server closes it with 1007, invalid frame payload data, as RFC 6455 says
+                with pytest.raises(Rejected) as closed:
+                    await socket.receive()
+        finally:
+            uvicorn_errors.removeHandler(seen)
+    assert closed.value.code == 1007
+    # and uvicorn's record of it is an INFO line without a traceback, not an ERROR
+    [record] = [record for record in seen.records if "UTF-8" in record.getMessage()]
+    assert record.levelno == logging.INFO and record.exc_info is None, (record.levelname, record.exc_info)
+    assert not [record for record in seen.records if record.levelno >= logging.ERROR]

@@ -1,0 +1,36 @@
+"""uvicorn's log records of a client's fault, kept from reading as a crash of ours.
+
+uvicorn 0.54's websocket protocol answers a text frame that is not UTF-8 with
+the close code RFC 6455 prescribes (1007) but logs it with
+``logger.exception``: an ERROR and a traceback on ``uvicorn.error`` for every
+such frame a client chooses to send. The close is right; the record is not a
+server error. The filter here rewrites that one record, by its message, to an
+INFO line without the traceback; every other record passes as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+UVICORN_LOGGER = "uvicorn.error"
+# What uvicorn logs for each fault of the client's (websockets_sansio_impl.py).
+CLIENT_FAULTS = frozenset({"Invalid UTF-8 sequence received from client."})
+
+
+class ClientFaultFilter(logging.Filter):
+    """Demotes uvicorn's records of a client's fault to INFO, without the exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in CLIENT_FAULTS and record.levelno > logging.INFO:
+            record.levelno = logging.INFO
+            record.levelname = logging.getLevelName(logging.INFO)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def demote_client_faults() -> None:
+    """Install the filter on uvicorn's error logger once (after uvicorn configured its logging)."""
+    logger = logging.getLogger(UVICORN_LOGGER)
+    if not any(isinstance(existing, ClientFaultFilter) for existing in logger.filters):
+        logger.addFilter(ClientFaultFilter())
