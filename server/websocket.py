@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -172,18 +173,23 @@ class SocketChannel:
     counting as soon as it closes; ~36 objects (~5 KB) wait for the collector.
     """
 
-    __slots__ = ("_receive", "_send")
+    __slots__ = ("_app_closed", "_receive", "_send")
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive: Receive | None = receive
         self._send: Send | None = send
+        self._app_closed = False  # the app has sent websocket.close
 
-    # Plain functions returning uvicorn's awaitables: no frame of ours waits while the socket idles.
+    # Plain functions returning awaitables: no frame of ours waits while the socket idles (it waits in receive).
     def receive(self) -> Awaitable[Message]:
         return _ended_receive() if self._receive is None else self._receive()
 
     def send(self, message: Message) -> Awaitable[None]:
-        return _ended_send(message) if self._send is None else self._send(message)
+        if self._send is None:
+            return _ended_send(message)
+        app_closed = self._app_closed
+        self._app_closed = app_closed or message["type"] == "websocket.close"
+        return _send_unless_closed_by_server(self._send, message, app_closed=app_closed)
 
     def cut(self) -> None:
         self._receive = self._send = None
@@ -195,6 +201,22 @@ async def _ended_receive() -> Message:
 
 async def _ended_send(message: Message) -> None:
     raise OSError("the websocket has ended")  # as uvicorn does for a closed connection
+
+
+async def _send_unless_closed_by_server(send: Send, message: Message, *, app_closed: bool) -> None:
+    """``send``, with uvicorn's refusal after a close it sent itself made the OSError of an ended socket.
+
+    uvicorn closes a socket on its own for a client's protocol error (1007 for a text frame that is not UTF-8, 1009
+    for one over the size limit, both possibly read in the same TCP segment as the message the app is answering),
+    and then refuses the app's next send or close with a RuntimeError, which Starlette passes on and uvicorn logs as
+    a crash. For the app that socket has simply ended (Starlette turns an OSError into WebSocketDisconnect).
+    """
+    try:
+        await send(message)
+    except RuntimeError as error:
+        if app_closed or message["type"] not in ("websocket.send", "websocket.close"):
+            raise  # a mistake of ours, not the client's
+        raise OSError("the server closed the websocket for a protocol error of the client's") from error
 
 
 def _route_path(scope: Scope) -> str:
@@ -252,7 +274,8 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
         refusal = self.ws.scope.pop(SOCKET_REFUSAL, None)
         if refusal is not None:
             code, reason = refusal
-        await super().close(code, reason)
+        with contextlib.suppress(WebSocketDisconnect):  # the socket has ended already: there is nothing to close
+            await super().close(code, reason)
 
 
 def _query_too_long(message: Mapping[str, object], protocol: SocketProtocol) -> GraphQLError | None:

@@ -231,3 +231,30 @@ async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_logs_no_crash(
     [record] = [record for record in seen.records if "UTF-8" in record.getMessage()]
     assert record.levelno == logging.INFO and record.exc_info is None, (record.levelname, record.exc_info)
     assert not [record for record in seen.records if record.levelno >= logging.ERROR]
+
+
+async def test_a_malformed_message_then_a_frame_that_is_not_utf8_at_once_log_no_crash(
+    settings: Settings, alice: uuid.UUID
+) -> None:
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    seen = Records()
+    async with serving(settings) as served:
+        uvicorn_errors.addHandler(seen)  # (after uvicorn's Config: configuring its logging drops handlers)
+        client = await SansIOClient.connect(served.url("/graphql"), token_for(alice))
+        try:
+            # given a message the app closes the socket for (4400), and in the same TCP segment a text frame that is
+            # not UTF-8, which uvicorn closes the socket for itself (1007) before the app answers the first
+            client.protocol.send_text(orjson.dumps({"type": "subscribe", "id": "1", "payload": None}))
+            client.protocol.send_text(b"\xed\xa0\x80")
+            client.writer.write(b"".join(client.protocol.data_to_send()))
+            # when the app closes the socket uvicorn has closed already
+            closing = await client.next_event()
+            assert await client.closed_by_server()
+        finally:
+            client.close()
+            uvicorn_errors.removeHandler(seen)
+    # then the client saw uvicorn's close, and nothing was logged as an error (no "Exception in ASGI application")
+    assert isinstance(closing, Frame) and closing.opcode == Opcode.CLOSE, closing
+    assert int.from_bytes(closing.data[:2], "big") == 1007
+    errors = [record.getMessage() for record in seen.records if record.levelno >= logging.ERROR]
+    assert not errors, errors
