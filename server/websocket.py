@@ -44,6 +44,9 @@ SOCKET_USER = "portraits.user"
 # A websocket over a per-user or per-address cap: 4000 + HTTP's 429, as graphql-transport-ws numbers its codes.
 TOO_MANY_SOCKETS_CODE = 4429
 SOCKET_PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
+# RFC 6455, 5.5: a control frame's payload is at most 125 bytes, two of them the close code.
+MAX_CLOSE_REASON_BYTES = 123
+ELLIPSIS = "..."
 
 _closing: set[asyncio.Task[None]] = set()
 
@@ -275,7 +278,19 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
         if refusal is not None:
             code, reason = refusal
         with contextlib.suppress(WebSocketDisconnect):  # the socket has ended already: there is nothing to close
-            await super().close(code, reason)
+            await super().close(code, close_reason(reason))
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame carries, on a character boundary.
+
+    Strawberry's reasons may quote the client (an unknown message type, an operation id, a syntax error), and a
+    longer reason made the frame unsendable: the connection was dropped without a close code.
+    """
+    encoded = reason.encode("utf-8", "replace")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[: MAX_CLOSE_REASON_BYTES - len(ELLIPSIS)].decode("utf-8", "ignore") + ELLIPSIS  # (ASCII)
 
 
 def _query_too_long(message: Mapping[str, object], protocol: SocketProtocol) -> GraphQLError | None:

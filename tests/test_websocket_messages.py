@@ -166,3 +166,32 @@ async def test_an_over_long_query_gets_an_error_for_its_operation_and_the_socket
         await socket.send({"type": kind, "id": "next", "payload": {"query": "query { viewer { id } }"}})
         answer = await socket.receive()
         assert answer["id"] == "next" and answer["type"] in ("next", "data", "error"), answer
+
+
+LONG_REASONS = {
+    "an unknown type of 1,000 characters": '{"type":"' + "\u00e9" * 1_000 + '"}',
+    "a subscribe reusing a running id of 128 characters": "twice",
+}
+
+
+@pytest.mark.parametrize("frame", LONG_REASONS.values(), ids=LONG_REASONS.keys())
+async def test_a_close_whose_reason_quotes_the_client_at_length_still_sends_its_code(
+    live_server: str, token: str, frame: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given an initialised socket, when the client sends what strawberry closes the socket for with a reason that
+    # quotes it (and would be longer than the 123 bytes a close frame carries)
+    with caplog.at_level(logging.INFO):
+        async with GraphQLSocket.open(live_server, token=token) as socket:
+            if frame == "twice":
+                subscribe = {"type": "subscribe", "id": "d" * MAX_OPERATION_ID_LENGTH,
+                             "payload": {"query": "subscription { portraitJobs { id } }"}}
+                await socket.send(subscribe)
+                await socket.send(subscribe)
+            else:
+                await socket.connection.send(frame)
+            with pytest.raises(Rejected) as closed:
+                await socket.receive(timeout=5)
+    # then the socket is closed with the protocol's code and the reason cut to fit, and no crash is logged
+    assert closed.value.code in (4400, 4409), closed.value
+    assert 0 < len(closed.value.reason.encode()) <= 123 and closed.value.reason.endswith("..."), closed.value
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
