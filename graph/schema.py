@@ -68,6 +68,10 @@ MAX_INTROSPECTION = 11_000
 MAX_JOB_ATTEMPTS = 20
 MAX_IMAGE_MODELS = 50
 CACHE_SIZE = 256
+# Longer documents are parsed and validated each time, never cached: clients send the same few documents of a few
+# KB, while 256 distinct documents of 100,000 characters held 50 MiB in the parse cache alone (its text and its
+# parsed string values; more for wider characters), and as much again in the validation cache.
+MAX_CACHED_DOCUMENT_CHARS = 10_000
 
 LIMITS = Limits(
     depth=MAX_DEPTH, aliases=MAX_ALIASES, fields=MAX_FIELDS, selections=MAX_SELECTIONS, repeats=MAX_REPEATS
@@ -139,8 +143,10 @@ class LimitedCachedDocuments(SchemaExtension):
         context.parse_options["max_tokens"] = MAX_TOKENS
         # On a syntax error strawberry parses it again, where the failure becomes the
         # client's error (one raised in a hook would escape).
+        # (a longer one strawberry parses itself, uncached, under the same token limit; one over
+        # MAX_DOCUMENT_CHARS is then refused in on_validate)
         query = context.query or ""
-        if len(query) <= MAX_DOCUMENT_CHARS:  # a longer one is refused in on_validate; never cached
+        if len(query) <= MAX_CACHED_DOCUMENT_CHARS:
             with contextlib.suppress(GraphQLError):
                 context.graphql_document = _parse(query, MAX_TOKENS)
         yield
@@ -158,7 +164,8 @@ class LimitedCachedDocuments(SchemaExtension):
             context.pre_execution_errors = [too_big]  # refused before it could fill the caches: never cached
             yield
             return
-        context.pre_execution_errors = self.validated.get(document)
+        cached = len(context.query or "") <= MAX_CACHED_DOCUMENT_CHARS
+        context.pre_execution_errors = self.validated.get(document) if cached else None
         if context.pre_execution_errors is None:
             context.pre_execution_errors = (
                 over_limits(measure(document), LIMITS) or results_over_limit(document, context.schema) or None
@@ -171,7 +178,8 @@ class LimitedCachedDocuments(SchemaExtension):
                 # In place: strawberry returns this very list. Coded here, where they are known to be
                 # validation errors ("Variable '$x' is never used." is one; a variable's bad value is not).
                 errors[:] = [as_validation_error(error) for error in errors]
-            self.validated.put(document, errors)
+            if cached:
+                self.validated.put(document, errors)
 
 
 @cache

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from graphql import ASTValidationRule, GraphQLError
+from graphql import ASTValidationRule, GraphQLError, parse
 from strawberry.extensions import SchemaExtension
 
-from graph.schema import MAX_TOKENS, LimitedCachedDocuments, _parse, build_schema, schema
+from graph.schema import MAX_CACHED_DOCUMENT_CHARS, MAX_TOKENS, LimitedCachedDocuments, _parse, build_schema, schema
 
 TOO_DEEP = "{ " + "viewer { " * 12 + "id" + " }" * 12 + " }"
 VALID = "query Cached { imageModels { modelKey } }"
@@ -96,3 +96,22 @@ async def test_the_cache_hands_out_copies_and_keeps_the_errors_as_validation_fou
     ]
     assert second.json() == first.json()
     assert {error["extensions"]["code"] for error in second.json()["errors"]} == {"GRAPHQL_VALIDATION_FAILED"}
+
+
+async def test_a_long_document_is_answered_but_never_cached() -> None:
+    # given two documents over MAX_CACHED_DOCUMENT_CHARS (a long string argument), one valid and one refused
+    padding = "x" * MAX_CACHED_DOCUMENT_CHARS
+    valid = f'query LongValid {{ imageModels {{ modelKey }} character(id: "{padding}") {{ id }} }}'
+    refused = "{ " + "viewer { " * 12 + "id" + " }" * 12 + f' character(id: "{padding}") {{ id }} }}'
+    _parse.cache_clear()
+    # when each is executed twice (execution may fail without a context; validation comes before)
+    answers = [await schema.execute(query) for query in (valid, refused, valid, refused)]
+    # then each gets the same answer both times (the refused one its depth error)
+    assert [error.message for error in answers[1].errors or []] == [
+        error.message for error in answers[3].errors or []
+    ]
+    assert answers[1].errors and (answers[1].errors[0].extensions or {}).get("measure") == "depth"
+    # and neither was kept by the parse cache or the validation cache (which would hold megabytes of such text)
+    assert _parse.cache_info().currsize == 0
+    for query in (valid, refused):
+        assert LimitedCachedDocuments.validated.get(parse(query)) is None
