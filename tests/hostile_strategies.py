@@ -217,6 +217,26 @@ def json_literal(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def json_value_node(value: Any) -> graphql.ValueNode:
+    """A JSON value as a graphql-core AST literal, built directly: the parser would refuse a lone surrogate."""
+    if isinstance(value, dict):
+        return graphql.ObjectValueNode(fields=tuple(
+            graphql.ObjectFieldNode(name=graphql.NameNode(value=_literal_name(key)), value=json_value_node(item))
+            for key, item in value.items()
+        ))
+    if isinstance(value, list):
+        return graphql.ListValueNode(values=tuple(json_value_node(item) for item in value))
+    if value is None:
+        return graphql.NullValueNode()
+    if isinstance(value, bool):
+        return graphql.BooleanValueNode(value=value)
+    if isinstance(value, str):
+        return graphql.StringValueNode(value=value)
+    if isinstance(value, float):
+        return graphql.FloatValueNode(value=repr(value))
+    return graphql.IntValueNode(value=str(value))
+
+
 def _literal_name(key: str) -> str:
     """An object key as a GraphQL name (the JSON scalar's keys must be names in a literal)."""
     cleaned = "".join(
@@ -606,7 +626,8 @@ def raw_bodies(draw: st.DrawFn, ids: KnownIds) -> RawRequest:
             )),
         )
     )
-    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)  # what HTTP carries
+    # What HTTP carries: printable ASCII, without the surrounding spaces a header value may not hold (h11 refuses it).
+    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30).map(str.strip)
     content_type = draw(st.one_of(st.sampled_from(CONTENT_TYPES), st.none(), header_text))
     return RawRequest("POST", content_type=content_type, body=body)
 
