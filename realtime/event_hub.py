@@ -69,6 +69,14 @@ class RecentEvents:
         return True
 
 
+class TooManySubscriptions(Exception):
+    """The user already has as many live subscriptions in this process as allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"too many subscriptions for this user (limit {limit})")
+        self.limit = limit
+
+
 class EventHub:
     """Who listens in this process (user -> mailboxes), fed by one broadcaster subscription."""
 
@@ -107,11 +115,17 @@ class EventHub:
         logger.info("change-event hub closed; %d subscription(s) ended", ended)
 
     def subscribe(
-        self, user_id: UUID, *, accepts: NoticeFilter, max_pending: int, max_lag_seconds: float
+        self, user_id: UUID, *, accepts: NoticeFilter, max_pending: int, max_lag_seconds: float, max_per_user: int
     ) -> HubSubscription:
-        """A mailbox of ``user_id``'s changes that ``accepts``, as ``async with``: listening once entered."""
+        """A mailbox of ``user_id``'s changes that ``accepts``, as ``async with``: listening once entered.
+
+        Entering raises ``TooManySubscriptions`` when the user already has
+        ``max_per_user`` mailboxes here: every event of a user is matched and
+        rendered once per subscription, so their count bounds what one
+        mutation costs.
+        """
         mailbox = Mailbox(accepts, max_pending=max_pending, max_lag_seconds=max_lag_seconds)
-        return HubSubscription(self, user_id, mailbox)
+        return HubSubscription(self, user_id, mailbox, max_per_user)
 
     def route(self, message: str) -> None:
         """Hand one event to its user's mailboxes, once however many copies come; a resync to every mailbox."""
@@ -128,10 +142,14 @@ class EventHub:
         for mailbox in self._mailboxes.get(notice.user_id, ()):
             mailbox.offer(notice)
 
-    def join(self, user_id: UUID, mailbox: Mailbox) -> None:
+    def join(self, user_id: UUID, mailbox: Mailbox, max_per_user: int) -> None:
+        """Register the mailbox; the count and the check happen in one step (no await), so the cap is exact."""
         if self._closed:
             raise FeedClosed("the server is shutting down")
-        self._mailboxes.setdefault(user_id, set()).add(mailbox)
+        mailboxes = self._mailboxes.setdefault(user_id, set())
+        if len(mailboxes) >= max_per_user:
+            raise TooManySubscriptions(max_per_user)
+        mailboxes.add(mailbox)
 
     def leave(self, user_id: UUID, mailbox: Mailbox) -> None:
         mailboxes = self._mailboxes.get(user_id)
@@ -169,15 +187,16 @@ class HubSubscription:
     its frame and an event-loop registration per idle subscriber.
     """
 
-    __slots__ = ("_hub", "_mailbox", "_user_id")
+    __slots__ = ("_hub", "_mailbox", "_max_per_user", "_user_id")
 
-    def __init__(self, hub: EventHub, user_id: UUID, mailbox: Mailbox) -> None:
+    def __init__(self, hub: EventHub, user_id: UUID, mailbox: Mailbox, max_per_user: int) -> None:
         self._hub = hub
         self._user_id = user_id
         self._mailbox = mailbox
+        self._max_per_user = max_per_user
 
     async def __aenter__(self) -> Mailbox:
-        self._hub.join(self._user_id, self._mailbox)
+        self._hub.join(self._user_id, self._mailbox, self._max_per_user)
         return self._mailbox
 
     async def __aexit__(self, *exc_info: object) -> None:

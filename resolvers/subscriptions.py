@@ -28,11 +28,11 @@ from uuid import UUID
 import asyncpg
 
 from realtime.change_events import CHARACTER, DELETE, JOB, ChangeNotice
-from realtime.event_hub import EventHub
+from realtime.event_hub import EventHub, TooManySubscriptions
 from realtime.mailbox import Delivery, FeedClosed, Mailbox, MailboxOverflow, NoticeFilter
 from resolvers.characters import NOT_FOUND_MESSAGE as CHARACTER_NOT_FOUND
 from resolvers.characters import load_characters
-from resolvers.errors import NotFound, ServiceUnavailable, SubscriberTooSlow
+from resolvers.errors import NotFound, RateLimited, ServiceUnavailable, SubscriberTooSlow
 from resolvers.jobs import JOB_NOT_FOUND, load_jobs
 from resolvers.viewer import Viewer
 from storage import characters, jobs
@@ -66,10 +66,12 @@ R = TypeVar("R", bound=_Row)
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionLimits:
-    """How far behind a subscriber may fall before it is ended (see realtime/event_hub.py)."""
+    """How far behind a subscriber may fall before it is ended, and how many one user may hold in this process
+    (see realtime/event_hub.py)."""
 
     max_pending: int = 256
     max_lag_seconds: float = 60.0
+    max_per_user: int = 100
 
 
 class _SentStates(Generic[K]):
@@ -226,7 +228,7 @@ async def _row_updates(
 
 
 class _Listening:
-    """The hub's subscription, its failure to start as a client error.
+    """The hub's subscription, its failures to start as client errors (RATE_LIMITED over the per-user cap).
 
     A class, not an ``asynccontextmanager``: it lives as long as the
     subscription, and a generator would keep a frame per idle subscriber.
@@ -236,7 +238,8 @@ class _Listening:
 
     def __init__(self, hub: EventHub, viewer: Viewer, limits: SubscriptionLimits, accepts: NoticeFilter) -> None:
         self._subscription = hub.subscribe(
-            viewer.user_id, accepts=accepts, max_pending=limits.max_pending, max_lag_seconds=limits.max_lag_seconds
+            viewer.user_id, accepts=accepts, max_pending=limits.max_pending, max_lag_seconds=limits.max_lag_seconds,
+            max_per_user=limits.max_per_user,
         )
 
     async def __aenter__(self) -> Mailbox:
@@ -244,6 +247,10 @@ class _Listening:
             return await self._subscription.__aenter__()
         except FeedClosed as error:
             raise ServiceUnavailable(f"subscription ended: {error}") from None
+        except TooManySubscriptions as error:
+            raise RateLimited(
+                f"{error}; end one of your subscriptions to start another", limit=error.limit
+            ) from None
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._subscription.__aexit__(*exc_info)

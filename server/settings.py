@@ -188,6 +188,7 @@ class Settings:
             subscription_limits=SubscriptionLimits(
                 max_pending=_int_setting(env, "SUBSCRIPTION_MAX_PENDING", 256, minimum=1, maximum=100_000),
                 max_lag_seconds=_float_setting(env, "SUBSCRIPTION_MAX_LAG_SECONDS", 60, minimum=0.1, maximum=3600),
+                max_per_user=_int_setting(env, "MAX_SUBSCRIPTIONS_PER_USER", 100, minimum=1, maximum=1_000_000),
             ),
             websocket=WebSocketConfig(
                 per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False),

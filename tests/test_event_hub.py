@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from realtime.change_events import EVENTS_CHANNEL, JOB, RESYNC, ChangeNotice
-from realtime.event_hub import RECENT_EVENTS, EventHub, open_event_hub
+from realtime.event_hub import RECENT_EVENTS, EventHub, HubSubscription, TooManySubscriptions, open_event_hub
 from realtime.mailbox import FeedClosed, Mailbox, MailboxOverflow
 from realtime.postgres_backend import APPLICATION_NAME as LISTEN_APPLICATION_NAME
 from resolvers import subscriptions
@@ -153,7 +153,7 @@ async def test_one_job_subscriber_that_reads_late_gets_only_the_latest_state(
 
 async def test_closing_the_hub_ends_its_subscriptions(database_url: str, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
     async with open_event_hub(database_url) as hub, hub.subscribe(
-        alice, accepts=everything, max_pending=10, max_lag_seconds=60
+        alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100
     ) as mailbox:
         waiting = asyncio.ensure_future(mailbox.next())
         await asyncio.sleep(0.05)
@@ -166,17 +166,38 @@ async def test_the_registry_is_per_user_and_forgets_a_user_with_their_last_subsc
     hub: EventHub, alice: uuid.UUID, bob: uuid.UUID
 ) -> None:
     async with (
-        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60),
-        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60),
-        hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60),
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100),
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100),
+        hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100),
     ):
         assert hub.subscriber_count == 3
         assert hub.user_count == 2
     assert hub.subscriber_count == 0
     assert hub.user_count == 0
     # and a user can come back at once
-    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60):
+    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100):
         assert hub.user_count == 1
+
+
+async def test_a_users_subscriptions_are_capped_exactly_and_released_on_every_exit(
+    hub: EventHub, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
+    def subscription(user: uuid.UUID) -> HubSubscription:
+        return hub.subscribe(user, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=2)
+
+    # given alice at her cap of two
+    async with subscription(alice), subscription(alice):
+        # when she takes one more, then it is refused with the limit, and bob's are his own
+        with pytest.raises(TooManySubscriptions) as refused:
+            await subscription(alice).__aenter__()
+        assert refused.value.limit == 2
+        async with subscription(bob):
+            assert hub.subscriber_count == 3
+    # and when hers end, on an error too, they are released
+    with pytest.raises(ValueError):
+        async with subscription(alice), subscription(alice):
+            raise ValueError("the subscription failed")
+    assert hub.subscriber_count == 0
 
 
 async def test_the_router_hands_an_event_to_its_owners_mailboxes_only_and_a_resync_to_all(
@@ -184,9 +205,9 @@ async def test_the_router_hands_an_event_to_its_owners_mailboxes_only_and_a_resy
 ) -> None:
     # given two subscriptions of alice's and one of bob's, on the hub's one broadcaster subscription
     async with (
-        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as first,
-        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as second,
-        hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60) as bobs,
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100) as first,
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100) as second,
+        hub.subscribe(bob, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100) as bobs,
     ):
         # when alice's character's image changes
         character = await insert_character(pool, alice)
@@ -208,13 +229,15 @@ async def test_the_router_keeps_the_first_copy_of_each_event_and_forgets_old_ids
 ) -> None:
     # given a real change event as the trigger sent it (two Redis relays would each publish it)
     character = await insert_character(pool, alice)
-    async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
+    async with hub.subscribe(
+        alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100
+    ) as mailbox:
         await set_image(pool, character, "https://example.com/once.png")
         [heard] = (await asyncio.wait_for(mailbox.next(), 10)).notices
     copy = notice_text(alice, character, seq=heard.seq)
 
     async with hub.subscribe(alice, accepts=everything, max_pending=RECENT_EVENTS + 10,
-                             max_lag_seconds=60) as mailbox:
+                             max_lag_seconds=60, max_per_user=100) as mailbox:
 
         async def routed(*messages: str) -> list[tuple[uuid.UUID, int]]:
             """Route ``messages`` then a marker event of another row; what the mailbox then holds."""

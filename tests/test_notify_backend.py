@@ -309,8 +309,8 @@ async def test_redis_fan_out_reaches_every_process_through_two_relays(
     async with (
         open_event_hub(database_url, broadcast_url=REDIS_URL) as first,
         open_event_hub(database_url, broadcast_url=REDIS_URL) as second,
-        first.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as one,
-        second.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as two,
+        first.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100) as one,
+        second.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100) as two,
     ):
         # then both relay the database's events to Redis, a leader and a hot standby
         assert sorted(hub.relay.slot or 0 for hub in (first, second) if hub.relay is not None) == [1, 2]
@@ -348,7 +348,7 @@ async def test_redis_fan_out_survives_a_killed_pubsub_connection(
     character = await insert_character(pool, alice)
     async with (
         open_event_hub(database_url, broadcast_url=REDIS_URL) as hub,
-        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox,
+        hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100) as mailbox,
     ):
         await settle(pool, alice, mailbox)
 
@@ -370,7 +370,9 @@ async def test_a_graceful_stop_in_redis_mode_reports_no_lost_connection(
 ) -> None:
     # given a hub on Redis that has carried an event
     async with open_event_hub(database_url, broadcast_url=REDIS_URL) as hub:
-        async with hub.subscribe(alice, accepts=everything, max_pending=10, max_lag_seconds=60) as mailbox:
+        async with hub.subscribe(
+            alice, accepts=everything, max_pending=10, max_lag_seconds=60, max_per_user=100
+        ) as mailbox:
             await settle(pool, alice, mailbox)
         # when it stops
         caplog.clear()

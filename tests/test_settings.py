@@ -64,6 +64,7 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"BROADCAST_URL": "kafka://localhost:9092"}, "BROADCAST_URL must be a redis://"),
         ({"SUBSCRIPTION_MAX_PENDING": "0"}, "SUBSCRIPTION_MAX_PENDING must be between"),
         ({"SUBSCRIPTION_MAX_LAG_SECONDS": "never"}, "SUBSCRIPTION_MAX_LAG_SECONDS must be a number"),
+        ({"MAX_SUBSCRIPTIONS_PER_USER": "0"}, "MAX_SUBSCRIPTIONS_PER_USER must be between"),
         ({"WS_PER_MESSAGE_DEFLATE": "gzip"}, "WS_PER_MESSAGE_DEFLATE must be true or false"),
         ({"DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1, localhost"}, "DOWNLOAD_ALLOW_NETWORKS: 'localhost' is not an IP"),
         ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS must be between"),
@@ -155,6 +156,7 @@ def test_realtime_defaults_to_postgres_fan_out_and_redis_is_one_setting(tmp_path
 
     assert default.broadcast_url is None
     assert (default.subscription_limits.max_pending, default.subscription_limits.max_lag_seconds) == (256, 60)
+    assert default.subscription_limits.max_per_user == 100
     assert redis.broadcast_url == "redis://127.0.0.1:6379/0"
 
 
