@@ -14,8 +14,9 @@ from starlette.authentication import AuthenticationBackend, AuthenticationError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnected as StarletteWebSocketDisconnected
 from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived, WebSocketDisconnected
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 
 from graph.document_cost import document_too_long
@@ -266,11 +267,23 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             yield message
 
     async def send_json(self, message: Mapping[str, object]) -> None:
+        """Send ``message``; to a socket already gone, drop it quietly.
+
+        strawberry's operation tasks log whatever a send raises as "Exception
+        in worker task", so a client closing while its subscriptions' events
+        were in flight read as crashes. Dropping is safe: the socket's handler
+        reads the disconnect from ``iter_json`` and then ends (cancels) every
+        operation of the socket; nothing strawberry runs loops on sends alone
+        (the graphql-ws keep-alive sleeps between its sends).
+        """
+        if self.ws.application_state == WebSocketState.DISCONNECTED:
+            logger.debug("message dropped: the websocket has closed")
+            return
         encoded = self.view.encode_json(message)
         try:
             await self.ws.send_text(encoded.decode() if isinstance(encoded, bytes) else encoded)
-        except WebSocketDisconnect as error:
-            raise WebSocketDisconnected from error
+        except (WebSocketDisconnect, StarletteWebSocketDisconnected) as error:  # gone mid-send; closed by us before
+            logger.debug("message dropped: the websocket has closed (%r)", error)
 
     async def close(self, code: int, reason: str) -> None:
         """Close with the code and reason ``on_ws_connect`` chose for its refusal, if any, instead of strawberry's."""

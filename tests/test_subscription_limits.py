@@ -1,4 +1,4 @@
-"""The per-user cap on live subscriptions.
+"""The per-user cap on live subscriptions, and sockets that close while events are in flight.
 
 Real app under a real uvicorn, real websockets, real PostgreSQL NOTIFY: every
 change of a user's row is rendered once per subscription of that user, so the
@@ -9,6 +9,7 @@ rendered 2,000 payloads per update).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -131,3 +132,30 @@ async def test_subscriptions_of_sockets_closed_abruptly_are_released(
                     live[operation] = (socket, operation)
                 assert set(got.values()) <= {"next"}, got
 
+
+async def test_sockets_closed_abruptly_while_events_are_in_flight_log_no_error(
+    live_server: str, pool: asyncpg.Pool, alice: uuid.UUID, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given many subscribers of alice's characters, on several sockets
+    for _ in range(20):
+        await insert_character(pool, alice)
+    async with AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(GraphQLSocket.open(live_server, token=token_for(alice)))
+                   for _ in range(5)]
+        for socket in sockets:
+            for _ in range(15):
+                await socket.subscribe(CHARACTER_IMAGE_UPDATED)
+        await asyncio.sleep(0.3)
+
+        with caplog.at_level(logging.DEBUG):
+            # when all her characters change at once (1,500 payloads to send) and, as the first arrives, every socket
+            # is cut
+            await pool.execute("UPDATE characters SET image_url = 'https://example.com/new.png' WHERE user_id = $1",
+                               alice)
+            await sockets[0].next_result()
+            for socket in sockets:
+                socket.connection.transport.abort()
+            await asyncio.sleep(1.0)
+
+    # then the server saw clients leaving, not crashes: nothing logged at ERROR
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
