@@ -53,8 +53,9 @@ from server.websocket import (
     close_at_expiry,
     too_many_sockets,
 )
-from storage.database import QueryLogger, create_pool, ping
+from storage.database import QueryLogger, create_pool
 from storage.errors import StorageError
+from storage.health_connection import HealthConnection
 from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
 from storage.objects.local import SIGN_ROUTE
@@ -74,6 +75,7 @@ class State(TypedDict):
     objects: CatalogedObjectStore
     signer: UrlSigner
     events: EventHub
+    health: HealthConnection
 
 
 class PortraitsGraphQL(GraphQL[Context, None]):
@@ -168,9 +170,13 @@ def _unauthenticated(reason: str) -> dict[str, object]:
 
 
 async def healthz(request: Request) -> Response:
-    """200 when the database answers, 503 when it does not (for the Docker HEALTHCHECK and load balancers)."""
+    """200 when the database answers, 503 when it does not (for the Docker HEALTHCHECK and load balancers).
+
+    It asks on a connection of its own, never the pool's: a pool busy with
+    requests is a busy instance, not a database that is down.
+    """
     try:
-        await ping(request.state.pool)
+        await request.state.health.ping()
     except StorageError as error:
         logger.warning("health check failed: %s", error)
         return json.json_response({"status": "unavailable", "database": "unreachable"}, status_code=503)
@@ -220,7 +226,11 @@ def create_app(
             try:
                 async with open_event_hub(database_url, broadcast_url=settings.broadcast_url) as events:
                     signer = UrlSigner(objects, settings.signing)
-                    yield {"pool": pool, "objects": objects, "signer": signer, "events": events}
+                    health = HealthConnection(database_url)
+                    try:
+                        yield {"pool": pool, "objects": objects, "signer": signer, "events": events, "health": health}
+                    finally:
+                        await health.close()
             finally:
                 if generation is not None:
                     await generation.stop()

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from storage.errors import StorageError, StorageUnavailable, translate_errors
+from storage.errors import StorageError, StorageUnavailable
 
 QueryLogger = Callable[[asyncpg.connection.LoggedQuery], None]
 
@@ -74,13 +74,6 @@ async def create_pool(
         raise StorageUnavailable(f"cannot connect to PostgreSQL: {error}") from error
     assert pool is not None
     return pool
-
-
-@translate_errors
-async def ping(pool: asyncpg.Pool, *, timeout: float = 2.0) -> None:
-    """One round trip, for the health check."""
-    async with pool.acquire(timeout=timeout) as connection:
-        await connection.fetchval("SELECT 1", timeout=timeout)
 
 
 @asynccontextmanager
