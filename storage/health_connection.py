@@ -21,9 +21,11 @@ from storage.errors import StorageUnavailable
 
 # What PostgreSQL gets to answer one check in, connecting included.
 HEALTH_TIMEOUT_SECONDS = 2.0
-CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# (InternalClientError: what a kept connection the server terminated while idle may raise on its next query,
+# "cannot switch to state 12; another operation is in progress", instead of a connection error.)
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
 # What a kept connection raises once the server has closed it: worth one more try on a fresh one.
-BROKEN_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+BROKEN_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 class HealthConnection:
