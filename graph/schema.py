@@ -54,7 +54,8 @@ MAX_SELECTIONS = 1000
 # across a few fragments; GraphiQL's introspection query repeats nothing.
 MAX_REPEATS = 20
 # Values a response may hold, each list's items counted (graph/result_size.py): about 4 us of CPU each, so the
-# largest accepted answer costs tens of ms. Two pages of 100 characters with every field fit (4,901 each).
+# largest accepted answer costs tens of ms. A page of 100 characters with every field fits (8,801); two fit
+# without sceneBehaviorRules (9,602).
 MAX_RESULTS = 10_000
 # What a JSON leaf (sceneBehaviorRules: up to 16 KiB, thousands of values) counts: two pages of 100 characters
 # with the largest rules cost 78 ms (decoded from PostgreSQL, encoded again); one page fits, two do not.
