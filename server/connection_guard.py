@@ -37,7 +37,10 @@ from http import HTTPStatus
 from typing import Any, ClassVar, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+# uvicorn names its protocol classes only as strings of uvicorn.Config (ws="websockets-sansio"); the module is not
+# public API. uvicorn is pinned to 0.54.x, and tests/test_library_overrides.py fails when this import stops being
+# the class that name loads, or when the methods we rely on change.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from server.request_errors import SERVICE_UNAVAILABLE, error_body, raw_response
@@ -96,7 +99,7 @@ class ConnectionGuard:
         limits: ConnectionLimits,
         *,
         max_connections: int | None = None,
-        http: type[asyncio.Protocol] = AutoHTTPProtocol,
+        http: type[asyncio.Protocol],
     ) -> None:
         self.limits = limits
         self.inner_http = http  # the uvicorn HTTP protocol admitted connections get
@@ -108,7 +111,7 @@ class ConnectionGuard:
 
     @classmethod
     def for_process(
-        cls, limits: ConnectionLimits, *, http: type[asyncio.Protocol] = AutoHTTPProtocol
+        cls, limits: ConnectionLimits, *, http: type[asyncio.Protocol]
     ) -> ConnectionGuard:
         """A guard whose cap fits the descriptors this process may open (raising its soft limit first)."""
         return cls(limits, max_connections=raise_descriptor_limit(limits.max_connections), http=http)

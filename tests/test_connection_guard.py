@@ -417,8 +417,10 @@ def test_a_cap_that_cannot_fit_the_open_file_limit_is_lowered_with_a_warning() -
         "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (200, 300))\n"
         "from server.connection_guard import ConnectionGuard\n"
+        "from server.http_head import HeadLimitedHttpToolsProtocol\n"
         "from server.settings import ConnectionLimits\n"
-        "guard = ConnectionGuard.for_process(ConnectionLimits(max_connections=10000))\n"
+        "limits = ConnectionLimits(max_connections=10000)\n"
+        "guard = ConnectionGuard.for_process(limits, http=HeadLimitedHttpToolsProtocol)\n"
         "print('cap', guard.max_connections, 'soft', resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)

@@ -119,3 +119,13 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     assert inspect.signature(PortraitsGraphQL.parse_http_body).parameters.keys() == (
         inspect.signature(GraphQL.parse_http_body).parameters.keys()
     )
+
+
+def test_the_protocol_classes_we_import_are_the_ones_uvicorn_loads_by_name() -> None:
+    # given uvicorn's public way to name its protocols (Config's http= and ws= strings), when a config loads them
+    config = uvicorn.Config(lambda scope, receive, send: None, http="httptools", ws="websockets-sansio")
+    config.load()
+    # then they are the classes server/http_head.py subclasses and server/connection_guard.py wraps (their modules
+    # are not public: this fails when uvicorn moves or replaces them)
+    assert config.http_protocol_class is HttpToolsProtocol
+    assert config.ws_protocol_class is WebSocketsSansIOProtocol
