@@ -20,11 +20,11 @@ from starlette.responses import Response
 
 from resolvers.viewer import Viewer
 from server.json import json_response
+from storage.objects.tokens import LEEWAY_SECONDS  # one clock-skew rule for bearer and object tokens
 
 ALGORITHM = "HS256"
 AUDIENCE = "authenticated"
 ROLE = "authenticated"
-LEEWAY_SECONDS = 30  # clock skew between the token issuer and us
 # Supabase's access tokens are about 1 KB; a longer one is refused before it is decoded.
 MAX_TOKEN_LENGTH = 8192
 

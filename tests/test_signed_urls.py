@@ -12,8 +12,6 @@ import httpx
 import orjson
 import pytest
 
-from server import auth
-from storage.objects import tokens
 from storage.objects.local import LocalObjectStore
 from storage.objects.paths import Bucket
 from storage.objects.store import ObjectStore
@@ -150,10 +148,6 @@ async def test_a_token_issued_within_the_leeway_ahead_is_served(
     response = await client.get(url)
     assert response.status_code == 200, response.text
     assert response.content == PNG
-
-
-def test_object_tokens_allow_the_same_clock_skew_as_bearer_tokens() -> None:
-    assert tokens.LEEWAY_SECONDS == auth.LEEWAY_SECONDS
 
 
 async def test_a_token_without_an_integer_iat_is_malformed(client: httpx.AsyncClient, stored: str) -> None:

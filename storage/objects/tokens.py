@@ -16,7 +16,7 @@ import hmac
 import orjson
 
 # A token issued (by another server process, whose clock may run ahead) up to this many seconds in the future
-# is accepted; later ones are refused. The same leeway as bearer tokens' (server/auth.py; a test holds them equal).
+# is accepted; later ones are refused. Bearer tokens (server/auth.py) use this same leeway for their exp and iat.
 LEEWAY_SECONDS = 30
 
 _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
