@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TypeAlias
+from types import TracebackType
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
@@ -43,14 +45,75 @@ async def _init_connection(connection: asyncpg.Connection, *, query_logger: Quer
         )
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Released connections skip asyncpg's reset statement (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL).
+class ResyncingConnection(asyncpg.Connection):
+    """asyncpg's connection, remembering that a statement of it was cut short by a cancelled task.
+
+    asyncpg prepares a statement it has not run on this connection yet with Parse, Describe and Flush, and sends
+    the Sync only with the Bind that follows (also for its own type introspection). A task cancelled between
+    the two leaves the server inside that statement's implicit transaction: "active", waiting for the client,
+    holding the locks the statement took, for as long as the connection sits in the pool. Our pool skips
+    asyncpg's reset statement, which would have ended it (``_reset_session``), so an interrupted connection
+    is sent that statement when it is released. Seen in CI: two pooled connections held the data tables for
+    minutes after websockets closed while their subscriptions re-read (tests/test_database_cancellation.py).
+    """
+
+    interrupted = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._interruption_guard = _InterruptionGuard(self)
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
+        with self._interruption_guard:
+            return await super().execute(query, *args, timeout=timeout)
+
+    async def fetch(self, query: str, *args: object, timeout: float | None = None, record_class: Any = None) -> Any:
+        with self._interruption_guard:
+            return await super().fetch(query, *args, timeout=timeout, record_class=record_class)
+
+    async def fetchrow(
+        self, query: str, *args: object, timeout: float | None = None, record_class: Any = None
+    ) -> Any:
+        with self._interruption_guard:
+            return await super().fetchrow(query, *args, timeout=timeout, record_class=record_class)
+
+    async def fetchval(self, query: str, *args: object, column: int = 0, timeout: float | None = None) -> Any:
+        with self._interruption_guard:
+            return await super().fetchval(query, *args, column=column, timeout=timeout)
+
+
+class _InterruptionGuard:
+    """Marks its connection interrupted when a cancellation passes through; one per connection, reused."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: ResyncingConnection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            self._connection.interrupted = True
+
+
+async def _reset_session(connection: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset statement (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL)
+    unless a cancelled task interrupted one of their statements.
 
     That statement is one more round trip per request, and we never leave
     session state behind: no SET, LISTEN, advisory locks or cursors outside a
     transaction on pooled connections (LISTEN and migrations use connections
     of their own). asyncpg still rolls back an open transaction before this.
+    An interrupted statement may have left the server mid-statement, which
+    only a statement sent in the simple protocol ends (``ResyncingConnection``).
     """
+    if isinstance(connection, ResyncingConnection) and connection.interrupted:
+        connection.interrupted = False
+        await connection.execute(connection.get_reset_query() or "SELECT 1")
 
 
 async def create_pool(
@@ -66,7 +129,8 @@ async def create_pool(
             min_size=min(min_size, max_size),
             max_size=max_size,
             init=partial(_init_connection, query_logger=query_logger),
-            reset=_keep_session,
+            reset=_reset_session,
+            connection_class=ResyncingConnection,
             timeout=10,
             command_timeout=30,
         )

@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import graphql
 import pytest
 import strawberry
@@ -28,6 +29,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
 from server.app import PortraitsGraphQL
+from storage.database import ResyncingConnection
 
 
 def fingerprint(function: Callable[..., Any]) -> str:
@@ -119,6 +121,13 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     assert inspect.signature(PortraitsGraphQL.parse_http_body).parameters.keys() == (
         inspect.signature(GraphQL.parse_http_body).parameters.keys()
     )
+    # storage/database.py: ResyncingConnection passes every argument of these through (asyncpg is pinned to 0.32.x)
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        ours = inspect.signature(getattr(ResyncingConnection, name)).parameters
+        theirs = inspect.signature(getattr(asyncpg.Connection, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in ours.values()] == [
+            (p.name, p.kind, p.default) for p in theirs.values()
+        ], name
 
 
 def test_the_protocol_classes_we_import_are_the_ones_uvicorn_loads_by_name() -> None:
