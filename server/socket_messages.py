@@ -55,6 +55,10 @@ def check_message(message: object, protocol: SocketProtocol) -> Mapping[str, obj
     kind = checked["type"]
     if kind in protocol.optional_payloads:
         _optional_object(checked, "payload")
+        if "payload" in checked and checked["payload"] is None:
+            # graphql-ws's PROTOCOL.md allows ``payload: null``; strawberry takes only an object or no payload, and
+            # closed a first connection_init with null as invalid (and a second one with 4400 instead of 4429).
+            return {key: value for key, value in checked.items() if key != "payload"}
     elif kind == protocol.start:
         _operation_id(checked)
         _operation_payload(checked)

@@ -8,10 +8,15 @@ them.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import uuid
 
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from graph.schema import MAX_DOCUMENT_CHARS
 from server.socket_messages import MAX_OPERATION_ID_LENGTH
@@ -143,6 +148,22 @@ async def test_a_well_formed_subscription_still_runs_after_the_checks(live_serve
         message = await socket.receive()
     assert message["type"] == "next" and message["id"] == "q" * MAX_OPERATION_ID_LENGTH
     assert message["payload"]["data"]["viewer"]["id"]
+
+
+async def test_a_null_connection_init_payload_is_no_payload(live_server: str, token: str) -> None:
+    # given a graphql-transport-ws socket authenticated on its upgrade request
+    async with websockets.connect(
+        live_server, subprotocols=[Subprotocol(TRANSPORT_WS)], additional_headers={"Authorization": f"Bearer {token}"}
+    ) as connection:
+        # when its connection_init carries "payload": null, as the protocol allows
+        await connection.send('{"type": "connection_init", "payload": null}')
+        # then it is acknowledged
+        assert json.loads(await asyncio.wait_for(connection.recv(), timeout=5))["type"] == "connection_ack"
+        # and a second one, null or not, is the protocol's "too many initialisation requests"
+        await connection.send('{"type": "connection_init", "payload": null}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
