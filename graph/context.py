@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from graph.loaders import Loaders
+from graph.operation_metrics import NO_OPERATION_METRICS, OperationMetrics
 from realtime.event_hub import EventHub
 from resolvers.errors import Unauthenticated
 from resolvers.jobs import JobPolicy
@@ -35,6 +36,8 @@ class Context:
     viewer: Viewer | None = field(default=None)
     # graphql-transport-ws / graphql-ws: the connection_init payload (strawberry sets it).
     connection_params: dict[str, object] | None = None
+    # Where operations and error codes are counted (server/metrics.py); nothing by default.
+    metrics: OperationMetrics = NO_OPERATION_METRICS
 
     def require_viewer(self) -> Viewer:
         if self.viewer is None:

@@ -32,6 +32,7 @@ from graph.document_cost import Limits, count, document_too_long, measure, over_
 from graph.errors import as_validation_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
+from graph.operation_count import CountOperations, record_errors
 from graph.result_size import ListBounds, estimate_results, introspection_averages, introspection_bounds
 from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
@@ -292,19 +293,22 @@ class PortraitsSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log only what the client did not cause, and give every error its code (graph/errors.py).
 
-        Strawberry's default logs every error, a typo in a query included, as a crash.
+        Strawberry's default logs every error, a typo in a query included, as a crash. Each list comes here
+        once, so the codes are counted here (graph/operation_count.py).
         """
         log_and_format_errors(errors)
+        if execution_context is not None:
+            record_errors(errors, execution_context.context)
 
 
 def build_schema(extensions: Iterable[type[SchemaExtension]] = (), **kwargs: Any) -> PortraitsSchema:
-    """The schema, with ``extensions`` after our own ``LimitedCachedDocuments``."""
+    """The schema, with ``extensions`` after our own ``LimitedCachedDocuments`` and ``CountOperations``."""
     return PortraitsSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PortraitsExecutionContext,
-        extensions=[LimitedCachedDocuments, *extensions],
+        extensions=[LimitedCachedDocuments, CountOperations, *extensions],
         **kwargs,
     )
 

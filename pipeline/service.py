@@ -15,6 +15,7 @@ import httpx
 
 from pipeline.download import download_client
 from pipeline.generation import JobRunner, PipelineConfig
+from pipeline.metrics import NO_JOB_METRICS, JobMetrics
 from pipeline.providers.fal import FalConfig, FalProvider
 from pipeline.providers.interface import ImageProvider
 from pipeline.providers.local import LocalProvider
@@ -60,7 +61,14 @@ class Generation:
 
     @classmethod
     async def start(
-        cls, settings: GenerationSettings, *, dsn: str, pool: asyncpg.Pool, objects: CatalogedObjectStore, workers: int
+        cls,
+        settings: GenerationSettings,
+        *,
+        dsn: str,
+        pool: asyncpg.Pool,
+        objects: CatalogedObjectStore,
+        workers: int,
+        metrics: JobMetrics = NO_JOB_METRICS,
     ) -> Generation:
         http = download_client()
         providers = open_providers(settings)
@@ -72,7 +80,7 @@ class Generation:
             for _ in range(workers):
                 worker = Worker(
                     dsn=dsn, pool=pool, runner=runner, config=settings.worker,
-                    sweep=partial(sweep, pool, objects, recheck_seconds=recheck),
+                    sweep=partial(sweep, pool, objects, recheck_seconds=recheck), metrics=metrics,
                 )
                 await worker.start()
                 started.append(worker)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
+from pipeline.metrics import NO_JOB_METRICS, JobMetrics
 from storage.listen_connection import ListenConnection
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,11 @@ APPLICATION_NAME = "portraits-worker-listen"
 
 
 class QueueSignals:
-    def __init__(self, dsn: str, *, on_canceled: Callable[[UUID], None]) -> None:
+    def __init__(
+        self, dsn: str, *, on_canceled: Callable[[UUID], None], metrics: JobMetrics = NO_JOB_METRICS
+    ) -> None:
         self._on_canceled = on_canceled
+        self._metrics = metrics
         self.ready = asyncio.Event()
         self._listen = ListenConnection(
             dsn,
@@ -43,6 +47,7 @@ class QueueSignals:
 
     def _connected(self, after_gap: bool) -> None:
         if after_gap:
+            self._metrics.reconnected("queue")
             self.ready.set()
 
     def _ready(self, payload: str) -> None:

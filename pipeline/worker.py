@@ -25,6 +25,7 @@ import os
 import random
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from uuid import UUID
 import asyncpg
 
 from pipeline.generation import JobFailed, JobRunner, LeaseLost
+from pipeline.metrics import NO_JOB_METRICS, JobMetrics
 from pipeline.signals import QueueSignals
 from storage import job_attempts, jobs
 from storage.database import Connection, acquire, transaction
@@ -85,6 +87,7 @@ class WorkerConfig:
 class _Running:
     lease_token: str
     task: asyncio.Task[None]
+    claimed_at: float  # time.monotonic(), for the attempt's duration
     # Why we cancelled the task ourselves: "canceled" (by the user), "lost" (lease), "shutdown".
     stop_reason: str | None = None
 
@@ -105,13 +108,15 @@ class Worker:
         config: WorkerConfig,
         sweep: Callable[[], Awaitable[object]] | None = None,
         name: str | None = None,
+        metrics: JobMetrics = NO_JOB_METRICS,
     ) -> None:
         self.identity = WorkerIdentity.of_this_process(name)
+        self.metrics = metrics
         self.pool = pool
         self.runner = runner
         self.config = config
         self._sweep = sweep
-        self.signals = QueueSignals(dsn, on_canceled=self._job_canceled)
+        self.signals = QueueSignals(dsn, on_canceled=self._job_canceled, metrics=metrics)
         self._running: dict[UUID, _Running] = {}
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -205,13 +210,19 @@ class Worker:
                 connection, job_id=claimed.job.id, lease_token=lease_token, worker_id=self.name,
                 host=self.identity.host, pid=self.identity.pid,
             )
+        claimed_at = time.monotonic()
         for attempt in abandoned:
             logger.warning(
                 "%s: job %s taken over; its attempt %d by %s (pid %d on %s) stopped renewing its lease",
                 self.name, claimed.job.id, attempt.number, attempt.worker_id, attempt.pid, attempt.host,
             )
+            self.metrics.attempt_ended(attempt.worker_id, JobAttemptOutcome.ABANDONED, claimed.provider, None)
+        self.metrics.job_status(JobStatus.PROCESSING, claimed.provider)
+        if not abandoned:  # (a job taken over was due long ago: its wait would count the dead worker's time)
+            waited = (claimed.claimed_at - claimed.job.run_after).total_seconds()
+            self.metrics.queue_waited(claimed.provider, max(waited, 0.0))
         task = asyncio.create_task(self._execute(claimed, lease_token), name=f"job-{claimed.job.id}")
-        self._running[claimed.job.id] = _Running(lease_token, task)
+        self._running[claimed.job.id] = _Running(lease_token, task, claimed_at)
         task.add_done_callback(lambda _: self._finished(claimed.job.id, lease_token))
         return True
 
@@ -255,11 +266,13 @@ class Worker:
                     retryable=False,
                 )
             await self.runner.run(claimed, lease_token)
+            self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.COMPLETED, JobStatus.COMPLETED)
         except asyncio.CancelledError:
             await self._stopped(claimed, lease_token)
         except LeaseLost as error:
             logger.info("%s: %s", self.name, error)
             await self._lease_lost(lease_token)
+            self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.LEASE_LOST, None)
         except JobFailed as error:
             await self._failed(claimed, lease_token, error)
         except StorageError as error:
@@ -280,18 +293,24 @@ class Worker:
                     "job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay
                 )
                 async with transaction(self.pool) as connection:
-                    if await jobs.retry_later(
+                    retried = await jobs.retry_later(
                         connection, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay
-                    ):
+                    )
+                    if retried:
                         await self._attempt_failed(connection, job.id, lease_token, error)
+                if retried:
+                    self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.FAILED, JobStatus.QUEUED)
             else:
                 message = (
                     error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
                 )
                 logger.info("job %s failed: %s", job.id, message)
                 async with transaction(self.pool) as connection:
-                    if await jobs.fail(connection, job_id=job.id, lease_token=lease_token, error=message):
+                    failed = await jobs.fail(connection, job_id=job.id, lease_token=lease_token, error=message)
+                    if failed:
                         await self._attempt_failed(connection, job.id, lease_token, error)
+                if failed:
+                    self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.FAILED, JobStatus.FAILED)
         except StorageError as storage_error:
             # The lease runs out and another worker takes the job again.
             logger.warning("job %s: could not record its failure (%s)", job.id, storage_error)
@@ -303,6 +322,17 @@ class Worker:
             connection, job_id=job_id, lease_token=lease_token, outcome=JobAttemptOutcome.FAILED,
             error=error.message, retryable=error.retryable,
         )
+
+    def _attempt_recorded(
+        self, claimed: ClaimedJob, lease_token: str, outcome: JobAttemptOutcome, status: JobStatus | None
+    ) -> None:
+        """Metrics of an attempt that ended (and of the status it moved its job to, when this worker moved it)."""
+        entry = self._running.get(claimed.job.id)
+        ran = entry is not None and entry.lease_token == lease_token
+        seconds = time.monotonic() - entry.claimed_at if entry is not None and ran else None
+        if status is not None:
+            self.metrics.job_status(status, claimed.provider)
+        self.metrics.attempt_ended(self.name, outcome, claimed.provider, seconds)
 
     async def _lease_lost(self, lease_token: str) -> None:
         """Say the attempt's worker was alive (slow, or cut off) rather than dead: operators look for slow workers."""
@@ -319,11 +349,14 @@ class Worker:
                 await self._cancel_at_provider(claimed, lease_token)
             elif reason == "shutdown":
                 async with transaction(self.pool) as connection:
-                    if await jobs.release(connection, job_id=claimed.job.id, lease_token=lease_token):
+                    released = await jobs.release(connection, job_id=claimed.job.id, lease_token=lease_token)
+                    if released:
                         await job_attempts.finish(
                             connection, job_id=claimed.job.id, lease_token=lease_token,
                             outcome=JobAttemptOutcome.RELEASED, error=RELEASED_ERROR,
                         )
+                if released:
+                    self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.RELEASED, JobStatus.QUEUED)
         except StorageError as error:
             logger.warning("job %s: could not wind down after %s (%s)", claimed.job.id, reason, error)
 
@@ -334,7 +367,9 @@ class Worker:
         if job is None or job.status is not JobStatus.CANCELED:
             logger.info("job %s was taken over by another worker", claimed.job.id)
             await self._lease_lost(lease_token)
+            self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.LEASE_LOST, None)
             return
+        self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.CANCELED, None)
         provider = self.runner.providers.get(claimed.provider)
         if job.provider_request_id is not None and provider is not None:
             await provider.cancel(model_key=job.model_key, request_id=job.provider_request_id)

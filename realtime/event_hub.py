@@ -33,6 +33,7 @@ from broadcaster import Broadcast
 
 from realtime.change_events import EVENTS_CHANNEL, ChangeNotice, Resync, parse_message
 from realtime.mailbox import FeedClosed, Mailbox, NoticeFilter
+from realtime.metrics import NO_EVENT_METRICS, EventMetrics
 from realtime.notify_relay import NotifyRelay
 from realtime.postgres_backend import PostgresNotifyBackend
 from realtime.redis_backend import RedisPubSubBackend
@@ -80,8 +81,11 @@ class TooManySubscriptions(Exception):
 class EventHub:
     """Who listens in this process (user -> mailboxes), fed by one broadcaster subscription."""
 
-    def __init__(self, broadcast: Broadcast, *, relay: NotifyRelay | None = None) -> None:
+    def __init__(
+        self, broadcast: Broadcast, *, relay: NotifyRelay | None = None, metrics: EventMetrics = NO_EVENT_METRICS
+    ) -> None:
         self._broadcast = broadcast
+        self._metrics = metrics
         self.relay = relay  # Redis mode: what feeds Redis from NOTIFY
         self._mailboxes: dict[UUID, set[Mailbox]] = {}
         self._router: asyncio.Task[None] | None = None
@@ -133,6 +137,7 @@ class EventHub:
         if notice is None:
             return
         if isinstance(notice, Resync):
+            self._metrics.resynced()
             for mailboxes in self._mailboxes.values():
                 for mailbox in mailboxes:
                     mailbox.resync()
@@ -204,16 +209,18 @@ class HubSubscription:
 
 
 @contextlib.asynccontextmanager
-async def open_event_hub(database_url: str, *, broadcast_url: str | None = None) -> AsyncIterator[EventHub]:
+async def open_event_hub(
+    database_url: str, *, broadcast_url: str | None = None, metrics: EventMetrics = NO_EVENT_METRICS
+) -> AsyncIterator[EventHub]:
     """The hub on broadcaster over our Postgres backend, or over our Redis backend with the relay feeding it."""
     relay: NotifyRelay | None = None
     if broadcast_url is not None and urlparse(broadcast_url).scheme in REDIS_SCHEMES:
-        broadcast = Broadcast(backend=RedisPubSubBackend(broadcast_url))
-        relay = NotifyRelay(database_url, broadcast.publish)
+        broadcast = Broadcast(backend=RedisPubSubBackend(broadcast_url, metrics=metrics))
+        relay = NotifyRelay(database_url, broadcast.publish, metrics=metrics)
     else:
-        broadcast = Broadcast(backend=PostgresNotifyBackend(database_url))
+        broadcast = Broadcast(backend=PostgresNotifyBackend(database_url, metrics=metrics))
     await broadcast.connect()
-    hub = EventHub(broadcast, relay=relay)
+    hub = EventHub(broadcast, relay=relay, metrics=metrics)
     try:
         await hub.start()
         if relay is not None:

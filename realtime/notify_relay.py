@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from realtime.change_events import EVENTS_CHANNEL, RESYNC
+from realtime.metrics import NO_EVENT_METRICS, EventMetrics
 from realtime.redis_backend import RedisUnavailable
 from storage.listen_connection import ListenConnection
 from storage.relay_slots import take_relay_slot
@@ -66,8 +67,10 @@ class NotifyRelay:
         slot_retry_seconds: float = SLOT_RETRY_SECONDS,
         application_name: str = APPLICATION_NAME,
         redis_retry_seconds: float = REDIS_RETRY_SECONDS,
+        metrics: EventMetrics = NO_EVENT_METRICS,
     ) -> None:
         self._publish = publish
+        self._metrics = metrics
         self._redis_retry_seconds = redis_retry_seconds
         self._slots = slots
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
@@ -110,6 +113,8 @@ class NotifyRelay:
         return taken is not None
 
     def _connected(self, after_gap: bool) -> None:
+        if after_gap:
+            self._metrics.reconnected("relay")
         if self._alone:  # nobody relayed before this one: what was raised meanwhile is lost
             self._outbox.put_nowait(RESYNC)
         logger.info(

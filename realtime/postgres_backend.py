@@ -21,6 +21,7 @@ from typing import Any
 from broadcaster import BroadcastBackend, Event
 
 from realtime.change_events import EVENTS_CHANNEL, RESYNC
+from realtime.metrics import NO_EVENT_METRICS, EventMetrics
 from storage.listen_connection import HEALTH_CHECK_SECONDS, ListenConnection
 
 APPLICATION_NAME = "portraits-events-listen"
@@ -37,10 +38,12 @@ class PostgresNotifyBackend(BroadcastBackend):
         channel: str = EVENTS_CHANNEL,
         application_name: str = APPLICATION_NAME,
         health_check_seconds: float = HEALTH_CHECK_SECONDS,
+        metrics: EventMetrics = NO_EVENT_METRICS,
     ) -> None:
         # broadcaster's base __init__ only raises (it wants a URL); nothing of it to run.
         self._channel = channel
         self._subscribed = False
+        self._metrics = metrics
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._listen = ListenConnection(
             dsn,
@@ -84,5 +87,7 @@ class PostgresNotifyBackend(BroadcastBackend):
             self._events.put_nowait(Event(self._channel, payload))
 
     def _connected(self, after_gap: bool) -> None:
+        if after_gap:
+            self._metrics.reconnected("events")
         if after_gap and self._subscribed:
             self._events.put_nowait(Event(self._channel, RESYNC))

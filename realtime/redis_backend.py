@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from realtime.change_events import RESYNC
+from realtime.metrics import NO_EVENT_METRICS, EventMetrics
 from storage.listen_connection import HEALTH_CHECK_SECONDS, HEALTH_CHECK_TIMEOUT_SECONDS, Backoff
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,12 @@ LOST = (*REDIS_ERRORS, RedisUnavailable)
 class RedisPubSubBackend(BroadcastBackend):
     """broadcaster's backend interface on Redis PUBLISH / SUBSCRIBE, reconnecting and resyncing by itself."""
 
-    def __init__(self, url: str, *, health_check_seconds: float = HEALTH_CHECK_SECONDS) -> None:
+    def __init__(
+        self, url: str, *, health_check_seconds: float = HEALTH_CHECK_SECONDS, metrics: EventMetrics = NO_EVENT_METRICS
+    ) -> None:
         # broadcaster's base __init__ only raises; nothing of it to run.
         self._url = url
+        self._metrics = metrics
         self._health_check_seconds = health_check_seconds
         self._channels: set[str] = set()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
@@ -167,6 +171,7 @@ class RedisPubSubBackend(BroadcastBackend):
                 await backoff.wait()
                 continue
             logger.info("Redis pub/sub restored on %d channel(s)", len(self._channels))
+            self._metrics.reconnected("redis")
 
     async def _pump(self, pubsub: PubSub) -> None:
         """Queue each message until the connection fails; raises on a loss, never returns."""

@@ -38,7 +38,10 @@ from server.auth import (
     verify_token,
     viewer_of,
 )
+from server.metrics import Metrics
+from server.metrics_http import CountRequests, metrics_route
 from server.object_route import serve_signed_object
+from server.probes import livez, readyz
 from server.request_errors import refusal_response
 from server.request_limits import RequestLimits
 from server.settings import Settings
@@ -88,7 +91,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
 
     websocket_adapter_class = TextWebSocketAdapter
 
-    def __init__(self, schema: PortraitsSchema, settings: Settings) -> None:
+    def __init__(self, schema: PortraitsSchema, settings: Settings, metrics: Metrics) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
@@ -96,6 +99,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
         )
         self.settings = settings
+        self.metrics = metrics
         self.sockets_per_user = SocketCounts(settings.connections.websockets_per_user)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
@@ -109,6 +113,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             subscription_limits=self.settings.subscription_limits,
             events=request.state.events,
             viewer=viewer_of(request),
+            metrics=self.metrics,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -210,6 +215,9 @@ def create_app(
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
     database_url = settings.database_url
+    # This app's own registry (server/metrics.py): the request path, the workers and the event hub record into it.
+    metrics = Metrics()
+    per_address = SocketCounts(settings.connections.websockets_per_address)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -222,32 +230,37 @@ def create_app(
                     pool=pool,
                     objects=objects,
                     workers=settings.generation.workers,
+                    metrics=metrics,
                 )
             try:
-                async with open_event_hub(database_url, broadcast_url=settings.broadcast_url) as events:
+                async with open_event_hub(
+                    database_url, broadcast_url=settings.broadcast_url, metrics=metrics
+                ) as events:
                     signer = UrlSigner(objects, settings.signing)
                     health = HealthConnection(database_url)
+                    gauges = metrics.gauges
+                    gauges.pool, gauges.subscriptions = pool, lambda: events.subscriber_count
                     try:
                         yield {"pool": pool, "objects": objects, "signer": signer, "events": events, "health": health}
                     finally:
+                        gauges.pool = gauges.subscriptions = None
                         await health.close()
             finally:
                 if generation is not None:
                     await generation.stop()
 
-    view = PortraitsGraphQL(schema, settings)
+    view = PortraitsGraphQL(schema, settings, metrics)
     tokens = BearerTokenBackend(settings.jwt_secret)
     routes: list[Any] = [
         # Every method: the view answers those it does not serve with a GraphQL 405.
         Route(GRAPHQL_PATH, AuthenticationMiddleware(view, backend=tokens, on_error=unauthenticated_response)),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/livez", livez, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        metrics_route(metrics, settings.metrics.token),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
-    http = RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http)
-    return GraphQLSocketShortcut(
-        http,
-        view,
-        path=GRAPHQL_PATH,
-        backend=tokens,
-        per_address=SocketCounts(settings.connections.websockets_per_address),
-    )
+    http = CountRequests(RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http), metrics)
+    # Every socket past the per-address cap holds one count there until it ends: the open-websockets gauge.
+    metrics.gauges.websockets = lambda: sum(per_address.counts.values())
+    return GraphQLSocketShortcut(http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address)

@@ -30,6 +30,8 @@ from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
 from server.http_head import head_limited_http_protocol
+from server.metrics import Metrics
+from server.metrics_http import MetricsServer, MetricsServerError
 from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, WebSocketConfig
 from server.uvicorn_logs import demote_client_faults
 from server.websocket import SOCKETS
@@ -172,16 +174,28 @@ async def _run_workers(settings: Settings, database_url: str, count: int) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    metrics = Metrics()  # this process's own registry, served on METRICS_PORT when set
     async with open_services(settings, database_url) as (pool, objects):
+        metrics.gauges.pool = pool
         generation = await Generation.start(
-            settings.generation, dsn=database_url, pool=pool, objects=objects, workers=count
+            settings.generation, dsn=database_url, pool=pool, objects=objects, workers=count, metrics=metrics
         )
-        concurrency = settings.generation.worker.concurrency
-        print(f"portraits worker: {count} worker(s), {concurrency} job(s) each; Ctrl-C stops", flush=True)
+        server = None
         try:
+            if settings.metrics.port is not None:
+                server = MetricsServer(
+                    metrics, host=settings.host, port=settings.metrics.port, token=settings.metrics.token
+                )
+                server.start()
+            concurrency = settings.generation.worker.concurrency
+            where = "" if server is None else f"; metrics on http://{settings.host}:{server.port}/metrics"
+            print(f"portraits worker: {count} worker(s), {concurrency} job(s) each{where}; Ctrl-C stops", flush=True)
             await stop.wait()
         finally:
+            if server is not None:
+                server.stop()
             await generation.stop()
+            metrics.gauges.pool = None
 
 
 def sweep_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -284,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.run(settings, args))
-    except (EmbeddedPostgresError, StorageError) as error:
+    except (EmbeddedPostgresError, StorageError, MetricsServerError) as error:
         print(f"portraits: {error}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, StopRequested):

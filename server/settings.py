@@ -99,6 +99,21 @@ class HttpLimits:
     max_head_bytes: int = 32 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Who may read the Prometheus metrics, and where a ``portraits worker`` serves them (README: Operations)."""
+
+    # None: /metrics is public (it holds no user data); else scrapes must send 'Authorization: Bearer <token>'.
+    token: str | None = None
+    # `portraits worker` only: the port its metrics server listens on (on HOST); None: no metrics server.
+    # `serve` exposes its in-process workers' metrics on /metrics and ignores it.
+    port: int | None = None
+
+
+# A METRICS_TOKEN goes in a header: visible ASCII, no spaces, and long enough not to be guessed.
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -126,6 +141,7 @@ class Settings:
     websocket: WebSocketConfig
     connections: ConnectionLimits
     http: HttpLimits
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def is_production(self) -> bool:
@@ -196,6 +212,7 @@ class Settings:
             ),
             connections=_connection_limits(env),
             http=http,
+            metrics=_metrics_settings(env),
         )
 
 
@@ -363,6 +380,20 @@ def _http_limits(env: Mapping[str, str]) -> HttpLimits:
         max_query_string_bytes=query_string,
         max_head_bytes=head,
     )
+
+
+def _metrics_settings(env: Mapping[str, str]) -> MetricsSettings:
+    token = env.get("METRICS_TOKEN") or None
+    if token is not None and (
+        len(token) < MIN_METRICS_TOKEN_LENGTH or not all("!" <= character <= "~" for character in token)
+    ):
+        raise SettingsError(
+            f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} visible ASCII characters without spaces"
+        )
+    port = None
+    if env.get("METRICS_PORT"):
+        port = _int_setting(env, "METRICS_PORT", 0, minimum=1, maximum=65535)
+    return MetricsSettings(token=token, port=port)
 
 
 def _broadcast_url(env: Mapping[str, str]) -> str | None:

@@ -79,6 +79,8 @@ class ClaimedJob:
     job: Job
     # image_models.provider of the job's model: which provider runs it.
     provider: Provider
+    # The claim's now(), on the database's clock as run_after is: how long the job waited once due.
+    claimed_at: datetime
 
 
 COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_key, j.prompt, j.quality, j.seed,
@@ -296,7 +298,8 @@ UPDATE jobs AS j SET status = 'processing', locked_by = $1, locked_until = now()
     worker_id = $3, attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
 FROM next
 WHERE j.id = next.id
-RETURNING {COLUMNS}, (SELECT m.provider FROM image_models m WHERE m.model_key = j.model_key) AS provider
+RETURNING {COLUMNS}, (SELECT m.provider FROM image_models m WHERE m.model_key = j.model_key) AS provider,
+    now() AS claimed_at
 """
 
 
@@ -309,7 +312,9 @@ async def claim(
     Run it in a transaction with ``job_attempts.start``, so the attempt exists exactly when the claim does.
     """
     row = await connection.fetchrow(CLAIM, lease_token, lease_seconds, worker_id)
-    return None if row is None else ClaimedJob(job=_job(row), provider=Provider(row["provider"]))
+    if row is None:
+        return None
+    return ClaimedJob(job=_job(row), provider=Provider(row["provider"]), claimed_at=row["claimed_at"])
 
 
 NEXT_DUE = """

@@ -81,6 +81,10 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"BODY_TIMEOUT_SECONDS": "0"}, "BODY_TIMEOUT_SECONDS must be between"),
         ({"MAX_BUFFERED_BODY_BYTES": "lots"}, "MAX_BUFFERED_BODY_BYTES must be an integer"),
         ({"MAX_BUFFERED_BODY_BYTES": "1048576"}, "must be at least MAX_REQUEST_BODY_BYTES"),
+        ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN must be at least 16 visible ASCII"),
+        ({"METRICS_TOKEN": "a token with spaces in it"}, "METRICS_TOKEN must be at least 16 visible ASCII"),
+        ({"METRICS_PORT": "0"}, "METRICS_PORT must be between 1 and 65535"),
+        ({"METRICS_PORT": "metrics"}, "METRICS_PORT must be an integer"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -219,3 +223,13 @@ def test_a_websocket_message_is_capped_as_an_http_body(tmp_path: Path) -> None:
 
     assert default.websocket.max_message_bytes == default.http.max_body_bytes == 2 * 1024 * 1024
     assert custom.websocket.max_message_bytes == custom.http.max_body_bytes == 65536
+
+
+def test_metrics_are_public_without_a_port_unless_set(tmp_path: Path) -> None:
+    defaults = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).metrics
+    configured = Settings.from_environ(
+        {"PORTRAITS_DATA_DIR": str(tmp_path), "METRICS_TOKEN": "scrape-0123456789abcdef", "METRICS_PORT": "9100"}
+    ).metrics
+
+    assert (defaults.token, defaults.port) == (None, None)
+    assert (configured.token, configured.port) == ("scrape-0123456789abcdef", 9100)
