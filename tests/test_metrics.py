@@ -257,7 +257,9 @@ async def test_readyz_turns_503_naming_the_database_when_it_is_gone(server_url: 
         await drop_database(server_url, name)
 
     # then readiness names the database; liveness, which does no I/O, stays 200
-    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "checks": {"database": "ok", "objects": "ok"}})
+    assert (ready.status_code, ready.json()) == (
+        200, {"status": "ready", "checks": {"database": "ok", "objects": "ok"}}
+    )
     assert (unready.status_code, unready.json()) == (
         503, {"status": "unavailable", "checks": {"database": "unreachable", "objects": "ok"}}
     )
