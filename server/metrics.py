@@ -18,7 +18,7 @@ them; the hot path pays one counter increment per request and operation.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
@@ -180,7 +180,3 @@ class Metrics:
     def request(self, route: str, status: int) -> None:
         self.http_requests.labels(route, str(status)).inc()
 
-    def names(self) -> Iterator[str]:
-        """Every metric family's name, as scraped (for the README's list and its test)."""
-        for family in self.registry.collect():
-            yield family.name

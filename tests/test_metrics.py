@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,12 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.worker import WorkerConfig
 from server.app import create_app
 from server.cli import uvicorn_config
-from server.metrics import MAX_OPERATION_NAMES
+from server.metrics import MAX_OPERATION_NAMES, Metrics
 from server.settings import Settings
+from storage.enums import JobAttemptOutcome, JobStatus, Provider
 from storage.objects.local import SIGN_ROUTE
 from tests.conftest import GraphQL, graphql_over, s3_environ, token_for
 from tests.generation_support import create_character, generate_portrait, wait_for_job
 from tests.realtime_support import GraphQLSocket, terminate
+from tests.server_process import Server
 from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, free_port, new_database, serve_uvicorn
 
 METRICS_TOKEN = "scrape-0123456789abcdef"
@@ -312,3 +315,71 @@ async def test_probes_answer_head_as_well(client: httpx.AsyncClient) -> None:
     answers = [await client.head(path) for path in ("/livez", "/readyz", "/metrics")]
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert all(answer.content == b"" for answer in answers)
+
+
+# --- a `portraits worker` process ---------------------------------------------------------------------
+
+
+async def test_a_worker_process_serves_its_metrics_on_its_port(
+    servers: list[Server], tmp_path: Path, database_url: str, graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given a real `portraits worker` with METRICS_PORT and METRICS_TOKEN (and no HTTP server of its own)
+    port = free_port()
+    worker = Server(
+        tmp_path, command="worker", DATABASE_URL=database_url, JWT_SECRET=TEST_JWT_SECRET, WORKERS="1",
+        WORKER_POLL_SECONDS="0.2", METRICS_PORT=str(port), METRICS_TOKEN=METRICS_TOKEN,
+    )
+    servers.append(worker)
+    banner = await asyncio.to_thread(worker.wait_for, "portraits worker:")
+
+    # when a portrait is generated through the API and that worker runs it
+    character = await create_character(graphql, alice)
+    job = await generate_portrait(graphql, alice, characterId=character["id"])
+    await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
+    worker_id = await pool.fetchval("SELECT worker_id FROM jobs WHERE id = $1", uuid.UUID(job["id"]))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
+        refused = await scraper.get("/metrics")
+        text = await scrape(scraper, Authorization=f"Bearer {METRICS_TOKEN}")
+    code = await asyncio.to_thread(worker.stop, signal.SIGTERM)
+
+    # then its port shows its own job, attempt and pool, behind the token; and it stops cleanly
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in banner
+    assert refused.status_code == 401
+    assert sample(text, "portraits_jobs_total", status="completed", provider="local") == 1
+    assert sample(text, "portraits_job_attempts_total", worker=worker_id, outcome="completed") == 1
+    assert sample(text, "portraits_db_pool_max_connections") == 10
+    assert sample(text, "portraits_http_requests_total") == 0  # no HTTP server but this one
+    assert code == 0
+
+
+
+async def test_the_readme_lists_every_metric_with_its_type_and_labels(pool: asyncpg.Pool) -> None:
+    # given a fresh registry in which every metric has a sample (the gauges read a real pool)
+    metrics = Metrics()
+    metrics.request("/graphql", 200)
+    metrics.operation("Viewer", "query", "ok")
+    metrics.errors(["NOT_FOUND"])
+    metrics.job_status(JobStatus.COMPLETED, Provider.LOCAL)
+    metrics.attempt_ended("host:1:abc", JobAttemptOutcome.COMPLETED, Provider.LOCAL, 1.0)
+    metrics.queue_waited(Provider.LOCAL, 0.1)
+    metrics.reconnected("events")
+    metrics.resynced()
+    metrics.gauges.pool, metrics.gauges.websockets, metrics.gauges.subscriptions = pool, lambda: 0, lambda: 0
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else ""): (
+            family.type, {label for found in family.samples for label in found.labels} - {"le"}
+        )
+        for family in metrics.registry.collect()
+        if family.name.startswith("portraits_")
+    }
+
+    # when the README's table of metrics is read
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    listed = {}
+    for line in readme.splitlines():
+        if line.startswith("| `portraits_"):
+            name, kind, labels = (cell.strip() for cell in line.strip("|").split("|")[:3])
+            listed[name.strip("`")] = (kind, {label.strip("` ") for label in labels.split(",") if label.strip()})
+
+    # then it names every metric, with its type and labels, and no other
+    assert listed == exposed
