@@ -32,7 +32,7 @@ from graph.document_cost import Limits, count, document_too_long, measure, over_
 from graph.errors import as_validation_error, log_and_format_errors
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
-from graph.operation_count import CountOperations, record_errors
+from graph.operation_count import executed, record_errors, record_refusal
 from graph.result_size import ListBounds, estimate_results, introspection_averages, introspection_bounds
 from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
@@ -136,6 +136,10 @@ class LimitedCachedDocuments(SchemaExtension):
     strawberry's MaxTokensLimiter, ParserCache and ValidationCache do in three
     extensions; two of those hook ``on_operation``, which stays open as long as
     a subscription lives: about 1.5 KB per idle subscriber.
+
+    Its hooks also count each operation for the metrics, refused or executed
+    (graph/operation_count.py): in this extension's hooks rather than an
+    extension of its own, which strawberry would set up four times per operation.
     """
 
     validated = ValidationResults()
@@ -151,9 +155,21 @@ class LimitedCachedDocuments(SchemaExtension):
         if len(query) <= MAX_CACHED_DOCUMENT_CHARS:
             with contextlib.suppress(GraphQLError):
                 context.graphql_document = _parse(query, MAX_TOKENS)
-        yield
+        try:
+            yield
+        finally:
+            if context.graphql_document is None:  # strawberry's parse raised: a syntax error, too many tokens
+                record_refusal(context)
 
     def on_validate(self) -> Iterator[None]:
+        yield from self._validate()
+        if self.execution_context.pre_execution_errors:
+            record_refusal(self.execution_context)
+
+    def on_execute(self) -> Iterator[None]:
+        yield from executed(self.execution_context)
+
+    def _validate(self) -> Iterator[None]:
         context = self.execution_context
         document = context.graphql_document
         if document is None or context.pre_execution_errors is not None:
@@ -302,13 +318,13 @@ class PortraitsSchema(strawberry.Schema):
 
 
 def build_schema(extensions: Iterable[type[SchemaExtension]] = (), **kwargs: Any) -> PortraitsSchema:
-    """The schema, with ``extensions`` after our own ``LimitedCachedDocuments`` and ``CountOperations``."""
+    """The schema, with ``extensions`` after our own ``LimitedCachedDocuments``."""
     return PortraitsSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PortraitsExecutionContext,
-        extensions=[LimitedCachedDocuments, CountOperations, *extensions],
+        extensions=[LimitedCachedDocuments, *extensions],
         **kwargs,
     )
 

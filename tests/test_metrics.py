@@ -96,6 +96,7 @@ async def test_a_query_a_failed_query_and_a_refused_one_are_counted_without_ids(
         ok = await graphql("query Viewer { viewer { id } }", user=alice)
         failed = await graphql("query FindJob($id: ID!) { job(id: $id) { id } }", {"id": str(missing)}, user=alice)
         refused = await graphql("query Nope { noSuchField }", user=alice)
+        broken = await graphql("query Broken { viewer {", user=alice)
         signed = await client.get(f"{SIGN_ROUTE}/user-library/{alice}/secret.png?token=not-a-jwt")
         lost = await client.get(f"/no/such/route/{alice}")
         text = await scrape(client)
@@ -107,11 +108,13 @@ async def test_a_query_a_failed_query_and_a_refused_one_are_counted_without_ids(
     assert sample(text, operations, operation="Viewer", type="query", outcome="ok") == 1
     assert sample(text, operations, operation="FindJob", type="query", outcome="error") == 1
     assert sample(text, operations, operation="other", type="query", outcome="refused") == 1
-    assert "Nope" not in label_values(text, operations, "operation")  # a name that never validated
+    assert sample(text, operations, operation="other", type="unknown", outcome="refused") == 1  # did not parse
+    assert {"Nope", "Broken"}.isdisjoint(label_values(text, operations, "operation"))  # names never validated
+    assert sample(text, "portraits_graphql_errors_total", code=broken["errors"][0]["extensions"]["code"]) == 1
     assert sample(text, "portraits_graphql_errors_total", code="NOT_FOUND") == 1
     assert sample(text, "portraits_graphql_errors_total", code="GRAPHQL_VALIDATION_FAILED") == 1
     # and requests by route template and status, never by raw path: no user id, no token in any label
-    assert sample(text, "portraits_http_requests_total", route="/graphql", status="200") == 3
+    assert sample(text, "portraits_http_requests_total", route="/graphql", status="200") == 4
     assert (signed.status_code, lost.status_code) == (400, 404)
     assert sample(text, "portraits_http_requests_total", route=SIGN_ROUTE + "/{bucket}/{path:path}", status="400") == 1
     assert sample(text, "portraits_http_requests_total", route="unmatched", status="404") == 1
