@@ -103,7 +103,8 @@ async def test_without_a_token_public_fields_still_answer(graphql: GraphQL) -> N
 
 async def test_a_token_within_clock_skew_leeway_is_accepted(graphql: GraphQL) -> None:
     user = uuid.uuid4()
-    token = signed(claims(sub=str(user), exp=int((NOW - timedelta(seconds=5)).timestamp())))
+    # (the time is taken here, not at import: the suite may reach this test longer than the leeway after that)
+    token = signed(claims(sub=str(user), exp=int((datetime.now(UTC) - timedelta(seconds=5)).timestamp())))
 
     body = await graphql("{ viewer { id } }", headers={"Authorization": f"Bearer {token}"})
 
