@@ -6,6 +6,7 @@ none) and ``portraits worker`` on its own. Everything it opens it closes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from functools import partial
@@ -58,6 +59,7 @@ class Generation:
         self.workers = workers
         self.providers = providers
         self.http = http
+        self._stopped: asyncio.Future[None] | None = None
 
     @classmethod
     async def start(
@@ -90,6 +92,15 @@ class Generation:
         return generation
 
     async def stop(self) -> None:
+        """Stop the workers (each hands back the jobs it cannot finish in its grace), then what they share.
+
+        Once: `serve` starts it as soon as it is told to stop, and its lifespan waits for the same stop.
+        """
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopped)
+
+    async def _stop(self) -> None:
         for worker in self.workers:
             with contextlib.suppress(Exception):
                 await worker.stop()

@@ -45,12 +45,14 @@ from server.probes import livez, readyz
 from server.request_errors import refusal_response
 from server.request_limits import RequestLimits
 from server.settings import Settings
+from server.shutdown import Draining
 from server.websocket import (
     SOCKET_EXPIRY,
     SOCKET_REFUSAL,
     SOCKET_USER,
     TOO_MANY_SOCKETS_CODE,
     GraphQLSocketShortcut,
+    LiveSockets,
     SocketCounts,
     TextWebSocketAdapter,
     close_at_expiry,
@@ -205,12 +207,19 @@ async def open_services(
 
 
 def create_app(
-    settings: Settings, *, schema: PortraitsSchema = default_schema, query_logger: QueryLogger | None = None
+    settings: Settings,
+    *,
+    schema: PortraitsSchema = default_schema,
+    query_logger: QueryLogger | None = None,
+    draining: Draining | None = None,
 ) -> ASGIApp:
     """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one).
 
     Starlette serves every HTTP route; GraphQL websockets take a shortcut past
-    its middleware (server/websocket.py: ``GraphQLSocketShortcut``).
+    its middleware (server/websocket.py: ``GraphQLSocketShortcut``). The app
+    registers what it does when the server begins to stop on ``draining``
+    (server/shutdown.py): its websockets end with SERVICE_UNAVAILABLE and
+    1012, and its workers start handing back what they cannot finish.
     """
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
@@ -218,6 +227,9 @@ def create_app(
     # This app's own registry (server/metrics.py): the request path, the workers and the event hub record into it.
     metrics = Metrics()
     per_address = SocketCounts(settings.connections.websockets_per_address)
+    live_sockets = LiveSockets()
+    if draining is not None:
+        draining.add("websockets", live_sockets.end_all, before_close=True)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -232,6 +244,8 @@ def create_app(
                     workers=settings.generation.workers,
                     metrics=metrics,
                 )
+                if draining is not None:
+                    draining.add("generation workers", generation.stop, before_close=False)
             try:
                 async with open_event_hub(
                     database_url, broadcast_url=settings.broadcast_url, metrics=metrics
@@ -263,4 +277,6 @@ def create_app(
     http = CountRequests(RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http), metrics)
     # Every socket past the per-address cap holds one count there until it ends: the open-websockets gauge.
     metrics.gauges.websockets = lambda: sum(per_address.counts.values())
-    return GraphQLSocketShortcut(http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address)
+    return GraphQLSocketShortcut(
+        http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address, live=live_sockets
+    )

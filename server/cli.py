@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import select
 import signal
 import socket
 import sys
@@ -29,10 +30,12 @@ from server.app import create_app, open_services
 from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
+from server.http_drain import drain_on_shutdown
 from server.http_head import head_limited_http_protocol
 from server.metrics import Metrics
 from server.metrics_http import MetricsServer, MetricsServerError
 from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, WebSocketConfig
+from server.shutdown import Draining
 from server.uvicorn_logs import demote_client_faults
 from server.websocket import SOCKETS
 from storage.errors import StorageError
@@ -41,6 +44,10 @@ from storage.migrate import migrate
 logger = logging.getLogger("portraits")
 
 DEV_TOKEN_TTL = timedelta(days=7)
+# On SIGTERM, how long the websockets' goodbyes (SERVICE_UNAVAILABLE, then 1012) may take before uvicorn closes them.
+SOCKET_GOODBYE_SECONDS = 2.0
+# On SIGTERM, how long connections already waiting in the listening socket's backlog may take to be accepted.
+BACKLOG_DRAIN_SECONDS = 2.0
 DEV_USER_FILE = "dev-user-id"
 
 
@@ -66,12 +73,19 @@ def open_database(settings: Settings) -> Iterator[Database]:
 
 
 class PortraitsServer(uvicorn.Server):
-    """uvicorn's server, printing where to go once the socket is really bound, with paced garbage collection."""
+    """uvicorn's server, printing where to go once the socket is really bound, with paced garbage collection.
 
-    def __init__(self, config: uvicorn.Config, banner: Callable[[], str]) -> None:
+    Its shutdown runs the app's draining steps (server/shutdown.py) before
+    uvicorn's own: subscribers get SERVICE_UNAVAILABLE and 1012, the workers
+    begin winding down, and connections the kernel has accepted are taken in
+    (and answered) before the listening socket closes.
+    """
+
+    def __init__(self, config: uvicorn.Config, banner: Callable[[], str], draining: Draining | None = None) -> None:
         super().__init__(config)
         self.banner = banner
         self.gc_pacer = GcPacer(SOCKETS)
+        self.draining = Draining() if draining is None else draining
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -80,8 +94,28 @@ class PortraitsServer(uvicorn.Server):
             print(self.banner(), flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        logger.info("shutting down: ending subscriptions, finishing requests and jobs")
+        await self.draining.begin(timeout=SOCKET_GOODBYE_SECONDS)
+        await self.take_in_backlog()
         await self.gc_pacer.stop()
         await super().shutdown(sockets)
+
+    async def take_in_backlog(self) -> None:
+        """Let the loop accept the connections the kernel has completed, before uvicorn closes the listening socket.
+
+        Closing it resets every connection still in its backlog, whose clients may have sent their request; the
+        loop accepts them a few per turn, so a busy server can hold dozens. Waits while a listening socket has a
+        connection pending, at most ``BACKLOG_DRAIN_SECONDS`` (clients that keep connecting must not hold the stop).
+        """
+        poller = select.poll()
+        for server in self.servers:
+            for listening in server.sockets:
+                poller.register(listening.fileno(), select.POLLIN)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + BACKLOG_DRAIN_SECONDS
+        while poller.poll(0) and loop.time() < give_up:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)  # the last accepted connections are made (and so told to shut down below)
 
 
 def uvicorn_config(
@@ -96,8 +130,9 @@ def uvicorn_config(
 ) -> uvicorn.Config:
     """How `serve` (and the tests' live server) run the app."""
     # uvicorn's own HTTP and websocket protocols, behind the connection cap and deadlines (server/connection_guard.py);
-    # HTTP is httptools, as "auto" picks, with the head bound it lacks (server/http_head.py).
-    guard = ConnectionGuard.for_process(connections, http=head_limited_http_protocol(http))
+    # HTTP is httptools, as "auto" picks, with the head bound it lacks (server/http_head.py) and an idle connection's
+    # request still answered once shutdown begins (server/http_drain.py).
+    guard = ConnectionGuard.for_process(connections, http=drain_on_shutdown(head_limited_http_protocol(http)))
     config = uvicorn.Config(
         guard.wrap(app),
         http=guard.http_protocol,
@@ -107,7 +142,7 @@ def uvicorn_config(
         log_level=log_level,
         lifespan="on",
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=connections.shutdown_grace_seconds,
         h11_max_incomplete_event_size=http.max_head_bytes,  # h11's own head bound (httptools': server/http_head.py)
         # (guarded) uvicorn's own websocket protocol on websockets' sans-io core, the one uvicorn 0.54
         # picks by default: maintained with uvicorn, keepalive pings with a pong deadline
@@ -132,8 +167,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     with open_database(settings) as database:
         settings = replace(settings, database_url=database.url)
         asyncio.run(migrate(database.url))
+        draining = Draining()
         config = uvicorn_config(
-            create_app(settings),
+            create_app(settings, draining=draining),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
@@ -141,7 +177,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             connections=settings.connections,
             http=settings.http,
         )
-        server = PortraitsServer(config, banner=lambda: _banner(settings, database))
+        server = PortraitsServer(config, banner=lambda: _banner(settings, database), draining=draining)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these
         # handlers turn it into an exception so the embedded PostgreSQL is stopped in order.
         signal.signal(signal.SIGTERM, _stop_requested)

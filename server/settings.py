@@ -73,6 +73,9 @@ class ConnectionLimits:
     # Open GraphQL websockets per user (a browser tab holds one) and per client address (users behind one NAT).
     websockets_per_user: int = 20
     websockets_per_address: int = 200
+    # On SIGTERM: how long requests in flight may take to finish (uvicorn's timeout_graceful_shutdown) and, at the
+    # same time, running jobs of the process's workers before they are handed back; within Docker's 10 s.
+    shutdown_grace_seconds: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +180,8 @@ class Settings:
         if jwt_secret is None:
             jwt_secret = load_or_create_dev_secret(data_dir)
 
-        generation = _generation_settings(env)
+        connections = _connection_limits(env)
+        generation = _generation_settings(env, shutdown_grace_seconds=connections.shutdown_grace_seconds)
         http = _http_limits(env)
         public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         public_url = env.get("PUBLIC_URL") or f"http://{public_host}:{port}"
@@ -210,7 +214,7 @@ class Settings:
                 per_message_deflate=_bool_setting(env, "WS_PER_MESSAGE_DEFLATE", False),
                 max_message_bytes=http.max_body_bytes,
             ),
-            connections=_connection_limits(env),
+            connections=connections,
             http=http,
             metrics=_metrics_settings(env),
         )
@@ -285,7 +289,7 @@ def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
         raise SettingsError(f"signed URL settings: {error}") from None
 
 
-def _generation_settings(env: Mapping[str, str]) -> GenerationSettings:
+def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: float) -> GenerationSettings:
     """Workers, providers and the pipeline's bounds; fal.ai only when FAL_KEY is set."""
     fal_key = env.get("FAL_KEY") or None
     fal = None
@@ -305,6 +309,7 @@ def _generation_settings(env: Mapping[str, str]) -> GenerationSettings:
             poll_seconds=_float_setting(env, "WORKER_POLL_SECONDS", 5, minimum=0.05, maximum=300),
             retry_base_seconds=_float_setting(env, "JOB_RETRY_BASE_SECONDS", 2, minimum=0, maximum=3600),
             sweep_interval_seconds=_float_setting(env, "SWEEP_INTERVAL_SECONDS", 600, minimum=0, maximum=7 * 24 * 3600),
+            shutdown_grace_seconds=shutdown_grace_seconds,
         ),
         pipeline=PipelineConfig(
             image_width=size,
@@ -341,6 +346,9 @@ def _connection_limits(env: Mapping[str, str]) -> ConnectionLimits:
         ),
         ws_max_unread_bytes=_int_setting(
             env, "WS_MAX_UNREAD_BYTES", default.ws_max_unread_bytes, minimum=64 * 1024, maximum=1024**3
+        ),
+        shutdown_grace_seconds=_int_setting(
+            env, "SHUTDOWN_GRACE_SECONDS", default.shutdown_grace_seconds, minimum=1, maximum=3600
         ),
         websockets_per_user=_int_setting(
             env, "MAX_WEBSOCKETS_PER_USER", default.websockets_per_user, minimum=1, maximum=1_000_000

@@ -16,11 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from starlette.websockets import WebSocketDisconnected as StarletteWebSocketDisconnected
 from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 
 from graph.document_cost import document_too_long
 from graph.schema import MAX_DOCUMENT_CHARS
+from server.request_errors import SERVICE_UNAVAILABLE
 from server.socket_messages import (
     INVALID_MESSAGE_CODE,
     LEGACY_WS,
@@ -45,6 +47,14 @@ SOCKET_USER = "portraits.user"
 # A websocket over a per-user or per-address cap: 4000 + HTTP's 429, as graphql-transport-ws numbers its codes.
 TOO_MANY_SOCKETS_CODE = 4429
 SOCKET_PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
+# Key in the websocket's ASGI scope: the process's LiveSockets, which the socket's adapter joins once accepted.
+LIVE_SOCKETS = "portraits.live_sockets"
+# RFC 6455: 1012 Service Restart, the code uvicorn also closes with on shutdown; clients reconnect.
+SERVICE_RESTART_CODE = 1012
+SHUTDOWN_REASON = "Server shutting down; reconnect"
+SHUTDOWN_MESSAGE = "The server is shutting down; subscribe again once reconnected."
+# Server messages after which an operation is over, in both protocols.
+ENDING_MESSAGES = frozenset({"complete", "error"})
 # RFC 6455, 5.5: a control frame's payload is at most 125 bytes, two of them the close code.
 MAX_CLOSE_REASON_BYTES = 123
 ELLIPSIS = "..."
@@ -116,6 +126,7 @@ class GraphQLSocketShortcut:
         path: str,
         backend: AuthenticationBackend,
         per_address: SocketCounts,
+        live: LiveSockets,
         tally: SocketTally = SOCKETS,
     ) -> None:
         self.app = app
@@ -123,6 +134,7 @@ class GraphQLSocketShortcut:
         self.path = path
         self.backend = backend
         self.per_address = per_address
+        self.live = live
         self.tally = tally
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,6 +154,7 @@ class GraphQLSocketShortcut:
                 return
             if credentials is not None:
                 scope["auth"], scope["user"] = credentials
+            scope[LIVE_SOCKETS] = self.live
             channel = SocketChannel(receive, send)
             self.tally.opened += 1
             try:
@@ -230,6 +243,41 @@ def _route_path(scope: Scope) -> str:
     return path[len(root_path):] if root_path and path.startswith(root_path) else path
 
 
+class LiveSockets:
+    """This app's accepted GraphQL websockets, so that a server shutting down can end them in order.
+
+    uvicorn's own shutdown closes every socket with 1012 at once, cutting the
+    subscriptions on it without a word. ``end_all`` first sends each open
+    operation the protocol's error message (``SERVICE_UNAVAILABLE``), then
+    closes with 1012, socket by socket on the socket's own send path, so the
+    message always comes before the close. A socket accepted after that
+    begins is ended as soon as it joins.
+    """
+
+    def __init__(self) -> None:
+        self.sockets: set[TextWebSocketAdapter] = set()
+        self.ending = False
+        self._late: set[asyncio.Task[None]] = set()
+
+    def join(self, socket: TextWebSocketAdapter) -> None:
+        self.sockets.add(socket)
+        if self.ending:
+            task = asyncio.get_running_loop().create_task(socket.end_for_shutdown())
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+
+    def leave(self, socket: TextWebSocketAdapter) -> None:
+        self.sockets.discard(socket)
+
+    async def end_all(self) -> None:
+        """Every open operation gets SERVICE_UNAVAILABLE, then every socket closes with 1012."""
+        self.ending = True
+        ending = [socket.end_for_shutdown() for socket in list(self.sockets)]
+        if ending:
+            logger.info("shutting down: ending %d websocket(s) with 1012", len(ending))
+            await asyncio.gather(*ending)
+
+
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
     """Checks every client message before strawberry reads it, and sends every message as a text frame.
 
@@ -237,12 +285,33 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
     4400 and the reason; JSON that does not decode, nested past the decoder's
     recursion limit included, is strawberry's "must be valid JSON" (4400).
     Replies go as text frames, as graphql-ws and Apollo clients require (our
-    encoder makes bytes).
+    encoder makes bytes). It keeps the ids of the operations it has started
+    and not yet seen end, for ``end_for_shutdown``.
     """
 
+    def __init__(self, view: AsyncBaseHTTPView, request: WebSocket, response: WebSocket) -> None:  # type: ignore[type-arg]
+        super().__init__(view, request, response)
+        self.operations: set[str] = set()
+        self.legacy = False
+        self.ending = False  # shutting down: strawberry's own messages are dropped from now on
+
     async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object, None]:
-        legacy = await self.view.pick_websocket_subprotocol(self.ws) == GRAPHQL_WS_PROTOCOL
+        self.legacy = legacy = await self.view.pick_websocket_subprotocol(self.ws) == GRAPHQL_WS_PROTOCOL
         protocol = LEGACY_WS if legacy else TRANSPORT_WS
+        live: LiveSockets | None = self.ws.scope.get(LIVE_SOCKETS)
+        if live is not None:
+            live.join(self)
+        try:
+            async for message in self._checked_messages(protocol, ignore_parsing_errors=ignore_parsing_errors):
+                yield message
+        finally:
+            if live is not None:
+                live.leave(self)
+
+    async def _checked_messages(
+        self, protocol: SocketProtocol, *, ignore_parsing_errors: bool
+    ) -> AsyncGenerator[Mapping[str, object], None]:
+        legacy = protocol is LEGACY_WS
         while self.ws.application_state != WebSocketState.DISCONNECTED:
             try:
                 text = await self.ws.receive_text()
@@ -264,6 +333,12 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             if (refusal := _query_too_long(message, protocol)) is not None:
                 await self.send_json(_operation_error(message, refusal, legacy=legacy))
                 continue
+            if self.ending:
+                continue  # closing for shutdown: nothing new starts
+            if message["type"] == protocol.start:
+                self.operations.add(str(message["id"]))
+            elif message["type"] == protocol.stop:
+                self.operations.discard(str(message["id"]))
             yield message
 
     async def send_json(self, message: Mapping[str, object]) -> None:
@@ -276,14 +351,39 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
         operation of the socket; nothing strawberry runs loops on sends alone
         (the graphql-ws keep-alive sleeps between its sends).
         """
-        if self.ws.application_state == WebSocketState.DISCONNECTED:
+        if self.ws.application_state == WebSocketState.DISCONNECTED or self.ending:
             logger.debug("message dropped: the websocket has closed")
             return
+        if message.get("type") in ENDING_MESSAGES:
+            self.operations.discard(str(message.get("id")))
+        await self._send(message)
+
+    async def _send(self, message: Mapping[str, object]) -> None:
         encoded = self.view.encode_json(message)
         try:
             await self.ws.send_text(encoded.decode() if isinstance(encoded, bytes) else encoded)
         except (WebSocketDisconnect, StarletteWebSocketDisconnected) as error:  # gone mid-send; closed by us before
             logger.debug("message dropped: the websocket has closed (%r)", error)
+
+    async def end_for_shutdown(self) -> None:
+        """Each open operation gets the protocol's error message, SERVICE_UNAVAILABLE; then close with 1012.
+
+        From here on strawberry's own messages are dropped, so nothing of an
+        operation follows its error; the client's close reply then ends the
+        socket's handler and its operations, as any close does.
+        """
+        if self.ending:
+            return
+        self.ending = True
+        error = GraphQLError(SHUTDOWN_MESSAGE, extensions={"code": SERVICE_UNAVAILABLE})
+        for operation_id in sorted(self.operations):
+            if self.ws.application_state == WebSocketState.DISCONNECTED:
+                return
+            await self._send(_operation_error({"id": operation_id}, error, legacy=self.legacy))
+        self.operations.clear()
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(WebSocketDisconnect, StarletteWebSocketDisconnected, RuntimeError, OSError):
+                await self.ws.close(SERVICE_RESTART_CODE, SHUTDOWN_REASON)
 
     async def close(self, code: int, reason: str) -> None:
         """Close with the code and reason ``on_ws_connect`` chose for its refusal, if any, instead of strawberry's."""

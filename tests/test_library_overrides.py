@@ -78,7 +78,13 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     ("uvicorn HttpToolsProtocol.on_header", HttpToolsProtocol.on_header, "65d62c044f61fdbd"),
     ("uvicorn HttpToolsProtocol.on_headers_complete", HttpToolsProtocol.on_headers_complete, "1ea8589acfad92d8"),
     ("uvicorn HttpToolsProtocol.send_400_response", HttpToolsProtocol.send_400_response, "ae5a4a3782b646fd"),
-    # server/cli.py: PortraitsServer wraps these to start and stop the GC pacer.
+    # server/http_drain.py: DrainOnShutdown replaces shutdown for an idle connection (keeping it open a moment for a
+    # request already sent), defers to it otherwise, and relies on the request cycle's ``keep_alive`` (set in
+    # on_headers_complete, watched above) to answer with Connection: close; it wraps connection_lost to stop its timer.
+    ("uvicorn HttpToolsProtocol.shutdown", HttpToolsProtocol.shutdown, "d7351fa33f00d430"),
+    ("uvicorn HttpToolsProtocol.connection_lost", HttpToolsProtocol.connection_lost, "c91a4c9bf2e29c55"),
+    # server/cli.py: PortraitsServer wraps these to start and stop the GC pacer, and runs the app's draining steps
+    # and waits for the listening sockets' backlog (uvicorn's public ``servers``) before uvicorn's shutdown.
     ("uvicorn Server.startup", uvicorn.Server.startup, "2aa1d70a244bfcf2"),
     ("uvicorn Server.shutdown", uvicorn.Server.shutdown, "9b33c50562992b1e"),
     # server/connection_guard.py wraps uvicorn's protocols by delegation and relies on how these behave: the upgrade

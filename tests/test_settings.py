@@ -73,6 +73,8 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"WS_MAX_UNREAD_BYTES": "1000"}, "WS_MAX_UNREAD_BYTES must be between"),
         ({"MAX_WEBSOCKETS_PER_USER": "0"}, "MAX_WEBSOCKETS_PER_USER must be between"),
         ({"MAX_WEBSOCKETS_PER_ADDRESS": "many"}, "MAX_WEBSOCKETS_PER_ADDRESS must be an integer"),
+        ({"SHUTDOWN_GRACE_SECONDS": "0"}, "SHUTDOWN_GRACE_SECONDS must be between"),
+        ({"SHUTDOWN_GRACE_SECONDS": "2.5"}, "SHUTDOWN_GRACE_SECONDS must be an integer"),
         ({"MAX_REQUEST_BODY_BYTES": "1mb"}, "MAX_REQUEST_BODY_BYTES must be an integer"),
         ({"MAX_REQUEST_BODY_BYTES": "0"}, "MAX_REQUEST_BODY_BYTES must be between"),
         ({"MAX_QUERY_STRING_BYTES": "10"}, "MAX_QUERY_STRING_BYTES must be between"),
@@ -193,6 +195,16 @@ def test_connection_limits_default_to_the_readmes_and_each_is_a_setting(tmp_path
     assert (tuned.max_connections, tuned.header_timeout, tuned.keep_alive_timeout) == (50_000, 2.5, 75)
     assert tuned.ws_max_unread_bytes == 4 * 1024 * 1024
     assert (tuned.websockets_per_user, tuned.websockets_per_address) == (5, 20_000)
+
+
+def test_the_shutdown_grace_bounds_both_requests_in_flight_and_running_jobs(tmp_path: Path) -> None:
+    # given the default, and a tuned grace
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+    tuned = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "SHUTDOWN_GRACE_SECONDS": "25"})
+
+    # then one value, within Docker's 10 s stop timeout by default, bounds uvicorn's drain and the workers' jobs alike
+    assert default.connections.shutdown_grace_seconds == default.generation.worker.shutdown_grace_seconds == 8
+    assert tuned.connections.shutdown_grace_seconds == tuned.generation.worker.shutdown_grace_seconds == 25
 
 
 def test_http_limits_default_to_a_few_megabytes_of_body_and_kilobytes_of_head(tmp_path: Path) -> None:
