@@ -32,10 +32,11 @@ TRANSIENT_CODES = frozenset({408, 429})
 class DownloadError(Exception):
     """The image could not be fetched; ``retryable`` says whether trying again later may help."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.status = status  # the HTTP status that refused it, if one did
 
 
 def download_client(*, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
@@ -158,7 +159,9 @@ def _check_status(response: httpx.Response, url: str) -> None:
     code = response.status_code
     if 200 <= code < 300:
         return
-    raise DownloadError(f"download of {url} answered {code}", retryable=code >= 500 or code in TRANSIENT_CODES)
+    raise DownloadError(
+        f"download of {url} answered {code}", retryable=code >= 500 or code in TRANSIENT_CODES, status=code
+    )
 
 
 @contextmanager

@@ -39,6 +39,9 @@ from storage.workspace_assets import WorkspaceAsset
 
 logger = logging.getLogger(__name__)
 
+# A provider's fresh result URL answering these is retried (the provider is asked again), not failed at once.
+MISSING_RESULT_CODES = frozenset({404, 410})
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
@@ -157,16 +160,20 @@ class JobRunner:
         if result.image_bytes is not None:
             return _Image(result.image_bytes, chosen_seed)
         assert result.image_url is not None
-        return _Image(await self._download(result.image_url), chosen_seed)
+        return _Image(await self._download(result.image_url, fresh=True), chosen_seed)
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, url: str, *, fresh: bool = False) -> bytes:
+        """The image at ``url``. A result the provider has just handed over that is not there (404, 410) is worth
+        another attempt: a CDN may not have it yet, and the retry asks the provider again (its request is kept,
+        so nothing is paid twice); a result kept from an earlier attempt that is gone is the caller's to handle."""
         try:
             return await download_image(
                 self.http, url, max_bytes=self.config.max_image_bytes, timeout=self.config.download_timeout,
                 addresses=self.config.download_addresses,
             )
         except DownloadError as error:
-            raise JobFailed(f"downloading the result failed: {error}", retryable=error.retryable) from error
+            retryable = error.retryable or (fresh and error.status in MISSING_RESULT_CODES)
+            raise JobFailed(f"downloading the result failed: {error}", retryable=retryable) from error
 
     # --- phase 2: workspace-temp ----------------------------------------------
 

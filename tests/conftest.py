@@ -338,7 +338,8 @@ async def start_generation(
     """Start workers of the test's own on the test database, like a `portraits worker` process.
 
     ``store`` is "local" (the app's own folder) or "s3" (the S3-backed app's
-    buckets); keyword overrides go to WorkerConfig and PipelineConfig. Retries
+    buckets); keyword overrides go to WorkerConfig and PipelineConfig, ``fal_timeout`` and
+    ``fal_request_timeout`` to FalConfig (a whole request, one HTTP call). Retries
     and polls are fast; fal calls go to the fake fal server. Everything
     started is stopped when the test ends.
     """
@@ -346,7 +347,13 @@ async def start_generation(
     started: list[tuple[Generation, ObjectStore]] = []
 
     async def start(
-        store: str = "local", *, workers: int = 1, local_latency: float = 0.0, **overrides: Any
+        store: str = "local",
+        *,
+        workers: int = 1,
+        local_latency: float = 0.0,
+        fal_timeout: float = 30.0,
+        fal_request_timeout: float = 30.0,
+        **overrides: Any,
     ) -> Generation:
         app_settings = settings if store == "local" else s3_settings
         worker_fields = {name for name in WorkerConfig.__dataclass_fields__}
@@ -360,7 +367,10 @@ async def start_generation(
             app_settings.generation.pipeline,
             **{key: value for key, value in overrides.items() if key not in worker_fields},
         )
-        fal = FalConfig(key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=0.01, timeout=30)
+        fal = FalConfig(
+            key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=0.01, timeout=fal_timeout,
+            request_timeout=fal_request_timeout,
+        )
         generation_settings = replace(
             app_settings.generation, worker=worker, pipeline=pipeline, fal=fal, local_latency_seconds=local_latency
         )

@@ -1,6 +1,7 @@
 """Generation when things go wrong, end to end: GraphQL in, real workers, the fake fal over real HTTP.
 
-Retries with backoff, final failures, non-retryable provider errors, a
+Retries with backoff, final failures (fal refusing, timing out, or handing over a result URL that answers
+404), non-retryable provider errors, a
 storage failure retried from the kept provider result, cancellation (queued
 and running), two workers sharing one queue, and provider progress.
 """
@@ -158,6 +159,59 @@ async def test_a_job_that_keeps_failing_fails_after_max_attempts_and_the_charact
     assert await rows_for_job(pool, job["id"]) == (0, 0)
     row = await job_row(pool, job["id"])
     assert row["locked_by"] is None and row["completed_at"] is not None and row["result_url"] is None
+
+
+async def test_a_provider_that_keeps_timing_out_fails_after_max_attempts_paid_once_and_the_character_keeps_its_image(
+    graphql: GraphQL, start_generation: StartGeneration, fake_fal_server: FakeFal, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given a character with an image, and fal accepting the request but never answering a status poll in time
+    model_id = await fal_model_id(graphql)
+    character = await create_character(graphql, alice, imageUrl="https://example.com/old.png")
+    fake_fal_server.behave(hang="status", hang_seconds=2.0)
+    await start_generation(fal_timeout=0.6, fal_request_timeout=0.2)
+
+    # when a portrait is requested on the fal model
+    job = await generate_portrait(graphql, alice, characterId=character["id"], modelId=model_id)
+
+    # then every attempt times out and is retried, and the job fails after the last one, saying so
+    done = await wait_for_job(graphql, alice, job["id"])
+    assert done["status"] == "FAILED" and done["attempts"] == 3, done
+    assert done["error"].startswith("failed after 3 attempts: fal: ") and "timed out" in done["error"], done["error"]
+    assert [attempt["outcome"] for attempt in done["attemptHistory"]] == ["FAILED"] * 3
+    # and the retries resumed the request fal had accepted: it was paid for once
+    assert fake_fal_server.calls["submit"] == 1 and fake_fal_server.calls["status"] >= 3
+
+    # and the character still shows its old image; nothing was stored and no lease is held
+    shown = await get_character(graphql, alice, character["id"])
+    assert shown["imageUrl"] == "https://example.com/old.png"
+    assert await rows_for_job(pool, job["id"]) == (0, 0)
+    assert (await job_row(pool, job["id"]))["locked_by"] is None
+
+
+async def test_a_result_url_that_answers_404_is_retried_from_the_provider_then_fails_and_the_character_keeps_its_image(
+    graphql: GraphQL, start_generation: StartGeneration, fake_fal_server: FakeFal, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given a character with an image, and fal completing the request with a result URL that answers 404
+    model_id = await fal_model_id(graphql)
+    character = await create_character(graphql, alice, imageUrl="https://example.com/old.png")
+    fake_fal_server.behave(file_status=404)
+    await start_generation()
+
+    # when a portrait is requested on the fal model
+    job = await generate_portrait(graphql, alice, characterId=character["id"], modelId=model_id)
+
+    # then each attempt asks fal for the result again (the request is kept: paid once) and tries its URL
+    done = await wait_for_job(graphql, alice, job["id"])
+    assert done["status"] == "FAILED" and done["attempts"] == 3, done
+    assert done["error"].startswith("failed after 3 attempts: downloading the result failed: "), done["error"]
+    assert "answered 404" in done["error"]
+    assert fake_fal_server.calls["submit"] == 1 and fake_fal_server.calls["result"] == 3
+    assert fake_fal_server.calls["file"] >= 3
+
+    # and the character still shows its old image; nothing was stored
+    shown = await get_character(graphql, alice, character["id"])
+    assert shown["imageUrl"] == "https://example.com/old.png"
+    assert await rows_for_job(pool, job["id"]) == (0, 0)
 
 
 @pytest.mark.parametrize(
