@@ -1,4 +1,8 @@
-"""A `portraits worker` process killed mid-job: another worker finishes the job, exactly once, and says so."""
+"""A `portraits worker` process killed mid-job: another worker finishes the job, exactly once, and says so.
+
+Killed while rendering, and killed inside the library auto-save (its S3
+copies to user-library held by a proxy, none or one of the pair done).
+"""
 
 from __future__ import annotations
 
@@ -14,18 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from server.settings import Settings
+from storage.objects.config import open_object_store
+from storage.objects.paths import Bucket
+from tests.conftest import s3_environ
 from tests.generation_support import GraphQL, create_character, generate_portrait, get_character, wait_for_job
+from tests.stalling_proxy import StallingProxy
 from tests.support import TEST_JWT_SECRET
 
 LEASE_SECONDS = 3
+# Settings of the test run's own environment a worker process must not pick up.
+INHERITED_NOT = frozenset({"FAL_KEY", "S3_ENDPOINT_URL", "OBJECT_STORE"})
 
 
 def start_worker_process(settings: Settings, data_dir: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`python -m server.cli worker` on the test database and the test app's object folder."""
+    """`python -m server.cli worker` on the test database and the test app's object folder (or ``env``'s S3)."""
+    inherited = {name: value for name, value in os.environ.items() if name not in INHERITED_NOT}
     full_env = {
-        **os.environ,
+        **inherited,
         "DATABASE_URL": settings.database_url or "",
         "JWT_SECRET": TEST_JWT_SECRET,
         "PORTRAITS_DATA_DIR": str(data_dir),
@@ -36,8 +48,6 @@ def start_worker_process(settings: Settings, data_dir: Path, **env: str) -> subp
         "LOG_LEVEL": "warning",
         **env,
     }
-    for name in ("FAL_KEY", "S3_ENDPOINT_URL", "OBJECT_STORE"):
-        full_env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "server.cli", "worker"], env=full_env)
 
 
@@ -148,3 +158,68 @@ async def test_a_live_worker_renews_its_lease_so_a_long_job_is_never_taken_over(
     (attempt,) = await attempts_of(pool, uuid.UUID(job["id"]))
     assert (attempt["outcome"], attempt["lease_token"]) == ("completed", first_lease)
     assert await pool.fetchval("SELECT count(*) FROM workspace_assets WHERE job_id = $1", uuid.UUID(job["id"])) == 1
+
+
+@pytest.mark.parametrize("copies_done", [0, 1], ids=["before-any-copy", "between-the-two-copies"])
+async def test_a_worker_killed_during_the_library_auto_save_leaves_one_library_row_and_one_object_pair(
+    graphql: GraphQL, pool: asyncpg.Pool, settings: Settings, s3_endpoint: str, alice: uuid.UUID, tmp_path: Path,
+    copies_done: int,
+) -> None:
+    # given buckets of the test's own on S3 (moto), and a proxy in front of it that holds copies into user-library
+    s3 = s3_environ(s3_endpoint)
+    s3_settings = Settings.from_environ(
+        {"PORTRAITS_DATA_DIR": str(tmp_path / "s3"), "JWT_SECRET": TEST_JWT_SECRET, **s3}
+    )
+    store = await open_object_store(s3_settings.objects)  # creates the buckets
+    host, _, port = s3_endpoint.removeprefix("http://").partition(":")
+    library_bucket = f"/{s3['S3_BUCKET_PREFIX']}{Bucket.USER_LIBRARY.value}/".encode()
+    character = await create_character(graphql, alice)
+    job = await generate_portrait(graphql, alice, characterId=character["id"], seed=5)
+    job_id = uuid.UUID(job["id"])
+    try:
+        async with StallingProxy((host, int(port)), library_bucket, let_through=copies_done) as proxy:
+            # when a worker process on that proxy reaches the auto-save (copies_done of the pair copied) and is
+            # SIGKILLed there
+            through_proxy = {**s3, "S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+            first = start_worker_process(settings, tmp_path, JOB_LEASE_SECONDS=str(LEASE_SECONDS), **through_proxy)
+            try:
+                await asyncio.wait_for(proxy.stalled.wait(), timeout=60)
+                first.send_signal(signal.SIGKILL)
+                assert first.wait(timeout=10) == -signal.SIGKILL
+            finally:
+                if first.poll() is None:
+                    first.kill()
+                    first.wait()
+            assert proxy.passed == copies_done and proxy.held >= 1
+
+        # then it died inside the auto-save: the workspace image stored, no library row, copies_done objects copied
+        assert await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "processing"
+        assert await pool.fetchval("SELECT count(*) FROM workspace_assets WHERE job_id = $1", job_id) == 1
+        assert await pool.fetchval("SELECT count(*) FROM user_library WHERE source_job_id = $1", job_id) == 0
+        assert len(await store.list_objects(Bucket.USER_LIBRARY, f"{alice}/")) == copies_done
+
+        # when another worker process takes the job over once the lease has run out
+        second = start_worker_process(settings, tmp_path, JOB_LEASE_SECONDS=str(LEASE_SECONDS), **s3)
+        try:
+            done = await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+
+        # then the job completed on its second attempt, with exactly one library row and one object pair
+        assert done["attempts"] == 2
+        assert await pool.fetchval("SELECT count(*) FROM user_library WHERE source_job_id = $1", job_id) == 1
+        library_path = f"{alice}/{job_id}_{character['id']}.png"
+        pair = sorted([library_path, library_path.removesuffix(".png") + ".thumb.webp"])
+        assert sorted(info.path for info in await store.list_objects(Bucket.USER_LIBRARY, f"{alice}/")) == pair
+        catalogued = await pool.fetch(
+            "SELECT key FROM stored_objects WHERE key LIKE $1 ORDER BY key", f"user-library/{alice}/%"
+        )
+        assert [row["key"] for row in catalogued] == [f"user-library/{key}" for key in pair]
+        # and one workspace image pair, and the character on the library image, which exists
+        assert len(await store.list_objects(Bucket.WORKSPACE_TEMP, f"{alice}/")) == 2
+        shown = await get_character(graphql, alice, character["id"])
+        assert shown["imageUrl"] == f"user-library/{library_path}"
+        assert (await store.head(Bucket.USER_LIBRARY, library_path)).size > 0
+    finally:
+        await store.close()
