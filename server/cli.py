@@ -30,7 +30,7 @@ from server.app import create_app, open_services
 from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
-from server.http_drain import drain_on_shutdown
+from server.http_drain import AnswerCutRequests, drain_on_shutdown
 from server.http_head import head_limited_http_protocol
 from server.metrics import Metrics
 from server.metrics_http import MetricsServer, MetricsServerError
@@ -134,7 +134,7 @@ def uvicorn_config(
     # request still answered once shutdown begins (server/http_drain.py).
     guard = ConnectionGuard.for_process(connections, http=drain_on_shutdown(head_limited_http_protocol(http)))
     config = uvicorn.Config(
-        guard.wrap(app),
+        guard.wrap(AnswerCutRequests(app)),
         http=guard.http_protocol,
         interface="asgi3",  # the guard's middleware is a plain callable returning an awaitable (no frame kept)
         host=host,

@@ -9,17 +9,29 @@ answer at all. So an idle connection is kept ``IDLE_GRACE_SECONDS`` longer:
 a request that arrives meanwhile is served and answered with
 ``Connection: close``; a connection still idle then is closed, as before.
 A request in progress is finished and its connection closed (uvicorn's own
-behaviour).
+behaviour). One still running when uvicorn's graceful timeout
+(``SHUTDOWN_GRACE_SECONDS``) cancels it gets, if nothing of its response was
+sent yet, a JSON 503 ``SERVICE_UNAVAILABLE`` instead of uvicorn's plain-text
+500 and its logged traceback (``AnswerCutRequests``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable
+from http import HTTPStatus
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # uvicorn names its protocol classes only as strings of uvicorn.Config (http="httptools"); the module is not
 # public API. uvicorn is pinned to 0.54.x, and tests/test_library_overrides.py fails when the methods we
 # override change.
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from server.request_errors import SERVICE_UNAVAILABLE, error_body
+
+logger = logging.getLogger(__name__)
 
 # How long an idle connection may still bring a request once shutdown begins: requests sent before the signal
 # are in the receive buffer or on their way (a loop turn, a network round trip), well within it.
@@ -67,3 +79,55 @@ class DrainOnShutdown(HttpToolsProtocol):
 def drain_on_shutdown(protocol: type[HttpToolsProtocol]) -> type[HttpToolsProtocol]:
     """For ``uvicorn.Config(http=...)``: ``protocol`` (an httptools protocol class) with the drain above."""
     return type(f"Draining{protocol.__name__}", (DrainOnShutdown, protocol), {})
+
+
+SHUTDOWN_MESSAGE = "The server is shutting down and could not finish this request; retry"
+
+
+class AnswerCutRequests:
+    """ASGI middleware: an HTTP request cancelled by uvicorn's graceful-shutdown timeout is answered a JSON 503.
+
+    uvicorn cancels the requests still running when ``timeout_graceful_shutdown``
+    runs out (a body that never finishes arriving, say): it answers plain-text
+    500 and logs the cancellation as a crash. Only uvicorn cancels a request's
+    task, and only then, so a cancellation before any of the response was sent
+    is answered here, and the task ends; after, uvicorn closes the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function for websockets: a socket's call lasts as long as the socket and keeps no frame of ours.
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
+        return self.answered(scope, receive, send)
+
+    async def answered(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            logger.info("shutting down: %s %s cut by the grace period, answered 503", scope["method"], scope["path"])
+            await send_unavailable(send)
+
+
+async def send_unavailable(send: Send) -> None:
+    body = error_body(SHUTDOWN_MESSAGE, SERVICE_UNAVAILABLE)
+    await send({
+        "type": "http.response.start",
+        "status": HTTPStatus.SERVICE_UNAVAILABLE,
+        "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1"), (b"connection", b"close"),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})

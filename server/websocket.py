@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -255,7 +256,8 @@ class LiveSockets:
     """
 
     def __init__(self) -> None:
-        self.sockets: set[TextWebSocketAdapter] = set()
+        # Weak: a socket whose reader was never closed (its generator waiting for the collector) is not kept here.
+        self.sockets: weakref.WeakSet[TextWebSocketAdapter] = weakref.WeakSet()
         self.ending = False
         self._late: set[asyncio.Task[None]] = set()
 

@@ -3,8 +3,9 @@
 A real process on the test database: HTTP clients looping over raw sockets
 (so no client library retries or hides a reset), connections whose request
 was sent just before the signal, subscribers on both websocket protocols,
-and a job its worker is rendering (the local renderer, made slow). Then
-SIGTERM, and what each of them got.
+requests whose body never finishes arriving, and a job its worker is
+rendering (the local renderer, made slow). Then SIGTERM, and what each of
+them got.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ LOOPING_CLIENTS = 24
 LATE_CONNECTIONS = 24
 SOCKETS_PER_PROTOCOL = 3
 IDLE_CONNECTIONS = 8
+SLOW_BODIES = 3
 QUERY = orjson.dumps({"query": "{ characters(first: 20) { edges { node { id name imageUrl } } } }"})
 
 
@@ -66,7 +68,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 def outcome(status: int, body: bytes) -> str:
     """"ok" for a GraphQL answer, "unavailable" for the JSON 503; anything else says what came instead."""
-    decoded = orjson.loads(body)
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return f"{status} not JSON: {body[:200]!r}"
     if status == 200 and "errors" not in decoded:
         return "ok"
     if status == 503 and [error["extensions"]["code"] for error in decoded["errors"]] == ["SERVICE_UNAVAILABLE"]:
@@ -103,6 +108,30 @@ async def late_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     finally:
         writer.close()
     return outcome(status, body)
+
+
+async def slow_body_request(port: int, token: str, stopping: asyncio.Event) -> str:
+    """A request whose body trickles in and never completes: cut by the grace period, it must still be answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = request_bytes(token)[: -len(QUERY)]
+    writer.write(head + QUERY[:5])
+    sender = asyncio.create_task(trickle(writer, stopping))
+    try:
+        status, _, body = await read_response(reader)
+    except (asyncio.IncompleteReadError, ConnectionError) as error:
+        return f"no answer: {error!r}"
+    finally:
+        sender.cancel()
+        writer.close()
+    return outcome(status, body)
+
+
+async def trickle(writer: asyncio.StreamWriter, stopping: asyncio.Event) -> None:
+    """A space every half second (JSON whitespace, so the body stays valid and never ends)."""
+    while True:
+        await asyncio.sleep(0.5)
+        writer.write(b" ")
+        await writer.drain()
 
 
 async def goodbye(socket: GraphQLSocket, operations: list[str]) -> tuple[list[tuple[str, list[str]]], int | None]:
@@ -163,6 +192,10 @@ async def test_sigterm_under_load_answers_every_request_ends_subscriptions_and_h
             asyncio.create_task(looping_client(server.port, tokens[index % 3], stopping))
             for index in range(LOOPING_CLIENTS)
         ]
+        slow = [
+            asyncio.create_task(slow_body_request(server.port, tokens[index % 3], stopping))
+            for index in range(SLOW_BODIES)
+        ]
         await asyncio.sleep(1.5)
 
         # when connections send a request, and SIGTERM follows before the server can have read them
@@ -178,6 +211,8 @@ async def test_sigterm_under_load_answers_every_request_ends_subscriptions_and_h
         late_outcomes = await asyncio.gather(*(late_request(reader, writer) for reader, writer in late))
         refused = [result for result in [*looped, *late_outcomes] if result not in ("ok", "unavailable")]
         assert refused == [], refused
+        # and a request whose body was still arriving when the grace ran out got a JSON 503 SERVICE_UNAVAILABLE
+        assert await asyncio.gather(*slow) == ["unavailable"] * SLOW_BODIES
         assert len(looped) > LOOPING_CLIENTS and len(late_outcomes) == LATE_CONNECTIONS
 
         # and every subscription got SERVICE_UNAVAILABLE for its id, then its socket the close 1012
