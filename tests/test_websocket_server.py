@@ -21,6 +21,7 @@ import orjson
 import pytest
 import websockets
 from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Event
@@ -30,8 +31,17 @@ from websockets.uri import parse_uri
 from server.app import create_app
 from server.cli import uvicorn_config
 from server.settings import Settings, WebSocketConfig
+from server.shutdown import Draining
 from tests.conftest import token_for
-from tests.realtime_support import JOB_UPDATED, PORTRAIT_JOBS, TRANSPORT_WS, GraphQLSocket, Rejected, error_codes_of
+from tests.realtime_support import (
+    JOB_UPDATED,
+    LEGACY_WS,
+    PORTRAIT_JOBS,
+    TRANSPORT_WS,
+    GraphQLSocket,
+    Rejected,
+    error_codes_of,
+)
 from tests.support import ServedUvicorn, free_port, serve_uvicorn
 
 TIMEOUT = 10.0
@@ -161,6 +171,48 @@ async def test_shutdown_closes_open_sockets_with_1012(settings: Settings, alice:
         # and every connection and its ASGI task ended within the graceful shutdown
         assert not served.server.server_state.connections
         assert not served.server.server_state.tasks
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_draining_tells_each_subscription_then_closes_1012_and_ends_sockets_opened_after(
+    settings: Settings, alice: uuid.UUID, protocol: str
+) -> None:
+    draining = Draining()
+    app = create_app(settings, draining=draining)
+    config = uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    async with (
+        serve_uvicorn(config) as served,
+        GraphQLSocket.open(served.url("/graphql"), protocol=protocol, token=token_for(alice)) as socket,
+    ):
+        # given a socket with two live subscriptions, and one that has ended (stopped by the client)
+        live = [await socket.subscribe(PORTRAIT_JOBS), await socket.subscribe(PORTRAIT_JOBS)]
+        await socket.stop(await socket.subscribe(PORTRAIT_JOBS))
+        await asyncio.sleep(0.3)
+
+        # when the server begins to stop (what `serve` runs before uvicorn's own shutdown)
+        await draining.begin(timeout=5)
+
+        # then each live subscription gets the protocol's error message with SERVICE_UNAVAILABLE, then the close 1012
+        ended: list[tuple[str, list[str]]] = []
+        with pytest.raises(Rejected) as closed:
+            while True:
+                message = await socket.next_result(timeout=TIMEOUT)
+                assert message["type"] in ("error", "complete"), message
+                if message["type"] == "error":
+                    ended.append((message["id"], error_codes_of(message)))
+        assert sorted(ended) == [(operation, ["SERVICE_UNAVAILABLE"]) for operation in sorted(live)]
+        assert closed.value.code == 1012
+
+        # and a socket opened meanwhile is closed the same way, before anything starts on it
+        with pytest.raises((Rejected, ConnectionClosed)) as refused:
+            async with GraphQLSocket.open(served.url("/graphql"), protocol=protocol, token=token_for(alice)) as late:
+                await late.subscribe(PORTRAIT_JOBS)
+                await late.receive(timeout=TIMEOUT)
+        error = refused.value
+        if isinstance(error, ConnectionClosed):  # closed before its connection_init was even sent
+            assert error.rcvd is not None and error.rcvd.code == 1012
+        else:
+            assert isinstance(error, Rejected) and error.code == 1012
 
 
 @pytest.mark.parametrize("deflate", [False, True], ids=["default: off", "WS_PER_MESSAGE_DEFLATE=true"])
