@@ -113,7 +113,7 @@ class PortraitsServer(uvicorn.Server):
                 poller.register(listening.fileno(), select.POLLIN)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + BACKLOG_DRAIN_SECONDS
-        while poller.poll(0) and loop.time() < give_up:
+        while poller.poll(0) and loop.time() < give_up and not self.force_exit:  # a second Ctrl-C: stop now
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)  # the last accepted connections are made (and so told to shut down below)
 
