@@ -44,10 +44,11 @@ from storage.migrate import migrate
 logger = logging.getLogger("portraits")
 
 DEV_TOKEN_TTL = timedelta(days=7)
-# On SIGTERM, how long the websockets' goodbyes (SERVICE_UNAVAILABLE, then 1012) may take before uvicorn closes them.
-SOCKET_GOODBYE_SECONDS = 2.0
+# On SIGTERM, how long the websockets' goodbyes (SERVICE_UNAVAILABLE, then 1012) may take before uvicorn closes them,
+# and then the backlog's; with SHUTDOWN_GRACE_SECONDS (8) after them, a stop stays within Docker's 10 s.
+SOCKET_GOODBYE_SECONDS = 1.0
 # On SIGTERM, how long connections already waiting in the listening socket's backlog may take to be accepted.
-BACKLOG_DRAIN_SECONDS = 2.0
+BACKLOG_DRAIN_SECONDS = 1.0
 DEV_USER_FILE = "dev-user-id"
 
 
