@@ -12,7 +12,10 @@ root, and chmods every parent folder. Here:
   same data folder fail at once with a clear message, and is released by the
   kernel when its holder dies;
 - run as root, the server runs as ``nobody`` (PostgreSQL refuses root);
-- it listens on a Unix socket only, so it never fights over a TCP port.
+- it listens on a Unix socket only, so it never fights over a TCP port;
+- ``wait_for_exit`` reaps a postmaster that died (no zombie) and ``restart``
+  starts it again on the same folder, under the lock it still holds, for the
+  supervisor that keeps it running under ``serve`` (``devtools/embedded_supervisor.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,12 +92,17 @@ class EmbeddedPostgres:
         self.durable = durable
         self._lock_fd: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        # Held while the postmaster is started or stopped: a restart by the supervisor's thread and a
+        # stop by the owner never interleave. ``_stopping`` tells a restart under way to give up.
+        self._state_lock = threading.Lock()
+        self._stopping = False
         self._run_as = _unprivileged_user() if os.geteuid() == 0 else None
         self.bin_dir = bin_dir()
 
     def start(self) -> RunningServer:
         """Take the folder lock, init the cluster if new, start the server and create the database."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
         self._take_lock()
         try:
             self._stop_orphan()
@@ -112,9 +121,61 @@ class EmbeddedPostgres:
             pid=self._process.pid,
         )
 
+    def restart(self, timeout: float = 30.0) -> RunningServer:
+        """Start the postmaster again on the cluster and lock we still hold, after ``wait_for_exit`` reaped it.
+
+        Raises ``EmbeddedPostgresError`` when it does not come up (it is then
+        stopped again), or when ``stop`` was called meanwhile.
+        """
+        with self._state_lock:
+            if self._stopping or self._lock_fd is None:
+                raise EmbeddedPostgresError("the embedded PostgreSQL is stopping")
+            if self._process is not None and self._process.poll() is None:
+                raise EmbeddedPostgresError(f"PostgreSQL (pid {self._process.pid}) is still running")
+            socket_dir = self._socket_dir()
+            self._spawn(socket_dir)
+            assert self._process is not None
+            try:
+                self._wait_ready(timeout, log_lines=5)
+            except EmbeddedPostgresError:
+                self._terminate(self._process)
+                raise
+            return RunningServer(
+                dsn=f"postgresql://postgres@/{self.database}?host={socket_dir}&port={SOCKET_PORT}",
+                version=self._server_version(),
+                pid=self._process.pid,
+            )
+
+    def wait_for_exit(self) -> int | None:
+        """Block until the running postmaster exits, and reap it; its exit code, or None once ``stop`` began.
+
+        Reaping matters: a dead child left unwaited is a zombie, and a zombie's
+        pid still answers ``kill(pid, 0)``, so a new postmaster reading the old
+        one's ``postmaster.pid`` would believe it still runs and refuse to start.
+        """
+        with self._state_lock:
+            process = None if self._stopping else self._process
+        if process is None:
+            return None
+        code = process.wait()
+        with self._state_lock:
+            return None if self._stopping else code
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it is our child (running, or dead and not yet reaped)."""
+        process = self._process
+        return None if process is None else process.pid
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT): clients are disconnected, committed data is safe."""
-        process, self._process = self._process, None
+        """Fast shutdown (SIGINT): clients are disconnected, committed data is safe. Stops any restart for good."""
+        self._stopping = True  # (read without the lock by a restart's readiness wait, so it gives up at once)
+        with self._state_lock:
+            process, self._process = self._process, None
+            self._terminate(process, timeout)
+            self._release_lock()
+
+    def _terminate(self, process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
@@ -127,7 +188,6 @@ class EmbeddedPostgres:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        self._release_lock()
 
     def __enter__(self) -> RunningServer:
         return self.start()
@@ -230,19 +290,23 @@ class EmbeddedPostgres:
                 **self._user_kwargs(),
             )
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0, *, log_lines: int = 30) -> None:
         assert self._process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self._process.poll() is not None:
                 raise EmbeddedPostgresError(
-                    f"PostgreSQL exited with code {self._process.returncode}; its log:\n{self._log_tail()}"
+                    f"PostgreSQL exited with code {self._process.returncode}; "
+                    f"its log ends:\n{self._log_tail(log_lines)}"
                 )
-            if _postmaster_status(self.pgdata) == "ready":
+            # Our own postmaster's file: one killed before us leaves its postmaster.pid, still saying "ready".
+            if _postmaster_pid(self.pgdata) == self._process.pid and _postmaster_status(self.pgdata) == "ready":
                 return
+            if self._stopping:
+                raise EmbeddedPostgresError("the embedded PostgreSQL is stopping")
             if time.monotonic() > deadline:
                 raise EmbeddedPostgresError(
-                    f"PostgreSQL was not ready after {timeout:.0f}s; its log:\n{self._log_tail()}"
+                    f"PostgreSQL was not ready after {timeout:.0f}s; its log ends:\n{self._log_tail(log_lines)}"
                 )
             time.sleep(0.02)
 

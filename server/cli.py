@@ -24,6 +24,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+from devtools.embedded_supervisor import EmbeddedSupervisor
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
 from server.app import create_app, open_services
@@ -56,6 +57,8 @@ DEV_USER_FILE = "dev-user-id"
 class Database:
     url: str
     description: str
+    # The embedded PostgreSQL's watcher (None with DATABASE_URL): `serve` starts it to restart a server that dies.
+    supervisor: EmbeddedSupervisor | None = None
 
 
 @contextmanager
@@ -66,10 +69,15 @@ def open_database(settings: Settings) -> Iterator[Database]:
         return
     embedded = EmbeddedPostgres(settings.data_dir)
     server = embedded.start()
+    supervisor = EmbeddedSupervisor(embedded, settings.embedded_restarts)
     try:
-        yield Database(url=server.dsn, description=f"embedded PostgreSQL {server.version} in {embedded.pgdata}")
+        yield Database(
+            url=server.dsn,
+            description=f"embedded PostgreSQL {server.version} in {embedded.pgdata}",
+            supervisor=supervisor,
+        )
     finally:
-        embedded.stop()
+        supervisor.close()
         logger.info("embedded PostgreSQL stopped")
 
 
@@ -179,12 +187,21 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             http=settings.http,
         )
         server = PortraitsServer(config, banner=lambda: _banner(settings, database), draining=draining)
+        if database.supervisor is not None:
+            # A dead embedded PostgreSQL is started again; past the bound, uvicorn shuts down gracefully
+            # (its public flag, checked every tenth of a second) and we exit non-zero below.
+            def give_up(message: str) -> None:
+                server.should_exit = True
+
+            database.supervisor.start(on_give_up=give_up)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal; these
         # handlers turn it into an exception so the embedded PostgreSQL is stopped in order.
         signal.signal(signal.SIGTERM, _stop_requested)
         signal.signal(signal.SIGINT, _stop_requested)
         with contextlib.suppress(StopRequested):
             server.run()
+        if database.supervisor is not None and database.supervisor.failure is not None:
+            raise EmbeddedPostgresError(database.supervisor.failure)
         if not server.started:
             return 1
     return 0
@@ -202,16 +219,25 @@ def worker_command(settings: Settings, args: argparse.Namespace) -> int:
     """Workers without the HTTP server, to scale generation out; at least one even when WORKERS=0."""
     with open_database(settings) as database:
         asyncio.run(migrate(database.url))
-        asyncio.run(_run_workers(settings, database.url, max(settings.generation.workers, 1)))
+        asyncio.run(_run_workers(settings, database, max(settings.generation.workers, 1)))
+        if database.supervisor is not None and database.supervisor.failure is not None:
+            raise EmbeddedPostgresError(database.supervisor.failure)
     return 0
 
 
-async def _run_workers(settings: Settings, database_url: str, count: int) -> None:
+async def _run_workers(settings: Settings, database: Database, count: int) -> None:
+    database_url = database.url
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     metrics = Metrics()  # this process's own registry, served on METRICS_PORT when set
+    if database.supervisor is not None:
+        # Past the embedded PostgreSQL's restart bound, stop as on SIGTERM; the caller then exits non-zero.
+        def give_up(message: str) -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        database.supervisor.start(on_give_up=give_up)
     async with open_services(settings, database_url) as (pool, objects):
         metrics.gauges.pool = pool
         generation = await Generation.start(

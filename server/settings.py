@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from devtools.embedded_supervisor import RestartPolicy
 from pipeline.address_policy import AddressPolicy
 from pipeline.generation import PipelineConfig
 from pipeline.providers.fal import FalConfig
@@ -144,6 +145,8 @@ class Settings:
     websocket: WebSocketConfig
     connections: ConnectionLimits
     http: HttpLimits
+    # How often `serve` starts its embedded PostgreSQL again before it gives up and exits (no DATABASE_URL only).
+    embedded_restarts: RestartPolicy
     metrics: MetricsSettings = MetricsSettings()
 
     @property
@@ -216,6 +219,12 @@ class Settings:
             ),
             connections=connections,
             http=http,
+            embedded_restarts=RestartPolicy(
+                max_restarts=_int_setting(env, "EMBEDDED_POSTGRES_MAX_RESTARTS", 5, minimum=0, maximum=1000),
+                window_seconds=_float_setting(
+                    env, "EMBEDDED_POSTGRES_RESTART_WINDOW_SECONDS", 300, minimum=1, maximum=24 * 3600
+                ),
+            ),
             metrics=_metrics_settings(env),
         )
 

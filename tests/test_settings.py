@@ -87,6 +87,8 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"METRICS_TOKEN": "a token with spaces in it"}, "METRICS_TOKEN must be at least 16 visible ASCII"),
         ({"METRICS_PORT": "0"}, "METRICS_PORT must be between 1 and 65535"),
         ({"METRICS_PORT": "metrics"}, "METRICS_PORT must be an integer"),
+        ({"EMBEDDED_POSTGRES_MAX_RESTARTS": "-1"}, "EMBEDDED_POSTGRES_MAX_RESTARTS must be between"),
+        ({"EMBEDDED_POSTGRES_RESTART_WINDOW_SECONDS": "0"}, "EMBEDDED_POSTGRES_RESTART_WINDOW_SECONDS must be between"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -245,3 +247,16 @@ def test_metrics_are_public_without_a_port_unless_set(tmp_path: Path) -> None:
 
     assert (defaults.token, defaults.port) == (None, None)
     assert (configured.token, configured.port) == ("scrape-0123456789abcdef", 9100)
+
+
+def test_the_embedded_postgres_is_restarted_5_times_in_5_minutes_unless_set(tmp_path: Path) -> None:
+    default = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).embedded_restarts
+    tuned = Settings.from_environ({
+        "PORTRAITS_DATA_DIR": str(tmp_path),
+        "EMBEDDED_POSTGRES_MAX_RESTARTS": "0",
+        "EMBEDDED_POSTGRES_RESTART_WINDOW_SECONDS": "30",
+    }).embedded_restarts
+
+    assert (default.max_restarts, default.window_seconds) == (5, 300)
+    assert [default.delay(n) for n in range(6)] == [0.5, 1, 2, 4, 8, 10]
+    assert (tuned.max_restarts, tuned.window_seconds) == (0, 30)

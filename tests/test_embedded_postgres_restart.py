@@ -1,0 +1,141 @@
+"""`portraits serve` whose embedded PostgreSQL is killed: it is reaped and started again, or serve exits clearly.
+
+Real processes throughout: a `portraits serve` on its own embedded PostgreSQL,
+the postmaster SIGKILLed by its pid from ``postmaster.pid``, and the serve
+process's children read from /proc (a zombie is a child in state Z).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.realtime_support import CHARACTER_IMAGE_UPDATED, GraphQLSocket, data_of
+from tests.server_process import READY, Server
+from tests.test_cli_serve import graphql, postmaster_pid, wait_until_gone
+
+LIST = "{ characters { edges { node { name } } } }"
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The process's children and their state letters (R, S, Z, ...), from /proc."""
+    children: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after its last ')'.
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == pid:
+            children[int(entry.name)] = state
+    return children
+
+
+def until_answering(server: Server, token: str, timeout: float = 60) -> tuple[float, float]:
+    """Seconds until /healthz says 200, and until a GraphQL query answers without errors; fails after ``timeout``."""
+    started = time.monotonic()
+    deadline = started + timeout
+    healthy_after: float | None = None
+    while time.monotonic() < deadline:
+        if healthy_after is None:
+            try:
+                if httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200:
+                    healthy_after = time.monotonic() - started
+            except httpx.TransportError:
+                pass
+        if healthy_after is not None:
+            response = httpx.post(
+                f"{server.url}/graphql", json={"query": LIST}, headers={"Authorization": f"Bearer {token}"}, timeout=5
+            )
+            if response.status_code == 200 and "errors" not in response.json():
+                return healthy_after, time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"serve did not answer again within {timeout} s; output:\n{server.rest_of_output()}")
+
+
+def test_a_killed_embedded_postgres_is_reaped_and_started_again_and_serve_recovers(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    # given `serve` on its embedded PostgreSQL, with a character stored
+    server = Server(tmp_path)
+    servers.append(server)
+    server.wait_for(READY)
+    token = server.dev_token()
+    created = graphql(server, token, 'mutation { createCharacter(input: {name: "Kept", description: "d"}) { id } }')
+    assert "errors" not in created
+    character_id = created["data"]["createCharacter"]["id"]
+
+    for round_number in (1, 2):
+        # when its postmaster is SIGKILLed
+        killed = postmaster_pid(tmp_path)
+        os.kill(killed, signal.SIGKILL)
+
+        # then serve reaps it, starts a new one, and answers again: /healthz and GraphQL, the data still there
+        healthy_after, answering_after = until_answering(server, token)
+        print(
+            f"round {round_number}: /healthz 200 {healthy_after:.2f} s and GraphQL answering "
+            f"{answering_after:.2f} s after the SIGKILL"
+        )
+        assert wait_until_gone(killed)
+        restarted = postmaster_pid(tmp_path)
+        assert restarted != killed
+        listed = graphql(server, token, LIST)
+        assert listed["data"]["characters"]["edges"] == [{"node": {"name": "Kept"}}]
+        # and no child of serve is a zombie: the new postmaster is its one child, and it is alive
+        children = children_of(server.process.pid)
+        assert children == {restarted: children[restarted]} and children[restarted] != "Z", children
+        assert f"runs again (pid {restarted})" in server.wait_for(f"runs again (pid {restarted})")
+
+    # and its LISTEN connection came back too: a subscriber hears a change made after the restarts
+    image = asyncio.run(image_change_heard(server, token, character_id, "https://example.com/after.png"))
+    assert image == "https://example.com/after.png"
+    # and Ctrl-C still stops serve and the restarted PostgreSQL in order
+    last = postmaster_pid(tmp_path)
+    assert server.stop(signal.SIGINT) == 0
+    assert wait_until_gone(last)
+    assert "embedded PostgreSQL stopped" in server.rest_of_output()
+
+
+def test_serve_exits_non_zero_with_a_clear_message_when_its_postgres_cannot_be_started_again(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    # given `serve` on its embedded PostgreSQL, allowed 2 restarts
+    server = Server(tmp_path, EMBEDDED_POSTGRES_MAX_RESTARTS="2")
+    servers.append(server)
+    server.wait_for(READY)
+
+    # when its data folder stops being one (the running server does not notice) and its postmaster is SIGKILLed
+    (tmp_path / "pgdata" / "PG_VERSION").unlink()
+    killed = postmaster_pid(tmp_path)
+    started = time.monotonic()
+    os.kill(killed, signal.SIGKILL)
+
+    # then serve tries twice, gives up, shuts down and exits non-zero, saying why
+    code = server.process.wait(60)
+    print(f"serve exited {time.monotonic() - started:.2f} s after the SIGKILL, with code {code}")
+    output = server.rest_of_output()
+    assert code == 1, output
+    assert "portraits: the embedded PostgreSQL in" in output
+    assert "2 restart(s) within 300 s did not keep it running" in output
+    assert "is not a valid data directory" in output
+    assert output.count("starting the embedded PostgreSQL again failed") == 2
+    assert wait_until_gone(killed)
+
+
+async def image_change_heard(server: Server, token: str, character_id: str, image_url: str) -> str:
+    """Subscribe to the character's image, change it through the API, and return the image the subscriber got."""
+    async with GraphQLSocket.open(f"ws://127.0.0.1:{server.port}/graphql", token=token) as socket:
+        await socket.subscribe(CHARACTER_IMAGE_UPDATED, {"characterId": character_id})
+        await asyncio.sleep(0.3)  # nothing says a subscription is live; a late one still gets a resync's re-read
+        update = f'mutation {{ updateCharacter(id: "{character_id}", input: {{imageUrl: "{image_url}"}}) {{ id }} }}'
+        await asyncio.to_thread(graphql, server, token, update)
+        heard: str = data_of(await socket.next_result(timeout=30), "characterImageUpdated")["imageUrl"]
+        return heard
