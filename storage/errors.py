@@ -32,6 +32,22 @@ class IntegrityViolation(StorageError):
         self.constraint = constraint
 
 
+# What means "the database could not be reached": a connection that fails or is lost, and PostgreSQL's own
+# answers when it is going away, not yet back, or full, after which the same statement is right once it returns
+# (fast shutdown ends sessions with 57P01 AdminShutdown; a server starting or in crash recovery refuses with
+# 57P03 CannotConnectNow; a crashed backend makes it end every session with 57P02 CrashShutdown).
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
+
 def translate_errors(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Re-raise asyncpg and connection errors as ``StorageError``s, keeping the cause for the log."""
 
@@ -41,7 +57,7 @@ def translate_errors(function: Callable[P, Awaitable[T]]) -> Callable[P, Awaitab
             return await function(*args, **kwargs)
         except asyncpg.IntegrityConstraintViolationError as error:
             raise IntegrityViolation(str(error), constraint=getattr(error, "constraint_name", None)) from error
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        except UNREACHABLE as error:
             raise StorageUnavailable(str(error)) from error
         except asyncpg.PostgresError as error:
             raise StorageError(str(error)) from error
