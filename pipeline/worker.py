@@ -14,6 +14,11 @@
   host and pid) in the claim's transaction, and the write that ends the
   attempt closes it in its own; the job row keeps the worker of its latest
   attempt (``jobs.worker_id``) after the lease is cleared.
+- A failure the worker cannot record because the database is unreachable is
+  recorded as soon as it is back (tried again with backoff, the lease kept
+  renewed meanwhile), rather than left for the lease to run out: an attempt
+  cut off by a database outage goes back to the queue at once, and the job
+  finishes seconds after the database returns, not a whole lease later.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from pipeline.signals import QueueSignals
 from storage import job_attempts, jobs
 from storage.database import Connection, acquire, transaction
 from storage.enums import JobAttemptOutcome, JobStatus
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageUnavailable
 from storage.jobs import ClaimedJob
 
 logger = logging.getLogger(__name__)
@@ -49,6 +54,11 @@ logger = logging.getLogger(__name__)
 ABANDONED_ERROR = "its worker stopped renewing the lease, and the job was claimed again"
 LEASE_LOST_ERROR = "the lease ran out while its worker still ran the job, and the job was claimed again"
 RELEASED_ERROR = "its worker stopped before finishing and handed the job back to the queue"
+DATABASE_LOST_ERROR = "the database became unreachable during the attempt; retried once it was back"
+
+# Trying again to record an outcome while the database is unreachable: the first wait, doubling up to the last.
+RECORD_RETRY_FIRST_SECONDS = 0.25
+RECORD_RETRY_MAX_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +195,8 @@ class Worker:
                     logger.exception(
                         "%s: unexpected error while claiming; retrying in %.1f s", self.name, error_backoff
                     )
-                await self._sleep(error_backoff)
+                # A job handed back (or a LISTEN restored) meanwhile wakes it, as in the idle wait below.
+                await self._wait_for(self.signals.ready, timeout=error_backoff)
                 error_backoff = min(error_backoff * 2, self.config.poll_seconds)
                 continue
             if len(self._running) >= self.config.concurrency:
@@ -275,6 +286,10 @@ class Worker:
             self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.LEASE_LOST, None)
         except JobFailed as error:
             await self._failed(claimed, lease_token, error)
+        except StorageUnavailable as error:
+            # Not the job's fault: once the failure is recorded (the database is back), it goes back at once.
+            logger.warning("job %s: the database became unreachable: %s", job.id, error)
+            await self._failed(claimed, lease_token, JobFailed(DATABASE_LOST_ERROR, retryable=True), retry_now=True)
         except StorageError as error:
             logger.warning("job %s: storage failed: %s", job.id, error)
             await self._failed(claimed, lease_token, JobFailed(f"storage failed: {error}", retryable=True))
@@ -282,16 +297,20 @@ class Worker:
             logger.exception("job %s: unexpected error", job.id)
             await self._failed(claimed, lease_token, JobFailed("internal error while generating", retryable=True))
 
-    async def _failed(self, claimed: ClaimedJob, lease_token: str, error: JobFailed) -> None:
+    async def _failed(
+        self, claimed: ClaimedJob, lease_token: str, error: JobFailed, *, retry_now: bool = False
+    ) -> None:
+        """Record the attempt's failure: back to the queue with backoff (at once with ``retry_now``), or failed."""
         job = claimed.job
-        try:
-            if error.retryable and job.attempts < job.max_attempts:
-                delay = backoff_seconds(
-                    job.attempts, base=self.config.retry_base_seconds, maximum=self.config.retry_max_seconds
-                )
-                logger.info(
-                    "job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay
-                )
+        if error.retryable and job.attempts < job.max_attempts:
+            delay = 0.0 if retry_now else backoff_seconds(
+                job.attempts, base=self.config.retry_base_seconds, maximum=self.config.retry_max_seconds
+            )
+            logger.info(
+                "job %s attempt %d failed (%s); retrying in %.1f s", job.id, job.attempts, error.message, delay
+            )
+
+            async def record() -> None:
                 async with transaction(self.pool) as connection:
                     retried = await jobs.retry_later(
                         connection, job_id=job.id, lease_token=lease_token, error=error.message, delay_seconds=delay
@@ -300,20 +319,54 @@ class Worker:
                         await self._attempt_failed(connection, job.id, lease_token, error)
                 if retried:
                     self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.FAILED, JobStatus.QUEUED)
-            else:
-                message = (
-                    error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
-                )
-                logger.info("job %s failed: %s", job.id, message)
+        else:
+            message = (
+                error.message if not error.retryable else f"failed after {job.attempts} attempts: {error.message}"
+            )
+            logger.info("job %s failed: %s", job.id, message)
+
+            async def record() -> None:
                 async with transaction(self.pool) as connection:
                     failed = await jobs.fail(connection, job_id=job.id, lease_token=lease_token, error=message)
                     if failed:
                         await self._attempt_failed(connection, job.id, lease_token, error)
                 if failed:
                     self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.FAILED, JobStatus.FAILED)
-        except StorageError as storage_error:
-            # The lease runs out and another worker takes the job again.
-            logger.warning("job %s: could not record its failure (%s)", job.id, storage_error)
+
+        if await self._record_until_reachable(job.id, record):
+            # (the claim loop may be asleep after failing to claim during the same outage)
+            self.signals.ready.set()
+
+    async def _record_until_reachable(self, job_id: UUID, record: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``record`` (a write fenced by the lease); while the database is unreachable, try again with backoff.
+
+        The job stays in ``_running`` meanwhile, so its lease is renewed as soon
+        as the database answers again: the write lands then, instead of the job
+        waiting for its lease to run out. Gives up (False) on another storage
+        error, or when the worker stops; then the lease runs out and the job is
+        claimed again, as before. A write the fence refuses (another worker has
+        the job) does nothing, and is not an error.
+        """
+        wait = RECORD_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await record()
+                return True
+            except StorageUnavailable as error:
+                if self._stopping.is_set():
+                    logger.warning("job %s: could not record its failure before stopping (%s)", job_id, error)
+                    return False
+                if wait == RECORD_RETRY_FIRST_SECONDS:
+                    logger.warning(
+                        "job %s: cannot record its failure while the database is unreachable (%s); "
+                        "trying again until it is back", job_id, error,
+                    )
+                await self._sleep(wait * random.uniform(0.8, 1.2))
+                wait = min(wait * 2, RECORD_RETRY_MAX_SECONDS)
+            except StorageError as error:
+                # The lease runs out and another worker takes the job again.
+                logger.warning("job %s: could not record its failure (%s)", job_id, error)
+                return False
 
     @staticmethod
     async def _attempt_failed(connection: Connection, job_id: UUID, lease_token: str, error: JobFailed) -> None:
