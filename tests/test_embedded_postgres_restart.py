@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 
 from tests.realtime_support import CHARACTER_IMAGE_UPDATED, GraphQLSocket, data_of
 from tests.server_process import READY, Server
+from tests.support import TEST_JWT_SECRET
 from tests.test_cli_serve import graphql, postmaster_pid, wait_until_gone
+from tests.test_database_outage import until_status
+from tests.test_realtime_processes import CREATE, GENERATE, apost
 
 LIST = "{ characters { edges { node { name } } } }"
 
@@ -139,3 +144,57 @@ async def image_change_heard(server: Server, token: str, character_id: str, imag
         await asyncio.to_thread(graphql, server, token, update)
         heard: str = data_of(await socket.next_result(timeout=30), "characterImageUpdated")["imageUrl"]
         return heard
+
+
+def test_a_worker_restarts_its_embedded_postgres_within_the_bound_and_exits_non_zero_past_it(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    # given `portraits worker` on its own embedded PostgreSQL, allowed one restart
+    worker = Server(tmp_path, command="worker", EMBEDDED_POSTGRES_MAX_RESTARTS="1")
+    servers.append(worker)
+    worker.wait_for("portraits worker:")
+
+    # when its postmaster is SIGKILLed, it is started again, and the dead one is reaped
+    first = postmaster_pid(tmp_path)
+    os.kill(first, signal.SIGKILL)
+    worker.wait_for("the embedded PostgreSQL runs again")
+    second = postmaster_pid(tmp_path)
+    assert second != first and wait_until_gone(first)
+    children = children_of(worker.process.pid)
+    assert children == {second: children[second]} and children[second] != "Z", children
+
+    # when it is killed again within the window, the worker stops its workers and exits non-zero, saying why
+    os.kill(second, signal.SIGKILL)
+    code = worker.process.wait(60)
+    output = worker.rest_of_output()
+    assert code == 1, output
+    assert "portraits: the embedded PostgreSQL in" in output
+    assert "1 restart(s) within 300 s did not keep it running" in output and "exited with code -9" in output
+    assert re.search(r"pipeline\.worker: \S+ stopped", output), output
+
+
+async def test_a_generation_in_flight_when_the_embedded_postgres_is_killed_completes_once(
+    tmp_path: Path, servers: list[Server], alice: uuid.UUID
+) -> None:
+    # given `serve` on its embedded PostgreSQL, its worker inside, a slow local provider, and a portrait job running
+    server = Server(tmp_path, JWT_SECRET=TEST_JWT_SECRET, LOCAL_RENDER_LATENCY_MS="2000")
+    servers.append(server)
+    await asyncio.to_thread(server.wait_for, READY)
+    character_id = (await apost(server, alice, CREATE, {"input": {"name": "Iris", "description": "A map."}}))[
+        "createCharacter"
+    ]["id"]
+    job_id = (await apost(server, alice, GENERATE, {"id": character_id}))["generateCharacterPortrait"]["id"]
+    await until_status(server, alice, job_id, "PROCESSING", timeout=30)
+
+    # when the postmaster is SIGKILLed while the provider renders
+    os.kill(postmaster_pid(tmp_path), signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    # then the job completes, once, after PostgreSQL is started again (well within its 30 s lease)
+    job = await until_status(server, alice, job_id, "COMPLETED", timeout=25)
+    print(f"the job completed {time.monotonic() - killed_at:.2f} s after the SIGKILL")
+    outcomes = [attempt["outcome"] for attempt in job["attemptHistory"]]
+    assert outcomes[-1] == "COMPLETED" and outcomes.count("COMPLETED") == 1, job
+    library = await apost(server, alice, "{ libraryAssets { edges { node { id } } } }", {})
+    assert len(library["libraryAssets"]["edges"]) == 1
+    assert server.stop(signal.SIGINT) == 0
