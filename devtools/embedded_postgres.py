@@ -121,11 +121,12 @@ class EmbeddedPostgres:
             pid=self._process.pid,
         )
 
-    def restart(self, timeout: float = 30.0) -> RunningServer:
+    def restart(self, timeout: float = 120.0) -> RunningServer:
         """Start the postmaster again on the cluster and lock we still hold, after ``wait_for_exit`` reaped it.
 
-        Raises ``EmbeddedPostgresError`` when it does not come up (it is then
-        stopped again), or when ``stop`` was called meanwhile.
+        Raises ``EmbeddedPostgresError`` when it is not ready within ``timeout``
+        (it is then stopped again), or when ``stop`` was called meanwhile. The
+        timeout is twice the first start's: after a crash it replays the WAL first.
         """
         with self._state_lock:
             if self._stopping or self._lock_fd is None:
