@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -24,6 +25,8 @@ from pipeline.sweeper import sweep
 from pipeline.worker import Worker, WorkerConfig
 from storage.enums import Provider
 from storage.objects.catalog import CatalogedObjectStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +105,10 @@ class Generation:
 
     async def _stop(self) -> None:
         for worker in self.workers:
-            with contextlib.suppress(Exception):
+            try:
                 await worker.stop()
+            except Exception:
+                logger.exception("%s did not stop cleanly", worker.name)
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()

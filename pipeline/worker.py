@@ -249,6 +249,9 @@ class Worker:
             due = await jobs.next_due(self.pool)
         except StorageError:
             return self.config.poll_seconds
+        except Exception:  # outside the claim loop's guard: whatever it is must not end the loop
+            logger.exception("%s: unexpected error while looking for the next due job", self.name)
+            return self.config.poll_seconds
         if due is None:
             return self.config.poll_seconds
         seconds = (due - datetime.now(UTC)).total_seconds()

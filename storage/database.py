@@ -13,9 +13,11 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import UNREACHABLE, StorageError, StorageUnavailable
 
 QueryLogger = Callable[[asyncpg.connection.LoggedQuery], None]
+# What opening, acquiring, BEGIN or COMMIT can raise: all of it means no usable connection (StorageUnavailable).
+CONNECTION_FAILED: tuple[type[BaseException], ...] = (*UNREACHABLE, asyncpg.PostgresError)
 
 # What a storage query runs on: a connection of its own (asyncpg.connect) or
 # a pooled one (``acquire`` and ``transaction`` hand out the pool's proxies).
@@ -134,7 +136,7 @@ async def create_pool(
             timeout=10,
             command_timeout=30,
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+    except CONNECTION_FAILED as error:
         raise StorageUnavailable(f"cannot connect to PostgreSQL: {error}") from error
     assert pool is not None
     return pool
@@ -145,7 +147,7 @@ async def acquire(pool: asyncpg.Pool, *, timeout: float = 10.0) -> AsyncIterator
     """A pooled connection; a pool that cannot give one raises ``StorageUnavailable``."""
     try:
         connection = await pool.acquire(timeout=timeout)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+    except CONNECTION_FAILED as error:
         raise StorageUnavailable(f"no database connection: {error}") from error
     try:
         yield connection
@@ -160,6 +162,6 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
         try:
             async with connection.transaction():
                 yield connection
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except CONNECTION_FAILED as error:
             # Raised by BEGIN or COMMIT themselves; statements inside wrap their own.
             raise StorageUnavailable(f"transaction failed: {error}") from error

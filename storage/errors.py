@@ -35,7 +35,9 @@ class IntegrityViolation(StorageError):
 # What means "the database could not be reached": a connection that fails or is lost, and PostgreSQL's own
 # answers when it is going away, not yet back, or full, after which the same statement is right once it returns
 # (fast shutdown ends sessions with 57P01 AdminShutdown; a server starting or in crash recovery refuses with
-# 57P03 CannotConnectNow; a crashed backend makes it end every session with 57P02 CrashShutdown).
+# 57P03 CannotConnectNow; a crashed backend makes it end every session with 57P02 CrashShutdown). asyncpg's
+# InternalClientError is a pooled connection whose protocol broke as the server went away mid-operation ("cannot
+# switch to state 11; another operation (2) is in progress", seen as a server restarted under load).
 UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
@@ -43,6 +45,7 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )

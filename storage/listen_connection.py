@@ -37,7 +37,7 @@ from storage.errors import StorageError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
-CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
 # What opening can raise: the above, and a gate's storage call (already wrapped).
 OPEN_ERRORS = (*CONNECT_ERRORS, StorageError)
 INITIAL_BACKOFF_SECONDS = 0.25
