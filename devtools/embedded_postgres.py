@@ -133,8 +133,11 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError("the embedded PostgreSQL is stopping")
             if self._process is not None and self._process.poll() is None:
                 raise EmbeddedPostgresError(f"PostgreSQL (pid {self._process.pid}) is still running")
-            socket_dir = self._socket_dir()
-            self._spawn(socket_dir)
+            try:
+                socket_dir = self._socket_dir()
+                self._spawn(socket_dir)
+            except (OSError, subprocess.SubprocessError) as error:
+                raise EmbeddedPostgresError(f"cannot start PostgreSQL: {error}") from error
             assert self._process is not None
             try:
                 self._wait_ready(timeout, log_lines=5)

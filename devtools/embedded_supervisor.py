@@ -83,7 +83,11 @@ class EmbeddedSupervisor:
             if code is None or self._closed.is_set():
                 return  # its owner stopped it
             logger.error("the embedded PostgreSQL (pid %s) exited with code %d; starting it again", pid, code)
-            failure = self._restart(code)
+            try:
+                failure = self._restart(code)
+            except Exception as error:  # never leave the owner serving errors for ever with nobody watching
+                logger.exception("the embedded PostgreSQL's supervisor failed")
+                failure = f"the embedded PostgreSQL in {self.embedded.pgdata} stopped and its restart failed: {error!r}"
             if failure is not None:
                 self.failure = failure
                 logger.critical("%s", failure)
