@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
+from opentelemetry import trace
 
 from pipeline.generation import JobFailed, JobRunner, LeaseLost
 from pipeline.metrics import NO_JOB_METRICS, JobMetrics
@@ -54,6 +55,12 @@ logger = logging.getLogger(__name__)
 ABANDONED_ERROR = "its worker stopped renewing the lease, and the job was claimed again"
 LEASE_LOST_ERROR = "the lease ran out while its worker still ran the job, and the job was claimed again"
 RELEASED_ERROR = "its worker stopped before finishing and handed the job back to the queue"
+
+# How a job run ended: its span's portraits.job.outcome (Worker._execute); those that are errors mark the span's status.
+COMPLETED, RETRYING, FAILED, CANCELED, LEASE_LOST, RELEASED, INTERRUPTED = (
+    "completed", "retrying", "failed", "canceled", "lease_lost", "released", "interrupted"
+)
+_ERROR_OUTCOMES = frozenset({RETRYING, FAILED})
 DATABASE_LOST_ERROR = "the database became unreachable during the attempt; retried once it was back"
 
 # Trying again to record an outcome while the database is unreachable: the first wait, doubling up to the last.
@@ -131,6 +138,9 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # One span per job run, through OpenTelemetry's API only: a no-op unless `serve` or `worker` set tracing up
+        # (server/tracing.py, when OTEL_EXPORTER_OTLP_ENDPOINT is set) before starting workers.
+        self._tracer = trace.get_tracer(__name__)
 
     @property
     def name(self) -> str:
@@ -273,6 +283,24 @@ class Worker:
 
     async def _execute(self, claimed: ClaimedJob, lease_token: str) -> None:
         job = claimed.job
+        attributes = {
+            "portraits.job.id": str(job.id),
+            "portraits.job.destination": job.destination.value,
+            "portraits.job.model": job.model_key,
+            "portraits.job.provider": claimed.provider.value,
+            "portraits.job.attempt": job.attempts,
+            "portraits.worker.id": self.name,
+        }
+        # The run's statements are the span's children. Never the prompt (user content), nor the user.
+        with self._tracer.start_as_current_span("run job", attributes=attributes) as span:
+            outcome = await self._run(claimed, lease_token)
+            span.set_attribute("portraits.job.outcome", outcome)
+            if outcome in _ERROR_OUTCOMES:
+                span.set_status(trace.StatusCode.ERROR)
+
+    async def _run(self, claimed: ClaimedJob, lease_token: str) -> str:
+        """Run the job and record how it ended; returns the outcome."""
+        job = claimed.job
         try:
             if job.attempts > job.max_attempts:
                 raise JobFailed(
@@ -282,30 +310,38 @@ class Worker:
             await self.runner.run(claimed, lease_token)
             self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.COMPLETED, JobStatus.COMPLETED)
         except asyncio.CancelledError:
-            await self._stopped(claimed, lease_token)
+            return await self._stopped(claimed, lease_token)
         except LeaseLost as error:
             logger.info("%s: %s", self.name, error)
             await self._lease_lost(lease_token)
             self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.LEASE_LOST, None)
+            return LEASE_LOST
         except JobFailed as error:
-            await self._failed(claimed, lease_token, error)
+            return await self._failed(claimed, lease_token, error)
         except StorageUnavailable as error:
             # Not the job's fault: once the failure is recorded (the database is back), it goes back at once.
             logger.warning("job %s: the database became unreachable: %s", job.id, error)
-            await self._failed(claimed, lease_token, JobFailed(DATABASE_LOST_ERROR, retryable=True), retry_now=True)
+            return await self._failed(
+                claimed, lease_token, JobFailed(DATABASE_LOST_ERROR, retryable=True), retry_now=True
+            )
         except StorageError as error:
             logger.warning("job %s: storage failed: %s", job.id, error)
-            await self._failed(claimed, lease_token, JobFailed(f"storage failed: {error}", retryable=True))
+            return await self._failed(claimed, lease_token, JobFailed(f"storage failed: {error}", retryable=True))
         except Exception:
             logger.exception("job %s: unexpected error", job.id)
-            await self._failed(claimed, lease_token, JobFailed("internal error while generating", retryable=True))
+            return await self._failed(
+                claimed, lease_token, JobFailed("internal error while generating", retryable=True)
+            )
+        return COMPLETED
 
     async def _failed(
         self, claimed: ClaimedJob, lease_token: str, error: JobFailed, *, retry_now: bool = False
-    ) -> None:
-        """Record the attempt's failure: back to the queue with backoff (at once with ``retry_now``), or failed."""
+    ) -> str:
+        """Record the attempt's failure: back to the queue with backoff (at once with ``retry_now``), or failed;
+        returns which (RETRYING or FAILED)."""
         job = claimed.job
-        if error.retryable and job.attempts < job.max_attempts:
+        retrying = error.retryable and job.attempts < job.max_attempts
+        if retrying:
             delay = 0.0 if retry_now else backoff_seconds(
                 job.attempts, base=self.config.retry_base_seconds, maximum=self.config.retry_max_seconds
             )
@@ -339,6 +375,7 @@ class Worker:
         if await self._record_until_reachable(job.id, record):
             # (the claim loop may be asleep after failing to claim during the same outage)
             self.signals.ready.set()
+        return RETRYING if retrying else FAILED
 
     async def _record_until_reachable(self, job_id: UUID, record: Callable[[], Awaitable[None]]) -> bool:
         """Run ``record`` (a write fenced by the lease); while the database is unreachable, try again with backoff.
@@ -397,7 +434,8 @@ class Worker:
         except StorageError as error:
             logger.warning("%s: could not record the lease of %s as lost (%s)", self.name, lease_token, error)
 
-    async def _stopped(self, claimed: ClaimedJob, lease_token: str) -> None:
+    async def _stopped(self, claimed: ClaimedJob, lease_token: str) -> str:
+        """Wind a cancelled run down by why it was cancelled; returns the outcome (CANCELED, LEASE_LOST, RELEASED)."""
         entry = self._running.get(claimed.job.id)
         reason = entry.stop_reason if entry is not None else "shutdown"
         try:
@@ -415,6 +453,7 @@ class Worker:
                     self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.RELEASED, JobStatus.QUEUED)
         except StorageError as error:
             logger.warning("job %s: could not wind down after %s (%s)", claimed.job.id, reason, error)
+        return {"canceled": CANCELED, "lost": LEASE_LOST, "shutdown": RELEASED}.get(reason or "", INTERRUPTED)
 
     async def _cancel_at_provider(self, claimed: ClaimedJob, lease_token: str) -> None:
         """A job canceled by its user stops costing money; one merely claimed by another worker is left alone."""

@@ -274,9 +274,14 @@ def create_app(
         metrics_route(metrics, settings.metrics.token),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
-    http = CountRequests(RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http), metrics)
+    http: ASGIApp = CountRequests(RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http), metrics)
     # Every socket past the per-address cap holds one count there until it ends: the open-websockets gauge.
     metrics.gauges.websockets = lambda: sum(per_address.counts.values())
+    if settings.tracing.enabled:
+        # Imported only when on (server/tracing.py); outside RequestLimits, so its refusals are traced too.
+        from server.tracing import traced_http
+
+        http = traced_http(http, routes)
     return GraphQLSocketShortcut(
         http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address, live=live_sockets
     )

@@ -35,7 +35,7 @@ from server.http_drain import AnswerCutRequests, drain_on_shutdown
 from server.http_head import head_limited_http_protocol
 from server.metrics import Metrics
 from server.metrics_http import MetricsServer, MetricsServerError
-from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, WebSocketConfig
+from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, TracingConfig, WebSocketConfig
 from server.shutdown import Draining
 from server.uvicorn_logs import demote_client_faults
 from server.websocket import SOCKETS
@@ -79,6 +79,22 @@ def open_database(settings: Settings) -> Iterator[Database]:
     finally:
         supervisor.close()
         logger.info("embedded PostgreSQL stopped")
+
+
+@contextmanager
+def tracing(config: TracingConfig) -> Iterator[None]:
+    """OpenTelemetry for this process when an OTLP endpoint is set; the last spans are flushed on the way out."""
+    if not config.enabled:
+        yield
+        return
+    # Imported only when on: the SDK and the exporter cost ~0.4 s and ~8 MB to import (server/tracing.py).
+    from server.tracing import Tracing
+
+    started = Tracing.start(config)
+    try:
+        yield
+    finally:
+        started.shutdown()
 
 
 class PortraitsServer(uvicorn.Server):
@@ -173,7 +189,7 @@ def uvicorn_config(
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    with open_database(settings) as database:
+    with tracing(settings.tracing), open_database(settings) as database:
         settings = replace(settings, database_url=database.url)
         asyncio.run(migrate(database.url))
         draining = Draining()
@@ -217,7 +233,7 @@ def _stop_requested(signum: int, frame: object) -> None:
 
 def worker_command(settings: Settings, args: argparse.Namespace) -> int:
     """Workers without the HTTP server, to scale generation out; at least one even when WORKERS=0."""
-    with open_database(settings) as database:
+    with tracing(settings.tracing), open_database(settings) as database:
         asyncio.run(migrate(database.url))
         asyncio.run(_run_workers(settings, database, max(settings.generation.workers, 1)))
         if database.supervisor is not None and database.supervisor.failure is not None:
@@ -295,6 +311,7 @@ def _banner(settings: Settings, database: Database) -> str:
         f"  GraphiQL   {settings.public_url}/graphql" + ("" if settings.graphiql else " (GraphiQL off)"),
         f"  Database   {database.description}",
         f"  Objects    {_objects_description(settings)}",
+        f"  Tracing    {_tracing_description(settings.tracing)}",
     ]
     if not settings.is_production:
         user_id = _dev_user_id(settings.data_dir)
@@ -314,6 +331,12 @@ def _objects_description(settings: Settings) -> str:
         return f"local folder {settings.objects.local_root}"
     where = s3.endpoint_url or f"AWS S3 ({s3.region})"
     return f"S3 at {where}" + (f", buckets prefixed {s3.bucket_prefix!r}" if s3.bucket_prefix else "")
+
+
+def _tracing_description(config: TracingConfig) -> str:
+    if config.traces_endpoint is None:
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)"
+    return f"OTLP/HTTP to {config.traces_endpoint} as {config.service_name!r}"
 
 
 def _dev_user_id(data_dir: Path) -> uuid.UUID:

@@ -118,6 +118,29 @@ class MetricsSettings:
 MIN_METRICS_TOKEN_LENGTH = 16
 
 
+# OTEL_SERVICE_NAME's default: the service.name of every span this process exports.
+DEFAULT_SERVICE_NAME = "portraits"
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry tracing (server/tracing.py): on only when an OTLP endpoint is set (README: Tracing).
+
+    Only the switch, the endpoint and the service name are read here; the SDK and its exporter read the other
+    standard OTEL_* variables themselves when tracing starts (headers, timeout, compression, sampler, batching,
+    resource attributes).
+    """
+
+    # Where spans are POSTed (OTLP over HTTP/protobuf): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else
+    # OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces, as the OTLP exporter spec composes them. None: tracing is off.
+    traces_endpoint: str | None = None
+    service_name: str = DEFAULT_SERVICE_NAME
+
+    @property
+    def enabled(self) -> bool:
+        return self.traces_endpoint is not None
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -145,6 +168,7 @@ class Settings:
     websocket: WebSocketConfig
     connections: ConnectionLimits
     http: HttpLimits
+    tracing: TracingConfig
     # How often `serve` starts its embedded PostgreSQL again before it gives up and exits (no DATABASE_URL only).
     embedded_restarts: RestartPolicy
     metrics: MetricsSettings = MetricsSettings()
@@ -219,6 +243,7 @@ class Settings:
             ),
             connections=connections,
             http=http,
+            tracing=_tracing(env),
             embedded_restarts=RestartPolicy(
                 max_restarts=_int_setting(env, "EMBEDDED_POSTGRES_MAX_RESTARTS", 5, minimum=0, maximum=1000),
                 window_seconds=_float_setting(
@@ -420,6 +445,40 @@ def _broadcast_url(env: Mapping[str, str]) -> str | None:
             f"BROADCAST_URL must be a redis:// or rediss:// URL (or unset, for PostgreSQL LISTEN/NOTIFY), not {url!r}"
         )
     return url
+
+
+# What OTEL_EXPORTER_OTLP_PROTOCOL may say: the exporter installed speaks OTLP over HTTP with protobuf bodies.
+OTLP_PROTOCOL = "http/protobuf"
+
+
+def _tracing(env: Mapping[str, str]) -> TracingConfig:
+    """The standard OTEL_* variables that decide whether and where this process traces."""
+    service_name = (env.get("OTEL_SERVICE_NAME") or "").strip() or DEFAULT_SERVICE_NAME
+    if _bool_setting(env, "OTEL_SDK_DISABLED", False):
+        return TracingConfig(service_name=service_name)
+    for name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        protocol = (env.get(name) or OTLP_PROTOCOL).strip().lower()
+        if protocol != OTLP_PROTOCOL:
+            raise SettingsError(f"{name} must be {OTLP_PROTOCOL!r} (spans are exported over HTTP), not {protocol!r}")
+    traces = (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or "").strip()
+    base = (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
+    if traces:
+        endpoint = _otlp_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces)
+    elif base:
+        endpoint = _otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", base).rstrip("/") + "/v1/traces"
+    else:
+        return TracingConfig(service_name=service_name)
+    return TracingConfig(traces_endpoint=endpoint, service_name=service_name)
+
+
+def _otlp_url(name: str, raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise SettingsError(f"{name} must be an http:// or https:// URL of an OTLP collector, not {raw!r}")
+    if parsed.username is not None or parsed.password is not None:
+        # The endpoint is printed at start; credentials belong in OTEL_EXPORTER_OTLP_HEADERS, which is not.
+        raise SettingsError(f"{name} must not hold credentials; put them in OTEL_EXPORTER_OTLP_HEADERS")
+    return raw
 
 
 def _float_setting(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
