@@ -41,7 +41,8 @@ schema: $(VENV)/.installed
 # server process: memory per subscriber and latency from commit to client receipt; then 6 cycles
 # of 3,000 sockets opened, subscribed and closed: the server's RSS after each; then realtime across
 # two API processes (PostgreSQL and Redis modes) and through the death of the Redis relay leader; then what
-# abuse costs: the worst documents the limits accept and the cheapest they refuse, a body at the cap, idle connections.
+# abuse costs: the worst documents the limits accept and the cheapest they refuse, a body at the cap, idle connections;
+# then the list query with OpenTelemetry tracing off and on.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
@@ -51,6 +52,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/socket_cycles.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/abuse.py
+	$(BIN)/python bench/tracing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError
+from server.settings import Settings, SettingsError, TracingConfig
 from storage.objects.paths import Bucket
 
 
@@ -89,6 +89,12 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"METRICS_PORT": "metrics"}, "METRICS_PORT must be an integer"),
         ({"EMBEDDED_POSTGRES_MAX_RESTARTS": "-1"}, "EMBEDDED_POSTGRES_MAX_RESTARTS must be between"),
         ({"EMBEDDED_POSTGRES_RESTART_WINDOW_SECONDS": "0"}, "EMBEDDED_POSTGRES_RESTART_WINDOW_SECONDS must be between"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT must be an http"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "grpc://c:4317"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must be an"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://u:secret@c:4318"}, "put them in OTEL_EXPORTER_OTLP_HEADERS"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL must be 'http/protobuf'"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL must be"),
+        ({"OTEL_SDK_DISABLED": "perhaps"}, "OTEL_SDK_DISABLED must be true or false"),
     ],
 )
 def test_bad_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
@@ -260,3 +266,43 @@ def test_the_embedded_postgres_is_restarted_5_times_in_5_minutes_unless_set(tmp_
     assert (default.max_restarts, default.window_seconds) == (5, 300)
     assert [default.delay(n) for n in range(6)] == [0.5, 1, 2, 4, 8, 10]
     assert (tuned.max_restarts, tuned.window_seconds) == (0, 30)
+
+
+def test_tracing_is_off_without_an_otlp_endpoint(tmp_path: Path) -> None:
+    settings = Settings.from_environ(
+        {"PORTRAITS_DATA_DIR": str(tmp_path), "OTEL_SERVICE_NAME": "api", "OTEL_TRACES_SAMPLER": "always_on"}
+    )
+
+    assert settings.tracing == TracingConfig(traces_endpoint=None, service_name="api")
+    assert not settings.tracing.enabled
+    assert Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).tracing.service_name == "portraits"
+
+
+@pytest.mark.parametrize(
+    "environ,endpoint",
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "http://collector:4318/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://otel.example.com/otlp/"}, "https://otel.example.com/otlp/v1/traces"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b/traces"},
+            "http://b/traces",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            "http://c:4318/v1/traces",
+        ),
+    ],
+)
+def test_an_otlp_endpoint_turns_tracing_on(tmp_path: Path, environ: dict[str, str], endpoint: str) -> None:
+    tracing = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), **environ}).tracing
+
+    assert tracing.enabled
+    assert tracing.traces_endpoint == endpoint
+    assert tracing.service_name == "portraits"
+
+
+def test_otel_sdk_disabled_turns_tracing_off_whatever_the_endpoint(tmp_path: Path) -> None:
+    environ = {"PORTRAITS_DATA_DIR": str(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+
+    assert not Settings.from_environ({**environ, "OTEL_SDK_DISABLED": "true"}).tracing.enabled
+    assert Settings.from_environ({**environ, "OTEL_SDK_DISABLED": "false"}).tracing.enabled
