@@ -3,6 +3,8 @@
 #   docker run -p 8000:8000 -e DATABASE_URL=postgresql://... -e JWT_SECRET=... portraits
 # Objects go to S3 when S3_ENDPOINT_URL (or OBJECT_STORE=s3) is set; otherwise to
 # /app/data/objects, which then needs a volume to outlive the container.
+# Traces go to an OpenTelemetry collector when OTEL_EXPORTER_OTLP_ENDPOINT is set (-e
+# OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318); the packages are in the image either way.
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
