@@ -77,7 +77,7 @@ class Tracing:
         """Set the global tracer provider and instrument asyncpg; once per process, before any app or worker."""
         if config.traces_endpoint is None:
             raise ValueError("Tracing.start needs an OTLP endpoint (settings.tracing.enabled)")
-        # The sampler OTEL_TRACES_SAMPLER(_ARG) name, as the SDK builds it (no public function returns it).
+        # The sampler OTEL_TRACES_SAMPLER(_ARG) names, as the SDK builds it (no public function returns it).
         configured = TracerProvider(shutdown_on_exit=False).sampler
         provider = TracerProvider(
             sampler=StatementsInsideTraces(configured),
@@ -107,7 +107,8 @@ def traced_http(app: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
             template = getattr(route, "path", None)  # Route.path: the route's template
             if match is not Match.NONE and isinstance(template, str):
                 return f"{method} {template}".strip(), {"http.route": template}
-        return method or "HTTP", {}  # no route: the method alone, as the HTTP conventions name such spans
+        # No route: the method alone, as the HTTP conventions name such spans (a websocket has none: its type).
+        return method or str(scope.get("type", "HTTP")), {}
 
     return OpenTelemetryMiddleware(
         app,
