@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import platform
 import sys
 import weakref
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from server.free_memory import malloc_trim
 from server.gc_pacer import GcPacer
 from server.websocket import SocketTally
 
@@ -47,6 +49,7 @@ async def started() -> AsyncIterator[Callable[..., GcPacer]]:
         min_closed_sockets: int = 1000,
         growth_check_seconds: float = 3600,
         growth_share: float = 0.1,
+        release_memory: Callable[[], None] | None = None,
     ) -> GcPacer:
         pacer = GcPacer(
             sockets,
@@ -54,6 +57,7 @@ async def started() -> AsyncIterator[Callable[..., GcPacer]]:
             min_closed_sockets=min_closed_sockets,
             growth_check_seconds=growth_check_seconds,
             growth_share=growth_share,
+            release_memory=release_memory,
         )
         pacer.start()
         pacers.append(pacer)
@@ -124,6 +128,29 @@ async def test_growth_is_checked_only_every_growth_check_seconds(started: Callab
     pacer.tick()
     assert probe() is not None and pacer.full_collections == full
     del ballast
+
+
+async def test_each_full_collection_gives_free_heap_memory_back(started: Callable[..., GcPacer]) -> None:
+    # given a pacer whose memory releases are counted (one full collection at start)
+    releases: list[str] = []
+    sockets = SocketTally()
+    pacer = started(sockets, release_memory=lambda: releases.append("released"))
+    assert (pacer.full_collections, len(releases)) == (1, 1)
+    # when enough sockets close for another full collection, and then a tick with none due
+    sockets.opened = sockets.closed = 1000
+    pacer.tick()
+    pacer.tick()
+    # then memory was released after the full collection, and only then
+    assert (pacer.full_collections, len(releases)) == (2, 2)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_malloc_trim_is_found_and_runs_on_glibc() -> None:
+    # given glibc (CI's and the Docker image's C library), when its free memory is released
+    release = malloc_trim()
+    # then the function was found, and runs
+    assert release is not None
+    release()
 
 
 async def test_the_running_pacer_freezes_survivors() -> None:
