@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import select
 import signal
 import socket
@@ -46,11 +47,17 @@ logger = logging.getLogger("portraits")
 
 DEV_TOKEN_TTL = timedelta(days=7)
 # On SIGTERM, how long the websockets' goodbyes (SERVICE_UNAVAILABLE, then 1012) may take before uvicorn closes them,
-# and then the backlog's; with SHUTDOWN_GRACE_SECONDS (8) after them, a stop stays within Docker's 10 s.
+# and then the backlog's. Both come out of SHUTDOWN_GRACE_SECONDS (``http_drain_seconds``), so requests in flight
+# end within the grace counted from the signal, as running jobs do, and a stop stays within Docker's 10 s.
 SOCKET_GOODBYE_SECONDS = 1.0
 # On SIGTERM, how long connections already waiting in the listening socket's backlog may take to be accepted.
 BACKLOG_DRAIN_SECONDS = 1.0
 DEV_USER_FILE = "dev-user-id"
+
+
+def http_drain_seconds(grace_seconds: int) -> int:
+    """uvicorn's own graceful-shutdown timeout: the grace less the goodbyes and the backlog before it (at least 1 s)."""
+    return max(1, grace_seconds - math.ceil(SOCKET_GOODBYE_SECONDS + BACKLOG_DRAIN_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +174,7 @@ def uvicorn_config(
         log_level=log_level,
         lifespan="on",
         server_header=False,
-        timeout_graceful_shutdown=connections.shutdown_grace_seconds,
+        timeout_graceful_shutdown=http_drain_seconds(connections.shutdown_grace_seconds),
         h11_max_incomplete_event_size=http.max_head_bytes,  # h11's own head bound (httptools': server/http_head.py)
         # (guarded) uvicorn's own websocket protocol on websockets' sans-io core, the one uvicorn 0.54
         # picks by default: maintained with uvicorn, keepalive pings with a pong deadline

@@ -20,8 +20,10 @@ from typing import Any
 
 import asyncpg
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from server.auth import issue_token
+from server.cli import http_drain_seconds, uvicorn_config
 from tests.realtime_support import (
     CHARACTER_IMAGE_UPDATED,
     JOB_UPDATED,
@@ -304,3 +306,14 @@ async def wait_until_running(pool: asyncpg.Pool, job_id: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the server's worker never claimed the job")
+
+
+def test_requests_in_flight_get_the_grace_less_what_the_goodbyes_and_the_backlog_take() -> None:
+    # given the default grace (8 s) and the two steps before uvicorn's drain (1 s each, at most)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        """Never called: only the configuration is read."""
+
+    config = uvicorn_config(app, host="127.0.0.1", port=0, log_level="warning")
+    # then uvicorn's own timeout leaves them room, so the HTTP drain ends within the grace of the signal
+    assert config.timeout_graceful_shutdown == 6
+    assert http_drain_seconds(2) == http_drain_seconds(1) == 1
