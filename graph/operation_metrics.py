@@ -15,9 +15,10 @@ OK = "ok"
 ERROR = "error"
 SUBSCRIBED = "subscribed"
 REFUSED = "refused"
-# The operation label of an operation that validated without a name, and of one that did not validate.
-ANONYMOUS = "anonymous"
-UNNAMED_REFUSAL = "other"
+# The operation label of an operation that validated without a name, and of one that did not validate: no GraphQL
+# name can take these values, so a client's operation never merges with them (server/metrics.py's OTHER is the second).
+ANONYMOUS = "<anonymous>"
+UNNAMED_REFUSAL = "<other>"
 
 
 class OperationMetrics(Protocol):

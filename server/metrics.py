@@ -27,10 +27,13 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from storage.enums import JobAttemptOutcome, JobStatus, Provider
 
-# Distinct values one label may take (operation names, error codes); later ones count as OTHER.
+# Distinct values one label may take (operation names, error codes, worker ids); later ones count as OTHER.
 MAX_OPERATION_NAMES = 100
 MAX_ERROR_CODES = 50
-OTHER = "other"
+# Worker ids come and go with every restart in the fleet (an abandoned attempt counts under its dead worker's id).
+MAX_WORKER_IDS = 100
+# Not a GraphQL name (those are [_A-Za-z][_0-9A-Za-z]*), so no client can send an operation that merges with it.
+OTHER = "<other>"
 # Jobs: from a fast local render (well under a second) to fal's slowest (FAL_TIMEOUT_SECONDS, 600 by default).
 JOB_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 # Queue waits: a woken worker claims within milliseconds; a backlog or a slow poll waits seconds to minutes.
@@ -162,6 +165,7 @@ class Metrics:
         ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_open_fds, ...
         self._operation_names = LabelCap(MAX_OPERATION_NAMES)
         self._error_codes = LabelCap(MAX_ERROR_CODES)
+        self._worker_ids = LabelCap(MAX_WORKER_IDS)
         self._requests = Children(self.http_requests)
         self._operations = Children(self.graphql_operations)
         self._errors = Children(self.graphql_errors)
@@ -188,7 +192,7 @@ class Metrics:
     def attempt_ended(
         self, worker_id: str, outcome: JobAttemptOutcome, provider: Provider, seconds: float | None
     ) -> None:
-        self._attempts(worker_id, outcome.value).inc()
+        self._attempts(self._worker_ids(worker_id), outcome.value).inc()
         if seconds is not None:
             self._durations(provider.value, outcome.value).observe(seconds)
 

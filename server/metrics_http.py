@@ -9,6 +9,7 @@ default, like ``/healthz``; ``METRICS_TOKEN`` makes it (and a worker's
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import threading
@@ -57,7 +58,7 @@ class CountRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status: int | None = None  # None: no response started
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -67,9 +68,15 @@ class CountRequests:
 
         try:
             await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            # Cut at shutdown: the client is answered 503 outside us (server/http_drain.py), not a 500.
+            if status is None:
+                status = 503
+            raise
         finally:
             route = scope.get("route")
-            self.metrics.request(route.path if isinstance(route, Route) else UNMATCHED, status)
+            answered = 500 if status is None else status
+            self.metrics.request(route.path if isinstance(route, Route) else UNMATCHED, answered)
 
 
 def metrics_route(metrics: Metrics, token: str | None) -> Route:

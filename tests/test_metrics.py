@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.worker import WorkerConfig
 from server.app import create_app
 from server.cli import uvicorn_config
-from server.metrics import MAX_OPERATION_NAMES, Metrics
+from server.metrics import MAX_OPERATION_NAMES, OTHER, Metrics
 from server.settings import Settings
 from storage.enums import JobAttemptOutcome, JobStatus, Provider
 from storage.objects.local import SIGN_ROUTE
@@ -107,8 +107,8 @@ async def test_a_query_a_failed_query_and_a_refused_one_are_counted_without_ids(
     operations = "portraits_graphql_operations_total"
     assert sample(text, operations, operation="Viewer", type="query", outcome="ok") == 1
     assert sample(text, operations, operation="FindJob", type="query", outcome="error") == 1
-    assert sample(text, operations, operation="other", type="query", outcome="refused") == 1
-    assert sample(text, operations, operation="other", type="unknown", outcome="refused") == 1  # did not parse
+    assert sample(text, operations, operation=OTHER, type="query", outcome="refused") == 1
+    assert sample(text, operations, operation=OTHER, type="unknown", outcome="refused") == 1  # did not parse
     assert {"Nope", "Broken"}.isdisjoint(label_values(text, operations, "operation"))  # names never validated
     assert sample(text, "portraits_graphql_errors_total", code=broken["errors"][0]["extensions"]["code"]) == 1
     assert sample(text, "portraits_graphql_errors_total", code="NOT_FOUND") == 1
@@ -131,10 +131,10 @@ async def test_distinct_operation_names_are_capped(settings: Settings) -> None:
             await graphql(f"query Models{number} {{ imageModels {{ id }} }}")
         text = await scrape(client)
 
-    # then the first names are labels and the rest count as "other"
+    # then the first names are labels and the rest count as OTHER
     names = label_values(text, "portraits_graphql_operations_total", "operation")
-    assert len(names) == MAX_OPERATION_NAMES + 1 and "other" in names
-    assert sample(text, "portraits_graphql_operations_total", operation="other", outcome="ok") == 20
+    assert len(names) == MAX_OPERATION_NAMES + 1 and OTHER in names
+    assert sample(text, "portraits_graphql_operations_total", operation=OTHER, outcome="ok") == 20
 
 
 async def test_metrics_need_the_token_when_one_is_set(settings: Settings) -> None:
@@ -212,7 +212,7 @@ async def test_websocket_and_subscription_gauges_follow_open_and_close(settings:
     assert before == (0, 0)
     assert (opened, subscribed) == (1, 1)
     assert (closed_sockets, closed_subscriptions) == (0, 0)
-    assert sample(text, "portraits_graphql_operations_total", operation="anonymous", outcome="subscribed") == 1
+    assert sample(text, "portraits_graphql_operations_total", operation="<anonymous>", outcome="subscribed") == 1
 
 
 async def test_a_lost_listen_connection_counts_a_reconnect_and_a_resync(
