@@ -10,6 +10,10 @@
 - anything else: "Internal server error." with INTERNAL_SERVER_ERROR; the log
   keeps the exception and its traceback, the client never sees a stack trace
   or SQL.
+
+Every error also carries ``extensions.requestId``, the id of the request (or
+websocket) it came from (server/request_ids.py), which the log lines of that
+request carry too: a client reporting an error hands operators its logs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.utils.str_converters import to_camel_case
 
+from observability.log_context import current_request_id
 from resolvers.errors import PortraitsError
 from storage.errors import StorageUnavailable
 
@@ -28,6 +33,7 @@ logger = logging.getLogger("graph.errors")
 
 INTERNAL_MESSAGE = "Internal server error."
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; try again shortly."
+REQUEST_ID_EXTENSION = "requestId"
 
 
 REQUEST_ERRORS = (InvalidOperationTypeError, CannotGetOperationTypeError, MissingQueryError)
@@ -75,7 +81,27 @@ def log_and_format_errors(errors: list[GraphQLError]) -> None:
             logger.error("unexpected error at %s", error.path, exc_info=error.original_error)
         elif kind == "unavailable":
             logger.warning("database unavailable at %s: %s", error.path, error.original_error)
-    errors[:] = [format_error(error) for error in errors]
+    errors[:] = [with_request_id(format_error(error)) for error in errors]
+
+
+def with_request_id(error: GraphQLError) -> GraphQLError:
+    """A copy of ``error`` whose extensions name the current request, if one is known.
+
+    A copy, never ``error`` changed: validation errors are cached and shared
+    by every request that sends the same document (graph/schema.py).
+    """
+    request_id = current_request_id()
+    if request_id is None:
+        return error
+    return GraphQLError(
+        error.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions={**(error.extensions or {}), REQUEST_ID_EXTENSION: request_id},
+    )
 
 
 def as_validation_error(error: GraphQLError) -> GraphQLError:

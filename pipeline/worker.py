@@ -40,6 +40,7 @@ from uuid import UUID
 import asyncpg
 from opentelemetry import trace
 
+from observability.log_context import bind_job
 from pipeline.generation import JobFailed, JobRunner, LeaseLost
 from pipeline.metrics import NO_JOB_METRICS, JobMetrics
 from pipeline.signals import QueueSignals
@@ -283,6 +284,7 @@ class Worker:
 
     async def _execute(self, claimed: ClaimedJob, lease_token: str) -> None:
         job = claimed.job
+        bind_job(job.id, job.user_id)  # this task's log lines name the job and its owner
         attributes = {
             "portraits.job.id": str(job.id),
             "portraits.job.destination": job.destination.value,

@@ -26,6 +26,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from graph.context import AUTH_REQUIRED, Context
 from graph.schema import PortraitsSchema
 from graph.schema import schema as default_schema
+from observability.log_context import bind_user
 from pipeline.service import Generation
 from realtime.event_hub import EventHub, open_event_hub
 from server import graphql_request, json
@@ -43,6 +44,7 @@ from server.metrics_http import CountRequests, metrics_route
 from server.object_route import serve_signed_object
 from server.probes import livez, readyz
 from server.request_errors import refusal_response
+from server.request_ids import RequestIds
 from server.request_limits import RequestLimits
 from server.settings import Settings
 from server.shutdown import Draining
@@ -133,6 +135,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError(_unauthenticated(str(error))) from None
         if context.viewer is None:
             raise ConnectionRejectionError(_unauthenticated(AUTH_REQUIRED))
+        bind_user(context.viewer.user_id)  # the socket's task: its operations, started after, log the user
         websocket = context.request
         assert isinstance(websocket, WebSocket)
         if SOCKET_USER not in websocket.scope:  # graphql-ws (legacy) lets a client send connection_init again
@@ -282,6 +285,9 @@ def create_app(
         from server.tracing import traced_http
 
         http = traced_http(http, routes)
-    return GraphQLSocketShortcut(
-        http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address, live=live_sockets
+    # Outside everything that answers, so each refusal too carries the request's id (server/request_ids.py).
+    return RequestIds(
+        GraphQLSocketShortcut(
+            http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address, live=live_sockets
+        )
     )

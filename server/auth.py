@@ -18,8 +18,10 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Aut
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from observability.log_context import bind_user
 from resolvers.viewer import Viewer
 from server.json import json_response
+from server.request_errors import request_extensions
 from storage.objects.tokens import LEEWAY_SECONDS  # one clock-skew rule for bearer and object tokens
 
 ALGORITHM = "HS256"
@@ -125,6 +127,7 @@ class BearerTokenBackend(AuthenticationBackend):
         if header is None:
             return None
         viewer = verify_token(self.secret, bearer_token(header))
+        bind_user(viewer.user_id)  # the request's (or socket's) log lines carry its user from here on
         return AuthCredentials([ROLE]), AuthenticatedUser(viewer)
 
 
@@ -156,7 +159,7 @@ def unauthenticated_response(conn: HTTPConnection, error: AuthenticationError) -
     """HTTP 401 with a GraphQL error body a client's error handling already understands."""
     body = {
         "data": None,
-        "errors": [{"message": f"Unauthenticated: {error}", "extensions": {"code": "UNAUTHENTICATED"}}],
+        "errors": [{"message": f"Unauthenticated: {error}", "extensions": request_extensions("UNAUTHENTICATED")}],
     }
     return json_response(
         body,

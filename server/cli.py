@@ -34,6 +34,7 @@ from server.connection_guard import ConnectionGuard
 from server.gc_pacer import GcPacer
 from server.http_drain import AnswerCutRequests, drain_on_shutdown
 from server.http_head import head_limited_http_protocol
+from server.log_format import configure_logging
 from server.metrics import Metrics
 from server.metrics_http import MetricsServer, MetricsServerError
 from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, TracingConfig, WebSocketConfig
@@ -172,6 +173,9 @@ def uvicorn_config(
         host=host,
         port=port,
         log_level=log_level,
+        # Logging is configured once, by the CLI (server/log_format.py), uvicorn's loggers included; uvicorn
+        # only sets their levels. (Tests' servers log through pytest's handlers.)
+        log_config=None,
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=http_drain_seconds(connections.shutdown_grace_seconds),
@@ -191,7 +195,7 @@ def uvicorn_config(
         # and zlib state costs tens of KB per socket (bench/subscriptions.py).
         ws_per_message_deflate=websocket.per_message_deflate,
     )
-    demote_client_faults()  # (after the Config: it configures uvicorn's loggers)
+    demote_client_faults()
     return config
 
 
@@ -388,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"portraits: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     try:
         return int(args.run(settings, args))
     except (EmbeddedPostgresError, StorageError, MetricsServerError) as error:

@@ -17,6 +17,8 @@ from http import HTTPStatus
 from cross_web import HTTPException
 from starlette.responses import Response
 
+from graph.errors import REQUEST_ID_EXTENSION
+from observability.log_context import current_request_id
 from server import json
 
 BAD_REQUEST = "BAD_REQUEST"
@@ -45,8 +47,14 @@ class RequestRefused(HTTPException):
         self.extensions = dict(extensions or {})
 
 
+def request_extensions(code: str, extensions: Mapping[str, object] | None = None) -> dict[str, object]:
+    """A refusal's ``extensions``: its code and details, and the request's id when one is known (as GraphQL's)."""
+    request_id = current_request_id()
+    return {"code": code, **(extensions or {}), **({} if request_id is None else {REQUEST_ID_EXTENSION: request_id})}
+
+
 def error_body(message: str, code: str, extensions: Mapping[str, object] | None = None) -> bytes:
-    return json.dumps({"errors": [{"message": message, "extensions": {"code": code, **(extensions or {})}}]})
+    return json.dumps({"errors": [{"message": message, "extensions": request_extensions(code, extensions)}]})
 
 
 def refusal_response(refused: RequestRefused) -> Response:

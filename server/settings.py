@@ -31,6 +31,10 @@ from storage.objects.signing import DEFAULT_TTL_SECONDS, DEFAULT_WINDOW_RATIO, S
 from storage.objects.sigv4 import MAX_EXPIRES_SECONDS
 
 DEVELOPMENT = "development"
+# LOG_FORMAT: "text" (what `make run` prints) or "json" (one object per line: server/log_format.py).
+TEXT = "text"
+JSON = "json"
+LOG_FORMATS = (TEXT, JSON)
 PRODUCTION = "production"
 
 # A production secret must at least match what Supabase issues (40+ chars).
@@ -155,6 +159,7 @@ class Settings:
     port: int
     public_url: str
     log_level: str
+    log_format: str
     database_pool_size: int
     graphiql: bool
     objects: ObjectStoreConfig
@@ -191,6 +196,9 @@ class Settings:
         log_level = env.get("LOG_LEVEL", "info").lower()
         if log_level not in ("critical", "error", "warning", "info", "debug"):
             raise SettingsError(f"LOG_LEVEL must be one of critical, error, warning, info, debug; not {log_level!r}")
+        log_format = (env.get("LOG_FORMAT") or TEXT).strip().lower()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', not {log_format!r}")
 
         jwt_secret = env.get("JWT_SECRET") or None
         if environment == PRODUCTION:
@@ -221,6 +229,7 @@ class Settings:
             port=port,
             public_url=public_url.rstrip("/"),
             log_level=log_level,
+            log_format=log_format,
             database_pool_size=_int_setting(env, "DATABASE_POOL_SIZE", 10, minimum=1, maximum=500),
             graphiql=_bool_setting(env, "GRAPHIQL", True),
             objects=_object_store_config(env, data_dir=data_dir, public_url=public_url.rstrip("/"), secret=jwt_secret),

@@ -22,6 +22,7 @@ from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageRec
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 
 from graph.document_cost import document_too_long
+from graph.errors import with_request_id
 from graph.schema import MAX_DOCUMENT_CHARS
 from server.request_errors import SERVICE_UNAVAILABLE
 from server.socket_messages import (
@@ -416,7 +417,7 @@ def _query_too_long(message: Mapping[str, object], protocol: SocketProtocol) -> 
 
 def _operation_error(message: Mapping[str, object], error: GraphQLError, *, legacy: bool) -> dict[str, object]:
     """The protocol's error message for one operation: a list of errors, or (graphql-ws) one error."""
-    formatted = error.formatted
+    formatted = with_request_id(error).formatted  # the socket's id, as the schema's errors carry it
     return {"id": message["id"], "type": "error", "payload": formatted if legacy else [formatted]}
 
 

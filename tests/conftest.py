@@ -39,7 +39,15 @@ from storage.objects.config import open_object_store
 from storage.objects.store import ObjectStore
 from tests.fake_fal import FakeFal
 from tests.server_process import Server
-from tests.support import TEST_JWT_SECRET, database_url_for, drop_database, free_port, new_database, serve_uvicorn
+from tests.support import (
+    TEST_JWT_SECRET,
+    database_url_for,
+    drop_database,
+    free_port,
+    new_database,
+    request_id_checked,
+    serve_uvicorn,
+)
 
 DATA_TABLES = ("user_library", "workspace_assets", "jobs", "characters", "stored_objects")
 TRUNCATE = f"TRUNCATE {', '.join(DATA_TABLES)} CASCADE"
@@ -202,7 +210,7 @@ def graphql_over(client: httpx.AsyncClient) -> GraphQL:
             "/graphql", json={"query": query, "variables": variables or {}}, headers=all_headers
         )
         assert response.status_code == status, response.text
-        body: dict[str, Any] = response.json()
+        body: dict[str, Any] = request_id_checked(response.json(), response.headers)
         return body
 
     return execute

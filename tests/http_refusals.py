@@ -16,9 +16,13 @@ def assert_no_leak(text: str) -> None:
 
 
 def refusal_of(
-    status: int, content_type: str | None, body: bytes, *, expected_status: int, code: str
+    status: int, content_type: str | None, body: bytes, *, expected_status: int, code: str, request_id: str | None
 ) -> dict[str, Any]:
-    """The one error of a GraphQL refusal, checked: status, JSON, ``{"errors": [...]}`` with no data, the code."""
+    """The one error of a GraphQL refusal, checked: status, JSON, ``{"errors": [...]}`` with no data, the code.
+
+    ``request_id`` is the response's ``X-Request-ID``: the error's ``extensions.requestId`` must be the same,
+    and is taken out; a response without one (refused by the protocol layer, before the app) has neither.
+    """
     text = body.decode("utf-8", "replace")
     assert status == expected_status, text[:300]
     assert content_type is not None and content_type.split(";")[0] == "application/json", content_type
@@ -30,4 +34,5 @@ def refusal_of(
     error: dict[str, Any] = errors[0]
     assert isinstance(error["message"], str) and error["message"], error
     assert error["extensions"]["code"] == code, error
+    assert error["extensions"].pop("requestId", None) == request_id, (error, request_id)
     return error

@@ -119,7 +119,8 @@ def raw(total: int) -> Iterator[bytes]:
 
 def refusal(exchange: Exchange, status: int, code: str) -> dict[str, object]:
     return refusal_of(
-        exchange.status, exchange.headers.get("content-type"), exchange.body, expected_status=status, code=code
+        exchange.status, exchange.headers.get("content-type"), exchange.body, expected_status=status, code=code,
+        request_id=exchange.headers.get("x-request-id"),
     )
 
 
@@ -352,7 +353,10 @@ async def test_a_body_dripped_past_the_body_deadline_is_a_408_and_the_connection
         try:
             # when it keeps dripping, then it is answered 408 with the deadline, long before its body could end
             status, headers, body = await asyncio.wait_for(read_response(reader), 10)
-            error = refusal_of(status, headers.get("content-type"), body, expected_status=408, code="REQUEST_TIMEOUT")
+            error = refusal_of(
+                status, headers.get("content-type"), body, expected_status=408, code="REQUEST_TIMEOUT",
+                request_id=headers.get("x-request-id"),
+            )
             assert error["extensions"] == {"code": "REQUEST_TIMEOUT", "limit": 1.0}
             # and the connection is closed
             assert await read_until_closed(reader, within=10)

@@ -28,7 +28,8 @@ async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str] |
 
 def refusal(response: httpx.Response, status: int, code: str = "BAD_REQUEST") -> dict[str, Any]:
     return refusal_of(
-        response.status_code, response.headers.get("content-type"), response.content, expected_status=status, code=code
+        response.status_code, response.headers.get("content-type"), response.content, expected_status=status, code=code,
+        request_id=response.headers.get("x-request-id"),
     )
 
 

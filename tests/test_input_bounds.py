@@ -24,7 +24,7 @@ from resolvers.errors import BadUserInput
 from resolvers.validation import clean_json_object, clean_tags
 from tests.conftest import token_for
 from tests.generation_support import GraphQL, create_character
-from tests.support import only_error
+from tests.support import only_error, request_id_checked
 from tests.test_characters import CREATE, UPDATE
 
 NO_STALL_SECONDS = 30
@@ -73,7 +73,7 @@ async def post_while_polling_health(
     answered.set()
     await poller
     assert response.status_code == status, response.text[:500]
-    body: dict[str, Any] = response.json()
+    body: dict[str, Any] = request_id_checked(response.json(), response.headers)
     return body, elapsed, health_answers
 
 

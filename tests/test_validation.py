@@ -10,7 +10,7 @@ import pytest
 
 from resolvers.validation import looks_signed
 from tests.conftest import GraphQL, token_for
-from tests.support import only_error
+from tests.support import only_error, request_id_checked
 from tests.test_characters import CREATE, UPDATE, create_character
 
 VALID = {"name": "Ann", "description": "A knight."}
@@ -90,7 +90,8 @@ async def test_lone_surrogate_in_raw_json_is_bad_input(client, pool: asyncpg.Poo
     )
 
     assert response.status_code == 200
-    assert only_error(response.json())["extensions"] == {"code": "GRAPHQL_PARSE_FAILED"}
+    body = request_id_checked(response.json(), response.headers)
+    assert only_error(body)["extensions"] == {"code": "GRAPHQL_PARSE_FAILED"}
     assert await pool.fetchval("SELECT count(*) FROM characters") == 0
 
 
@@ -111,7 +112,7 @@ async def test_json_numbers_postgresql_cannot_store_are_refused(
     )
 
     assert response.status_code == 400
-    assert only_error(response.json())["extensions"] == {"code": "BAD_REQUEST"}
+    assert only_error(request_id_checked(response.json(), response.headers))["extensions"] == {"code": "BAD_REQUEST"}
     assert await pool.fetchval("SELECT count(*) FROM characters") == 0
 
 

@@ -170,8 +170,9 @@ async def test_a_null_connection_init_payload_is_no_payload(live_server: str, to
 async def test_an_over_long_query_gets_an_error_for_its_operation_and_the_socket_goes_on(
     live_server: str, token: str, protocol: str
 ) -> None:
-    # given an initialised socket
-    async with GraphQLSocket.open(live_server, token=token, protocol=protocol) as socket:
+    # given an initialised socket, opened with a request id of the client's
+    headers = {"X-Request-ID": f"socket-{protocol}"}
+    async with GraphQLSocket.open(live_server, token=token, protocol=protocol, headers=headers) as socket:
         # when an operation's document is past the character limit
         long_query = "subscription { portraitJobs { id } }" + " " * MAX_DOCUMENT_CHARS
         kind = "subscribe" if protocol == TRANSPORT_WS else "start"
@@ -182,7 +183,7 @@ async def test_an_over_long_query_gets_an_error_for_its_operation_and_the_socket
         errors = refused["payload"] if protocol == TRANSPORT_WS else [refused["payload"]]
         assert errors[0]["extensions"] == {
             "code": "GRAPHQL_VALIDATION_FAILED", "measure": "characters", "limit": MAX_DOCUMENT_CHARS,
-            "value": len(long_query),
+            "value": len(long_query), "requestId": f"socket-{protocol}",
         }
         await socket.send({"type": kind, "id": "next", "payload": {"query": "query { viewer { id } }"}})
         answer = await socket.receive()
