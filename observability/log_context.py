@@ -19,6 +19,8 @@ from uuid import UUID
 REQUEST_ID: ContextVar[str | None] = ContextVar("portraits_request_id", default=None)
 USER_ID: ContextVar[str | None] = ContextVar("portraits_user_id", default=None)
 JOB_ID: ContextVar[str | None] = ContextVar("portraits_job_id", default=None)
+# Their names in log records and JSON lines.
+ID_FIELDS = ("request_id", "user_id", "job_id")
 
 
 def bind_request(request_id: str) -> None:

@@ -309,8 +309,10 @@ class Worker:
                     f"gave up after {job.max_attempts} attempts: the workers running it stopped mid-job",
                     retryable=False,
                 )
+            logger.info("job %s: attempt %d started on %s", job.id, job.attempts, claimed.provider.value)
             await self.runner.run(claimed, lease_token)
             self._attempt_recorded(claimed, lease_token, JobAttemptOutcome.COMPLETED, JobStatus.COMPLETED)
+            logger.info("job %s completed", job.id)
         except asyncio.CancelledError:
             return await self._stopped(claimed, lease_token)
         except LeaseLost as error:

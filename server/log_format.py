@@ -6,7 +6,7 @@
 included, as one JSON object per line on stderr (stdout keeps the start-up
 banner): ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, the
 ids known where it was logged (``request_id``, ``user_id``, ``job_id``:
-observability/log_context.py), ``exception`` (the traceback, as text) when
+observability/log_context.py, stamped on the record by ``ContextIds``), ``exception`` (the traceback, as text) when
 there is one; an access line adds ``client``, ``method``, ``path`` and
 ``status``. Both go through one ``logging.config.dictConfig``, uvicorn's
 loggers included (uvicorn is then given no ``log_config`` of its own), and
@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import orjson
 from uvicorn.logging import AccessFormatter, DefaultFormatter
 
-from observability.log_context import known_ids
+from observability.log_context import ID_FIELDS, known_ids
 from server.log_redaction import AccessQueryRedaction, Redactor, WireTraceFilter
 from server.settings import JSON, Settings
 
@@ -38,6 +38,20 @@ UVICORN_ACCESS_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(
 # They log request URLs (signatures, provider URLs) and headers below WARNING.
 CHATTY_LIBRARIES = ("botocore", "aiobotocore", "urllib3", "httpx", "httpcore", "hpack", "PIL", "multipart")
 ACCESS_LOGGER = "uvicorn.access"
+
+
+class ContextIds(logging.Filter):
+    """Stamps each record with the ids of the context it is logged in, as attributes (``request_id``, ...).
+
+    On the handler, so they are read where the record is made (the request's task), whenever and wherever it
+    is formatted; ids a caller passed in ``extra`` are kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in known_ids().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,8 +68,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": self.redact(record.getMessage()),
-            **known_ids(),
         }
+        for name in ID_FIELDS:
+            if (value := getattr(record, name, None)) is not None:
+                entry[name] = value
         if record.name == ACCESS_LOGGER:
             entry.update(_access_fields(record))
         if record.exc_info:
@@ -118,7 +134,11 @@ def logging_config(log_format: str, log_level: str, redact: Redactor) -> dict[st
     """The ``logging.config.dictConfig`` of a process: ours, uvicorn's and the libraries' loggers."""
     level = log_level.upper()
     quiet = logging.getLevelName(max(logging.WARNING, logging.getLevelName(level)))
-    filters = {"access_query": {"()": AccessQueryRedaction}, "wire_trace": {"()": WireTraceFilter}}
+    filters = {
+        "context": {"()": ContextIds},
+        "access_query": {"()": AccessQueryRedaction},
+        "wire_trace": {"()": WireTraceFilter},
+    }
     uvicorn_error = {"filters": ["wire_trace"]}
     if log_format == JSON:
         formatters: dict[str, Any] = {"json": {"()": lambda: JsonFormatter(redact)}}
@@ -164,6 +184,6 @@ def configure_logging(settings: Settings) -> None:
         logging.captureWarnings(True)  # warnings as records too: every line on stderr is JSON
 
 
-def _stream(formatter: str, stream: str) -> dict[str, str]:
-    return {"class": "logging.StreamHandler", "formatter": formatter, "stream": stream}
+def _stream(formatter: str, stream: str) -> dict[str, object]:
+    return {"class": "logging.StreamHandler", "formatter": formatter, "stream": stream, "filters": ["context"]}
 

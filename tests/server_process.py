@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from tests.support import free_port
 
@@ -20,8 +21,12 @@ READY = "Portraits is ready."
 class Server:
     """A `python -m server.cli serve` (or another command) subprocess whose output is read line by line in a thread."""
 
+    # Subclasses that set it read stderr (the log) into ``log_lines`` instead of mixing it into the output.
+    stderr_apart: ClassVar[bool] = False
+
     def __init__(self, data_dir: Path, *, command: str = "serve", **env: str) -> None:
         self.command = command
+        stderr_apart = self.stderr_apart
         self.port = free_port()
         full_env = {
             **os.environ,
@@ -37,17 +42,27 @@ class Server:
             [sys.executable, "-m", "server.cli", command],
             env=full_env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE if stderr_apart else subprocess.STDOUT,
             text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
+        self.log_lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
+        self.log_reader: threading.Thread | None = None
+        if stderr_apart:
+            self.log_reader = threading.Thread(target=self._read_log, daemon=True)
+            self.log_reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.put(line.rstrip("\n"))
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log_lines.append(line.rstrip("\n"))
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
         """The first line holding ``text``, printed already or within ``timeout`` seconds."""
@@ -85,3 +100,9 @@ class Server:
     def stop(self, sig: signal.Signals = signal.SIGINT, timeout: float = 60) -> int:
         self.process.send_signal(sig)
         return self.process.wait(timeout)
+
+
+class LoggedServer(Server):
+    """A ``Server`` whose stderr, where the log goes, is kept apart in ``log_lines``; stdout is the output."""
+
+    stderr_apart = True

@@ -19,6 +19,17 @@ def test_defaults_need_no_configuration(tmp_path: Path) -> None:
     assert settings.graphiql is True
 
 
+def test_logs_are_text_unless_json_is_asked_for(tmp_path: Path) -> None:
+    def log_format(**environ: str) -> str:
+        return Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), **environ}).log_format
+
+    assert log_format() == "text"
+    assert log_format(LOG_FORMAT="") == "text"
+    assert log_format(LOG_FORMAT="json") == "json"
+    assert log_format(LOG_FORMAT=" JSON ") == "json"
+    assert log_format(LOG_FORMAT="text") == "text"
+
+
 def test_the_development_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
     first = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).jwt_secret
     second = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).jwt_secret
@@ -45,6 +56,8 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"PORT": "eighty"}, "PORT must be an integer"),
         ({"PORT": "70000"}, "PORT must be between"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be 'text' or 'json'"),
+        ({"LOG_FORMAT": "logfmt"}, "LOG_FORMAT must be 'text' or 'json'"),
         ({"GRAPHIQL": "maybe"}, "GRAPHIQL must be true or false"),
         ({"OBJECT_STORE": "ftp"}, "OBJECT_STORE must be"),
         ({"OBJECT_STORE": "s3", "AWS_ACCESS_KEY_ID": "only-half"}, "set both AWS_ACCESS_KEY_ID"),
