@@ -35,7 +35,12 @@ def stamped(made: logging.LogRecord, bind: Callable[[], object]) -> logging.LogR
 
 def test_a_json_line_has_the_time_level_logger_message_and_the_ids_of_its_context() -> None:
     user, job = uuid.uuid4(), uuid.uuid4()
-    line = stamped(record("job %s completed", job), lambda: (bind_request("req-1"), bind_job(job, user)))
+
+    def bind() -> None:
+        bind_request("req-1")
+        bind_job(job, user)
+
+    line = stamped(record("job %s completed", job), bind)
 
     entry = orjson.loads(JsonFormatter(Redactor()).format(line))
 

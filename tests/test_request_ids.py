@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import asyncpg
@@ -25,9 +25,10 @@ UNKNOWN_FIELD = "{ nope }"
 
 
 async def post(
-    client: httpx.AsyncClient, query: str, headers: list[tuple[str, str | bytes]] | None = None
+    client: httpx.AsyncClient, query: str, headers: Sequence[tuple[str, str | bytes]] = ()
 ) -> httpx.Response:
-    return await client.post("/graphql", json={"query": query}, headers=headers or [])
+    raw = [(name.encode(), value if isinstance(value, bytes) else value.encode()) for name, value in headers]
+    return await client.post("/graphql", json={"query": query}, headers=raw)
 
 
 def error_request_ids(response: httpx.Response) -> list[str]:
