@@ -37,7 +37,15 @@ from server.http_head import head_limited_http_protocol
 from server.log_format import configure_logging
 from server.metrics import Metrics
 from server.metrics_http import MetricsServer, MetricsServerError
-from server.settings import ConnectionLimits, HttpLimits, Settings, SettingsError, TracingConfig, WebSocketConfig
+from server.settings import (
+    JSON,
+    ConnectionLimits,
+    HttpLimits,
+    Settings,
+    SettingsError,
+    TracingConfig,
+    WebSocketConfig,
+)
 from server.shutdown import Draining
 from server.uvicorn_logs import demote_client_faults
 from server.websocket import SOCKETS
@@ -396,7 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(settings, args))
     except (EmbeddedPostgresError, StorageError, MetricsServerError) as error:
-        print(f"portraits: {error}", file=sys.stderr)
+        if settings.log_format == JSON:
+            logger.critical("%s", error)  # stderr holds JSON lines only
+        else:
+            print(f"portraits: {error}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, StopRequested):
         return 0

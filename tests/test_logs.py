@@ -12,9 +12,12 @@ URL's signature, the JWT secret and the S3 credentials.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import signal
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +32,7 @@ from server.auth import issue_token
 from tests.conftest import s3_environ
 from tests.realtime_support import GraphQLSocket, data_of
 from tests.server_process import READY, LoggedServer, Server
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, free_port
 
 CREATE = 'mutation { createCharacter(input: {name: "Wren", description: "A lighthouse keeper"}) { id } }'
 GENERATE = "mutation($id: ID!) { generateCharacterPortrait(input: {characterId: $id}) { id } }"
@@ -179,3 +182,19 @@ async def test_text_stays_the_default_format(tmp_path: Path, servers: list[Serve
     assert re.search(r"^INFO: +Uvicorn running on ", output, re.MULTILINE), output
     assert re.search(r'^INFO: +127\.0\.0\.1:\d+ - "GET /healthz HTTP/1\.1" 200', output, re.MULTILINE), output
     assert not [line for line in output.splitlines() if line.startswith("{")]
+
+
+def test_a_command_that_fails_says_why_in_a_json_line(tmp_path: Path) -> None:
+    # given a database URL nothing listens on, with a password in it
+    password = f"hunter2-{secrets.token_hex(6)}"
+    url = f"postgresql://portraits:{password}@127.0.0.1:{free_port()}/portraits"
+    environ = {**os.environ, "PORTRAITS_DATA_DIR": str(tmp_path), "DATABASE_URL": url, "LOG_FORMAT": "json"}
+
+    # when `portraits migrate` cannot reach it
+    out = subprocess.run([sys.executable, "-m", "server.cli", "migrate"], env=environ, capture_output=True, text=True)
+
+    # then it exits 1 and its stderr is JSON lines, the last saying why, with no password in any
+    assert out.returncode == 1, out.stderr
+    entries = [orjson.loads(line) for line in out.stderr.splitlines()]
+    assert entries[-1]["level"] == "CRITICAL" and "Connect call failed" in entries[-1]["message"], entries
+    assert password not in out.stderr
