@@ -6,11 +6,12 @@
 included, as one JSON object per line on stderr (stdout keeps the start-up
 banner): ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, the
 ids known where it was logged (``request_id``, ``user_id``, ``job_id``:
-observability/log_context.py, stamped on the record by ``ContextIds``), ``exception`` (the traceback, as text) when
-there is one; an access line adds ``client``, ``method``, ``path`` and
-``status``. Both go through one ``logging.config.dictConfig``, uvicorn's
-loggers included (uvicorn is then given no ``log_config`` of its own), and
-both formats pass every line through the redactor (server/log_redaction.py).
+observability/log_context.py, stamped on the record by ``ContextIds``),
+``exception`` (the traceback, as text) when there is one; an access line
+adds ``client``, ``method``, ``path`` and ``status``. Both go through one
+``logging.config.dictConfig``, uvicorn's loggers included (uvicorn is then
+given no ``log_config`` of its own), and both formats pass every line
+through the redactor (server/log_redaction.py).
 
 Libraries that log requests' URLs and headers at DEBUG or INFO (botocore,
 httpx, ...) are held at WARNING whatever ``LOG_LEVEL`` says.
