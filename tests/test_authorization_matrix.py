@@ -212,8 +212,13 @@ async def http(live_server: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+# Every request and socket here sends the same request id (a client's own is kept: server/request_ids.py), so two
+# answers that differ only in it compare equal byte for byte, as they must.
+SAME_REQUEST_ID = {"X-Request-ID": "authorization-matrix"}
+
+
 async def post(http: httpx.AsyncClient, row: Row, variables: dict[str, Any], user: uuid.UUID | None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token_for(user)}"} if user is not None else {}
+    headers = {**SAME_REQUEST_ID, **({"Authorization": f"Bearer {token_for(user)}"} if user is not None else {})}
     return await http.post("/graphql", json={"query": row.document, "variables": variables}, headers=headers)
 
 
@@ -305,7 +310,7 @@ async def test_an_anonymous_client_is_unauthenticated_wherever_a_user_is_needed(
 async def subscription_frames(url: str, user: uuid.UUID, row: Row, variables: dict[str, Any]) -> list[str]:
     """The raw text frames answering one subscribe (operation id "1"), up to its error or complete."""
     frames: list[str] = []
-    async with GraphQLSocket.open(url, token=token_for(user)) as socket:
+    async with GraphQLSocket.open(url, token=token_for(user), headers=SAME_REQUEST_ID) as socket:
         await socket.connection.send(
             json.dumps({"id": "1", "type": "subscribe", "payload": {"query": row.document, "variables": variables}})
         )
