@@ -29,7 +29,7 @@ from strawberry.types.graphql import OperationType
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
 from graph.document_cost import Limits, count, document_too_long, measure, over_limits, refusal
-from graph.errors import as_validation_error, log_and_format_errors
+from graph.errors import as_validation_error, log_and_format_errors, with_request_id
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
 from graph.operation_count import executed, record_errors, record_refusal
@@ -302,9 +302,9 @@ class PortraitsSchema(strawberry.Schema):
         except InvalidOperationTypeError as error:
             if error.operation_type is not OperationType.SUBSCRIPTION or OperationType.SUBSCRIPTION not in allowed:
                 raise
-            return ExecutionResult(
-                data=None, errors=[GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET, extensions={"code": "BAD_REQUEST"})]
-            )
+            # (not through process_errors: it carries the request's id here, as every error does)
+            refusal = GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET, extensions={"code": "BAD_REQUEST"})
+            return ExecutionResult(data=None, errors=[with_request_id(refusal)])
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log only what the client did not cause, and give every error its code (graph/errors.py).

@@ -262,7 +262,8 @@ async def test_a_bad_document_over_the_socket_gets_an_error_and_the_socket_goes_
     live_server: str, alice: uuid.UUID, protocol: str
 ) -> None:
     too_deep = "subscription { portraitJobs " + "{ character " * 10 + "{ id" + " }" * 12
-    async with GraphQLSocket.open(live_server, protocol=protocol, token=token_for(alice)) as socket:
+    headers = {"X-Request-ID": "bad-documents"}  # every error of the socket's operations carries it
+    async with GraphQLSocket.open(live_server, protocol=protocol, token=token_for(alice), headers=headers) as socket:
         # when a client sends a document that does not parse, then one over the depth limit
         broken = await socket.results_until_complete(await socket.subscribe("subscription { portraitJobs { id "))
         deep = await socket.results_until_complete(await socket.subscribe(too_deep))
@@ -274,7 +275,10 @@ async def test_a_bad_document_over_the_socket_gets_an_error_and_the_socket_goes_
     ] == ["GRAPHQL_PARSE_FAILED"]
     # (refused by its depth before validation would name its unknown fields)
     assert [error["extensions"] for message in deep for error in errors_of(message)] == [
-        {"code": "GRAPHQL_VALIDATION_FAILED", "measure": "depth", "limit": 10, "value": 11}
+        {
+            "code": "GRAPHQL_VALIDATION_FAILED", "measure": "depth", "limit": 10, "value": 11,
+            "requestId": "bad-documents",
+        }
     ], deep
     if protocol == "graphql-ws":  # carries subscriptions only, and says so
         [refusal] = [error for message in answered for error in errors_of(message)]
