@@ -15,6 +15,7 @@ COPY realtime ./realtime
 COPY storage ./storage
 COPY pipeline ./pipeline
 COPY devtools ./devtools
+COPY observability ./observability
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.12-slim
