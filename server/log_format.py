@@ -74,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             if (value := getattr(record, name, None)) is not None:
                 entry[name] = value
         if record.name == ACCESS_LOGGER:
-            entry.update(_access_fields(record))
+            entry.update(_access_fields(record, self.redact))
         if record.exc_info:
             entry["exception"] = self.redact(self.formatException(record.exc_info))
         elif record.exc_text:
@@ -96,13 +96,14 @@ class RedactingFormatter(logging.Formatter):
         return self.redact(self.inner.format(record))
 
 
-def _access_fields(record: logging.LogRecord) -> dict[str, object]:
-    """uvicorn's access record's args (client, method, full path, HTTP version, status), as fields."""
+def _access_fields(record: logging.LogRecord, redact: Redactor) -> dict[str, object]:
+    """uvicorn's access record's args (client, method, full path, HTTP version, status), as fields; the path
+    redacted as the message is (a query string on any route may carry a token or a signature)."""
     args = record.args
     if not (isinstance(args, tuple) and len(args) == 5):
         return {}
     client, method, path, _version, status = args
-    return {"client": str(client), "method": str(method), "path": str(path), "status": status}
+    return {"client": str(client), "method": str(method), "path": redact(str(path)), "status": status}
 
 
 def _dumps(entry: dict[str, object]) -> str:

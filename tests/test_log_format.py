@@ -93,6 +93,18 @@ def test_an_access_line_gets_its_request_fields() -> None:
     assert fields == ("127.0.0.1:5000", "GET", "/healthz", 200)
 
 
+def test_an_access_lines_path_field_is_redacted_as_its_message_is() -> None:
+    # given an access line of another route whose query string carries a token and a signature
+    path = f"/graphql?query=x&token={JWT_LIKE}&X-Amz-Signature=00ff"
+    access = record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", 200, name="uvicorn.access")
+    # when it is formatted as JSON
+    line = JsonFormatter(Redactor()).format(access)
+    entry = orjson.loads(line)
+    # then neither the message nor the path field holds them
+    assert JWT_LIKE not in line and "00ff" not in line
+    assert entry["path"] == f"/graphql?query=x&token={REDACTED}&X-Amz-Signature={REDACTED}"
+
+
 def test_the_redactor_hides_secrets_jwts_and_signed_url_parameters() -> None:
     redact = Redactor(["the-jwt-secret-value", "AKIAEXAMPLEKEY", "short"])
 
