@@ -387,18 +387,21 @@ class Worker:
         The job stays in ``_running`` meanwhile, so its lease is renewed as soon
         as the database answers again: the write lands then, instead of the job
         waiting for its lease to run out. Gives up (False) on another storage
-        error, or when the worker stops; then the lease runs out and the job is
-        claimed again, as before. A write the fence refuses (another worker has
-        the job) does nothing, and is not an error.
+        error, when the worker stops, or after a lease's length of tries (an
+        "unreachable" that is really a write stuck behind a lock must not hold
+        the job for ever while its lease keeps being renewed); then the lease
+        runs out and the job is claimed again, as before. A write the fence
+        refuses (another worker has the job) does nothing, and is not an error.
         """
         wait = RECORD_RETRY_FIRST_SECONDS
+        deadline = time.monotonic() + self.config.lease_seconds
         while True:
             try:
                 await record()
                 return True
             except StorageUnavailable as error:
-                if self._stopping.is_set():
-                    logger.warning("job %s: could not record its failure before stopping (%s)", job_id, error)
+                if self._stopping.is_set() or time.monotonic() >= deadline:
+                    logger.warning("job %s: could not record its failure (%s); left to its lease", job_id, error)
                     return False
                 if wait == RECORD_RETRY_FIRST_SECONDS:
                     logger.warning(
