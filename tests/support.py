@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-production-checks-and-hs512!!"
 
@@ -104,3 +106,23 @@ async def serve_uvicorn(config: uvicorn.Config) -> AsyncIterator[ServedUvicorn]:
         yield served
     finally:
         await served.stop()
+
+
+async def subscriptions_live(base_url: str, count: int, *, timeout: float = 30.0) -> None:
+    """Wait until the server at ``base_url`` has exactly ``count`` subscriptions live in its event hub (its
+    ``portraits_subscriptions_open`` gauge): nothing in the protocols says when a subscription is listening,
+    or when a stopped one has ended."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        while True:
+            text = (await client.get("/metrics")).text
+            live = sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "portraits_subscriptions_open"
+            )
+            if live == count:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{live} of {count} subscriptions live"
+            await asyncio.sleep(0.05)

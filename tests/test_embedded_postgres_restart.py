@@ -19,7 +19,7 @@ import httpx
 
 from tests.realtime_support import CHARACTER_IMAGE_UPDATED, GraphQLSocket, data_of
 from tests.server_process import READY, Server
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, subscriptions_live
 from tests.test_cli_serve import graphql, postmaster_pid, wait_until_gone
 from tests.test_database_outage import until_status
 from tests.test_realtime_processes import CREATE, GENERATE, apost
@@ -139,7 +139,7 @@ async def image_change_heard(server: Server, token: str, character_id: str, imag
     """Subscribe to the character's image, change it through the API, and return the image the subscriber got."""
     async with GraphQLSocket.open(f"ws://127.0.0.1:{server.port}/graphql", token=token) as socket:
         await socket.subscribe(CHARACTER_IMAGE_UPDATED, {"characterId": character_id})
-        await asyncio.sleep(0.3)  # nothing says a subscription is live; a late one still gets a resync's re-read
+        await subscriptions_live(server.url, 1)
         update = f'mutation {{ updateCharacter(id: "{character_id}", input: {{imageUrl: "{image_url}"}}) {{ id }} }}'
         await asyncio.to_thread(graphql, server, token, update)
         heard: str = data_of(await socket.next_result(timeout=30), "characterImageUpdated")["imageUrl"]

@@ -36,7 +36,7 @@ from tests.realtime_support import (
     errors_of,
 )
 from tests.server_process import READY, Server
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, subscriptions_live
 
 LOOPING_CLIENTS = 24
 LATE_CONNECTIONS = 24
@@ -186,7 +186,7 @@ async def test_sigterm_under_load_answers_every_request_ends_subscriptions_and_h
                     await socket.subscribe(PORTRAIT_JOBS),
                 ]
                 subscribed.append((socket, operations))
-        await asyncio.sleep(1.0)  # every subscription is live on the server
+        await subscriptions_live(server.url, sum(len(operations) for _, operations in subscribed))
 
         # and HTTP clients keeping the server busy
         stopping = asyncio.Event()

@@ -42,7 +42,7 @@ from tests.realtime_support import (
     Rejected,
     error_codes_of,
 )
-from tests.support import ServedUvicorn, free_port, serve_uvicorn
+from tests.support import ServedUvicorn, free_port, serve_uvicorn, subscriptions_live
 
 TIMEOUT = 10.0
 
@@ -187,7 +187,7 @@ async def test_draining_tells_each_subscription_then_closes_1012_and_ends_socket
         # given a socket with two live subscriptions, and one that has ended (stopped by the client)
         live = [await socket.subscribe(PORTRAIT_JOBS), await socket.subscribe(PORTRAIT_JOBS)]
         await socket.stop(await socket.subscribe(PORTRAIT_JOBS))
-        await asyncio.sleep(0.3)
+        await subscriptions_live(served.url("", scheme="http"), 2)
 
         # when the server begins to stop (what `serve` runs before uvicorn's own shutdown)
         await draining.begin(timeout=5)
