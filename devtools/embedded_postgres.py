@@ -290,7 +290,7 @@ class EmbeddedPostgres:
                 stderr=log,
                 start_new_session=True,
                 # SIGINT is PostgreSQL's fast shutdown: clients are cut off, committed data is safe.
-                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - runs before exec, no threads yet
+                preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509 - one prctl call, nothing loaded or locked
                 **self._user_kwargs(),
             )
 
@@ -355,12 +355,14 @@ def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     Elsewhere the hook does nothing.
     """
     libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    # Loaded here, in the parent: the child of a process with threads (a restart comes from the supervisor's
+    # thread) must not take locks such as dlopen's between fork and exec; the hook only calls prctl.
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name is not None else None
     parent_pid = os.getpid()
 
     def hook() -> None:
-        if libc_name is None:
+        if libc is None:
             return
-        libc = ctypes.CDLL(libc_name, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, sig)
         if os.getppid() != parent_pid:  # the owner died before prctl took effect
             os._exit(1)

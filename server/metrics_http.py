@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +27,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """The standard library's WSGI server, a thread per scrape, so a slow scraper never holds the next one."""
+
+    daemon_threads = True
 
 # The route label of a request no route took: a 404, or one refused before routing (server/request_limits.py).
 UNMATCHED = "unmatched"
@@ -126,7 +132,7 @@ class MetricsServer:
     def __init__(self, metrics: Metrics, *, host: str, port: int, token: str | None) -> None:
         app = _guarded(make_wsgi_app(metrics.registry), token)
         try:
-            self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+            self._server = make_server(host, port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
         except OSError as error:
             raise MetricsServerError(f"cannot serve metrics on {host}:{port}: {error}") from error
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-server", daemon=True)
