@@ -634,7 +634,9 @@ def expect_frame(expected: Expected, frame: str | bytes) -> None:
         return
     kind = message["type"]
     if kind == "connection_init":
-        expected.close(SECOND_INIT)
+        # a malformed one is an invalid message first, as graphql-ws's own server reads it (then a second init)
+        valid_payload = isinstance(message.get("payload"), dict | None)
+        expected.close(SECOND_INIT if valid_payload else INVALID_MESSAGE)
     elif kind in ("ping", "pong"):
         if not isinstance(message.get("payload"), dict | None):
             expected.close(INVALID_MESSAGE, must=False)  # (the README does not name ping payloads)
