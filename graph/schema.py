@@ -11,13 +11,12 @@ and ``MAX_INTROSPECTION`` of introspection (graph/result_size.py). GraphiQL's in
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 import strawberry
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import DocumentNode, GraphQLError, GraphQLSchema
 from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -28,6 +27,7 @@ from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
+from graph.document_cache import DocumentCache
 from graph.document_cost import Limits, count, document_too_long, measure, over_limits, refusal
 from graph.errors import as_validation_error, log_and_format_errors, with_request_id
 from graph.jobs import JobMutation, JobQuery
@@ -69,10 +69,11 @@ MAX_INTROSPECTION = 11_000
 # Bounds of the lists that are not pages: attempts (JOB_MAX_ATTEMPTS is at most 20), the model catalogue.
 MAX_JOB_ATTEMPTS = 20
 MAX_IMAGE_MODELS = 50
-CACHE_SIZE = 256
+# The parsed documents and validation results kept (graph/document_cache.py), by their documents' characters: about
+# 120 bytes of objects a character, so at most ~24 MB (a count of 256 admitted 300 MB of 10,000-character documents).
+CACHED_DOCUMENT_CHARS = 200_000
 # Longer documents are parsed and validated each time, never cached: clients send the same few documents of a few
-# KB, while 256 distinct documents of 100,000 characters held 50 MiB in the parse cache alone (its text and its
-# parsed string values; more for wider characters), and as much again in the validation cache.
+# KB, and one of 100,000 characters would push out a hundred of theirs.
 MAX_CACHED_DOCUMENT_CHARS = 10_000
 
 LIMITS = Limits(
@@ -86,39 +87,6 @@ Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutat
 SUBSCRIPTION_NEEDS_WEBSOCKET = (
     "Subscriptions run over a websocket: connect to /graphql with graphql-transport-ws (or graphql-ws)"
 )
-
-
-@lru_cache(maxsize=CACHE_SIZE)
-def _parse(query: str, max_tokens: int) -> DocumentNode:
-    return parse(query, max_tokens=max_tokens)
-
-
-class ValidationResults:
-    """The last ``CACHE_SIZE`` documents' validation errors, keyed by the parsed document.
-
-    Parsed documents come from ``_parse``'s cache, so the same query text is the
-    same (hashable) ``DocumentNode`` while both caches hold it. Lists go in and
-    out as copies: strawberry hands the list it gets to ``process_errors``,
-    which formats it in place (graph/errors.py), and the next request must get
-    the errors as validation found them.
-    """
-
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._size = size
-        self._errors: OrderedDict[DocumentNode, tuple[GraphQLError, ...]] = OrderedDict()
-
-    def get(self, document: DocumentNode) -> list[GraphQLError] | None:
-        errors = self._errors.get(document)
-        if errors is None:
-            return None
-        self._errors.move_to_end(document)
-        return list(errors)
-
-    def put(self, document: DocumentNode, errors: list[GraphQLError]) -> None:
-        self._errors[document] = tuple(errors)
-        self._errors.move_to_end(document)
-        if len(self._errors) > self._size:
-            self._errors.popitem(last=False)
 
 
 class LimitedCachedDocuments(SchemaExtension):
@@ -142,7 +110,7 @@ class LimitedCachedDocuments(SchemaExtension):
     extension of its own, which strawberry would set up four times per operation.
     """
 
-    validated = ValidationResults()
+    documents = DocumentCache(CACHED_DOCUMENT_CHARS)
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
@@ -154,7 +122,7 @@ class LimitedCachedDocuments(SchemaExtension):
         query = context.query or ""
         if len(query) <= MAX_CACHED_DOCUMENT_CHARS:
             with contextlib.suppress(GraphQLError):
-                context.graphql_document = _parse(query, MAX_TOKENS)
+                context.graphql_document = self.documents.parse(query, max_tokens=MAX_TOKENS)
         try:
             yield
         finally:
@@ -182,8 +150,9 @@ class LimitedCachedDocuments(SchemaExtension):
             context.pre_execution_errors = [too_big]  # refused before it could fill the caches: never cached
             yield
             return
-        cached = len(context.query or "") <= MAX_CACHED_DOCUMENT_CHARS
-        context.pre_execution_errors = self.validated.get(document) if cached else None
+        query = context.query or ""
+        cached = len(query) <= MAX_CACHED_DOCUMENT_CHARS
+        context.pre_execution_errors = self.documents.errors(query) if cached else None
         if context.pre_execution_errors is None:
             context.pre_execution_errors = (
                 over_limits(measure(document), LIMITS) or results_over_limit(document, context.schema) or None
@@ -197,7 +166,7 @@ class LimitedCachedDocuments(SchemaExtension):
                 # validation errors ("Variable '$x' is never used." is one; a variable's bad value is not).
                 errors[:] = [as_validation_error(error) for error in errors]
             if cached:
-                self.validated.put(document, errors)
+                self.documents.put_errors(query, errors)
 
 
 @cache

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from graphql import ASTValidationRule, GraphQLError, parse
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from graph.schema import MAX_CACHED_DOCUMENT_CHARS, MAX_TOKENS, LimitedCachedDocuments, _parse, build_schema, schema
+from graph.document_cache import DocumentCache
+from graph.schema import MAX_CACHED_DOCUMENT_CHARS, LimitedCachedDocuments, build_schema, schema
 
 TOO_DEEP = "{ " + "viewer { " * 12 + "id" + " }" * 12 + " }"
 VALID = "query Cached { imageModels { modelKey } }"
@@ -19,7 +20,7 @@ async def test_a_refused_document_is_refused_again_from_the_cache() -> None:
     # given a document over the depth limit, sent once
     first = await schema.execute(TOO_DEEP)
     # when it is sent again
-    cached = LimitedCachedDocuments.validated.get(_parse(TOO_DEEP, MAX_TOKENS))
+    cached = LimitedCachedDocuments.documents.errors(TOO_DEEP)
     second = await schema.execute(TOO_DEEP)
     # then the errors were cached after the first, and the second answer is the same
     assert cached is not None and cached
@@ -32,7 +33,7 @@ async def test_a_valid_document_is_cached_with_no_errors() -> None:
     # given a valid document, when it is validated (execution may fail without a context)
     await schema.execute(VALID)
     # then its validation result, no errors, is cached
-    assert LimitedCachedDocuments.validated.get(_parse(VALID, MAX_TOKENS)) == []
+    assert LimitedCachedDocuments.documents.errors(VALID) == []
 
 
 class CountingRule(ASTValidationRule):
@@ -79,17 +80,16 @@ async def test_the_cache_hands_out_copies_and_keeps_the_errors_as_validation_fou
     query = "query CopiedErrors { nope imageModels { alsoNope } }"
     same_id = {"X-Request-ID": "copied-errors"}  # each answer carries its request's id; the cache holds none
     first = await client.post("/graphql", json={"query": query}, headers=same_id)
-    document = _parse(query, MAX_TOKENS)
 
     # when the cache is read, and what it gave is changed as strawberry and our formatting change it
-    handed = LimitedCachedDocuments.validated.get(document)
+    handed = LimitedCachedDocuments.documents.errors(query)
     assert handed is not None
     pristine = [(error.message, error.extensions) for error in handed]
     handed[:] = [GraphQLError("rewritten", extensions={"code": "REWRITTEN"})]
     second = await client.post("/graphql", json={"query": query}, headers=same_id)
 
     # then the cache still holds the errors as validation found them, and both answers match
-    again = LimitedCachedDocuments.validated.get(document)
+    again = LimitedCachedDocuments.documents.errors(query)
     assert again is not None
     assert [(error.message, error.extensions) for error in again] == pristine == [
         ("Cannot query field 'nope' on type 'Query'.", {"code": "GRAPHQL_VALIDATION_FAILED"}),
@@ -104,7 +104,7 @@ async def test_a_long_document_is_answered_but_never_cached() -> None:
     padding = "x" * MAX_CACHED_DOCUMENT_CHARS
     valid = f'query LongValid {{ imageModels {{ modelKey }} character(id: "{padding}") {{ id }} }}'
     refused = "{ " + "viewer { " * 12 + "id" + " }" * 12 + f' character(id: "{padding}") {{ id }} }}'
-    _parse.cache_clear()
+    held = len(LimitedCachedDocuments.documents)
     # when each is executed twice (execution may fail without a context; validation comes before)
     answers = [await schema.execute(query) for query in (valid, refused, valid, refused)]
     # then each gets the same answer both times (the refused one its depth error)
@@ -113,6 +113,27 @@ async def test_a_long_document_is_answered_but_never_cached() -> None:
     ]
     assert answers[1].errors and (answers[1].errors[0].extensions or {}).get("measure") == "depth"
     # and neither was kept by the parse cache or the validation cache (which would hold megabytes of such text)
-    assert _parse.cache_info().currsize == 0
+    assert len(LimitedCachedDocuments.documents) == held
     for query in (valid, refused):
-        assert LimitedCachedDocuments.validated.get(parse(query)) is None
+        assert LimitedCachedDocuments.documents.errors(query) is None
+
+
+def test_the_cache_is_bounded_by_the_characters_of_its_documents() -> None:
+    # given a cache of 30,000 characters, and documents of about 9,000 characters, each different
+    cache = DocumentCache(30_000)
+    documents = [
+        "{ " + " ".join(f"a{n}_{i}: __typename" for i in range(600)) + " }" for n in range(10)
+    ]
+    # when they are parsed in turn, the first one again after the second
+    for number, query in enumerate(documents):
+        cache.parse(query, max_tokens=100_000)
+        if number == 1:
+            cache.parse(documents[0], max_tokens=100_000)
+        assert cache.chars <= 30_000
+    # then it held what fits (three), the most recently used, their errors leaving with them
+    assert len(cache) == 30_000 // len(documents[0])
+    assert cache.errors(documents[9]) is None
+    cache.put_errors(documents[9], [GraphQLError("kept")])
+    assert [error.message for error in cache.errors(documents[9]) or []] == ["kept"]
+    cache.put_errors(documents[0], [GraphQLError("evicted")])
+    assert cache.errors(documents[0]) is None

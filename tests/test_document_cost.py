@@ -15,9 +15,7 @@ from graph.schema import (
     MAX_FIELDS,
     MAX_REPEATS,
     MAX_SELECTIONS,
-    MAX_TOKENS,
     LimitedCachedDocuments,
-    _parse,
 )
 from tests.conftest import GraphQL, token_for
 from tests.realtime_support import PROTOCOLS, GraphQLSocket, error_codes_of, errors_of
@@ -215,7 +213,7 @@ async def test_a_refused_document_is_cached_as_refused(graphql: GraphQL) -> None
     first = await graphql(query)
 
     # when it is sent again, then the cache holds the refusal and the answer is the same
-    cached = LimitedCachedDocuments.validated.get(_parse(query, MAX_TOKENS))
+    cached = LimitedCachedDocuments.documents.errors(query)
     assert cached is not None and [error.extensions for error in cached] == [
         {"code": "GRAPHQL_VALIDATION_FAILED", "measure": "selections", "limit": MAX_SELECTIONS, "value": 2**33}
     ]
