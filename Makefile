@@ -42,7 +42,8 @@ schema: $(VENV)/.installed
 # of 3,000 sockets opened, subscribed and closed: the server's RSS after each; then realtime across
 # two API processes (PostgreSQL and Redis modes) and through the death of the Redis relay leader; then what
 # abuse costs: the worst documents the limits accept and the cheapest they refuse, a body at the cap, idle connections;
-# then the list query with OpenTelemetry tracing off and on.
+# then the list query with OpenTelemetry tracing off and on; then a 10-minute soak of mixed load on one server
+# process (queries, mutations, generations, 1,000 subscribers, websocket churn): errors, lost jobs, missed events, RSS.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/list_characters.py
@@ -53,6 +54,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/tracing.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -63,7 +63,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -248,10 +248,16 @@ def describe(error: BaseException) -> str:
 
 async def open_subscriber(state: LoadState, character_id: str, token: str) -> ClientConnection:
     """Connect, authenticate in connection_init, subscribe; the subscription goes live once the server reads."""
+    payload = {"query": SUBSCRIPTION, "variables": {"c": character_id}}
+    return await subscribe_socket(state.url, state.compression, token, payload)
+
+
+async def subscribe_socket(url: str, compression: str | None, token: str, payload: dict[str, Any]) -> ClientConnection:
+    """One graphql-transport-ws socket: connect, connection_init with ``token``, subscribe (id "1") with ``payload``."""
     websocket = await connect(
-        state.url,
+        url,
         subprotocols=[Subprotocol(PROTOCOL)],
-        compression=state.compression,
+        compression=compression,
         ping_interval=None,  # browsers send no pings; the server pings every 20 s and we answer
         open_timeout=OPEN_TIMEOUT,
         close_timeout=2,
@@ -262,7 +268,6 @@ async def open_subscriber(state: LoadState, character_id: str, token: str) -> Cl
         ack = orjson.loads(await asyncio.wait_for(websocket.recv(), OPEN_TIMEOUT))
         if ack.get("type") != "connection_ack":
             raise HandshakeRefused(str(ack)[:200])
-        payload = {"query": SUBSCRIPTION, "variables": {"c": character_id}}
         subscribe = {"id": "1", "type": "subscribe", "payload": payload}
         await websocket.send(orjson.dumps(subscribe).decode())
     except BaseException:
@@ -813,11 +818,14 @@ async def run_ramp(bench: Bench, targets: Sequence[Target], step: int) -> int:
 # -- wiring ---------------------------------------------------------------------------------
 
 
-def start_server(port: int, dsn: str, secret: str, workdir: Path, *, sockets: int) -> Server:
+def start_server(
+    port: int, dsn: str, secret: str, workdir: Path, *, sockets: int, server_env: Mapping[str, str] | None = None
+) -> Server:
     """``portraits serve`` as list_characters starts it, but with no generation workers in the process.
 
     Every socket comes from 127.0.0.1, so the per-address websocket cap and the
     connection cap are raised to hold ``sockets`` (plus HTTP and slack).
+    ``server_env`` overrides any of that (bench/soak.py turns the workers back on).
     """
     room = sockets + 1000
     env = {
@@ -831,6 +839,7 @@ def start_server(port: int, dsn: str, secret: str, workdir: Path, *, sockets: in
         "WORKERS": "0",
         "PORTRAITS_DATA_DIR": str(workdir / "portraits-data"),
         "PUBLIC_URL": PUBLIC_URL,
+        **(server_env or {}),
     }
     return Server("graphql", [sys.executable, "-m", "server.cli", "serve"], env, port, workdir / "server.log")
 
@@ -881,7 +890,9 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> int:
     return run_with_server(args, workdir, count=plan(args), drive=drive)
 
 
-def run_with_server(args: argparse.Namespace, workdir: Path, *, count: int, drive: Drive) -> int:
+def run_with_server(
+    args: argparse.Namespace, workdir: Path, *, count: int, drive: Drive, server_env: Mapping[str, str] | None = None
+) -> int:
     """Seed ``count`` users (plus the warm-up ones), start one ``portraits serve``, and ``drive`` the load."""
     secret = secrets.token_urlsafe(30)
     with database(workdir) as (dsn, description):
@@ -890,7 +901,8 @@ def run_with_server(args: argparse.Namespace, workdir: Path, *, count: int, driv
         seeded = asyncio.run(seed(dsn, count + WARMUP_SUBSCRIBERS, secret))
         print(f"database: {description}; seeded {len(seeded)} users with a character each "
               f"and their tokens in {time.perf_counter() - started:.1f}s")
-        server = start_server(free_port(), dsn, secret, workdir, sockets=count + WARMUP_SUBSCRIBERS)
+        server = start_server(free_port(), dsn, secret, workdir, sockets=count + WARMUP_SUBSCRIBERS,
+                              server_env=server_env)
         try:
             server.wait_healthy()
             warm, targets = seeded[:WARMUP_SUBSCRIBERS], seeded[WARMUP_SUBSCRIBERS:]
