@@ -699,6 +699,8 @@ async def drive(server: Server, dsn: str, warm: Sequence[Target], targets: Seque
         }, timeout=total + args.drain + 120))
         while not run.done():
             await asyncio.wait([run], timeout=60)
+            if run.done():
+                break
             if server.process.poll() is not None:
                 raise SystemExit(f"the server died ({server.process.returncode}):\n{server.log_tail()}")
             elapsed = samples.points[-1][0]
