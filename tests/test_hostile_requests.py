@@ -90,7 +90,8 @@ ANSWER_SECONDS = 30.0
 # Growth of the server's resident memory over the whole module. Measured (CI's seeds): 98 -> 138 MiB, 40 MiB, with
 # the 2 MiB body cap, 100,000-character documents and the parse and validation caches keeping only documents of at
 # most 10,000 characters (256 each: a few MiB); 49 MiB while they kept 100,000-character ones (256 of those alone
-# held 50 MiB). A longer run grows further (HOSTILE_EXAMPLES=3000: 121 MiB), which this bound then reports.
+# held 50 MiB). HOSTILE_EXAMPLES=3000 grew it 121 MiB, then 32 MiB once the document cache was bounded by characters
+# (graph/document_cache.py), the GC pacer checked growth every minute and gave freed heap back (server/gc_pacer.py).
 RSS_GROWTH_BOUND = 64 * 1024 * 1024
 TRANSPORT_WS = Subprotocol("graphql-transport-ws")
 # Close codes graphql-transport-ws gives a client's mistakes (README, "Malformed messages"): an invalid message, a
