@@ -100,7 +100,10 @@ class GraphQLSocket:
         """The next message (keep-alives skipped); ``Rejected`` when the server closed the socket."""
         while True:
             try:
-                raw = await asyncio.wait_for(self.connection.recv(), timeout=timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that lands as
+                # a message arrives, and a reader cancelled that way went on waiting (an hour, in CI)
+                async with asyncio.timeout(timeout):
+                    raw = await self.connection.recv()
             except ConnectionClosed as closed:
                 received = closed.rcvd
                 raise Rejected(received.code if received else None, received.reason if received else "") from None

@@ -236,8 +236,9 @@ class Received:
         try:
             yield received
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            while not reader.done():  # (a cancellation may be lost as a message arrives: cancel until it ends)
+                reader.cancel()
+                await asyncio.wait([reader], timeout=1)
 
     def data(self, field: str) -> list[tuple[float, dict[str, Any]]]:
         return [(at, data_of(message, field)) for at, message in self.messages]
