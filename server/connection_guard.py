@@ -38,13 +38,9 @@ from typing import Any, ClassVar, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# uvicorn names its protocol classes only as strings of uvicorn.Config (ws="websockets-sansio"); the module is not
-# public API. uvicorn is pinned to 0.54.x, and tests/test_library_overrides.py fails when this import stops being
-# the class that name loads, or when the methods we rely on change.
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
 from server.request_errors import SERVICE_UNAVAILABLE, error_body, raw_response
 from server.settings import ConnectionLimits
+from server.uvicorn_protocols import WebSocketsSansIOProtocol
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,8 @@ from http import HTTPStatus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# uvicorn names its protocol classes only as strings of uvicorn.Config (http="httptools"); the module is not
-# public API. uvicorn is pinned to 0.54.x, and tests/test_library_overrides.py fails when the methods we
-# override change.
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from server.request_errors import SERVICE_UNAVAILABLE, error_body
+from server.uvicorn_protocols import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +34,7 @@ logger = logging.getLogger(__name__)
 IDLE_GRACE_SECONDS = 1.0
 
 
-class DrainOnShutdown(HttpToolsProtocol):
+class DrainOnShutdown(HttpToolsProtocol):  # type: ignore[misc]  # uvicorn's class, looked up by name
     """uvicorn's httptools protocol, answering a request that reaches an idle connection as shutdown begins."""
 
     draining = False
@@ -76,7 +72,7 @@ class DrainOnShutdown(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def drain_on_shutdown(protocol: type[HttpToolsProtocol]) -> type[HttpToolsProtocol]:
+def drain_on_shutdown(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     """For ``uvicorn.Config(http=...)``: ``protocol`` (an httptools protocol class) with the drain above."""
     return type(f"Draining{protocol.__name__}", (DrainOnShutdown, protocol), {})
 

@@ -21,20 +21,16 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import ClassVar
 
-# uvicorn names its protocol classes only as strings of uvicorn.Config (http="httptools"); the module is not
-# public API. uvicorn is pinned to 0.54.x, and tests/test_library_overrides.py fails when this import stops being
-# the class that name loads, or when the methods we subclass change.
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from server.request_errors import BAD_REQUEST, HEADERS_TOO_LARGE, URI_TOO_LONG, error_body, raw_response
 from server.settings import HttpLimits
+from server.uvicorn_protocols import HttpToolsProtocol
 
 
 class HeadTooLarge(Exception):
     """Raised in a parser callback: httptools stops and uvicorn answers through ``send_400_response``."""
 
 
-class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]  # uvicorn's class, looked up by name
     """uvicorn's httptools protocol with a bound on each request's head (``max_head_bytes``)."""
 
     max_head_bytes: ClassVar[int] = HttpLimits().max_head_bytes

@@ -23,12 +23,10 @@ import uvicorn
 from graphql.execution import Executor
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
 from server.app import PortraitsGraphQL
+from server.uvicorn_protocols import H11Protocol, HttpToolsProtocol, WebSocketsSansIOProtocol
 from storage.database import ResyncingConnection
 
 
@@ -140,7 +138,7 @@ def test_the_protocol_classes_we_import_are_the_ones_uvicorn_loads_by_name() -> 
     # given uvicorn's public way to name its protocols (Config's http= and ws= strings), when a config loads them
     config = uvicorn.Config(lambda scope, receive, send: None, http="httptools", ws="websockets-sansio")
     config.load()
-    # then they are the classes server/http_head.py subclasses and server/connection_guard.py wraps (their modules
-    # are not public: this fails when uvicorn moves or replaces them)
+    # then they are the classes server/uvicorn_protocols.py looked up by the same names, which server/http_head.py
+    # and server/http_drain.py subclass and server/connection_guard.py wraps (this fails when uvicorn replaces them)
     assert config.http_protocol_class is HttpToolsProtocol
     assert config.ws_protocol_class is WebSocketsSansIOProtocol
