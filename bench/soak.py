@@ -64,7 +64,6 @@ import gc
 import os
 import platform
 import random
-import signal
 import sys
 import time
 import uuid
@@ -79,11 +78,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from devtools.embedded_postgres import die_with_parent
 from list_characters import Server, run_in_workdir
 from loadgen import ProtocolError, build_request, percentile, send
 from subscriptions import (
-    REPO_ROOT,
     WARMUP_SUBSCRIBERS,
     CpuMeter,
     LoadProcess,
@@ -543,15 +540,8 @@ async def start_child(role: str, port: int, users_file: Path, log_path: Path) ->
     """This file again as a load process, driven by JSON lines as bench/subscriptions.py drives its own."""
     command = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--port", str(port),
                "--users", str(users_file)]
-    with open(log_path, "wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            *command, cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-            limit=1 << 28,  # the final replies carry every change and every receipt on one line
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
-        )
-    child = LoadProcess(process, log_path)
-    await child.reply(timeout=60)
-    return child
+    # the final replies carry every change and every receipt on one line
+    return await LoadProcess.spawn(command, log_path, line_limit=1 << 28)
 
 
 @dataclass

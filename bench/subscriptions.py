@@ -421,11 +421,17 @@ class LoadProcess:
             sys.executable, str(Path(__file__).resolve()), "--load",
             "--port", str(port), "--jobs", str(jobs_file), "--compression", compression,
         ]
+        # a collect reply carries every receipt of a round on one line
+        return await cls.spawn(command, log_path, line_limit=1 << 26)
+
+    @classmethod
+    async def spawn(cls, command: list[str], log_path: Path, *, line_limit: int) -> LoadProcess:
+        """``command`` as a load process driven by JSON lines, once it has said it is ready; its stderr to
+        ``log_path``, and ``line_limit`` the longest reply line it may send."""
         with open(log_path, "wb") as log:
             process = await asyncio.create_subprocess_exec(
                 *command, cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                limit=1 << 26,  # a collect reply carries every receipt of a round on one line
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
+                limit=line_limit, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
             )
         load = cls(process, log_path)
         await load.reply(timeout=60)

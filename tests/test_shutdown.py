@@ -119,13 +119,9 @@ async def slow_body_request(port: int, token: str, stopping: asyncio.Event) -> s
     writer.write(head + QUERY[:5])
     sender = asyncio.create_task(trickle(writer, stopping))
     try:
-        status, _, body = await read_response(reader)
-    except (asyncio.IncompleteReadError, ConnectionError) as error:
-        return f"no answer: {error!r}"
+        return await late_request(reader, writer)
     finally:
         sender.cancel()
-        writer.close()
-    return outcome(status, body)
 
 
 async def trickle(writer: asyncio.StreamWriter, stopping: asyncio.Event) -> None:
