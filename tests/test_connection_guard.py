@@ -32,7 +32,7 @@ from server.settings import ConnectionLimits, Settings
 from tests.conftest import token_for
 from tests.realtime_support import TRANSPORT_WS, GraphQLSocket, Rejected
 from tests.server_process import READY, Server
-from tests.support import TEST_JWT_SECRET, ServedUvicorn, free_port, serve_uvicorn
+from tests.support import TEST_JWT_SECRET, ServedUvicorn, free_port, rss_bytes, serve_uvicorn
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
 GRAPHQL_WS = "graphql-ws"
@@ -240,10 +240,7 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    return rss_bytes(pid) // 1024
 
 
 def test_a_ping_flood_that_never_reads_is_aborted_with_bounded_server_memory(

@@ -45,7 +45,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -77,7 +76,7 @@ from tests.hostile_strategies import (
     texts,
 )
 from tests.server_process import READY, Server
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, rss_bytes
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES") or 0)
 LONG_RUN = EXAMPLES > 0
@@ -173,10 +172,7 @@ class Target:
         return self.server.url.replace("http://", "ws://") + "/graphql"
 
     def rss(self) -> int:
-        status = Path(f"/proc/{self.server.process.pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        assert match is not None, status
-        return int(match[1]) * 1024
+        return rss_bytes(self.server.process.pid)
 
     def new_log_lines(self) -> list[str]:
         """What the server logged since the last call, up to a probe request made now.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 from tests.conftest import token_for
 from tests.realtime_support import TRANSPORT_WS, GraphQLSocket
 from tests.server_process import READY, Server
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, rss_bytes
 
 SOCKETS_PER_CYCLE = 800
 CYCLES = 5
@@ -48,13 +47,6 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         process.stop()
 
 
-def rss(server: Server) -> int:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    assert match is not None
-    return int(match.group(1)) * 1024
-
-
 def cpu_seconds(server: Server) -> float:
     fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
@@ -67,7 +59,7 @@ async def settled_rss(server: Server) -> int:
         await asyncio.sleep(1.0)
         now = cpu_seconds(server)
         if now - before < 0.05:
-            return rss(server)
+            return rss_bytes(server.process.pid)
         before = now
 
 
