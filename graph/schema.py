@@ -11,18 +11,23 @@ and ``MAX_INTROSPECTION`` of introspection (graph/result_size.py). GraphiQL's in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from functools import cache
 from typing import Any
 
 import strawberry
-from graphql import DocumentNode, GraphQLError, GraphQLSchema
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, OperationDefinitionNode
 from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES, StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema import (
+    DEFAULT_ALLOWED_OPERATION_TYPES,
+    StrawberryGraphQLCoreExecutionContext,
+    StreamResult,
+)
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
@@ -258,13 +263,20 @@ class PortraitsSchema(strawberry.Schema):
     ) -> ExecutionResult:
         """Single results only: a subscription over plain HTTP gets a clear error, not a half-run resolver.
 
-        A request with no query, or whose operation is not in the document,
-        is a request error the HTTP view answers (server/graphql_request.py).
-        (Websockets go through ``subscribe``/``stream``, never here.)
+        Every request error (the document does not parse or validate, its
+        variables do not coerce, it holds several operations and no
+        ``operationName`` says which) comes back as strawberry's
+        ``PreExecutionError``, nothing run: the HTTP view answers it 400
+        without ``data`` to a client that accepts application/graphql-response+json
+        (server/app.py). A request with no query, or whose operation is not in
+        the document, is a request error the HTTP view answers too
+        (server/graphql_request.py). (Websockets go through ``subscribe``/``stream``, never here.)
         """
+        if (unnamed := several_operations_unnamed(query, operation_name)) is not None:
+            return PreExecutionError(data=None, errors=[unnamed])
         allowed = set(DEFAULT_ALLOWED_OPERATION_TYPES if allowed_operation_types is None else allowed_operation_types)
         try:
-            return await super().execute(
+            result = await super().execute(
                 query, variable_values, context_value, root_value, operation_name,
                 allowed - {OperationType.SUBSCRIPTION}, operation_extensions,
             )
@@ -273,7 +285,27 @@ class PortraitsSchema(strawberry.Schema):
                 raise
             # (not through process_errors: it carries the request's id here, as every error does)
             refusal = GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET, extensions={"code": "BAD_REQUEST"})
-            return ExecutionResult(data=None, errors=[with_request_id(refusal)])
+            return PreExecutionError(data=None, errors=[with_request_id(refusal)])
+        return as_request_error(result)
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """Websocket operations (``subscribe`` calls this too): one of several operations sent without
+        ``operationName`` is refused (an error message on the socket), never the first one run."""
+        if (unnamed := several_operations_unnamed(query, operation_name)) is not None:
+            return _refused_stream(unnamed)
+        return await super().stream(
+            query, variable_values, context_value, root_value, operation_name, operation_extensions,
+            allowed_operation_types,
+        )
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log only what the client did not cause, and give every error its code (graph/errors.py).
@@ -284,6 +316,59 @@ class PortraitsSchema(strawberry.Schema):
         log_and_format_errors(errors)
         if execution_context is not None:
             record_errors(errors, execution_context.context)
+
+
+# A named operation starts with one of these words: a document holding fewer than two holds at most one operation
+# that clients can name (an anonymous one beside others fails validation), and is never parsed twice here.
+_OPERATION_KEYWORDS = ("query", "mutation", "subscription")
+
+
+def several_operations_unnamed(query: str | None, operation_name: str | None) -> GraphQLError | None:
+    """The request error of a document holding several operations sent without ``operationName``.
+
+    The GraphQL spec's GetOperation() raises then; strawberry's execution
+    context instead picks the document's first operation and graphql-core
+    runs it, a mutation included. The document is parsed through the shared
+    cache (``LimitedCachedDocuments``), so parsing it here costs a lookup
+    when strawberry parses it next; one that does not parse is left to
+    strawberry, which answers its syntax error.
+    """
+    if operation_name is not None or not query or len(query) > MAX_DOCUMENT_CHARS:
+        return None
+    if sum(query.count(keyword) for keyword in _OPERATION_KEYWORDS) < 2:
+        return None
+    try:
+        document = LimitedCachedDocuments.documents.parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError:
+        return None
+    operations = sum(isinstance(definition, OperationDefinitionNode) for definition in document.definitions)
+    if operations < 2:
+        return None
+    return with_request_id(GraphQLError(
+        f"The document holds {operations} operations: name the one to run in operationName.",
+        extensions={"code": "BAD_REQUEST"},
+    ))
+
+
+def as_request_error(result: ExecutionResult) -> ExecutionResult:
+    """``result`` as a ``PreExecutionError`` when graphql-core refused to start executing it.
+
+    graphql-core answers variables that do not coerce (and an operation it
+    cannot pick) with ``data`` null and errors that have no path, before any
+    resolver runs; strawberry hands that back as a plain ``ExecutionResult``,
+    like an execution whose non-null root field failed (whose errors have a path).
+    """
+    if type(result) is not ExecutionResult or result.data is not None or not result.errors:
+        return result
+    if any(error.path is not None for error in result.errors):
+        return result
+    return PreExecutionError(data=None, errors=result.errors, extensions=result.extensions)
+
+
+async def _refused_stream(error: GraphQLError) -> AsyncGenerator[PreExecutionError, None]:
+    """What ``stream`` yields for an operation refused before it ran: its error, once (strawberry's websocket
+    handlers send a first ``PreExecutionError`` as the operation's ``error`` message)."""
+    yield PreExecutionError(data=None, errors=[error])
 
 
 def build_schema(extensions: Iterable[type[SchemaExtension]] = (), **kwargs: Any) -> PortraitsSchema:

@@ -19,8 +19,10 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from graph.context import AUTH_REQUIRED, Context
@@ -39,11 +41,12 @@ from server.auth import (
     verify_token,
     viewer_of,
 )
+from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from server.metrics import Metrics
 from server.metrics_http import CountRequests, metrics_route
 from server.object_route import serve_signed_object
 from server.probes import livez, readyz
-from server.request_errors import refusal_response
+from server.request_errors import not_acceptable, refusal_response, request_error_status, response_content_type
 from server.request_ids import RequestIds
 from server.request_limits import RequestLimits
 from server.settings import Settings
@@ -154,15 +157,51 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             return graphql_request.request_from_query(request.query_params)
         return graphql_request.request_from_body(request.content_type, await request.get_body())
 
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        """Strawberry's, carrying the media type the answer will have (server/media_types.py) to ``create_response``."""
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = _media_type_of(request)
+        return sub_response
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """A request error (graph/schema.py: nothing ran) has no ``data`` entry in application/graphql-response+json,
+        as the GraphQL-over-HTTP spec says; application/json keeps ``"data": null`` as it always had."""
+        response = await super().process_result(request, result)
+        if isinstance(result, PreExecutionError) and _media_type_of(request) == GRAPHQL_RESPONSE_JSON:
+            response.pop("data", None)
+        return response
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        """Strawberry's answer in the negotiated media type: application/graphql-response+json answers a body
+        without ``data`` (a request error) with a 4xx (server/request_errors.py), unless a resolver set a status."""
+        response = super().create_response(response_data, sub_response)
+        media_type = sub_response.media_type or JSON
+        response.headers["content-type"] = response_content_type(media_type)
+        if (
+            media_type == GRAPHQL_RESPONSE_JSON
+            and isinstance(response_data, dict)
+            and "data" not in response_data
+            and not sub_response.status_code
+        ):
+            response.status_code = request_error_status(response_data.get("errors") or [])
+        return response
+
     def decode_json(self, data: str | bytes) -> object:
         """Websocket messages too: orjson refuses what ``json.loads`` lets through (graphql_request.py)."""
         return graphql_request.decode_json(data)
 
     async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        if not isinstance(request, WebSocket) and response_media_type(request.headers.get("accept")) is None:
+            adapter = self.request_adapter_class(request)
+            # (GraphiQL's page is HTML: a browser asking for it accepts neither JSON type)
+            if self.is_request_allowed(adapter) and not self.should_render_graphql_ide(adapter):
+                return refusal_response(not_acceptable(request.headers.get("accept", "")))
         try:
             return await super().run(request, context, root_value)
         except HTTPException as error:  # only HTTP requests raise it: a refusal before any GraphQL ran
-            return refusal_response(graphql_request.refusal_of(error))
+            return refusal_response(graphql_request.refusal_of(error), _media_type_of(request))
         finally:
             if isinstance(request, WebSocket):
                 if (timer := request.scope.pop(SOCKET_EXPIRY, None)) is not None:
@@ -172,6 +211,11 @@ class PortraitsGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return json.dumps(data)
+
+
+def _media_type_of(request: Request | WebSocket) -> str:
+    """The media type of the answer to ``request`` (one that accepts neither type was refused 406 before)."""
+    return response_media_type(request.headers.get("accept")) or JSON
 
 
 def _unauthenticated(reason: str) -> dict[str, object]:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from graph.errors import REQUEST_ID_EXTENSION
 from observability.log_context import current_request_id
 from server import json
+from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, SERVED
 
 BAD_REQUEST = "BAD_REQUEST"
 PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
@@ -27,6 +28,9 @@ URI_TOO_LONG = "URI_TOO_LONG"
 HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
 REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
+# A request error's status in application/graphql-response+json, by the code of its errors (others: 400).
+REQUEST_ERROR_STATUS = {SERVICE_UNAVAILABLE: 503, "INTERNAL_SERVER_ERROR": 500}
 
 
 class RequestRefused(HTTPException):
@@ -57,12 +61,47 @@ def error_body(message: str, code: str, extensions: Mapping[str, object] | None 
     return json.dumps({"errors": [{"message": message, "extensions": request_extensions(code, extensions)}]})
 
 
-def refusal_response(refused: RequestRefused) -> Response:
+def refusal_response(refused: RequestRefused, media_type: str = JSON) -> Response:
+    """The refusal as a GraphQL error body in ``media_type`` (server/media_types.py).
+
+    A refusal with a 2xx status is a GraphQL request error that application/json answers 200 (the spec's
+    SHOULD for a well-formed request); application/graphql-response+json answers it 400, as a body without
+    ``data`` must have a 4xx or 5xx there.
+    """
+    status = refused.status_code
+    if media_type == GRAPHQL_RESPONSE_JSON and status < 300:
+        status = 400
     return Response(
         error_body(refused.reason, refused.code, refused.extensions),
-        status_code=refused.status_code,
-        headers=refused.headers,
-        media_type="application/json",
+        status_code=status,
+        headers={**refused.headers, "content-type": response_content_type(media_type)},
+    )
+
+
+def response_content_type(media_type: str) -> str:
+    """The ``Content-Type`` of an answer: application/json as it always was, the GraphQL type with its charset
+    (the spec's SHOULD)."""
+    return f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8" if media_type == GRAPHQL_RESPONSE_JSON else JSON
+
+
+def request_error_status(errors: Iterable[object]) -> int:
+    """The 4xx or 5xx of a GraphQL request error (formatted errors) in application/graphql-response+json:
+    503 or 500 when the server failed (by the errors' codes), else 400."""
+    codes = {
+        error.get("extensions", {}).get("code") for error in errors
+        if isinstance(error, dict) and isinstance(error.get("extensions"), dict)
+    }
+    return max((REQUEST_ERROR_STATUS[code] for code in codes if code in REQUEST_ERROR_STATUS), default=400)
+
+
+def not_acceptable(accept: str) -> RequestRefused:
+    """406: the ``Accept`` header admits neither type /graphql answers in (the spec's RECOMMENDED answer)."""
+    return RequestRefused(
+        406,
+        f"Not acceptable: /graphql answers {SERVED}; the Accept header admits neither",
+        code=NOT_ACCEPTABLE,
+        headers={"accept": SERVED},
+        extensions={"accept": accept[:200]},
     )
 
 

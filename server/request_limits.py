@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.media_types import JSON, response_media_type
 from server.request_errors import (
     PAYLOAD_TOO_LARGE,
     REQUEST_TIMEOUT,
@@ -135,7 +137,9 @@ class RequestLimits:
 
     @staticmethod
     async def refuse(refused: RequestRefused, scope: Scope, receive: Receive, send: Send) -> None:
-        await refusal_response(refused)(scope, receive, send)
+        """The refusal in the media type the request accepts (server/media_types.py; its status either way)."""
+        media_type = response_media_type(Headers(scope=scope).get("accept")) or JSON
+        await refusal_response(refused, media_type)(scope, receive, send)
 
 
 class BodyBytes:

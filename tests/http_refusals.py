@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 
+# The media types a GraphQL refusal may come in (server/media_types.py).
+JSON_TYPES = ("application/json", "application/graphql-response+json")
 # Text that would betray the server's insides: stack traces, source paths, SQL, driver names.
 LEAKS = ("Traceback", 'File "', ".py", "site-packages", "SELECT ", "INSERT ", "asyncpg", "psycopg", "/work/", "/tmp/")
 
@@ -20,12 +22,15 @@ def refusal_of(
 ) -> dict[str, Any]:
     """The one error of a GraphQL refusal, checked: status, JSON, ``{"errors": [...]}`` with no data, the code.
 
+    The media type is either JSON type /graphql answers in: which one a request gets is negotiated from its
+    ``Accept`` header (server/media_types.py, tests/test_graphql_over_http.py), the body is the same.
+
     ``request_id`` is the response's ``X-Request-ID``: the error's ``extensions.requestId`` must be the same,
     and is taken out; a response without one (refused by the protocol layer, before the app) has neither.
     """
     text = body.decode("utf-8", "replace")
     assert status == expected_status, text[:300]
-    assert content_type is not None and content_type.split(";")[0] == "application/json", content_type
+    assert content_type is not None and content_type.split(";")[0] in JSON_TYPES, content_type
     assert_no_leak(text)
     parsed = orjson.loads(body)
     assert isinstance(parsed, dict) and set(parsed) == {"errors"}, parsed

@@ -413,8 +413,10 @@ async def test_a_document_over_the_character_limit_is_refused_by_its_length_befo
     async with asyncio.timeout(5):
         result = await exchange(served.port, post_head(length=len(body)), iter([body]), refused=False)
 
-    # with the schema's own refusal with the schema's own refusal, a GraphQL request error (200, no data)
-    error = refusal(result, 200, "GRAPHQL_VALIDATION_FAILED")
+    # with the schema's own refusal, a GraphQL request error: no data, and 400 (a request without Accept is answered
+    # in application/graphql-response+json, as the GraphQL-over-HTTP spec says; application/json would get 200)
+    error = refusal(result, 400, "GRAPHQL_VALIDATION_FAILED")
+    assert result.headers["content-type"].startswith("application/graphql-response+json")
     assert error["extensions"] == {
         "code": "GRAPHQL_VALIDATION_FAILED", "measure": "characters", "limit": MAX_DOCUMENT_CHARS, "value": len(query)
     }

@@ -217,28 +217,39 @@ async def test_an_unknown_operation_name_is_a_graphql_error(client: httpx.AsyncC
 
 
 @pytest.mark.parametrize(
-    "accept",
+    ("accept", "media_type"),
     [
-        "application/json",
-        "application/graphql-response+json",
-        "application/graphql-response+json, application/json;q=0.9",
-        "text/html",
-        "*/*",
-        "image/png",
-        "multipart/mixed; deferSpec=20220824",
-        "text/event-stream",
-        ";;;,,,q=x",
-        "",
+        ("application/json", "application/json"),
+        ("application/graphql-response+json", "application/graphql-response+json"),
+        ("application/graphql-response+json, application/json;q=0.9", "application/graphql-response+json"),
+        ("*/*", "application/json"),
+        ("", "application/graphql-response+json"),
     ],
 )
-async def test_any_accept_header_gets_json(client: httpx.AsyncClient, accept: str) -> None:
-    # given a query posted with whatever Accept header, when it is sent
+async def test_an_accept_header_admitting_a_json_type_is_answered_in_it(
+    client: httpx.AsyncClient, accept: str, media_type: str
+) -> None:
+    # given a query posted with an Accept header that admits one of the two JSON types (tests/test_graphql_over_http.py
+    # has the negotiation's rules), when it is sent
     response = await post(client, VIEWER, {**JSON, "accept": accept})
 
-    # then it is answered as JSON (the spec allows disregarding Accept), never a stream nor an error page
+    # then it is answered 200 in the negotiated type
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"].split(";")[0] == media_type
     assert response.json()["data"] == {"viewer": None}
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["text/html", "image/png", "multipart/mixed; deferSpec=20220824", "text/event-stream", ";;;,,,q=x"],
+)
+async def test_an_accept_header_admitting_no_json_type_is_a_406(client: httpx.AsyncClient, accept: str) -> None:
+    # given a query posted with an Accept header that admits neither JSON type (no streams, no HTML), when it is sent
+    response = await post(client, VIEWER, {**JSON, "accept": accept})
+
+    # then it is refused 406 (the spec's RECOMMENDED answer) as a GraphQL error, naming the types served
+    refusal(response, 406, "NOT_ACCEPTABLE")
+    assert "application/graphql-response+json" in response.headers["accept"]
 
 
 async def test_json_nested_within_the_bound_reaches_graphql_and_is_refused_there(

@@ -48,6 +48,21 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # PortraitsSchema.execute wraps this one and passes its arguments through.
     ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
+    # PortraitsSchema.stream refuses a multi-operation document sent without operationName, else passes through.
+    ("strawberry Schema.stream", strawberry.Schema.stream, "e62e57ab6ead5652"),
+    # server/app.py: PortraitsGraphQL answers in the negotiated media type (server/media_types.py): get_sub_response
+    # carries it on strawberry's sub-response, process_result drops a request error's data, create_response sets the
+    # Content-Type (over strawberry's application/json) and a request error's 4xx unless a resolver set a status;
+    # run asks should_render_graphql_ide and is_request_allowed before answering 406.
+    ("strawberry GraphQL.get_sub_response", GraphQL.get_sub_response, "dce070c34227fdbc"),
+    ("strawberry GraphQL.process_result", GraphQL.process_result, "e51c08852da07fca"),
+    ("strawberry GraphQL.create_response", GraphQL.create_response, "c3e2be21da60675b"),
+    (
+        "strawberry GraphQL.should_render_graphql_ide",
+        GraphQL.should_render_graphql_ide,
+        "6b404edf0789fba4",
+    ),
+    ("strawberry GraphQL.is_request_allowed", GraphQL.is_request_allowed, "05e75c5c8a53ac55"),
     # server/websocket.py: TextWebSocketAdapter replaces iter_json (text frames only, strict JSON, each message's
     # shape checked) and send_json, and uses the view and socket __init__ keeps.
     ("strawberry ASGIWebSocketAdapter.iter_json", ASGIWebSocketAdapter.iter_json, "eccc1390e8d7876f"),
@@ -122,6 +137,13 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     assert inspect.signature(PortraitsSchema.execute).parameters.keys() == (
         inspect.signature(strawberry.Schema.execute).parameters.keys()
     )
+    assert inspect.signature(PortraitsSchema.stream).parameters.keys() == (
+        inspect.signature(strawberry.Schema.stream).parameters.keys()
+    )
+    for name in ("get_sub_response", "process_result", "create_response"):
+        assert inspect.signature(getattr(PortraitsGraphQL, name)).parameters.keys() == (
+            inspect.signature(getattr(GraphQL, name)).parameters.keys()
+        ), name
     assert inspect.signature(PortraitsGraphQL.parse_http_body).parameters.keys() == (
         inspect.signature(GraphQL.parse_http_body).parameters.keys()
     )
