@@ -21,7 +21,8 @@ from starlette.responses import Response
 from observability.log_context import bind_user
 from resolvers.viewer import Viewer
 from server.json import json_response
-from server.request_errors import request_extensions
+from server.media_types import GRAPHQL_RESPONSE_JSON, response_media_type
+from server.request_errors import request_extensions, response_content_type
 from storage.objects.tokens import LEEWAY_SECONDS  # one clock-skew rule for bearer and object tokens
 
 ALGORITHM = "HS256"
@@ -156,13 +157,23 @@ def viewer_of(conn: HTTPConnection) -> Viewer | None:
 
 
 def unauthenticated_response(conn: HTTPConnection, error: AuthenticationError) -> Response:
-    """HTTP 401 with a GraphQL error body a client's error handling already understands."""
+    """HTTP 401 with a GraphQL error body a client's error handling already understands.
+
+    In application/graphql-response+json (server/media_types.py) it has no ``data`` entry: there a null one
+    would say the operation ran.
+    """
+    media_type = response_media_type(conn.headers.get("accept"))
     body = {
         "data": None,
         "errors": [{"message": f"Unauthenticated: {error}", "extensions": request_extensions("UNAUTHENTICATED")}],
     }
-    return json_response(
+    if media_type == GRAPHQL_RESPONSE_JSON:
+        del body["data"]
+    response = json_response(
         body,
         status_code=401,
         headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{error}"'},
     )
+    if media_type is not None:
+        response.headers["content-type"] = response_content_type(media_type)
+    return response

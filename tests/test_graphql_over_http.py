@@ -284,3 +284,17 @@ async def test_several_subscriptions_without_a_name_are_an_error_on_the_socket(
     assert error_codes_of(refused) == ["BAD_REQUEST"]
     # "2" is live (a subscription sends nothing until an image changes): the next message is "3"'s error
     assert (after["id"], after["type"]) == ("3", "error"), after
+
+
+@pytest.mark.parametrize(("accept", "content_type"), [(ACCEPT_GRAPHQL, GRAPHQL_TYPE), (ACCEPT_JSON, JSON)])
+async def test_a_bad_token_is_a_401_in_the_negotiated_type(
+    client: httpx.AsyncClient, accept: dict[str, str], content_type: str
+) -> None:
+    """Given a request with a token that does not verify, when it is posted, then it is refused 401 UNAUTHENTICATED
+    in the negotiated type: without data in application/graphql-response+json, with data null in application/json."""
+    headers = {**accept, "authorization": "Bearer not-a-token"}
+
+    response = await client.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
+
+    body = request_error(response, 401, content_type, "UNAUTHENTICATED")
+    assert ("data" in body) == (content_type == JSON)
