@@ -298,3 +298,14 @@ async def test_a_bad_token_is_a_401_in_the_negotiated_type(
 
     body = request_error(response, 401, content_type, "UNAUTHENTICATED")
     assert ("data" in body) == (content_type == JSON)
+
+
+async def test_an_operation_name_the_document_lacks_is_a_request_error(client: httpx.AsyncClient) -> None:
+    """Given a document and an operationName it does not hold, when it is posted,
+    then it is a request error: 400 without data in application/graphql-response+json, 200 in application/json."""
+    body = {"query": "query A { __typename }", "operationName": "B"}
+
+    graphql = request_error(await post(client, body, ACCEPT_GRAPHQL), 400, GRAPHQL_TYPE, "BAD_REQUEST")
+    request_error(await post(client, body, ACCEPT_JSON), 200, JSON, "BAD_REQUEST")
+
+    assert "data" not in graphql
