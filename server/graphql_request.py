@@ -179,8 +179,8 @@ def refusal_of(error: HTTPException) -> RequestRefused:
     """What strawberry's view raises for a request it will not run, as our GraphQL error answer.
 
     - GET for a mutation: 405, as the GraphQL-over-HTTP spec says, with ``Allow: POST``;
-    - an operation name the document lacks, or several operations and no name: the request is well-formed,
-      so 200 with the error, as for any other GraphQL request error;
+    - an operation name the document lacks: the request is well-formed, so 200 with the error, as for any
+      other GraphQL request error (400 in application/graphql-response+json: request_errors.refusal_response);
     - another method than GET or POST: 405 with ``Allow``;
     - anything else strawberry refuses: its status, BAD_REQUEST.
     """
