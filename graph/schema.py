@@ -16,7 +16,17 @@ from functools import cache
 from typing import Any
 
 import strawberry
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, OperationDefinitionNode
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
 from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -172,6 +182,59 @@ class LimitedCachedDocuments(SchemaExtension):
                 errors[:] = [as_validation_error(error) for error in errors]
             if cached:
                 self.documents.put_errors(query, errors)
+
+
+def validated(query: str) -> bool:
+    """True when the schema parsed ``query``, found it within the limits and validated it (its document cache
+    says so: documents longer than ``MAX_CACHED_DOCUMENT_CHARS`` are never cached, so never True).
+
+    Persisted queries keep only such documents (server/persisted_queries.py).
+    """
+    return LimitedCachedDocuments.documents.errors(query) == []
+
+
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type", "__typename"})
+
+
+def introspection_only(query: str) -> bool:
+    """True when every operation of ``query`` selects only ``__schema``, ``__type`` and ``__typename`` at its root
+    (fragments followed): GraphiQL's schema explorer, which runs where only registered documents do."""
+    if len(query) > MAX_CACHED_DOCUMENT_CHARS:
+        return False
+    try:
+        document = LimitedCachedDocuments.documents.parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError:
+        return False
+    fragments = {
+        definition.name.value: definition
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
+    operations = [definition for definition in document.definitions if isinstance(definition, OperationDefinitionNode)]
+    return bool(operations) and all(
+        _introspection_selections(operation.selection_set, fragments, set()) for operation in operations
+    )
+
+
+def _introspection_selections(
+    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
+) -> bool:
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if selection.name.value not in INTROSPECTION_FIELDS:
+                return False
+        elif isinstance(selection, InlineFragmentNode):
+            if not _introspection_selections(selection.selection_set, fragments, seen):
+                return False
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name in seen:
+                continue
+            seen.add(name)
+            fragment = fragments.get(name)
+            if fragment is None or not _introspection_selections(fragment.selection_set, fragments, seen):
+                return False
+    return True
 
 
 @cache

@@ -21,7 +21,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -45,6 +45,7 @@ from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from server.metrics import Metrics
 from server.metrics_http import CountRequests, metrics_route
 from server.object_route import serve_signed_object
+from server.persisted_queries import PersistedQueries
 from server.probes import livez, readyz
 from server.request_errors import not_acceptable, refusal_response, request_error_status, response_content_type
 from server.request_ids import RequestIds
@@ -108,6 +109,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         self.settings = settings
         self.metrics = metrics
         self.sockets_per_user = SocketCounts(settings.connections.websockets_per_user)
+        self.persisted = PersistedQueries(settings.persisted_documents, introspection=settings.graphiql)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         return Context(
@@ -187,6 +189,23 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         ):
             response.status_code = request_error_status(response_data.get("errors") or [])
         return response
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        """A persisted query's document looked up (or refused) first; a new one kept once it has validated."""
+        assert isinstance(request_data, GraphQLRequestData)  # parse_http_body refuses batches
+        resolved = await self.persisted.resolve(request_data, context.pool)
+        result = await super().execute_operation(
+            request, request_adapter, resolved.request, context, root_value, sub_response
+        )
+        await self.persisted.keep_if_valid(resolved, context.pool)
+        return result
 
     def decode_json(self, data: str | bytes) -> object:
         """Websocket messages too: orjson refuses what ``json.loads`` lets through (graphql_request.py)."""

@@ -123,10 +123,12 @@ def request_from_fields(data: Mapping[str, Any]) -> GraphQLRequestData:
     """The spec's request: ``query`` a string, ``operationName`` a string or null, the others objects or null."""
     query = data.get("query")
     if query is None or query == "":
-        raise refused("The request has no GraphQL query: send it as `query`")
-    if not isinstance(query, str):
+        if _persisted_query(data) is None:
+            raise refused("The request has no GraphQL query: send it as `query`")
+        query = None  # a persisted query's hash alone (server/persisted_queries.py resolves it)
+    elif not isinstance(query, str):
         raise refused(f"`query` must be a string, not {json_type(query)}")
-    if (too_long := document_too_long(query, MAX_DOCUMENT_CHARS)) is not None:
+    if query is not None and (too_long := document_too_long(query, MAX_DOCUMENT_CHARS)) is not None:
         # The schema refuses it too, but only once strawberry has lexed it: 2 MiB of comment cost 230-290 ms.
         measured = dict(too_long.extensions or {})
         code = str(measured.pop("code"))
@@ -143,6 +145,12 @@ def request_from_fields(data: Mapping[str, Any]) -> GraphQLRequestData:
     return GraphQLRequestData(
         query=query, variables=variables, operation_name=operation_name, extensions=extensions, protocol="http"
     )
+
+
+def _persisted_query(data: Mapping[str, Any]) -> object:
+    """The ``extensions.persistedQuery`` of a request (Apollo's automatic persisted queries), or None."""
+    extensions = data.get("extensions")
+    return extensions.get("persistedQuery") if isinstance(extensions, dict) else None
 
 
 def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:

@@ -145,6 +145,24 @@ class TracingConfig:
         return self.traces_endpoint is not None
 
 
+# PERSISTED_DOCUMENTS (server/persisted_queries.py): Apollo's automatic persisted queries, registered documents only,
+# or no persisted queries at all.
+PERSISTED_AUTOMATIC = "automatic"
+PERSISTED_REGISTERED = "registered"
+PERSISTED_OFF = "off"
+PERSISTED_MODES = (PERSISTED_AUTOMATIC, PERSISTED_REGISTERED, PERSISTED_OFF)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedDocumentsConfig:
+    """Persisted queries (README: Persisted queries): which documents run, and how many automatic ones are kept."""
+
+    mode: str = PERSISTED_AUTOMATIC
+    # Documents clients registered by hash and text, kept in the database; past this the least recently used go.
+    # At most 10,000 characters each (the schema's cached-document bound), so at most ~20 MB.
+    max_count: int = 2000
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
@@ -177,6 +195,7 @@ class Settings:
     # How often `serve` starts its embedded PostgreSQL again before it gives up and exits (no DATABASE_URL only).
     embedded_restarts: RestartPolicy
     metrics: MetricsSettings = MetricsSettings()
+    persisted_documents: PersistedDocumentsConfig = PersistedDocumentsConfig()
 
     @property
     def is_production(self) -> bool:
@@ -260,6 +279,7 @@ class Settings:
                 ),
             ),
             metrics=_metrics_settings(env),
+            persisted_documents=_persisted_documents(env),
         )
 
 
@@ -445,6 +465,15 @@ def _metrics_settings(env: Mapping[str, str]) -> MetricsSettings:
     if env.get("METRICS_PORT"):
         port = _int_setting(env, "METRICS_PORT", 0, minimum=1, maximum=65535)
     return MetricsSettings(token=token, port=port)
+
+
+def _persisted_documents(env: Mapping[str, str]) -> PersistedDocumentsConfig:
+    mode = (env.get("PERSISTED_DOCUMENTS") or PERSISTED_AUTOMATIC).strip().lower()
+    if mode not in PERSISTED_MODES:
+        raise SettingsError(f"PERSISTED_DOCUMENTS must be one of {', '.join(PERSISTED_MODES)}; not {mode!r}")
+    return PersistedDocumentsConfig(
+        mode=mode, max_count=_int_setting(env, "PERSISTED_DOCUMENTS_MAX", 2000, minimum=1, maximum=1_000_000)
+    )
 
 
 def _broadcast_url(env: Mapping[str, str]) -> str | None:

@@ -24,6 +24,7 @@ EXPECTED_TABLES = {
     "workspace_assets",
     "user_library",
     "stored_objects",
+    "persisted_documents",
     "schema_migrations",
 }
 
