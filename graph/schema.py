@@ -26,6 +26,8 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    parse,
+    validate,
 )
 from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
@@ -191,6 +193,20 @@ def validated(query: str) -> bool:
     Persisted queries keep only such documents (server/persisted_queries.py).
     """
     return LimitedCachedDocuments.documents.errors(query) == []
+
+
+def document_errors(query: str, schema: strawberry.Schema) -> list[GraphQLError]:
+    """What refuses ``query`` here, outside any request: a syntax error, the limits, graphql-core's validation
+    rules against ``schema``'s SDL. Empty when it could run. For documents registered ahead of time
+    (`portraits documents register`), checked before they are stored."""
+    if (too_long := document_too_long(query, MAX_DOCUMENT_CHARS)) is not None:
+        return [too_long]
+    try:
+        document = parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError as error:
+        return [error]
+    refused = over_limits(measure(document), LIMITS) or results_over_limit(document, schema)
+    return refused or validate(_result_types(schema)[0], document)
 
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type", "__typename"})

@@ -26,11 +26,13 @@ from starlette.types import ASGIApp
 
 from devtools.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from devtools.embedded_supervisor import EmbeddedSupervisor
+from graph.schema import schema as default_schema
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
 from server.app import create_app, open_services
 from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
+from server.document_files import read_document_files
 from server.gc_pacer import GcPacer
 from server.http_drain import AnswerCutRequests, drain_on_shutdown
 from server.http_head import head_limited_http_protocol
@@ -49,8 +51,11 @@ from server.settings import (
 from server.shutdown import Draining
 from server.uvicorn_logs import demote_client_faults
 from server.websocket import SOCKETS
+from storage import persisted_documents
+from storage.database import create_pool
 from storage.errors import StorageError
 from storage.migrate import migrate
+from storage.persisted_documents import PersistedDocument
 
 logger = logging.getLogger("portraits")
 
@@ -318,6 +323,36 @@ def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def documents_register_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a client's documents ahead of time (server/document_files.py), all or none; print each."""
+    read = read_document_files(args.files, default_schema)
+    if read.problems:
+        problems = "".join(f"\n  {problem}" for problem in read.problems)
+        print(f"portraits: nothing registered:{problems}", file=sys.stderr)
+        return 1
+    if not read.documents:
+        print("portraits: the files hold no documents", file=sys.stderr)
+        return 1
+    documents = list(read.documents.values())
+    with open_database(settings) as database:
+        asyncio.run(migrate(database.url))
+        newly = asyncio.run(_register_documents(database.url, documents))
+    for document, new in zip(documents, newly, strict=True):
+        name = document.operation_name or "(unnamed)"
+        print(f"{'registered' if new else 'already registered'}  {document.sha256}  {name}")
+    print(f"{sum(newly)} new, {len(documents) - sum(newly)} already registered, {len(documents)} in all")
+    return 0
+
+
+async def _register_documents(database_url: str, documents: list[PersistedDocument]) -> list[bool]:
+    pool = await create_pool(database_url, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            return await persisted_documents.register(connection, documents)
+    finally:
+        await pool.close()
+
+
 def token_command(settings: Settings, args: argparse.Namespace) -> int:
     print(issue_token(settings.jwt_secret, args.user, ttl=timedelta(seconds=args.ttl)))
     return 0
@@ -390,6 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True, type=uuid.UUID, help="the user's UUID (the token's sub)")
     token.add_argument("--ttl", type=_positive_int, default=3600, help="lifetime in seconds (default 3600)")
     token.set_defaults(run=token_command)
+    documents = commands.add_parser("documents", help="persisted documents (PERSISTED_DOCUMENTS)")
+    documents_commands = documents.add_subparsers(dest="documents_command", required=True)
+    register = documents_commands.add_parser(
+        "register",
+        help="register documents ahead of time from a client's build output (Apollo's persisted query manifest, "
+        "a JSON object of hash -> document, .graphql files)",
+    )
+    register.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    register.set_defaults(run=documents_register_command)
     return parser
 
 
