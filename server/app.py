@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 import asyncpg
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
@@ -89,6 +90,15 @@ class State(TypedDict):
     health: HealthConnection
 
 
+class PortraitsWebSocketAdapter(TextWebSocketAdapter):
+    """With PERSISTED_DOCUMENTS=registered, a websocket operation's document must be registered too."""
+
+    async def refuse_operation(self, query: str) -> GraphQLError | None:
+        view = self.view
+        assert isinstance(view, PortraitsGraphQL)
+        return await view.persisted.refuse_socket_operation(query, self.ws.state.pool)
+
+
 class PortraitsGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, websocket authentication, strict JSON and JSON refusals.
 
@@ -97,7 +107,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     the view refuses is answered as a GraphQL error body, not plain text.
     """
 
-    websocket_adapter_class = TextWebSocketAdapter
+    websocket_adapter_class = PortraitsWebSocketAdapter
 
     def __init__(self, schema: PortraitsSchema, settings: Settings, metrics: Metrics) -> None:
         super().__init__(

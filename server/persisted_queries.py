@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import asyncpg
+from graphql import GraphQLError
 from strawberry.http import GraphQLRequestData
 
 from graph.schema import introspection_only, validated
@@ -112,6 +113,16 @@ class PersistedQueries:
         sha256, body = resolved.keep
         if validated(body):
             await self.store.save(pool, sha256, body)
+
+    async def refuse_socket_operation(self, query: str, pool: asyncpg.Pool) -> GraphQLError | None:
+        """A websocket operation's refusal: its text only (no hashes over websockets), registered-only mode."""
+        if self.mode != PERSISTED_REGISTERED:
+            return None
+        try:
+            await self._check_registered(query, pool)
+        except RequestRefused as refused:
+            return GraphQLError(refused.reason, extensions={"code": refused.code})
+        return None
 
     async def _check_registered(self, query: str, pool: asyncpg.Pool, sha256: str | None = None) -> None:
         if await self._lookup(pool, sha256 or sha256_hex(query)) is not None:

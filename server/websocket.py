@@ -333,7 +333,10 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             except MalformedMessage as error:
                 await self.close(INVALID_MESSAGE_CODE, f"Invalid message: {error}")
                 return
-            if (refusal := _query_too_long(message, protocol)) is not None:
+            if (refusal := _query_too_long(message, protocol)) is not None or (
+                (query := operation_query(message, protocol)) is not None
+                and (refusal := await self.refuse_operation(query)) is not None
+            ):
                 await self.send_json(_operation_error(message, refusal, legacy=legacy))
                 continue
             if self.ending:
@@ -343,6 +346,10 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             elif message["type"] == protocol.stop:
                 self.operations.discard(str(message["id"]))
             yield message
+
+    async def refuse_operation(self, query: str) -> GraphQLError | None:
+        """The error for an operation this server will not start (a subclass's policy); None starts it."""
+        return None
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         """Send ``message``; to a socket already gone, drop it quietly.

@@ -17,11 +17,13 @@ from asgi_lifespan import LifespanManager
 
 from graph.schema import MAX_CACHED_DOCUMENT_CHARS
 from server.app import create_app
+from server.cli import uvicorn_config
 from server.settings import PERSISTED_OFF, PERSISTED_REGISTERED, PersistedDocumentsConfig, Settings
 from storage import persisted_documents
 from storage.persisted_documents import MAX_BODY_CHARS, PersistedDocument, Source
 from tests.conftest import token_for
-from tests.support import request_id_checked
+from tests.realtime_support import GraphQLSocket, error_codes_of
+from tests.support import free_port, request_id_checked, serve_uvicorn
 
 UNCACHED = "private, no-cache, must-revalidate"
 # What Apollo Client's HttpLink accepts (a GET without it would be GraphiQL's page).
@@ -318,3 +320,31 @@ async def test_off_mode_answers_not_supported(settings: Settings, pool: asyncpg.
     assert plain.status_code == 200 and body_of(plain)["data"]["imageModels"], plain.text
     assert await persisted_documents.find(pool, sha256(document)) is None
 
+
+
+async def test_registered_mode_over_websockets(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Given PERSISTED_DOCUMENTS=registered served by uvicorn, and one registered document,
+    when a graphql-ws client subscribes with an unregistered document, then with the registered one,
+    then the first gets an error message PERSISTED_QUERY_NOT_IN_LIST with the socket left open, and the
+    second runs."""
+    registered, other = unique_query(), unique_query()
+    async with pool.acquire() as connection:
+        await persisted_documents.register(
+            connection, [PersistedDocument(sha256(registered), registered, Source.REGISTERED, "Models")]
+        )
+    app = create_app(
+        replace(settings, persisted_documents=PersistedDocumentsConfig(mode=PERSISTED_REGISTERED))
+    )
+    config = uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="warning")
+    async with serve_uvicorn(config) as served, GraphQLSocket.open(
+        served.url("/graphql"), token=token_for(uuid.uuid4())
+    ) as socket:
+        refused_id = await socket.subscribe(other)
+        refused = await socket.next_result()
+        accepted_id = await socket.subscribe(registered)
+        accepted = await socket.next_result()
+
+    assert refused["id"] == refused_id and refused["type"] == "error", refused
+    assert error_codes_of(refused) == ["PERSISTED_QUERY_NOT_IN_LIST"]
+    assert accepted["id"] == accepted_id and accepted["type"] == "next", accepted
+    assert accepted["payload"]["data"]["imageModels"]
