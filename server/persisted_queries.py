@@ -103,7 +103,9 @@ class PersistedQueries:
         if self.mode == PERSISTED_REGISTERED:
             await self._check_registered(request.query, pool, sha256)
             return Resolved(request)
-        keep = (sha256, request.query) if len(request.query) <= MAX_BODY_CHARS else None
+        # (a document this process knows is not written again: some clients send hash and text every time)
+        known = self.store.memory.get(sha256) is not None
+        keep = None if known or len(request.query) > MAX_BODY_CHARS else (sha256, request.query)
         return Resolved(request, keep)
 
     async def keep_if_valid(self, resolved: Resolved, pool: asyncpg.Pool) -> None:

@@ -4,9 +4,10 @@ Every process reads the same ``persisted_documents`` rows
 (storage/persisted_documents.py), so a document registered through one is
 known to all; each keeps the documents it serves in a least-recently-used
 map bounded by their characters, so a hit costs no database round trip.
-Using a document refreshes its row's ``last_used_at`` at most once per
-``TOUCH_INTERVAL_SECONDS`` per process: the table evicts the least recently
-used automatic rows, and a hit must not cost a write.
+Using a document refreshes its row's ``last_used_at`` when a process reads
+it from the table, then at most once per ``TOUCH_INTERVAL_SECONDS`` while it
+serves it from memory: the table evicts the least recently used automatic
+rows, and a hit must not cost a write.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class PersistedStore:
         if document is None:
             return None
         self.memory.put(sha256, document.body)
+        await self._touch(pool, sha256)  # once per load into this process's memory, then at most hourly
         return document.body
 
     async def save(self, pool: asyncpg.Pool, sha256: str, body: str) -> None:

@@ -214,8 +214,9 @@ async def test_another_process_sees_a_registered_document(
 
 async def test_store_is_bounded_least_recently_used_first(settings: Settings, pool: asyncpg.Pool) -> None:
     """Given a store capped at 3 automatic documents, and a registered one,
-    when 5 documents are registered in turn while the first one keeps being used,
-    then 3 automatic rows remain: the first (recently used), and the newest two; the registered one stays."""
+    when 5 documents are registered in turn through one process while other processes keep using the first,
+    then 3 automatic rows remain: the first (recently used, though the oldest), and the newest two; the
+    registered one stays."""
     await pool.execute("DELETE FROM persisted_documents")
     pinned = unique_query()
     async with pool.acquire() as connection:
@@ -227,14 +228,33 @@ async def test_store_is_bounded_least_recently_used_first(settings: Settings, po
         for index, document in enumerate(documents):
             response = await http.post("/graphql", json=with_query(document))
             assert response.status_code == 200, response.text
-            if index > 0:  # the first one in use: each request with its text marks it used
-                used = await http.post("/graphql", json=with_query(documents[0]))
-                assert used.status_code == 200, used.text
+            if index > 0:  # another process loads the first one: it is used
+                async with app_client(settings, max_count=3) as other:
+                    used = await other.post("/graphql", json=hash_only_post(documents[0]))
+                    assert used.status_code == 200 and body_of(used)["data"], used.text
 
     rows = await pool.fetch("SELECT sha256 FROM persisted_documents WHERE source = 'automatic'")
     kept = {row["sha256"] for row in rows}
     assert kept == {sha256(documents[0]), sha256(documents[3]), sha256(documents[4])}
     assert await persisted_documents.find(pool, sha256(pinned), source=Source.REGISTERED) is not None
+
+
+async def test_known_document_sent_with_its_text_is_not_written_again(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """Given a document this process has registered,
+    when a client sends hash and text again (some clients always do),
+    then it runs and the row is not written again (its last use stays as it was)."""
+    document = unique_query()
+    first = await client.post("/graphql", json=with_query(document))
+    assert first.status_code == 200, first.text
+    before = await pool.fetchval("SELECT last_used_at FROM persisted_documents WHERE sha256 = $1", sha256(document))
+
+    again = await client.post("/graphql", json=with_query(document))
+
+    assert again.status_code == 200 and body_of(again) == body_of(first), again.text
+    after = await pool.fetchval("SELECT last_used_at FROM persisted_documents WHERE sha256 = $1", sha256(document))
+    assert before is not None and after == before
 
 
 async def test_document_size_cap_is_the_schema_cache_bound(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:

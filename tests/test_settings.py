@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError, TracingConfig
+from server.settings import PersistedDocumentsConfig, Settings, SettingsError, TracingConfig
 from storage.objects.paths import Bucket
 
 
@@ -319,3 +319,22 @@ def test_otel_sdk_disabled_turns_tracing_off_whatever_the_endpoint(tmp_path: Pat
 
     assert not Settings.from_environ({**environ, "OTEL_SDK_DISABLED": "true"}).tracing.enabled
     assert Settings.from_environ({**environ, "OTEL_SDK_DISABLED": "false"}).tracing.enabled
+
+
+def test_persisted_documents_are_automatic_unless_set(tmp_path: Path) -> None:
+    """Given no PERSISTED_DOCUMENTS, then each mode, then a misspelt one and a cap of 0,
+    when settings are read,
+    then the default is automatic with 2000 documents kept, each mode is taken, and the bad values are refused
+    saying what is allowed."""
+
+    def read(**environ: str) -> Settings:
+        return Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), **environ})
+
+    assert read().persisted_documents == PersistedDocumentsConfig(mode="automatic", max_count=2000)
+    for mode in ("automatic", "registered", "off"):
+        assert read(PERSISTED_DOCUMENTS=f" {mode.upper()} ").persisted_documents.mode == mode
+    assert read(PERSISTED_DOCUMENTS_MAX="50").persisted_documents.max_count == 50
+    with pytest.raises(SettingsError, match="PERSISTED_DOCUMENTS must be one of automatic, registered, off"):
+        read(PERSISTED_DOCUMENTS="allowlist")
+    with pytest.raises(SettingsError, match="PERSISTED_DOCUMENTS_MAX must be between 1"):
+        read(PERSISTED_DOCUMENTS_MAX="0")
