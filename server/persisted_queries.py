@@ -4,7 +4,8 @@ The wire format is Apollo's (Apollo Client's persisted-queries link, urql's
 persisted exchange): ``extensions.persistedQuery = {"version": 1,
 "sha256Hash": <lowercase hex SHA-256 of the document's UTF-8 text>}``, in a
 POST body or, with no ``query``, as GET parameters. The answers match Apollo
-Server 4's:
+Server 4's, but for the status in application/graphql-response+json, where
+an answer without ``data`` is a 400 (server/app.py; the links read a 4xx's body):
 
 - a hash the server does not know: 200, ``PersistedQueryNotFound`` with code
   ``PERSISTED_QUERY_NOT_FOUND`` and ``Cache-Control: private, no-cache,

@@ -49,13 +49,14 @@ def persisted_extension(exchange: dict[str, Any]) -> dict[str, Any]:
 async def test_apollo_client_persisted_query_link(live_server: str, pool: asyncpg.Pool, method: str) -> None:
     """Given Apollo Client with its persisted-queries link (hashes over GET with useGETForHashedQueries),
     when it runs a query the server has not seen, and then again,
-    then it sent the hash alone and got PERSISTED_QUERY_NOT_FOUND, sent hash and document by POST, got the data,
+    then it sent the hash alone and got PERSISTED_QUERY_NOT_FOUND (400: the link accepts
+    application/graphql-response+json, where an answer without data is a 4xx), sent hash and document by POST, got the data,
     and the second time the hash alone was enough; the document is kept under the hash the link computed."""
     run, marker = await run_link(live_server, method)
 
     exchanges = run["exchanges"]
     verb = method.upper()
-    assert [(e["method"], e["status"]) for e in exchanges] == [(verb, 200), ("POST", 200), (verb, 200)]
+    assert [(e["method"], e["status"]) for e in exchanges] == [(verb, 400), ("POST", 200), (verb, 200)]
     not_found, registered, by_hash = exchanges
     assert [e["extensions"]["code"] for e in not_found["response"]["errors"]] == [NOT_FOUND]
     assert not_found["cacheControl"] == "private, no-cache, must-revalidate"
