@@ -50,7 +50,8 @@ async def test_apollo_client_persisted_query_link(live_server: str, pool: asyncp
     """Given Apollo Client with its persisted-queries link (hashes over GET with useGETForHashedQueries),
     when it runs a query the server has not seen, and then again,
     then it sent the hash alone and got PERSISTED_QUERY_NOT_FOUND (400: the link accepts
-    application/graphql-response+json, where an answer without data is a 4xx), sent hash and document by POST, got the data,
+    application/graphql-response+json, where an answer without data is a 4xx), sent hash and document by POST,
+    got the data,
     and the second time the hash alone was enough; the document is kept under the hash the link computed."""
     run, marker = await run_link(live_server, method)
 
