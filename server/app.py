@@ -36,13 +36,14 @@ from server import graphql_request, json
 from server.auth import (
     BearerTokenBackend,
     TokenError,
+    TokenVerifier,
     authorization_param,
     bearer_token,
     unauthenticated_response,
-    verify_token,
     viewer_of,
 )
 from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
+from server.jwks import signing_keys
 from server.metrics import Metrics
 from server.metrics_http import CountRequests, metrics_route
 from server.object_route import serve_signed_object
@@ -78,6 +79,8 @@ logger = logging.getLogger(__name__)
 GRAPHQL_PATH = "/graphql"
 # A websocket must send connection_init this soon after opening, or it is closed (4408).
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=15)
+# Every subscription needs a user: a socket opened with a token naming none is refused as one without a token.
+ANONYMOUS_SOCKET = "token names no user (role 'anon' or no 'sub'); a websocket needs a user's token"
 
 
 class State(TypedDict):
@@ -109,7 +112,9 @@ class PortraitsGraphQL(GraphQL[Context, None]):
 
     websocket_adapter_class = PortraitsWebSocketAdapter
 
-    def __init__(self, schema: PortraitsSchema, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, schema: PortraitsSchema, settings: Settings, metrics: Metrics, tokens: TokenVerifier
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
@@ -118,6 +123,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         )
         self.settings = settings
         self.metrics = metrics
+        self.tokens = tokens
         self.sockets_per_user = SocketCounts(settings.connections.websockets_per_user)
         self.persisted = PersistedQueries(settings.persisted_documents, introspection=settings.graphiql)
 
@@ -138,14 +144,17 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate a websocket by its connection_init ``Authorization``, else its upgrade header.
 
-        A bad or missing token rejects the connection (4403); a user over the
+        A bad or missing token, or a valid one naming no user (an ``anon``
+        token: no subscription is public), rejects the connection (4403); a user over the
         per-user websocket cap is refused (4429); an accepted one is closed
         (4401) when its token expires.
         """
         try:
             authorization = authorization_param(context.connection_params)
             if authorization is not None:
-                context.viewer = verify_token(self.settings.jwt_secret, bearer_token(authorization))
+                context.viewer = await self.tokens.verify(bearer_token(authorization))
+                if context.viewer is None:
+                    raise ConnectionRejectionError(_unauthenticated(ANONYMOUS_SOCKET))
         except TokenError as error:
             raise ConnectionRejectionError(_unauthenticated(str(error))) from None
         if context.viewer is None:
@@ -307,9 +316,12 @@ def create_app(
     if draining is not None:
         draining.add("websockets", live_sockets.end_all, before_close=True)
 
+    tokens = TokenVerifier(settings.jwt_secret, settings.tokens, signing_keys(settings.tokens.jwks))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        async with open_services(settings, database_url, query_logger=query_logger) as (pool, objects):
+        # tokens: a JWKS is fetched before the first request (a failure is logged, not fatal), its client closed after.
+        async with open_services(settings, database_url, query_logger=query_logger) as (pool, objects), tokens:
             generation = None
             if settings.generation.workers > 0:
                 generation = await Generation.start(
@@ -339,11 +351,11 @@ def create_app(
                 if generation is not None:
                     await generation.stop()
 
-    view = PortraitsGraphQL(schema, settings, metrics)
-    tokens = BearerTokenBackend(settings.jwt_secret)
+    view = PortraitsGraphQL(schema, settings, metrics, tokens)
+    backend = BearerTokenBackend(tokens)
     routes: list[Any] = [
         # Every method: the view answers those it does not serve with a GraphQL 405.
-        Route(GRAPHQL_PATH, AuthenticationMiddleware(view, backend=tokens, on_error=unauthenticated_response)),
+        Route(GRAPHQL_PATH, AuthenticationMiddleware(view, backend=backend, on_error=unauthenticated_response)),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/livez", livez, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
@@ -361,6 +373,6 @@ def create_app(
     # Outside everything that answers, so each refusal too carries the request's id (server/request_ids.py).
     return RequestIds(
         GraphQLSocketShortcut(
-            http, view, path=GRAPHQL_PATH, backend=tokens, per_address=per_address, live=live_sockets
+            http, view, path=GRAPHQL_PATH, backend=backend, per_address=per_address, live=live_sockets
         )
     )

@@ -1,16 +1,25 @@
-"""Bearer tokens as Supabase issues them: HS256 JWTs with ``sub`` = user id.
+"""Bearer tokens as Supabase (and others) issue them: JWTs with ``sub`` = user id.
 
-Verified once per request by Starlette's ``AuthenticationMiddleware`` on the
-GraphQL route. A request without a token runs anonymously (only public
-fields answer); a request with a bad token is refused as a whole with HTTP
-401 and a GraphQL-shaped body, so a client learns at once that its token
-must be refreshed (see the README, "Authentication").
+HS256 tokens are verified with ``JWT_SECRET``; RS256 and ES256 tokens with
+the issuer's public key their ``kid`` names, from a JWKS (server/jwks.py).
+The algorithm decides which of the two, and each key verifies only the one
+algorithm it is for, so a token cannot pick how it is checked (an HS256
+token is never checked against a public key). Verified once per request by
+Starlette's ``AuthenticationMiddleware`` on the GraphQL route, and once per
+websocket (server/app.py). A request without a token, or with a valid token
+that names no user (Supabase's ``anon`` key: role ``anon``, or no ``sub``),
+runs anonymously (only public fields answer); a request with a bad token is
+refused as a whole with HTTP 401 and a GraphQL-shaped body, so a client
+learns at once that its token must be refreshed (see the README,
+"Authentication").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import jwt
@@ -22,18 +31,33 @@ from observability.log_context import bind_user
 from resolvers.viewer import Viewer
 from server.json import json_response
 from server.media_types import GRAPHQL_RESPONSE_JSON, response_media_type
+from server.jwks import KEY_TYPES, JwksConfig, SigningKeys
 from server.request_errors import request_extensions, response_content_type
 from storage.objects.tokens import LEEWAY_SECONDS  # one clock-skew rule for bearer and object tokens
 
 ALGORITHM = "HS256"
 AUDIENCE = "authenticated"
 ROLE = "authenticated"
+# Supabase's anon key, and any token of this role, is an anonymous caller.
+ANON_ROLE = "anon"
 # Supabase's access tokens are about 1 KB; a longer one is refused before it is decoded.
 MAX_TOKEN_LENGTH = 8192
 
 
 class TokenError(AuthenticationError):
     """Why a token was refused; the message is safe to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """What a token must say besides its signature (README: Authentication)."""
+
+    # JWT_AUDIENCE: a user's token must name it in ``aud``.
+    audience: str = AUDIENCE
+    # JWT_ISSUER: when set, a user's token must have exactly this ``iss``.
+    issuer: str | None = None
+    # JWT_JWKS_URL / JWT_JWKS_FILE: where RS256 and ES256 keys come from; None: HS256 only.
+    jwks: JwksConfig | None = None
 
 
 def issue_token(secret: str, user_id: UUID, *, ttl: timedelta, now: datetime | None = None) -> str:
@@ -49,46 +73,108 @@ def issue_token(secret: str, user_id: UUID, *, ttl: timedelta, now: datetime | N
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(secret: str, token: str) -> Viewer:
-    """The viewer a token names, or ``TokenError`` saying what is wrong with it.
+class TokenVerifier:
+    """Checks bearer tokens: the key their algorithm and ``kid`` name, expiry, audience, issuer, role.
 
-    A JWT is base64url text of a bounded size; anything longer or not ASCII (a
-    lone surrogate from a websocket's JSON, say) is refused before it is decoded.
+    ``secret`` verifies HS256 tokens (None: they are refused); ``keys``
+    RS256 and ES256 ones (None: they are refused).
     """
-    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
-        raise TokenError("token is malformed")
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "sub", "aud"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise TokenError("token has expired") from None
-    except jwt.InvalidSignatureError:
-        raise TokenError("token signature is invalid") from None
-    except jwt.InvalidAudienceError:
-        raise TokenError("token audience must be 'authenticated'") from None
-    except jwt.MissingRequiredClaimError as error:
-        raise TokenError(f"token has no '{error.claim}' claim") from None
-    except jwt.InvalidTokenError:
-        raise TokenError("token is malformed") from None
-    if claims.get("role") != ROLE:
-        raise TokenError("token role must be 'authenticated'")
-    try:
-        user_id = UUID(str(claims["sub"]))
-    except ValueError:
-        raise TokenError("token subject is not a user id") from None
-    # One rule for HTTP and websockets: a token is accepted until exp plus the leeway, and a socket
-    # opened with it is closed then (server/websocket.py close_at_expiry), not at exp itself.
-    try:
-        accepted_until = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS)
-    except (OverflowError, OSError, ValueError):  # a signed exp past year 9999: no issuer of ours makes one
-        raise TokenError("token expiry is out of range") from None
-    return Viewer(user_id=user_id, expires_at=accepted_until)
+
+    def __init__(self, secret: str | None, settings: TokenSettings, keys: SigningKeys | None = None) -> None:
+        self.secret = secret
+        self.settings = settings
+        self.keys = keys
+
+    async def __aenter__(self) -> TokenVerifier:
+        """Fetch the JWKS, if there is one to fetch, before the app serves (server/app.py's lifespan)."""
+        if self.keys is not None:
+            await self.keys.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.keys is not None:
+            await self.keys.close()
+
+    async def verify(self, token: str) -> Viewer | None:
+        """The viewer a token names, None for a valid token naming no user, or ``TokenError`` saying what is wrong.
+
+        A JWT is base64url text of a bounded size; anything longer or not ASCII (a
+        lone surrogate from a websocket's JSON, say) is refused before it is decoded.
+        """
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            raise TokenError("token is malformed")
+        try:
+            header = jwt.get_unverified_header(token)
+            # Read unverified only to know whether the token names a user; the claims used are verified below.
+            anonymous = _names_no_user(jwt.decode(token, options={"verify_signature": False}))
+        except jwt.InvalidTokenError:
+            raise TokenError("token is malformed") from None
+        algorithm = header.get("alg")
+        key = await self._key(algorithm, header.get("kid"))
+        settings = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[str(algorithm)],
+                # A token naming no user grants nothing a request without one does not: Supabase's anon key has
+                # no aud and its iss is "supabase", so neither is asked of it; its signature and expiry are.
+                audience=None if anonymous else settings.audience,
+                issuer=None if anonymous else settings.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp"], "verify_aud": not anonymous},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token has expired") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("token signature is invalid") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError(f"token audience must be '{settings.audience}'") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError(f"token issuer must be '{settings.issuer}'") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise TokenError(f"token has no '{error.claim}' claim") from None
+        except jwt.InvalidTokenError:
+            raise TokenError("token is malformed") from None
+        if _names_no_user(claims):
+            return None
+        if claims.get("role", ROLE) != ROLE:  # issuers other than Supabase may set no role
+            raise TokenError("token role must be 'authenticated' (or 'anon')")
+        try:
+            user_id = UUID(str(claims["sub"]))
+        except ValueError:
+            raise TokenError("token subject is not a user id") from None
+        # One rule for HTTP and websockets: a token is accepted until exp plus the leeway, and a socket
+        # opened with it is closed then (server/websocket.py close_at_expiry), not at exp itself.
+        try:
+            accepted_until = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS)
+        except (OverflowError, OSError, ValueError):  # a signed exp past year 9999: no issuer of ours makes one
+            raise TokenError("token expiry is out of range") from None
+        return Viewer(user_id=user_id, expires_at=accepted_until)
+
+    async def _key(self, algorithm: object, kid: object) -> jwt.PyJWK | str:
+        """The one key that may verify a token of ``algorithm``: never the token's choice beyond that."""
+        if algorithm == ALGORITHM:
+            if self.secret is None:
+                raise TokenError("token algorithm HS256 is not accepted")
+            return self.secret
+        if not isinstance(algorithm, str) or algorithm not in KEY_TYPES:
+            raise TokenError("token is malformed")  # none, HS512, ...: as any token we cannot read
+        if self.keys is None:
+            raise TokenError(f"token algorithm {algorithm} is not accepted")
+        if not isinstance(kid, str) or not kid:
+            raise TokenError("token has no 'kid' header")
+        key = await self.keys.key(kid)
+        if key is None:
+            raise TokenError("token signing key is unknown")
+        if key.algorithm_name != algorithm:  # an ES256 token naming an RSA key, say
+            raise TokenError(f"token algorithm {algorithm} does not match its key")
+        return key
+
+
+def _names_no_user(claims: Mapping[str, Any]) -> bool:
+    """An anonymous caller's token: Supabase's ``anon`` role, or no subject at all (its service key, say)."""
+    return claims.get("role") == ANON_ROLE or claims.get("sub") is None
 
 
 class AuthenticatedUser(BaseUser):
@@ -120,14 +206,16 @@ def bearer_token(value: str) -> str:
 
 
 class BearerTokenBackend(AuthenticationBackend):
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
         if header is None:
             return None
-        viewer = verify_token(self.secret, bearer_token(header))
+        viewer = await self.verifier.verify(bearer_token(header))
+        if viewer is None:  # a valid token naming no user: as a request without one
+            return None
         bind_user(viewer.user_id)  # the request's (or socket's) log lines carry its user from here on
         return AuthCredentials([ROLE]), AuthenticatedUser(viewer)
 

@@ -354,6 +354,9 @@ async def _register_documents(database_url: str, documents: list[PersistedDocume
 
 
 def token_command(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.jwt_secret is None:  # production with a JWKS only: tokens come from its issuer
+        print("portraits token signs HS256 tokens with JWT_SECRET, which is not set", file=sys.stderr)
+        return 2
     print(issue_token(settings.jwt_secret, args.user, ttl=timedelta(seconds=args.ttl)))
     return 0
 
@@ -367,7 +370,7 @@ def _banner(settings: Settings, database: Database) -> str:
         f"  Objects    {_objects_description(settings)}",
         f"  Tracing    {_tracing_description(settings.tracing)}",
     ]
-    if not settings.is_production:
+    if not settings.is_production and settings.jwt_secret is not None:  # (development always has one)
         user_id = _dev_user_id(settings.data_dir)
         token = issue_token(settings.jwt_secret, user_id, ttl=DEV_TOKEN_TTL)
         lines += [

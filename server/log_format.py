@@ -121,7 +121,7 @@ def _printable(value: object) -> object:
 
 def log_secrets(settings: Settings) -> list[str]:
     """The configured values no log line may show."""
-    secrets = [settings.jwt_secret, settings.objects.signing_secret]
+    secrets = [settings.jwt_secret or "", settings.objects.signing_secret or ""]
     if (s3 := settings.objects.s3) is not None:
         secrets += [s3.access_key_id or "", s3.secret_access_key or "", s3.session_token or ""]
     if (fal := settings.generation.fal) is not None:

@@ -24,6 +24,8 @@ from pipeline.worker import WorkerConfig
 from realtime.event_hub import REDIS_SCHEMES
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
+from server.auth import AUDIENCE, TokenSettings
+from server.jwks import JwksConfig, JwksError, read_jwks_file
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
@@ -172,7 +174,11 @@ class Settings:
     environment: str
     data_dir: Path
     database_url: str | None
-    jwt_secret: str
+    # HS256 tokens' secret, and the key of the local object store's signed URLs; None only in production with a JWKS
+    # and S3 (then HS256 tokens are refused).
+    jwt_secret: str | None
+    # What a bearer token must say, and where RS256/ES256 keys come from (JWT_AUDIENCE, JWT_ISSUER, JWT_JWKS_*).
+    tokens: TokenSettings
     host: str
     port: int
     public_url: str
@@ -220,10 +226,14 @@ class Settings:
             raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', not {log_format!r}")
 
         jwt_secret = env.get("JWT_SECRET") or None
+        tokens = _token_settings(env, production=environment == PRODUCTION)
         if environment == PRODUCTION:
-            if jwt_secret is None:
-                raise SettingsError("PORTRAITS_ENV=production needs JWT_SECRET (your Supabase project's JWT secret)")
-            if len(jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            if jwt_secret is None and tokens.jwks is None:
+                raise SettingsError(
+                    "PORTRAITS_ENV=production needs JWT_SECRET (your Supabase project's JWT secret) "
+                    "or JWT_JWKS_URL / JWT_JWKS_FILE (its signing keys)"
+                )
+            if jwt_secret is not None and len(jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
                 raise SettingsError(
                     f"JWT_SECRET must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
                 )
@@ -231,7 +241,7 @@ class Settings:
                 raise SettingsError(
                     "PORTRAITS_ENV=production needs DATABASE_URL; the embedded PostgreSQL is for development"
                 )
-        if jwt_secret is None:
+        if jwt_secret is None and environment != PRODUCTION:
             jwt_secret = load_or_create_dev_secret(data_dir)
 
         connections = _connection_limits(env)
@@ -244,6 +254,7 @@ class Settings:
             data_dir=data_dir,
             database_url=database_url,
             jwt_secret=jwt_secret,
+            tokens=tokens,
             host=host,
             port=port,
             public_url=public_url.rstrip("/"),
@@ -301,7 +312,9 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
     return secret
 
 
-def _object_store_config(env: Mapping[str, str], *, data_dir: Path, public_url: str, secret: str) -> ObjectStoreConfig:
+def _object_store_config(
+    env: Mapping[str, str], *, data_dir: Path, public_url: str, secret: str | None
+) -> ObjectStoreConfig:
     """Local folder unless S3_ENDPOINT_URL (or OBJECT_STORE=s3, for AWS itself) says S3."""
     endpoint_url = env.get("S3_ENDPOINT_URL") or None
     backend = (env.get("OBJECT_STORE") or (S3 if endpoint_url else LOCAL)).strip().lower()
@@ -325,10 +338,48 @@ def _object_store_config(env: Mapping[str, str], *, data_dir: Path, public_url: 
             secret_access_key=secret_key,
             session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
+    if backend == LOCAL and secret is None:  # production only: development always has a secret
+        raise SettingsError(
+            "PORTRAITS_ENV=production with the local object store needs JWT_SECRET: it keys the local signed URLs "
+            "(or store objects on S3)"
+        )
     local_root = Path(env.get("OBJECTS_DIR") or data_dir / "objects").expanduser().absolute()
     return ObjectStoreConfig(
         backend=backend, local_root=local_root, public_url=public_url, signing_secret=secret, s3=s3
     )
+
+
+def _token_settings(env: Mapping[str, str], *, production: bool) -> TokenSettings:
+    """JWT_AUDIENCE, JWT_ISSUER, and the JWKS: JWT_JWKS_URL (fetched; https in production) or JWT_JWKS_FILE."""
+    audience = (env.get("JWT_AUDIENCE") or "").strip() or AUDIENCE
+    issuer = (env.get("JWT_ISSUER") or "").strip() or None
+    url = (env.get("JWT_JWKS_URL") or "").strip() or None
+    file = (env.get("JWT_JWKS_FILE") or "").strip() or None
+    if url is not None and file is not None:
+        raise SettingsError("set JWT_JWKS_URL or JWT_JWKS_FILE, not both")
+    defaults = JwksConfig()
+    cache_seconds = _float_setting(
+        env, "JWT_JWKS_CACHE_SECONDS", defaults.cache_seconds, minimum=1, maximum=24 * 3600
+    )
+    min_refresh_seconds = _float_setting(
+        env, "JWT_JWKS_MIN_REFRESH_SECONDS", defaults.min_refresh_seconds, minimum=0.1, maximum=3600
+    )
+    jwks = None
+    if url is not None:
+        parsed = urlparse(url)
+        schemes = ("https",) if production else ("https", "http")
+        if parsed.scheme not in schemes or not parsed.hostname:
+            raise SettingsError(
+                f"JWT_JWKS_URL must be an {' or '.join(f'{s}://' for s in schemes)} URL, not {url!r}"
+                + (" (production fetches signing keys over TLS only)" if production else "")
+            )
+        jwks = JwksConfig(url=url, cache_seconds=cache_seconds, min_refresh_seconds=min_refresh_seconds)
+    elif file is not None:
+        try:
+            jwks = JwksConfig(keys=read_jwks_file(Path(file).expanduser()))
+        except JwksError as error:
+            raise SettingsError(f"JWT_JWKS_FILE: {error}") from None
+    return TokenSettings(audience=audience, issuer=issuer, jwks=jwks)
 
 
 def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:

@@ -41,8 +41,15 @@ BAD_HEADERS = {
     ),
     "expired": (f"Bearer {signed(claims(exp=int((NOW - timedelta(minutes=5)).timestamp())))}", "token has expired"),
     "wrong audience": (f"Bearer {signed(claims(aud='anon'))}", "token audience must be 'authenticated'"),
-    "anon role": (f"Bearer {signed(claims(role='anon'))}", "token role must be 'authenticated'"),
-    "no subject": (f"Bearer {signed(claims(sub=None))}", "token has no 'sub' claim"),
+    "another role": (f"Bearer {signed(claims(role='service_role'))}", "token role must be 'authenticated' (or 'anon')"),
+    "anon role, wrong secret": (
+        f"Bearer {signed(claims(role='anon'), secret='another-secret-entirely-another-secret')}",
+        "token signature is invalid",
+    ),
+    "anon role, expired": (
+        f"Bearer {signed(claims(role='anon', exp=int((NOW - timedelta(minutes=5)).timestamp())))}",
+        "token has expired",
+    ),
     "no expiry": (f"Bearer {signed(claims(exp=None))}", "token has no 'exp' claim"),
     "subject not a uuid": (f"Bearer {signed(claims(sub='alice'))}", "token subject is not a user id"),
     "alg none": (f"Bearer {jwt.encode(claims(), '', algorithm='none')}", "token is malformed"),
@@ -99,6 +106,33 @@ async def test_without_a_token_public_fields_still_answer(graphql: GraphQL) -> N
     assert len(body["data"]["imageModels"]) == 2
     assert body["data"]["viewer"] is None
     assert only_error(body)["path"] == ["viewer"]
+
+
+ANONYMOUS_TOKENS = {
+    "Supabase's anon key (no sub, no aud, iss 'supabase')": {
+        "iss": "supabase", "ref": "abcdefghijklmnopqrst", "role": "anon", "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(days=3650)).timestamp()),
+    },
+    "anon role with a sub": claims(role="anon"),
+    "no sub": claims(sub=None),
+    "service role, no sub": claims(sub=None, role="service_role", aud=None),
+}
+
+
+@pytest.mark.parametrize("payload", ANONYMOUS_TOKENS.values(), ids=list(ANONYMOUS_TOKENS))
+async def test_a_valid_token_naming_no_user_is_an_anonymous_caller(graphql: GraphQL, payload: dict) -> None:
+    """A token whose role is anon, or that has no sub, runs as a request without a token: not a 401."""
+    # given a validly signed token that names no user
+    headers = {"Authorization": f"Bearer {signed(payload)}"}
+
+    # when it asks for a public field and a user's field
+    body = await graphql("{ imageModels { modelKey } viewer { id } }", headers=headers)
+
+    # then the public field answers and the user's field is UNAUTHENTICATED, as without a token
+    assert len(body["data"]["imageModels"]) == 2
+    assert body["data"]["viewer"] is None
+    error = only_error(body)
+    assert (error["path"], error["extensions"]) == (["viewer"], {"code": "UNAUTHENTICATED"})
 
 
 async def test_a_token_within_clock_skew_leeway_is_accepted(graphql: GraphQL) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from server.auth import issue_token, verify_token
+from server.auth import TokenSettings, TokenVerifier, issue_token
 from tests.conftest import s3_environ
 from tests.server_process import READY, Server
 from tests.support import TEST_JWT_SECRET, free_port
@@ -105,7 +105,7 @@ def test_production_refuses_to_start_without_a_secret(tmp_path: Path, servers: l
     assert not (tmp_path / "jwt-secret").exists()
 
 
-def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None:
+async def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None:
     env = {**os.environ, "PORTRAITS_DATA_DIR": str(tmp_path), "JWT_SECRET": TEST_JWT_SECRET}
     user = "0b1c2d3e-0000-4000-8000-000000000001"
 
@@ -117,7 +117,8 @@ def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None
     )
 
     assert out.returncode == 0, out.stderr
-    assert str(verify_token(TEST_JWT_SECRET, out.stdout.strip()).user_id) == user
+    viewer = await TokenVerifier(TEST_JWT_SECRET, TokenSettings()).verify(out.stdout.strip())
+    assert viewer is not None and str(viewer.user_id) == user
 
 
 def test_an_s3_endpoint_switches_serve_to_s3(

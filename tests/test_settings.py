@@ -35,7 +35,7 @@ def test_the_development_secret_is_made_once_and_kept_private(tmp_path: Path) ->
     second = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).jwt_secret
 
     assert first == second
-    assert len(first) >= 40
+    assert first is not None and len(first) >= 40
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
 
 

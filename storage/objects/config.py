@@ -18,9 +18,10 @@ S3 = "s3"
 class ObjectStoreConfig:
     backend: str
     local_root: Path
-    # Local signed URLs point at the app itself and are signed with a key derived from this secret.
+    # Local signed URLs point at the app itself and are signed with a key derived from this secret
+    # (JWT_SECRET; None only with S3, which signs with its own credentials).
     public_url: str
-    signing_secret: str
+    signing_secret: str | None
     s3: S3Config | None = None
 
 
@@ -30,6 +31,8 @@ async def open_object_store(config: ObjectStoreConfig) -> ObjectStore:
             raise ValueError("the S3 backend needs an S3Config")
         return await S3ObjectStore.open(config.s3)
     if config.backend == LOCAL:
+        if config.signing_secret is None:
+            raise ValueError("the local backend needs a signing secret")
         tokens = ObjectTokens(derive_key(config.signing_secret))
         return LocalObjectStore(config.local_root, public_url=config.public_url, tokens=tokens)
     raise ValueError(f"unknown object store backend {config.backend!r}")
