@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from server.settings import PersistedDocumentsConfig, Settings, SettingsError, TracingConfig
 from storage.objects.paths import Bucket
+from tests.jwks_support import SigningKey
 
 
 def test_defaults_need_no_configuration(tmp_path: Path) -> None:
@@ -338,3 +340,82 @@ def test_persisted_documents_are_automatic_unless_set(tmp_path: Path) -> None:
         read(PERSISTED_DOCUMENTS="allowlist")
     with pytest.raises(SettingsError, match="PERSISTED_DOCUMENTS_MAX must be between 1"):
         read(PERSISTED_DOCUMENTS_MAX="0")
+SUPABASE_JWKS_URL = "https://abcdefghijklmnopqrst.supabase.co/auth/v1/.well-known/jwks.json"
+PRODUCTION = {"PORTRAITS_ENV": "production", "DATABASE_URL": "postgresql://x/y"}
+S3 = {"OBJECT_STORE": "s3", "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"}
+
+
+def test_tokens_need_aud_authenticated_and_any_issuer_with_hs256_only_by_default(tmp_path: Path) -> None:
+    """Without JWT_* settings, tokens are checked as before: HS256, aud 'authenticated', no issuer, no JWKS."""
+    tokens = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)}).tokens
+
+    assert (tokens.audience, tokens.issuer, tokens.jwks) == ("authenticated", None, None)
+
+
+def test_a_jwks_url_with_its_issuer_and_cache_bounds(tmp_path: Path) -> None:
+    """A Supabase project's JWKS URL and issuer are taken as given, with jose's cache defaults unless set."""
+    issuer = "https://abcdefghijklmnopqrst.supabase.co/auth/v1"
+    base = {"PORTRAITS_DATA_DIR": str(tmp_path), "JWT_JWKS_URL": SUPABASE_JWKS_URL, "JWT_ISSUER": issuer}
+    default = Settings.from_environ(base).tokens
+    tuned = Settings.from_environ(
+        {**base, "JWT_JWKS_CACHE_SECONDS": "60", "JWT_JWKS_MIN_REFRESH_SECONDS": "5", "JWT_AUDIENCE": "api"}
+    ).tokens
+
+    assert default.issuer == issuer and default.jwks is not None
+    assert (default.jwks.url, default.jwks.cache_seconds, default.jwks.min_refresh_seconds) == (
+        SUPABASE_JWKS_URL, 600, 30
+    )
+    assert tuned.audience == "api" and tuned.jwks is not None
+    assert (tuned.jwks.cache_seconds, tuned.jwks.min_refresh_seconds) == (60, 5)
+
+
+def test_a_jwks_file_is_read_at_start(tmp_path: Path) -> None:
+    """JWT_JWKS_FILE's keys are parsed by from_environ: a bad file stops the start, not a request."""
+    path = tmp_path / "jwks.json"
+    path.write_bytes(orjson.dumps({"keys": [SigningKey.ec("ec-1").public_jwk]}))
+
+    jwks = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "JWT_JWKS_FILE": str(path)}).tokens.jwks
+
+    assert jwks is not None and jwks.url is None and jwks.keys is not None
+    assert list(jwks.keys.keys) == ["ec-1"]
+
+
+def test_production_with_a_jwks_and_s3_needs_no_jwt_secret(tmp_path: Path) -> None:
+    """With the keys from a JWKS and objects signed by S3, nothing needs JWT_SECRET: HS256 tokens are refused."""
+    settings = Settings.from_environ(
+        {"PORTRAITS_DATA_DIR": str(tmp_path), "JWT_JWKS_URL": SUPABASE_JWKS_URL, **PRODUCTION, **S3}
+    )
+
+    assert settings.jwt_secret is None
+    assert settings.objects.signing_secret is None
+    assert not (tmp_path / "jwt-secret").exists()
+
+
+@pytest.mark.parametrize(
+    "environ,message",
+    [
+        ({"JWT_JWKS_URL": SUPABASE_JWKS_URL, "JWT_JWKS_FILE": "/x.json"}, "JWT_JWKS_URL or JWT_JWKS_FILE, not both"),
+        ({"JWT_JWKS_URL": "ftp://issuer/jwks.json"}, "JWT_JWKS_URL must be an https:// or http:// URL"),
+        ({"JWT_JWKS_URL": "/relative/jwks.json"}, "JWT_JWKS_URL must be an https:// or http:// URL"),
+        ({**PRODUCTION, "JWT_JWKS_URL": "http://issuer/jwks.json"}, "production fetches signing keys over TLS"),
+        ({**PRODUCTION, "JWT_JWKS_URL": SUPABASE_JWKS_URL}, "local object store needs JWT_SECRET"),
+        ({**PRODUCTION, **S3}, "needs JWT_SECRET .* or JWT_JWKS_URL / JWT_JWKS_FILE"),
+        ({**PRODUCTION, **S3, "JWT_JWKS_URL": SUPABASE_JWKS_URL, "JWT_SECRET": "short"}, "at least 32"),
+        ({"JWT_JWKS_FILE": "/nonexistent/jwks.json"}, "JWT_JWKS_FILE: cannot read"),
+        ({"JWT_JWKS_URL": SUPABASE_JWKS_URL, "JWT_JWKS_MIN_REFRESH_SECONDS": "0"}, "MIN_REFRESH_SECONDS must be"),
+        ({"JWT_JWKS_URL": SUPABASE_JWKS_URL, "JWT_JWKS_CACHE_SECONDS": "forever"}, "CACHE_SECONDS must be a number"),
+    ],
+)
+def test_bad_token_settings_say_what_to_fix(tmp_path: Path, environ: dict[str, str], message: str) -> None:
+    """Every JWT_* mistake stops the start with what to change."""
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), **environ})
+
+
+def test_a_jwks_file_without_a_usable_key_stops_the_start(tmp_path: Path) -> None:
+    """A JWKS file holding only a symmetric key is refused (HS256 comes from JWT_SECRET alone)."""
+    path = tmp_path / "jwks.json"
+    path.write_bytes(orjson.dumps({"keys": [{"kty": "oct", "kid": "h", "k": "c2VjcmV0"}]}))
+
+    with pytest.raises(SettingsError, match="JWT_JWKS_FILE: the JWKS has no usable RS256 or ES256 signing key"):
+        Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "JWT_JWKS_FILE": str(path)})
