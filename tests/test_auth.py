@@ -135,6 +135,16 @@ async def test_a_valid_token_naming_no_user_is_an_anonymous_caller(graphql: Grap
     assert (error["path"], error["extensions"]) == (["viewer"], {"code": "UNAUTHENTICATED"})
 
 
+async def test_a_token_without_a_role_names_its_user(graphql: GraphQL) -> None:
+    """Issuers other than Supabase set no role claim: the subject is the viewer all the same."""
+    user = uuid.uuid4()
+    token = signed(claims(sub=str(user), role=None))
+
+    body = await graphql("{ viewer { id } }", headers={"Authorization": f"Bearer {token}"})
+
+    assert body == {"data": {"viewer": {"id": str(user)}}}
+
+
 async def test_a_token_within_clock_skew_leeway_is_accepted(graphql: GraphQL) -> None:
     user = uuid.uuid4()
     # (the time is taken here, not at import: the suite may reach this test longer than the leeway after that)
