@@ -42,8 +42,8 @@ from server.auth import (
     unauthenticated_response,
     viewer_of,
 )
-from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from server.jwks import signing_keys
+from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from server.metrics import Metrics
 from server.metrics_http import CountRequests, metrics_route
 from server.object_route import serve_signed_object

@@ -30,8 +30,8 @@ from starlette.responses import Response
 from observability.log_context import bind_user
 from resolvers.viewer import Viewer
 from server.json import json_response
-from server.media_types import GRAPHQL_RESPONSE_JSON, response_media_type
 from server.jwks import KEY_TYPES, JwksConfig, SigningKeys
+from server.media_types import GRAPHQL_RESPONSE_JSON, response_media_type
 from server.request_errors import request_extensions, response_content_type
 from storage.objects.tokens import LEEWAY_SECONDS  # one clock-skew rule for bearer and object tokens
 
