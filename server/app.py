@@ -42,6 +42,7 @@ from server.auth import (
     unauthenticated_response,
     viewer_of,
 )
+from server.graphiql_assets import GraphiQLAssets
 from server.jwks import signing_keys
 from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from server.metrics import Metrics
@@ -113,7 +114,12 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     websocket_adapter_class = PortraitsWebSocketAdapter
 
     def __init__(
-        self, schema: PortraitsSchema, settings: Settings, metrics: Metrics, tokens: TokenVerifier
+        self,
+        schema: PortraitsSchema,
+        settings: Settings,
+        metrics: Metrics,
+        tokens: TokenVerifier,
+        graphiql: GraphiQLAssets | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -124,6 +130,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         self.settings = settings
         self.metrics = metrics
         self.tokens = tokens
+        self.graphiql = graphiql
         self.sockets_per_user = SocketCounts(settings.connections.websockets_per_user)
         self.persisted = PersistedQueries(settings.persisted_documents, introspection=settings.graphiql)
 
@@ -171,6 +178,13 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         websocket.scope[SOCKET_EXPIRY] = close_at_expiry(websocket, context.viewer.expires_at)
         context.connection_params = None  # read: an idle socket need not keep its token
         return UnsetType()  # strawberry's UNSET (typed Any): acknowledge with no payload
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Our GraphiQL page on the files this server serves (server/graphiql_assets.py); strawberry's CDN page
+        when they are not installed."""
+        if self.graphiql is not None:
+            return self.graphiql.page_response()
+        return await super().render_graphql_ide(request)
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         """One operation per request (no batching, no uploads), strictly decoded."""
@@ -351,7 +365,8 @@ def create_app(
                 if generation is not None:
                     await generation.stop()
 
-    view = PortraitsGraphQL(schema, settings, metrics, tokens)
+    graphiql = GraphiQLAssets.load(settings.graphiql_assets) if settings.graphiql else None
+    view = PortraitsGraphQL(schema, settings, metrics, tokens, graphiql)
     backend = BearerTokenBackend(tokens)
     routes: list[Any] = [
         # Every method: the view answers those it does not serve with a GraphQL 405.
@@ -362,6 +377,8 @@ def create_app(
         metrics_route(metrics, settings.metrics.token),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
+    if graphiql is not None:
+        routes.append(graphiql.route())
     http: ASGIApp = CountRequests(RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http), metrics)
     # Every socket past the per-address cap holds one count there until it ends: the open-websockets gauge.
     metrics.gauges.websockets = lambda: sum(per_address.counts.values())

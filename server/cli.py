@@ -29,6 +29,7 @@ from devtools.embedded_supervisor import EmbeddedSupervisor
 from graph.schema import schema as default_schema
 from pipeline.service import Generation
 from pipeline.sweeper import SweepReport, sweep
+from server import graphiql_assets
 from server.app import create_app, open_services
 from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
@@ -366,6 +367,10 @@ def _banner(settings: Settings, database: Database) -> str:
         "",
         "Portraits is ready.",
         f"  GraphiQL   {settings.public_url}/graphql" + ("" if settings.graphiql else " (GraphiQL off)"),
+    ]
+    if settings.graphiql:
+        lines.append(f"             {graphiql_assets.describe(settings.graphiql_assets)}")
+    lines += [
         f"  Database   {database.description}",
         f"  Objects    {_objects_description(settings)}",
         f"  Tracing    {_tracing_description(settings.tracing)}",

@@ -25,6 +25,7 @@ from realtime.event_hub import REDIS_SCHEMES
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
 from server.auth import AUDIENCE, TokenSettings
+from server.graphiql_assets import DEFAULT_ASSETS_DIR
 from server.jwks import JwksConfig, JwksError, read_jwks_file
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
@@ -202,6 +203,8 @@ class Settings:
     embedded_restarts: RestartPolicy
     metrics: MetricsSettings = MetricsSettings()
     persisted_documents: PersistedDocumentsConfig = PersistedDocumentsConfig()
+    # GraphiQL's scripts and styles, an npm node_modules layout (server/graphiql_assets.py); CDN page when missing.
+    graphiql_assets: Path = DEFAULT_ASSETS_DIR
 
     @property
     def is_production(self) -> bool:
@@ -291,6 +294,7 @@ class Settings:
             ),
             metrics=_metrics_settings(env),
             persisted_documents=_persisted_documents(env),
+            graphiql_assets=Path(env.get("GRAPHIQL_ASSETS_DIR") or DEFAULT_ASSETS_DIR).expanduser().absolute(),
         )
 
 
