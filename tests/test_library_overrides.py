@@ -78,6 +78,9 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # into GraphQL errors (graphql_request.refusal_of).
     ("strawberry GraphQL.parse_http_body", GraphQL.parse_http_body, "6c7c673a13880c7f"),
     ("strawberry GraphQL.execute_single", GraphQL.execute_single, "bc864c615b4dc12d"),
+    # server/app.py: PortraitsGraphQL.render_graphql_ide answers with our GraphiQL page (server/graphiql_assets.py)
+    # and falls back to this one, strawberry's CDN page, when GraphiQL's files are not installed.
+    ("strawberry GraphQL.render_graphql_ide", GraphQL.render_graphql_ide, "417bb9771be9540d"),
     # server/http_head.py: HeadLimitedHttpToolsProtocol wraps these parser callbacks to count the request head,
     # raises from them to stop the parse, and replaces send_400_response (every parse refusal: a GraphQL error body).
     # It also uses two attributes uvicorn's protocol sets in __init__ and connection_made, public by name but not
@@ -146,6 +149,9 @@ def test_our_overrides_keep_the_library_signatures() -> None:
         ), name
     assert inspect.signature(PortraitsGraphQL.parse_http_body).parameters.keys() == (
         inspect.signature(GraphQL.parse_http_body).parameters.keys()
+    )
+    assert inspect.signature(PortraitsGraphQL.render_graphql_ide).parameters.keys() == (
+        inspect.signature(GraphQL.render_graphql_ide).parameters.keys()
     )
     # storage/database.py: ResyncingConnection passes every argument of these through (asyncpg is pinned to 0.32.x)
     for name in ("execute", "fetch", "fetchrow", "fetchval"):
