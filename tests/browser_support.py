@@ -4,9 +4,11 @@ The browser is the system's Chromium (Debian's ``chromium``, ``/usr/bin/chromium
 driven by Python ``playwright`` (the dev extra) through ``executable_path``: Playwright's own browser download
 (``playwright install``) is never used. Where the executable is missing the test is skipped, saying so.
 
-Nothing leaves the machine: the host resolver maps every name but ``127.0.0.1`` and ``localhost`` to nothing
-(websockets included), and each page's requests to any other host are aborted and recorded in ``blocked``, so a
-test can assert that a page fetched nothing from a CDN.
+Nothing leaves the machine: Chromium's host resolver maps every name but ``127.0.0.1`` and ``localhost`` to
+nothing (websockets included), and each page's failed requests to any other host are recorded in ``blocked``, so a
+test can assert that a page fetched nothing from a CDN. Not Playwright's request routing (``route``): while any
+route is set, Playwright answers every CORS preflight itself (204, allowing all), so the server's CORS would go
+untested.
 
 API:
 
@@ -29,7 +31,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
-from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Request as BrowserRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
@@ -80,7 +83,7 @@ class BrowserPage:
     """A page in a context of its own, with what it tried and said: read these when an assertion fails."""
 
     page: Page
-    # URLs of requests to hosts other than 127.0.0.1/localhost, aborted.
+    # URLs of requests to hosts other than 127.0.0.1/localhost (they fail: the names do not resolve).
     blocked: list[str] = field(default_factory=list)
     # "type: text" of every console message, in order.
     console: list[str] = field(default_factory=list)
@@ -100,13 +103,9 @@ async def open_page(browser: Browser) -> AsyncIterator[BrowserPage]:
     page = await context.new_page()
     opened = BrowserPage(page)
 
-    async def local_only(route: Route) -> None:
-        host = urlsplit(route.request.url).hostname or ""
-        if host in LOCAL_HOSTS:
-            await route.continue_()
-        else:
-            opened.blocked.append(route.request.url)
-            await route.abort("blockedbyclient")
+    def on_failed(request: BrowserRequest) -> None:
+        if (urlsplit(request.url).hostname or "") not in LOCAL_HOSTS:
+            opened.blocked.append(request.url)
 
     def on_console(message: ConsoleMessage) -> None:
         opened.console.append(f"{message.type}: {message.text}")
@@ -114,7 +113,7 @@ async def open_page(browser: Browser) -> AsyncIterator[BrowserPage]:
     def on_error(error: Exception) -> None:
         opened.errors.append(str(error))
 
-    await context.route(lambda url: urlsplit(url).scheme in ("http", "https"), local_only)
+    context.on("requestfailed", on_failed)
     page.on("console", on_console)
     page.on("pageerror", on_error)
     try:
@@ -138,17 +137,20 @@ async def chromium_page(chromium: Browser) -> AsyncIterator[BrowserPage]:
 
 
 @asynccontextmanager
-async def serve_static(files: Mapping[str, Path]) -> AsyncIterator[ServedUvicorn]:
+async def serve_static(files: Mapping[str, Path], *, port: int | None = None) -> AsyncIterator[ServedUvicorn]:
     """``files`` (URL path, e.g. ``/app.js`` -> file) served by uvicorn on 127.0.0.1; ``.url(path, "http")``.
 
     Another port is another origin to the browser: a page served here calling the API is a cross-origin app.
     A folder maps every file below it (``/modules`` -> ``node_modules``: ``/modules/x/y.js``). Only what is
-    named is served; anything else is 404.
+    named is served; anything else is 404. ``port``: one picked beforehand (``tests.support.free_port()``), for a
+    server that must know the page's origin before it starts; else a free one.
     """
     resolved = {path.rstrip("/"): target.resolve() for path, target in files.items()}
 
     async def serve(request: Request) -> Response:
         wanted = request.url.path
+        if wanted == "/favicon.ico" and wanted not in resolved:
+            return Response(status_code=204)  # asked by every page; a 404 would be an error in its console
         for prefix, target in resolved.items():
             if wanted == prefix and target.is_file():
                 return FileResponse(target)
@@ -159,6 +161,6 @@ async def serve_static(files: Mapping[str, Path]) -> AsyncIterator[ServedUvicorn
         return PlainTextResponse("not found", status_code=404)
 
     app = Starlette(routes=[StarletteRoute("/{path:path}", serve, methods=["GET", "HEAD"])])
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="off")
     async with serve_uvicorn(config) as served:
         yield served

@@ -12,7 +12,7 @@ __all__ = ["chromium", "chromium_page"]  # fixtures used below
 async def test_a_local_page_runs_its_script_and_a_remote_host_is_blocked(
     chromium_page: BrowserPage, tmp_path: Path
 ) -> None:
-    """A page served on 127.0.0.1 runs; its fetch of a public host fails and is recorded, never sent."""
+    """A page served on 127.0.0.1 runs; its fetch of a public host fails (the name does not resolve) and is recorded."""
     # given a page whose script fetches a public host
     page_file = tmp_path / "index.html"
     page_file.write_text(
