@@ -152,3 +152,20 @@ async def test_graphiql_runs_a_query_and_a_subscription_offline_with_the_token_f
     assets = [url for url in loaded if f"{ASSET_ROUTE}/" in url]
     assert len(assets) == 7, loaded
     assert all(url.startswith(graphiql_server.url("/", "http")) for url in loaded), loaded
+
+
+async def test_without_the_files_graphiql_reaches_for_a_cdn_and_offline_never_appears(
+    chromium_page: BrowserPage, settings: Settings, tmp_path: Path
+) -> None:
+    """Not installed: strawberry's page asks another host for GraphiQL, which offline leaves no IDE on the page."""
+    # given a server without GraphiQL's files
+    app = create_app(replace(settings, graphiql_assets=tmp_path / "not-installed"))
+    async with serve_uvicorn(uvicorn_config(app, host="127.0.0.1", port=free_port(), log_level="warning")) as served:
+        # when GraphiQL is opened with every other host unreachable
+        page = chromium_page.page
+        await page.goto(served.url("/graphql", "http"), wait_until="load")
+
+        # then its scripts were asked of another host, and failed, and no editor was drawn
+        assert chromium_page.blocked, chromium_page.report()
+        assert all(not url.startswith(served.url("/", "http")) for url in chromium_page.blocked)
+        assert await page.locator(".graphiql-query-editor").count() == 0
