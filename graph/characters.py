@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.ids import parse_id, parse_optional_id
+from graph.ids import CharacterId, parse_id, parse_optional_id
 from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
-from graph.types.pagination import Connection
+from graph.types.pagination import After, Connection, First
 from resolvers import characters
 
 
@@ -16,7 +18,7 @@ from resolvers import characters
 class CharacterQuery:
     @strawberry.field(description="One of the viewer's characters; NOT_FOUND for a missing or foreign id.")
     async def character(
-        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+        self, info: Info[Context, None], id: CharacterId  # noqa: A002 - the GraphQL argument's name
     ) -> CharacterType | None:
         load = info.context.loaders.character_by_id.load  # UNAUTHENTICATED before any check of the id
         character = await characters.get_character(load, character_id=parse_id(id))
@@ -24,7 +26,7 @@ class CharacterQuery:
 
     @strawberry.field(description="The viewer's characters, newest first. `first` is 1-100 (default 20).")
     async def characters(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+        self, info: Info[Context, None], first: First = None, after: After = None
     ) -> Connection[CharacterType] | None:
         context = info.context
         page = await characters.list_characters(context.pool, context.require_viewer(), first=first, after=after)
@@ -38,7 +40,11 @@ class CharacterMutation:
         "(which is then auto-saved to the library as for any portrait)."
     )
     async def create_character(
-        self, info: Info[Context, None], input: CreateCharacterInput  # noqa: A002 - the GraphQL argument's name
+        self,
+        info: Info[Context, None],
+        input: Annotated[  # noqa: A002 - the GraphQL argument's name
+            CreateCharacterInput, strawberry.argument(description="The new character's fields.")
+        ],
     ) -> CharacterType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -52,8 +58,10 @@ class CharacterMutation:
     async def update_character(
         self,
         info: Info[Context, None],
-        id: strawberry.ID,  # noqa: A002 - the GraphQL argument's name
-        input: UpdateCharacterInput,  # noqa: A002 - the GraphQL argument's name
+        id: CharacterId,  # noqa: A002 - the GraphQL argument's name
+        input: Annotated[  # noqa: A002 - the GraphQL argument's name
+            UpdateCharacterInput, strawberry.argument(description="The fields to change; the others keep their value.")
+        ],
     ) -> CharacterType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -64,7 +72,7 @@ class CharacterMutation:
 
     @strawberry.mutation(description="Delete one of the viewer's characters; returns its id.")
     async def delete_character(
-        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+        self, info: Info[Context, None], id: CharacterId  # noqa: A002 - the GraphQL argument's name
     ) -> strawberry.ID | None:
         context = info.context
         viewer = context.require_viewer()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 import strawberry
@@ -10,6 +11,11 @@ from resolvers.errors import BadUserInput
 
 # A UUID is 36 characters (45 as urn:uuid:{...}); a longer id is refused before it is read.
 MAX_ID_LENGTH = 64
+
+# Ids as arguments, described once.
+CharacterId = Annotated[strawberry.ID, strawberry.argument(description="The character's id (a UUID).")]
+JobId = Annotated[strawberry.ID, strawberry.argument(description="The job's id (a UUID).")]
+LibraryAssetId = Annotated[strawberry.ID, strawberry.argument(description="The library asset's id (a UUID).")]
 
 
 def parse_id(value: strawberry.ID, *, field: str = "id") -> UUID:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.ids import parse_id, parse_optional_id
+from graph.ids import JobId, parse_id, parse_optional_id
 from graph.types.enums import JobStatus
 from graph.types.job import GenerateCharacterPortraitInput, GenerateImageInput, JobType
-from graph.types.pagination import Connection
+from graph.types.pagination import After, Connection, First
 from resolvers import jobs
 from resolvers.jobs import GenerationOptions
 
@@ -24,7 +26,7 @@ def _options(data: GenerateCharacterPortraitInput | GenerateImageInput) -> Gener
 class JobQuery:
     @strawberry.field(description="One of the viewer's jobs; NOT_FOUND for a missing or foreign id.")
     async def job(
-        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+        self, info: Info[Context, None], id: JobId  # noqa: A002 - the GraphQL argument's name
     ) -> JobType | None:
         load = info.context.loaders.job_by_id.load  # UNAUTHENTICATED before any check of the id
         job = await jobs.get_job(load, job_id=parse_id(id))
@@ -36,9 +38,11 @@ class JobQuery:
     async def jobs(
         self,
         info: Info[Context, None],
-        first: int | None = None,
-        after: str | None = None,
-        status: JobStatus | None = None,
+        first: First = None,
+        after: After = None,
+        status: Annotated[
+            JobStatus | None, strawberry.argument(description="Only jobs with this status; every job when omitted.")
+        ] = None,
     ) -> Connection[JobType] | None:
         context = info.context
         page = await jobs.list_jobs(context.pool, context.require_viewer(), first=first, after=after, status=status)
@@ -54,7 +58,9 @@ class JobMutation:
     async def generate_character_portrait(
         self,
         info: Info[Context, None],
-        input: GenerateCharacterPortraitInput,  # noqa: A002 - the GraphQL argument's name
+        input: Annotated[  # noqa: A002 - the GraphQL argument's name
+            GenerateCharacterPortraitInput, strawberry.argument(description="Whose portrait, and how to make it.")
+        ],
     ) -> JobType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -75,7 +81,11 @@ class JobMutation:
 
     @strawberry.mutation(description="Queue a free-form image for the workspace and return the job at once.")
     async def generate_image(
-        self, info: Info[Context, None], input: GenerateImageInput  # noqa: A002 - the GraphQL argument's name
+        self,
+        info: Info[Context, None],
+        input: Annotated[  # noqa: A002 - the GraphQL argument's name
+            GenerateImageInput, strawberry.argument(description="The prompt, and how to make the image.")
+        ],
     ) -> JobType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -86,7 +96,7 @@ class JobMutation:
 
     @strawberry.mutation(description="Cancel a queued or running job (its provider request too); returns the job.")
     async def cancel_job(
-        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+        self, info: Info[Context, None], id: JobId  # noqa: A002 - the GraphQL argument's name
     ) -> JobType | None:
         context = info.context
         viewer = context.require_viewer()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.ids import parse_id
+from graph.ids import LibraryAssetId, parse_id
 from graph.types.assets import LibraryAssetType, WorkspaceAssetType
 from graph.types.enums import LibraryTab
-from graph.types.pagination import Connection
+from graph.types.pagination import After, Connection, First
 from resolvers import library
 
 
@@ -19,7 +21,7 @@ class LibraryQuery:
         description="The viewer's unexpired workspace images, newest first. `first` is 1-100 (default 20)."
     )
     async def workspace_assets(
-        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+        self, info: Info[Context, None], first: First = None, after: After = None
     ) -> Connection[WorkspaceAssetType] | None:
         context = info.context
         page = await library.list_workspace_assets(context.pool, context.require_viewer(), first=first, after=after)
@@ -32,9 +34,9 @@ class LibraryQuery:
     async def library_assets(
         self,
         info: Info[Context, None],
-        first: int | None = None,
-        after: str | None = None,
-        tab: LibraryTab = LibraryTab.ALL,
+        first: First = None,
+        after: After = None,
+        tab: Annotated[LibraryTab, strawberry.argument(description="Which images; ALL when omitted.")] = LibraryTab.ALL,
     ) -> Connection[LibraryAssetType] | None:
         context = info.context
         page = await library.list_library_assets(
@@ -47,7 +49,11 @@ class LibraryQuery:
 class LibraryMutation:
     @strawberry.mutation(description="Keep a workspace image in the library; saving it again returns the same asset.")
     async def save_to_library(
-        self, info: Info[Context, None], workspace_asset_id: strawberry.ID
+        self,
+        info: Info[Context, None],
+        workspace_asset_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The workspace asset's id (a UUID), while unexpired.")
+        ],
     ) -> LibraryAssetType | None:
         context = info.context
         viewer = context.require_viewer()
@@ -61,7 +67,7 @@ class LibraryMutation:
         description="Delete a library image and its thumbnail; characters showing it fall back to null. Returns its id."
     )
     async def delete_library_asset(
-        self, info: Info[Context, None], id: strawberry.ID  # noqa: A002 - the GraphQL argument's name
+        self, info: Info[Context, None], id: LibraryAssetId  # noqa: A002 - the GraphQL argument's name
     ) -> strawberry.ID | None:
         context = info.context
         viewer = context.require_viewer()

@@ -37,7 +37,6 @@ from strawberry.schema.schema import (
     StrawberryGraphQLCoreExecutionContext,
     StreamResult,
 )
-from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
@@ -55,6 +54,7 @@ from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
 from graph.viewer import ViewerQuery
 from resolvers.characters import TAGS_MAX_COUNT
+from resolvers.jobs import MAX_JOB_ATTEMPTS
 from resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_DEPTH = 10
@@ -84,7 +84,6 @@ JSON_WEIGHT = 40
 # of 29 aliases, each field's type's fields below it (240 ms before), is over a million.
 MAX_INTROSPECTION = 11_000
 # Bounds of the lists that are not pages: attempts (JOB_MAX_ATTEMPTS is at most 20), the model catalogue.
-MAX_JOB_ATTEMPTS = 20
 MAX_IMAGE_MODELS = 50
 # The parsed documents and validation results kept (graph/document_cache.py), by their documents' characters: about
 # 120 bytes of objects a character, so at most ~24 MB (a count of 256 admitted 300 MB of 10,000-character documents).
@@ -97,8 +96,16 @@ LIMITS = Limits(
     depth=MAX_DEPTH, aliases=MAX_ALIASES, fields=MAX_FIELDS, selections=MAX_SELECTIONS, repeats=MAX_REPEATS
 )
 
-Query = merge_types("Query", (ViewerQuery, CharacterQuery, JobQuery, LibraryQuery, CatalogQuery))
-Mutation = merge_types("Mutation", (CharacterMutation, JobMutation, LibraryMutation))
+
+
+@strawberry.type(description="What you can read: your own data (a bearer token is needed) and the public catalogue.")
+class Query(ViewerQuery, CharacterQuery, JobQuery, LibraryQuery, CatalogQuery):
+    """The per-domain queries in one type (as strawberry's merge_types does, with a description)."""
+
+
+@strawberry.type(description="What you can change; every mutation needs a bearer token and acts on your own data.")
+class Mutation(CharacterMutation, JobMutation, LibraryMutation):
+    """The per-domain mutations in one type."""
 
 
 SUBSCRIPTION_NEEDS_WEBSOCKET = (

@@ -8,24 +8,33 @@ at the first event.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.ids import parse_id, parse_optional_id
+from graph.ids import JobId, parse_id, parse_optional_id
 from graph.types.character import CharacterType
 from graph.types.job import JobType
 from resolvers import subscriptions
 
+WatchedCharacterId = Annotated[
+    strawberry.ID | None,
+    strawberry.argument(description="One of your characters (a UUID); every character of yours when omitted."),
+]
 
-@strawberry.type
+
+@strawberry.type(
+    description="Live updates over a websocket at /graphql (graphql-transport-ws, or the legacy graphql-ws); "
+    "each needs a token, as queries do."
+)
 class Subscription:
     @strawberry.subscription(
         description="The job's current state first, then each change; completes after COMPLETED, FAILED or CANCELED. "
         "NOT_FOUND for a missing or foreign id."
     )
-    async def job_updated(self, info: Info[Context, None], id: strawberry.ID) -> AsyncGenerator[JobType, None]:  # noqa: A002 - the GraphQL argument is named id
+    async def job_updated(self, info: Info[Context, None], id: JobId) -> AsyncGenerator[JobType, None]:  # noqa: A002 - the GraphQL argument is named id
         context = info.context
         updates = subscriptions.job_updates(
             context.pool, context.events, context.require_viewer(), context.subscription_limits, job_id=parse_id(id)
@@ -39,7 +48,7 @@ class Subscription:
         "for every character of the viewer. NOT_FOUND for a missing or foreign id."
     )
     async def character_image_updated(
-        self, info: Info[Context, None], character_id: strawberry.ID | None = None
+        self, info: Info[Context, None], character_id: WatchedCharacterId = None
     ) -> AsyncGenerator[CharacterType, None]:
         context = info.context
         updates = subscriptions.character_image_updates(

@@ -23,6 +23,8 @@ from storage.job_attempts import JobAttempt
 from storage.jobs import Job, JobMetadata
 
 MAX_SEED = 2**31 - 1
+# The most attempts a job may be given: the maximum server/settings.py allows JOB_MAX_ATTEMPTS.
+MAX_JOB_ATTEMPTS = 20
 JOB_NOT_FOUND = "Job not found"
 
 

@@ -12,6 +12,7 @@ from strawberry.types import Info
 
 from graph.context import Context
 from graph.types.signed_url import SignedUrlType
+from resolvers.characters import TAGS_MAX_COUNT
 from resolvers.images import check_ttl, signed_image
 from storage.objects.paths import Bucket
 from storage.user_library import LibraryAsset
@@ -33,23 +34,33 @@ def _signed(
 
 @strawberry.type(name="WorkspaceAsset", description="A generated image in workspace-temp, kept until expiresAt.")
 class WorkspaceAssetType:
-    id: strawberry.ID
-    job_id: strawberry.ID | None
-    asset_type: str
+    id: strawberry.ID = strawberry.field(description="The asset's id (a UUID), for saveToLibrary.")
+    job_id: strawberry.ID | None = strawberry.field(
+        description="The job that generated it; null for an image not made by a job."
+    )
+    asset_type: str = strawberry.field(description="What the file is: image (video is reserved).")
     path: str = strawberry.field(
         description="The image as a character's imageUrl names it: workspace-temp/{user_id}/..."
     )
-    thumbnail_path: str | None = strawberry.field(description="The WEBP thumbnail, workspace-temp/...thumb.webp.")
-    mime_type: str
-    file_size_bytes: int = strawberry.field(description="Fits a GraphQL Int: images are capped far below 2 GiB.")
-    prompt: str | None
-    model_key: str | None
-    seed: int | None
-    width: int | None
-    height: int | None
-    generation_settings: JSON
-    created_at: datetime
-    expires_at: datetime
+    thumbnail_path: str | None = strawberry.field(
+        description="The WEBP thumbnail, workspace-temp/...thumb.webp; null when none was made."
+    )
+    mime_type: str = strawberry.field(description="The image's media type, as stored (image/png, image/webp...).")
+    file_size_bytes: int = strawberry.field(
+        description="The image's size in bytes. Fits a GraphQL Int: images are capped far below 2 GiB."
+    )
+    prompt: str | None = strawberry.field(description="The prompt the image was made from; null when unknown.")
+    model_key: str | None = strawberry.field(description="The ImageModel.modelKey that made it; null when unknown.")
+    seed: int | None = strawberry.field(description="The seed the image was made with; null when unknown.")
+    width: int | None = strawberry.field(description="Width in pixels; null when unknown.")
+    height: int | None = strawberry.field(description="Height in pixels; null when unknown.")
+    generation_settings: JSON = strawberry.field(
+        description="What the generation was asked for (model, quality, width, height...), as a JSON object."
+    )
+    created_at: datetime = strawberry.field(description="When the image was stored (UTC).")
+    expires_at: datetime = strawberry.field(
+        description="When the workspace drops it (UTC; 24 h after creation by default): save it to keep it."
+    )
     model: strawberry.Private[WorkspaceAsset]
 
     @strawberry.field(description="The image, signed for workspace-temp (1 h by default); null when it is gone.")
@@ -90,25 +101,33 @@ class WorkspaceAssetType:
 
 @strawberry.type(name="LibraryAsset", description="An image kept for good in user-library.")
 class LibraryAssetType:
-    id: strawberry.ID
-    asset_type: str
+    id: strawberry.ID = strawberry.field(description="The asset's id (a UUID), for deleteLibraryAsset.")
+    asset_type: str = strawberry.field(description="What the file is: image (video is reserved).")
     path: str = strawberry.field(description="The image as a character's imageUrl names it: user-library/{user_id}/...")
-    thumbnail_path: str | None
-    mime_type: str
-    file_size_bytes: int
-    prompt: str | None
-    model_key: str | None
-    seed: int | None
-    width: int | None
-    height: int | None
-    tags: list[str]
+    thumbnail_path: str | None = strawberry.field(
+        description="The WEBP thumbnail, user-library/...thumb.webp; null when none was made."
+    )
+    mime_type: str = strawberry.field(description="The image's media type, as stored (image/png, image/webp...).")
+    file_size_bytes: int = strawberry.field(description="The image's size in bytes.")
+    prompt: str | None = strawberry.field(description="The prompt the image was made from; null when unknown.")
+    model_key: str | None = strawberry.field(description="The ImageModel.modelKey that made it; null when unknown.")
+    seed: int | None = strawberry.field(description="The seed the image was made with; null when unknown.")
+    width: int | None = strawberry.field(description="Width in pixels; null when unknown.")
+    height: int | None = strawberry.field(description="Height in pixels; null when unknown.")
+    tags: list[str] = strawberry.field(
+        description=f"Up to {TAGS_MAX_COUNT} tags; a 'character' tag puts it in the CHARACTERS tab."
+    )
     roleplay_metadata: JSON = strawberry.field(
         description="For a character portrait: "
         "{type: 'character_portrait', character_id, character_name, consistency_method}."
     )
-    content_category: str | None
-    source_job_id: strawberry.ID | None
-    created_at: datetime
+    content_category: str | None = strawberry.field(
+        description="A free-form category; 'character' puts it in the CHARACTERS tab. Null when none."
+    )
+    source_job_id: strawberry.ID | None = strawberry.field(
+        description="The job that generated it; null for an image saved otherwise."
+    )
+    created_at: datetime = strawberry.field(description="When the image was saved to the library (UTC).")
     model: strawberry.Private[LibraryAsset]
 
     @strawberry.field(description="The image, signed for user-library (24 h by default); null when it is gone.")

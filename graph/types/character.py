@@ -12,6 +12,17 @@ from strawberry.types import Info
 from graph.context import Context
 from graph.types.enums import ContentRating
 from graph.types.signed_url import SignedUrlType
+from resolvers.characters import (
+    DESCRIPTION_MAX,
+    GENDER_MAX,
+    NAME_MAX,
+    PERSONA_MAX,
+    SCENE_RULES_MAX_BYTES,
+    SCENE_RULES_MAX_DEPTH,
+    TAG_MAX,
+    TAGS_MAX_COUNT,
+    TRAITS_MAX,
+)
 from resolvers.images import check_ttl, signed_image
 from storage.characters import Character
 
@@ -23,15 +34,24 @@ TtlSeconds = Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTI
 
 @strawberry.type(name="Character", description="A roleplay character owned by the viewer.")
 class CharacterType:
-    id: strawberry.ID
-    name: str
-    description: str
-    appearance_tags: list[str]
-    traits: str | None
-    persona: str | None
-    gender: str | None
-    content_rating: ContentRating
-    scene_behavior_rules: JSON | None
+    id: strawberry.ID = strawberry.field(description="The character's id (a UUID).")
+    name: str = strawberry.field(description=f"1-{NAME_MAX} characters.")
+    description: str = strawberry.field(
+        description=f"1-{DESCRIPTION_MAX} characters: who the character is; portrait prompts are built from it."
+    )
+    appearance_tags: list[str] = strawberry.field(
+        description=f"Up to {TAGS_MAX_COUNT} tags of 1-{TAG_MAX} characters; empty when none were given."
+    )
+    traits: str | None = strawberry.field(description=f"Up to {TRAITS_MAX} characters; null when not given.")
+    persona: str | None = strawberry.field(description=f"Up to {PERSONA_MAX} characters; null when not given.")
+    gender: str | None = strawberry.field(
+        description=f"Free text of up to {GENDER_MAX} characters; null when not given."
+    )
+    content_rating: ContentRating = strawberry.field(description="Who the character is suitable for.")
+    scene_behavior_rules: JSON | None = strawberry.field(
+        description=f"A JSON object of at most {SCENE_RULES_MAX_BYTES // 1024} KiB, nested at most "
+        f"{SCENE_RULES_MAX_DEPTH} levels, kept as given for the app's scenes; null when not given."
+    )
     image_url: str | None = strawberry.field(
         description="Where the portrait is kept: a storage path (user-library/..., workspace-temp/...) "
         "or an external http(s) URL. Never a signed URL."
@@ -39,9 +59,13 @@ class CharacterType:
     reference_image_url: str | None = strawberry.field(
         description="The image used for consistency in scene generation; same forms as imageUrl."
     )
-    seed_locked: int | None = strawberry.field(description="The generation seed kept for a consistent look.")
-    created_at: datetime
-    updated_at: datetime
+    seed_locked: int | None = strawberry.field(
+        description="The generation seed kept for a consistent look: set by the first portrait; null before one."
+    )
+    created_at: datetime = strawberry.field(description="When the character was created (UTC).")
+    updated_at: datetime = strawberry.field(
+        description="When the character last changed (UTC), its image included."
+    )
     model: strawberry.Private[Character]
 
     @strawberry.field(description="imageUrl as a URL to show: signed for our storage, as is for an external URL; "
@@ -96,7 +120,9 @@ class CreateCharacterInput:
     traits: str | None = strawberry.field(default=None, description="Up to 1000 characters.")
     persona: str | None = strawberry.field(default=None, description="Up to 4000 characters.")
     gender: str | None = strawberry.field(default=None, description="Up to 50 characters.")
-    content_rating: ContentRating = ContentRating.SFW
+    content_rating: ContentRating = strawberry.field(
+        default=ContentRating.SFW, description="Who the character is suitable for; SFW when omitted."
+    )
     scene_behavior_rules: JSON | None = strawberry.field(
         default=None, description="A JSON object of at most 16 KiB, nested at most 10 levels."
     )
@@ -118,16 +144,36 @@ class CreateCharacterInput:
 
 @strawberry.input(description="A partial update: omitted fields keep their value, null clears an optional one.")
 class UpdateCharacterInput:
-    name: str | None = strawberry.UNSET
-    description: str | None = strawberry.UNSET
-    appearance_tags: list[str] | None = strawberry.UNSET
-    traits: str | None = strawberry.UNSET
-    persona: str | None = strawberry.UNSET
-    gender: str | None = strawberry.UNSET
-    content_rating: ContentRating | None = strawberry.UNSET
-    scene_behavior_rules: JSON | None = strawberry.UNSET
-    image_url: str | None = strawberry.UNSET
-    reference_image_url: str | None = strawberry.UNSET
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET, description=f"1-{NAME_MAX} characters, trimmed; null is refused."
+    )
+    description: str | None = strawberry.field(
+        default=strawberry.UNSET, description=f"1-{DESCRIPTION_MAX} characters, trimmed; null is refused."
+    )
+    appearance_tags: list[str] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"Up to {TAGS_MAX_COUNT} tags of 1-{TAG_MAX} characters; replaces the list (null empties it).",
+    )
+    traits: str | None = strawberry.field(default=strawberry.UNSET, description=f"Up to {TRAITS_MAX} characters.")
+    persona: str | None = strawberry.field(
+        default=strawberry.UNSET, description=f"Up to {PERSONA_MAX} characters."
+    )
+    gender: str | None = strawberry.field(default=strawberry.UNSET, description=f"Up to {GENDER_MAX} characters.")
+    content_rating: ContentRating | None = strawberry.field(
+        default=strawberry.UNSET, description="Who the character is suitable for; null is refused."
+    )
+    scene_behavior_rules: JSON | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"A JSON object of at most {SCENE_RULES_MAX_BYTES // 1024} KiB, nested at most "
+        f"{SCENE_RULES_MAX_DEPTH} levels.",
+    )
+    image_url: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Same rules as CreateCharacterInput.imageUrl; null or an empty string clears the image.",
+    )
+    reference_image_url: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Same rules as imageUrl."
+    )
 
     def to_fields(self) -> dict[str, Any]:
         return _fields(self)

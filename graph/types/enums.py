@@ -2,26 +2,87 @@
 
 ``strawberry.enum`` registers each class in place; graph modules import the
 enums from here, so the registration has run before any type names them.
+Each value's description is given here, beside the enum's (storage/ knows
+nothing of GraphQL): ``graphql_enum`` fails at import when one is missing or
+names no member.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from enum import StrEnum
+
 import strawberry
+from strawberry.types.enum import has_enum_definition
 
 from storage.enums import ContentRating, JobAttemptOutcome, JobDestination, JobStatus, LibraryTab, Quality
 
-strawberry.enum(JobStatus, description="Where a job is: queued, processing, then completed, failed or canceled.")
-strawberry.enum(JobDestination, description="What the image is for.")
-strawberry.enum(
-    JobAttemptOutcome,
-    description=(
-        "How one attempt at a job ended: RUNNING until it ends; COMPLETED; FAILED (see retryable); CANCELED by you;"
-        " ABANDONED (its worker stopped renewing the lease and the job was claimed again) or LEASE_LOST (the same,"
-        " its worker still running); RELEASED (its worker stopped and handed the job back to the queue)."
-    ),
+
+def graphql_enum(cls: type[StrEnum], description: str, values: Mapping[str, str]) -> None:
+    """Register ``cls`` as a GraphQL enum with ``description``, each value described by ``values[member name]``."""
+    strawberry.enum(cls, description=description)
+    if set(values) != set(cls.__members__):
+        raise ValueError(f"{cls.__name__}: describe exactly its values {sorted(cls.__members__)}, not {sorted(values)}")
+    assert has_enum_definition(cls)
+    definition = cls.__strawberry_definition__
+    definition.values = [dataclasses.replace(value, description=values[value.name]) for value in definition.values]
+
+
+graphql_enum(
+    JobStatus,
+    "Where a job is: queued, processing, then completed, failed or canceled.",
+    {
+        "QUEUED": "Waiting for a worker (or for its next attempt after a retryable failure).",
+        "PROCESSING": "A worker is generating and storing the image.",
+        "COMPLETED": "Final: the image is stored (workspaceAsset; libraryAsset for a character portrait).",
+        "FAILED": "Final: no attempt succeeded; error says why.",
+        "CANCELED": "Final: canceled by you (cancelJob).",
+    },
 )
-strawberry.enum(Quality, description="Generation quality: high (the seed's default) or fast.")
-strawberry.enum(ContentRating, description="Who the character is suitable for.")
-strawberry.enum(LibraryTab, description="Which library images to list: everything, or the seed's characters tab.")
+graphql_enum(
+    JobDestination,
+    "What the image is for.",
+    {
+        "CHARACTER_PORTRAIT": "A character's portrait (or a draft's): auto-saved to the library and set as its image.",
+        "WORKSPACE": "A free-form image kept in workspace-temp until it expires, unless saved to the library.",
+    },
+)
+graphql_enum(
+    JobAttemptOutcome,
+    "How one attempt at a job ended: RUNNING until it ends; COMPLETED; FAILED (see retryable); CANCELED by you;"
+    " ABANDONED (its worker stopped renewing the lease and the job was claimed again) or LEASE_LOST (the same,"
+    " its worker still running); RELEASED (its worker stopped and handed the job back to the queue).",
+    {
+        "RUNNING": "The attempt is running now.",
+        "COMPLETED": "The attempt stored the image.",
+        "FAILED": "The attempt failed; retryable says whether another could succeed.",
+        "CANCELED": "You canceled the job while this attempt ran.",
+        "LEASE_LOST": "Its worker was too slow to renew its lease (or cut off from the database) and gave up.",
+        "ABANDONED": "Its worker stopped renewing its lease and another claimed the job.",
+        "RELEASED": "Its worker stopped and handed the job back untouched; not counted in Job.attempts.",
+    },
+)
+graphql_enum(
+    Quality,
+    "Generation quality: high (the seed's default) or fast.",
+    {
+        "HIGH": "Detail over speed (the default).",
+        "FAST": "Speed over detail, as the seed's fast setting; kept with the job and its images' settings.",
+    },
+)
+graphql_enum(
+    ContentRating,
+    "Who the character is suitable for.",
+    {"SFW": "Safe for work: anyone (the default).", "NSFW": "Adults only."},
+)
+graphql_enum(
+    LibraryTab,
+    "Which library images to list: everything, or the seed's characters tab.",
+    {
+        "ALL": "Every image in your library.",
+        "CHARACTERS": "Character portraits, and images tagged or categorised 'character'.",
+    },
+)
 
 __all__ = ["ContentRating", "JobAttemptOutcome", "JobDestination", "JobStatus", "LibraryTab", "Quality"]

@@ -11,8 +11,24 @@ from graph.context import Context
 from graph.types.assets import LibraryAssetType, WorkspaceAssetType
 from graph.types.character import CharacterType
 from graph.types.enums import JobAttemptOutcome, JobDestination, JobStatus, Quality
+from resolvers.characters import (
+    DESCRIPTION_MAX,
+    GENDER_MAX,
+    NAME_MAX,
+    PERSONA_MAX,
+    TAG_MAX,
+    TAGS_MAX_COUNT,
+    TRAITS_MAX,
+)
+from resolvers.jobs import MAX_JOB_ATTEMPTS, MAX_SEED
+from resolvers.portrait_prompt import MAX_PROMPT_LENGTH
 from storage.job_attempts import JobAttempt
 from storage.jobs import Job
+
+MODEL_ID_DESCRIPTION = (
+    "An ImageModel id; the default model when omitted. A model whose `available` is false is BAD_USER_INPUT."
+)
+SEED_DESCRIPTION = f"0 to {MAX_SEED}; the provider picks one when omitted (Job.seed then shows it)."
 
 
 @strawberry.type(name="ProviderProgress", description="What the image provider last said about the request.")
@@ -35,13 +51,15 @@ class JobAttemptType:
             " numbered here but not counted in Job.attempts."
         )
     )
-    started_at: datetime
-    finished_at: datetime | None = strawberry.field(description="Null while the attempt runs.")
-    outcome: JobAttemptOutcome
+    started_at: datetime = strawberry.field(description="When a worker took the job for this attempt (UTC).")
+    finished_at: datetime | None = strawberry.field(description="When the attempt ended (UTC); null while it runs.")
+    outcome: JobAttemptOutcome = strawberry.field(description="How the attempt ended; RUNNING while it runs.")
     retryable: bool | None = strawberry.field(
         description="For a FAILED attempt: whether another attempt could succeed; null for other outcomes."
     )
-    error: str | None = strawberry.field(description="Why the attempt did not complete.")
+    error: str | None = strawberry.field(
+        description="Why the attempt did not complete; null for a RUNNING or COMPLETED one."
+    )
 
     @classmethod
     def from_model(cls, attempt: JobAttempt) -> JobAttemptType:
@@ -57,28 +75,44 @@ class JobAttemptType:
 
 @strawberry.type(name="Job", description="One image generation.")
 class JobType:
-    id: strawberry.ID
-    status: JobStatus
-    destination: JobDestination
+    id: strawberry.ID = strawberry.field(description="The job's id (a UUID), for job, cancelJob and jobChanged.")
+    status: JobStatus = strawberry.field(description="Where the job is; COMPLETED, FAILED and CANCELED are final.")
+    destination: JobDestination = strawberry.field(description="What the image is for.")
     character_id: strawberry.ID | None = strawberry.field(
         description="The character the portrait is for; null for a draft not yet attached by createCharacter."
     )
     is_draft: bool = strawberry.field(description="A portrait generated before its character exists.")
-    model_key: str
-    prompt: str
-    quality: Quality
+    model_key: str = strawberry.field(description="The ImageModel.modelKey the job runs on.")
+    prompt: str = strawberry.field(
+        description=f"The prompt sent to the provider (at most {MAX_PROMPT_LENGTH} characters): the given one, "
+        "or the one built from the character."
+    )
+    quality: Quality = strawberry.field(description="The quality asked for.")
     seed: int | None = strawberry.field(description="The requested seed, then the one the image was made with.")
-    attempts: int
-    max_attempts: int
+    attempts: int = strawberry.field(
+        description="Attempts made so far (RELEASED ones, handed back by a stopping worker, are not counted)."
+    )
+    max_attempts: int = strawberry.field(
+        description=f"How many attempts the job may take before it FAILED (the server's JOB_MAX_ATTEMPTS, "
+        f"at most {MAX_JOB_ATTEMPTS})."
+    )
     error: str | None = strawberry.field(description="Why the last attempt failed (the job may still be retried).")
-    provider_progress: ProviderProgressType | None
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    updated_at: datetime
+    provider_progress: ProviderProgressType | None = strawberry.field(
+        description="What the image provider last said; null until it has said something."
+    )
+    created_at: datetime = strawberry.field(description="When the job was queued (UTC).")
+    started_at: datetime | None = strawberry.field(
+        description="When a worker first took it (UTC); null while it is still queued."
+    )
+    completed_at: datetime | None = strawberry.field(
+        description="When it COMPLETED (UTC); null before, and for a failed or canceled job."
+    )
+    updated_at: datetime = strawberry.field(description="When anything about the job last changed (UTC).")
     model: strawberry.Private[Job]
 
-    @strawberry.field(description="The character the portrait is for.")
+    @strawberry.field(
+        description="The character the portrait is for; null for a workspace image, a draft, or a deleted character."
+    )
     async def character(self, info: Info[Context, None]) -> CharacterType | None:
         if self.model.character_id is None:
             return None
@@ -134,30 +168,34 @@ class JobType:
 
 @strawberry.input(description="A character that does not exist yet: the fields its portrait prompt is built from.")
 class PortraitDraftInput:
-    name: str
-    description: str
-    appearance_tags: list[str] | None = None
-    traits: str | None = None
-    persona: str | None = None
-    gender: str | None = None
+    name: str = strawberry.field(description=f"1-{NAME_MAX} characters, trimmed.")
+    description: str = strawberry.field(description=f"1-{DESCRIPTION_MAX} characters, trimmed.")
+    appearance_tags: list[str] | None = strawberry.field(
+        default=None, description=f"Up to {TAGS_MAX_COUNT} tags of 1-{TAG_MAX} characters."
+    )
+    traits: str | None = strawberry.field(default=None, description=f"Up to {TRAITS_MAX} characters.")
+    persona: str | None = strawberry.field(default=None, description=f"Up to {PERSONA_MAX} characters.")
+    gender: str | None = strawberry.field(default=None, description=f"Up to {GENDER_MAX} characters.")
 
 
 @strawberry.input(
     description="Generate a portrait for characterId, or for a draft (then pass the job to createCharacter)."
 )
 class GenerateCharacterPortraitInput:
-    character_id: strawberry.ID | None = None
-    draft: PortraitDraftInput | None = None
-    model_id: strawberry.ID | None = strawberry.field(
-        default=None, description="An ImageModel id; the default model when omitted."
+    character_id: strawberry.ID | None = strawberry.field(
+        default=None, description="One of your characters; give either this or draft."
     )
-    quality: Quality = Quality.HIGH
-    seed: int | None = strawberry.field(default=None, description="0 to 2147483647; random when omitted.")
+    draft: PortraitDraftInput | None = strawberry.field(
+        default=None, description="A character not created yet; give either this or characterId."
+    )
+    model_id: strawberry.ID | None = strawberry.field(default=None, description=MODEL_ID_DESCRIPTION)
+    quality: Quality = strawberry.field(default=Quality.HIGH, description="HIGH when omitted.")
+    seed: int | None = strawberry.field(default=None, description=SEED_DESCRIPTION)
 
 
 @strawberry.input(description="Generate a free-form image into the workspace.")
 class GenerateImageInput:
-    prompt: str = strawberry.field(description="1-2000 characters.")
-    model_id: strawberry.ID | None = None
-    quality: Quality = Quality.HIGH
-    seed: int | None = None
+    prompt: str = strawberry.field(description=f"1-{MAX_PROMPT_LENGTH} characters, trimmed.")
+    model_id: strawberry.ID | None = strawberry.field(default=None, description=MODEL_ID_DESCRIPTION)
+    quality: Quality = strawberry.field(default=Quality.HIGH, description="HIGH when omitted.")
+    seed: int | None = strawberry.field(default=None, description=SEED_DESCRIPTION)

@@ -3,34 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import strawberry
 
-from resolvers.pagination import Page
+from resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page
+
+First = Annotated[
+    int | None,
+    strawberry.argument(description=f"Page size: 1-{MAX_PAGE_SIZE}; {DEFAULT_PAGE_SIZE} when omitted."),
+]
+After = Annotated[
+    str | None,
+    strawberry.argument(
+        description="A cursor from this list (pageInfo.endCursor, or an edge's): the page starts after it. "
+        "The first page when omitted; BAD_USER_INPUT for a cursor this list could not have made."
+    ),
+]
 
 Node = TypeVar("Node")
 Row = TypeVar("Row")
 
 
-@strawberry.type
+@strawberry.type(description="Where a page lies in its list, and the cursor to ask for the next one with.")
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(
+        description="Whether more items follow: pass endCursor as `after` to get them."
+    )
+    has_previous_page: bool = strawberry.field(
+        description="Whether this page was asked for with `after` (lists page forward only)."
+    )
+    start_cursor: str | None = strawberry.field(description="The first edge's cursor; null for an empty page.")
+    end_cursor: str | None = strawberry.field(
+        description="The last edge's cursor, to pass as `after`; null for an empty page."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="One item of a page, with the cursor that continues the list after it.")
 class Edge(Generic[Node]):
-    cursor: str
-    node: Node
+    cursor: str = strawberry.field(
+        description="Opaque (at most 128 characters): pass it as `after` to list the items after this one, "
+        "in the same order."
+    )
+    node: Node = strawberry.field(description="The item.")
 
 
-@strawberry.type
+@strawberry.type(description="One page of a list, fetched by keyset: a page never repeats or skips an item "
+                 "because another was added meanwhile.")
 class Connection(Generic[Node]):
-    edges: list[Edge[Node]]
-    page_info: PageInfo
+    edges: list[Edge[Node]] = strawberry.field(description="The page's items, in the list's order.")
+    page_info: PageInfo = strawberry.field(description="Whether more follow, and the cursor to get them with.")
 
     @classmethod
     def from_page(cls, page: Page[Row], node: Callable[[Row], Node]) -> Connection[Node]:

@@ -15,7 +15,9 @@ from storage.objects.signing import SignedUrl
     "so browsers and CDNs can cache the image.",
 )
 class SignedUrlType:
-    url: str
+    url: str = strawberry.field(
+        description="Load it as is (an <img> src): our signed object route or bucket URL, or an external URL."
+    )
     expires_at: datetime | None = strawberry.field(
         description="When a signed URL stops working; null for an external URL passed through unsigned."
     )

@@ -9,7 +9,9 @@ from resolvers.viewer import Viewer
 
 @strawberry.type(name="Viewer", description="The user the bearer token names.")
 class ViewerType:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="The token's subject (a UUID): the {user id} folder of your storage paths."
+    )
 
     @classmethod
     def from_viewer(cls, viewer: Viewer) -> ViewerType:
