@@ -12,6 +12,13 @@ from resolvers.image_models import list_image_models
 
 @strawberry.type
 class CatalogQuery:
-    @strawberry.field(description="The active image models, the default first.")
+    @strawberry.field(
+        description="The active image models, the default first, then by displayName; public (no token needed). "
+        "Models this server cannot run are listed with available false."
+    )
     async def image_models(self, info: Info[Context, None]) -> list[ImageModelType]:
-        return [ImageModelType.from_model(model) for model in await list_image_models(info.context.pool)]
+        providers = info.context.job_policy.providers
+        return [
+            ImageModelType.from_model(model, providers=providers)
+            for model in await list_image_models(info.context.pool)
+        ]

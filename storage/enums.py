@@ -76,3 +76,31 @@ class Provider(StrEnum):
 
     LOCAL = "local"
     FAL = "fal"
+
+
+class ProviderStatus(StrEnum):
+    """jobs.provider_status: where the provider has the request, in fal's words (the local provider uses them too).
+
+    The column is written as the provider words it (unchecked: fal may add a
+    word); ``provider_status`` reads one we do not know as IN_PROGRESS.
+    """
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+
+
+def provider_status(word: str) -> ProviderStatus:
+    """The stored word as a member; an unknown one is IN_PROGRESS (the request is neither waiting nor done)."""
+    try:
+        return ProviderStatus(word)
+    except ValueError:
+        return ProviderStatus.IN_PROGRESS
+
+
+class AssetType(StrEnum):
+    """workspace_assets.asset_type and user_library.asset_type (CHECKs hold the same two)."""
+
+    IMAGE = "image"
+    # Reserved by the seed's schema; nothing makes one yet.
+    VIDEO = "video"

@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.database import Connection, Executor, returned
-from storage.enums import JobDestination, JobStatus, Provider, Quality
+from storage.enums import JobDestination, JobStatus, Provider, ProviderStatus, Quality, provider_status
 from storage.errors import translate_errors
 
 
@@ -55,7 +55,7 @@ class Job:
     # The worker of the latest attempt, kept after its lease ends: who finished a finished job. Operators only.
     worker_id: str | None
     provider_request_id: str | None
-    provider_status: str | None
+    provider_status: ProviderStatus | None
     queue_position: int | None
     result_url: str | None
     error: str | None
@@ -108,7 +108,7 @@ def _job(row: asyncpg.Record) -> Job:
         locked_until=row["locked_until"],
         worker_id=row["worker_id"],
         provider_request_id=row["provider_request_id"],
-        provider_status=row["provider_status"],
+        provider_status=None if row["provider_status"] is None else provider_status(row["provider_status"]),
         queue_position=row["queue_position"],
         result_url=row["result_url"],
         error=row["error"],

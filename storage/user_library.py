@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.database import Connection, returned
-from storage.enums import LibraryTab
+from storage.enums import AssetType, LibraryTab
 from storage.errors import translate_errors
 from storage.objects.paths import Bucket
 from storage.stored_objects import present_keys_column
@@ -35,7 +35,7 @@ class RoleplayMetadata(TypedDict, total=False):
 class LibraryAsset:
     id: UUID
     user_id: UUID
-    asset_type: str
+    asset_type: AssetType
     storage_path: str
     thumbnail_path: str | None
     file_size_bytes: int
@@ -96,7 +96,7 @@ def _asset(row: asyncpg.Record) -> LibraryAsset:
     return LibraryAsset(
         id=row["id"],
         user_id=row["user_id"],
-        asset_type=row["asset_type"],
+        asset_type=AssetType(row["asset_type"]),
         storage_path=row["storage_path"],
         thumbnail_path=row["thumbnail_path"],
         file_size_bytes=row["file_size_bytes"],

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.database import Connection, Executor, returned
+from storage.enums import AssetType
 from storage.errors import translate_errors
 from storage.objects.paths import Bucket
 from storage.stored_objects import present_keys_column
@@ -38,7 +39,7 @@ class WorkspaceAsset:
     id: UUID
     user_id: UUID
     job_id: UUID | None
-    asset_type: str
+    asset_type: AssetType
     temp_storage_path: str
     thumbnail_path: str | None
     mime_type: str
@@ -76,7 +77,7 @@ def _asset(row: asyncpg.Record) -> WorkspaceAsset:
         id=row["id"],
         user_id=row["user_id"],
         job_id=row["job_id"],
-        asset_type=row["asset_type"],
+        asset_type=AssetType(row["asset_type"]),
         temp_storage_path=row["temp_storage_path"],
         thumbnail_path=row["thumbnail_path"],
         mime_type=row["mime_type"],

@@ -147,8 +147,8 @@ async def test_image_models_are_public_and_default_first(graphql: GraphQL) -> No
     body = await graphql("{ imageModels { modelKey provider isDefault } }")
 
     models = body["data"]["imageModels"]
-    assert models[0] == {"modelKey": "local/portrait-v1", "provider": "local", "isDefault": True}
-    assert {"modelKey": "fal-ai/bytedance/seedream/v4/text-to-image", "provider": "fal", "isDefault": False} in models
+    assert models[0] == {"modelKey": "local/portrait-v1", "provider": "LOCAL", "isDefault": True}
+    assert {"modelKey": "fal-ai/bytedance/seedream/v4/text-to-image", "provider": "FAL", "isDefault": False} in models
 
 
 async def test_viewer_is_the_token_subject(graphql: GraphQL, alice: uuid.UUID) -> None:

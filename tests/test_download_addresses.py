@@ -211,7 +211,7 @@ async def test_a_fal_result_redirected_to_the_metadata_service_fails_the_job_and
 ) -> None:
     # given a character with an image, and fal's result URL redirecting to the cloud metadata service
     body = await graphql("{ imageModels { id modelKey provider } }")
-    (model,) = [model for model in body["data"]["imageModels"] if model["provider"] == "fal"]
+    (model,) = [model for model in body["data"]["imageModels"] if model["provider"] == "FAL"]
     character = await create_character(graphql, alice, imageUrl="https://example.com/old.png")
     fake.behave(file_redirect="http://169.254.169.254/latest/meta-data/iam/security-credentials/")
     await start_generation()
@@ -239,7 +239,7 @@ async def test_a_workspace_image_from_fal_still_downloads_under_the_test_setting
 ) -> None:
     # given the test settings (DOWNLOAD_ALLOW_NETWORKS=127.0.0.1) and fal serving its result on 127.0.0.1
     body = await graphql("{ imageModels { id provider } }")
-    (model,) = [model for model in body["data"]["imageModels"] if model["provider"] == "fal"]
+    (model,) = [model for model in body["data"]["imageModels"] if model["provider"] == "FAL"]
     await start_generation()
     # when an image is generated, then it completes
     made = await graphql(GENERATE_IMAGE, {"input": {"prompt": "a lighthouse", "modelId": model["id"]}}, user=alice)

@@ -43,7 +43,7 @@ async def fal_model_id(graphql: GraphQL) -> str:
     body = await graphql("{ imageModels { id modelKey provider } }")
     assert "errors" not in body, body
     (model,) = [model for model in body["data"]["imageModels"] if model["modelKey"] == FAL_MODEL]
-    assert model["provider"] == "fal"
+    assert model["provider"] == "FAL"
     return str(model["id"])
 
 

@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from graph.context import Context
+from graph.types.enums import AssetType
 from graph.types.signed_url import SignedUrlType
 from resolvers.characters import TAGS_MAX_COUNT
 from resolvers.images import check_ttl, signed_image
@@ -38,7 +39,7 @@ class WorkspaceAssetType:
     job_id: strawberry.ID | None = strawberry.field(
         description="The job that generated it; null for an image not made by a job."
     )
-    asset_type: str = strawberry.field(description="What the file is: image (video is reserved).")
+    asset_type: AssetType = strawberry.field(description="What the file is: IMAGE (VIDEO is reserved).")
     path: str = strawberry.field(
         description="The image as a character's imageUrl names it: workspace-temp/{user_id}/..."
     )
@@ -102,7 +103,7 @@ class WorkspaceAssetType:
 @strawberry.type(name="LibraryAsset", description="An image kept for good in user-library.")
 class LibraryAssetType:
     id: strawberry.ID = strawberry.field(description="The asset's id (a UUID), for deleteLibraryAsset.")
-    asset_type: str = strawberry.field(description="What the file is: image (video is reserved).")
+    asset_type: AssetType = strawberry.field(description="What the file is: IMAGE (VIDEO is reserved).")
     path: str = strawberry.field(description="The image as a character's imageUrl names it: user-library/{user_id}/...")
     thumbnail_path: str | None = strawberry.field(
         description="The WEBP thumbnail, user-library/...thumb.webp; null when none was made."

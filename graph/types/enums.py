@@ -16,7 +16,17 @@ from enum import StrEnum
 import strawberry
 from strawberry.types.enum import has_enum_definition
 
-from storage.enums import ContentRating, JobAttemptOutcome, JobDestination, JobStatus, LibraryTab, Quality
+from storage.enums import (
+    AssetType,
+    ContentRating,
+    JobAttemptOutcome,
+    JobDestination,
+    JobStatus,
+    LibraryTab,
+    Provider,
+    ProviderStatus,
+    Quality,
+)
 
 
 def graphql_enum(cls: type[StrEnum], description: str, values: Mapping[str, str]) -> None:
@@ -84,5 +94,37 @@ graphql_enum(
         "CHARACTERS": "Character portraits, and images tagged or categorised 'character'.",
     },
 )
+graphql_enum(
+    Provider,
+    "Which image provider runs a model's jobs.",
+    {
+        "LOCAL": "The server's own renderer: always available.",
+        "FAL": "fal.ai's queue API: available only on a server configured with a fal key (FAL_KEY).",
+    },
+)
+graphql_enum(
+    ProviderStatus,
+    "Where the image provider has the request, in fal's words (the local provider uses them too).",
+    {
+        "IN_QUEUE": "Waiting in the provider's queue; queuePosition says where, when the provider tells.",
+        "IN_PROGRESS": "Being generated (a word of the provider's we do not know is shown as this too).",
+        "COMPLETED": "The provider has the image; the job completes once it is stored.",
+    },
+)
+graphql_enum(
+    AssetType,
+    "What a stored file is.",
+    {"IMAGE": "An image (every asset today).", "VIDEO": "A video: reserved, nothing makes one yet."},
+)
 
-__all__ = ["ContentRating", "JobAttemptOutcome", "JobDestination", "JobStatus", "LibraryTab", "Quality"]
+__all__ = [
+    "AssetType",
+    "ContentRating",
+    "JobAttemptOutcome",
+    "JobDestination",
+    "JobStatus",
+    "LibraryTab",
+    "Provider",
+    "ProviderStatus",
+    "Quality",
+]

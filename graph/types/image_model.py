@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import strawberry
 
+from graph.types.enums import Provider
 from storage.image_models import ImageModel
 
 
@@ -14,15 +17,21 @@ class ImageModelType:
         description="The provider's name for the model (as in Job.modelKey), e.g. local/portrait-v1."
     )
     display_name: str = strawberry.field(description="A name to show people.")
-    provider: str = strawberry.field(description="Which image provider runs it: local or fal.")
+    provider: Provider = strawberry.field(description="Which image provider runs it.")
     is_default: bool = strawberry.field(description="The model used when modelId is omitted; one model at most.")
+    available: bool = strawberry.field(
+        description="Whether this server can run it: false when its provider is not configured (a FAL model "
+        "without FAL_KEY). Generating with an unavailable model is BAD_USER_INPUT."
+    )
 
     @classmethod
-    def from_model(cls, model: ImageModel) -> ImageModelType:
+    def from_model(cls, model: ImageModel, *, providers: Collection[Provider]) -> ImageModelType:
+        """``providers`` are those this server runs (the job policy's)."""
         return cls(
             id=strawberry.ID(str(model.id)),
             model_key=model.model_key,
             display_name=model.display_name,
-            provider=model.provider.value,
+            provider=model.provider,
             is_default=model.is_default,
+            available=model.provider in providers,
         )

@@ -10,7 +10,7 @@ from strawberry.types import Info
 from graph.context import Context
 from graph.types.assets import LibraryAssetType, WorkspaceAssetType
 from graph.types.character import CharacterType
-from graph.types.enums import JobAttemptOutcome, JobDestination, JobStatus, Quality
+from graph.types.enums import JobAttemptOutcome, JobDestination, JobStatus, ProviderStatus, Quality
 from resolvers.characters import (
     DESCRIPTION_MAX,
     GENDER_MAX,
@@ -33,7 +33,7 @@ SEED_DESCRIPTION = f"0 to {MAX_SEED}; the provider picks one when omitted (Job.s
 
 @strawberry.type(name="ProviderProgress", description="What the image provider last said about the request.")
 class ProviderProgressType:
-    status: str = strawberry.field(description="The provider's word: IN_QUEUE, IN_PROGRESS or COMPLETED.")
+    status: ProviderStatus = strawberry.field(description="Where the provider has the request.")
     queue_position: int | None = strawberry.field(description="Place in the provider's queue, when it gives one.")
 
 
