@@ -29,8 +29,11 @@ class CharacterQuery:
         self, info: Info[Context, None], first: First = None, after: After = None
     ) -> Connection[CharacterType] | None:
         context = info.context
-        page = await characters.list_characters(context.pool, context.require_viewer(), first=first, after=after)
-        return Connection.from_page(page, CharacterType.from_model)
+        viewer = context.require_viewer()
+        page = await characters.list_characters(context.pool, viewer, first=first, after=after)
+        return Connection.from_page(
+            page, CharacterType.from_model, counter=lambda: characters.count_characters(context.pool, viewer)
+        )
 
 
 @strawberry.type

@@ -45,8 +45,11 @@ class JobQuery:
         ] = None,
     ) -> Connection[JobType] | None:
         context = info.context
-        page = await jobs.list_jobs(context.pool, context.require_viewer(), first=first, after=after, status=status)
-        return Connection.from_page(page, JobType.from_model)
+        viewer = context.require_viewer()
+        page = await jobs.list_jobs(context.pool, viewer, first=first, after=after, status=status)
+        return Connection.from_page(
+            page, JobType.from_model, counter=lambda: jobs.count_jobs(context.pool, viewer, status=status)
+        )
 
 
 @strawberry.type

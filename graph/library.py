@@ -24,8 +24,11 @@ class LibraryQuery:
         self, info: Info[Context, None], first: First = None, after: After = None
     ) -> Connection[WorkspaceAssetType] | None:
         context = info.context
-        page = await library.list_workspace_assets(context.pool, context.require_viewer(), first=first, after=after)
-        return Connection.from_page(page, WorkspaceAssetType.from_model)
+        viewer = context.require_viewer()
+        page = await library.list_workspace_assets(context.pool, viewer, first=first, after=after)
+        return Connection.from_page(
+            page, WorkspaceAssetType.from_model, counter=lambda: library.count_workspace_assets(context.pool, viewer)
+        )
 
     @strawberry.field(
         description="The viewer's library, newest first. tab CHARACTERS keeps the seed's characters tab: a "
@@ -39,10 +42,13 @@ class LibraryQuery:
         tab: Annotated[LibraryTab, strawberry.argument(description="Which images; ALL when omitted.")] = LibraryTab.ALL,
     ) -> Connection[LibraryAssetType] | None:
         context = info.context
-        page = await library.list_library_assets(
-            context.pool, context.require_viewer(), first=first, after=after, tab=tab
+        viewer = context.require_viewer()
+        page = await library.list_library_assets(context.pool, viewer, first=first, after=after, tab=tab)
+        return Connection.from_page(
+            page,
+            LibraryAssetType.from_model,
+            counter=lambda: library.count_library_assets(context.pool, viewer, tab=tab),
         )
-        return Connection.from_page(page, LibraryAssetType.from_model)
 
 
 @strawberry.type

@@ -118,6 +118,12 @@ async def list_characters(
     return make_page(rows, size=size, after=key, sort_key=lambda character: character.sort_key)
 
 
+async def count_characters(pool: asyncpg.Pool, viewer: Viewer) -> int:
+    """How many characters the viewer has: ``characters``' totalCount."""
+    async with acquire(pool) as connection:
+        return await characters.count(connection, user_id=viewer.user_id)
+
+
 async def create_character(
     pool: asyncpg.Pool, viewer: Viewer, *, fields: Mapping[str, Any], portrait_job_id: UUID | None = None
 ) -> Character:

@@ -192,6 +192,12 @@ async def list_jobs(
     return make_page(rows, size=size, after=key, sort_key=lambda job: job.sort_key)
 
 
+async def count_jobs(pool: asyncpg.Pool, viewer: Viewer, *, status: JobStatus | None) -> int:
+    """How many jobs ``list_jobs`` would page through: ``jobs``' totalCount."""
+    async with acquire(pool) as connection:
+        return await jobs.count(connection, user_id=viewer.user_id, status=status)
+
+
 async def cancel_job(pool: asyncpg.Pool, viewer: Viewer, *, job_id: UUID) -> Job:
     """Cancel a queued or running job; canceling a canceled job is a no-op, a finished one is refused."""
     async with transaction(pool) as connection:

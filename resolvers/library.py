@@ -46,6 +46,18 @@ async def list_library_assets(
     return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key)
 
 
+async def count_workspace_assets(pool: asyncpg.Pool, viewer: Viewer) -> int:
+    """How many unexpired workspace images the viewer has: ``workspaceAssets``' totalCount."""
+    async with acquire(pool) as connection:
+        return await workspace_assets.count(connection, user_id=viewer.user_id)
+
+
+async def count_library_assets(pool: asyncpg.Pool, viewer: Viewer, *, tab: LibraryTab) -> int:
+    """How many library images ``tab`` shows: ``libraryAssets``' totalCount."""
+    async with acquire(pool) as connection:
+        return await user_library.count(connection, user_id=viewer.user_id, tab=tab)
+
+
 async def load_workspace_assets_by_job(
     pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequence[UUID]
 ) -> list[WorkspaceAsset | None]:

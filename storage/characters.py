@@ -146,6 +146,16 @@ async def list_page(
     return [_character(row) for row in rows]
 
 
+COUNT = "SELECT count(*) FROM characters c WHERE c.user_id = $1"
+
+
+@translate_errors
+async def count(connection: Connection, *, user_id: UUID) -> int:
+    """How many characters the user has (a connection's totalCount)."""
+    total: int = await connection.fetchval(COUNT, user_id)
+    return total
+
+
 LIST_CHANGED_SINCE = f"""
 SELECT {COLUMNS} FROM characters c
 WHERE c.user_id = $1 AND c.updated_at >= $2

@@ -180,6 +180,16 @@ async def list_page(
     return [_job(row) for row in rows]
 
 
+COUNT = "SELECT count(*) FROM jobs j WHERE j.user_id = $1 AND ($2::text IS NULL OR j.status = $2)"
+
+
+@translate_errors
+async def count(connection: Connection, *, user_id: UUID, status: JobStatus | None = None) -> int:
+    """How many jobs the user has, optionally of one status (a connection's totalCount)."""
+    total: int = await connection.fetchval(COUNT, user_id, status)
+    return total
+
+
 LIST_CHANGED_SINCE = f"""
 SELECT {COLUMNS} FROM jobs j
 WHERE j.user_id = $1 AND j.updated_at >= $2 AND j.destination = $3

@@ -161,6 +161,16 @@ async def list_page(
     return [_asset(row) for row in rows]
 
 
+COUNT = f"SELECT count(*) FROM user_library l WHERE l.user_id = $1 AND (NOT $2 OR {CHARACTERS_TAB})"
+
+
+@translate_errors
+async def count(connection: Connection, *, user_id: UUID, tab: LibraryTab = LibraryTab.ALL) -> int:
+    """How many images the user's library holds in ``tab`` (a connection's totalCount)."""
+    total: int = await connection.fetchval(COUNT, user_id, tab is LibraryTab.CHARACTERS)
+    return total
+
+
 # Exactly once per job: a second run of the save step finds the first one's row.
 CREATE = f"""
 WITH inserted AS (

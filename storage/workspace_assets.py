@@ -159,6 +159,16 @@ async def list_page(
     return [_asset(row) for row in rows]
 
 
+COUNT = "SELECT count(*) FROM workspace_assets w WHERE w.user_id = $1 AND w.expires_at > now()"
+
+
+@translate_errors
+async def count(connection: Connection, *, user_id: UUID) -> int:
+    """How many unexpired workspace images the user has (a connection's totalCount)."""
+    total: int = await connection.fetchval(COUNT, user_id)
+    return total
+
+
 # Idempotent: a second attempt of the same job finds the row its first one wrote.
 CREATE = f"""
 WITH inserted AS (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Generic, TypeVar
 
 import strawberry
@@ -23,6 +23,8 @@ After = Annotated[
 
 Node = TypeVar("Node")
 Row = TypeVar("Row")
+# The list's size with its filters: a count query, run by totalCount's resolver only.
+Counter = Callable[[], Awaitable[int]]
 
 
 @strawberry.type(description="Where a page lies in its list, and the cursor to ask for the next one with.")
@@ -53,11 +55,21 @@ class Edge(Generic[Node]):
 class Connection(Generic[Node]):
     edges: list[Edge[Node]] = strawberry.field(description="The page's items, in the list's order.")
     page_info: PageInfo = strawberry.field(description="Whether more follow, and the cursor to get them with.")
+    counter: strawberry.Private[Counter]
+
+    @strawberry.field(
+        description="How many items the whole list holds with the same filters (not just this page), counted "
+        "when asked: one count query, made only when this field is selected."
+    )
+    async def total_count(self) -> int:
+        return await self.counter()
 
     @classmethod
-    def from_page(cls, page: Page[Row], node: Callable[[Row], Node]) -> Connection[Node]:
+    def from_page(cls, page: Page[Row], node: Callable[[Row], Node], *, counter: Counter) -> Connection[Node]:
+        """``counter`` is called only when a client selects totalCount (strawberry resolves selected fields only)."""
         edges = [Edge(cursor=cursor, node=node(item)) for item, cursor in zip(page.items, page.cursors, strict=True)]
         return cls(
+            counter=counter,
             edges=edges,
             page_info=PageInfo(
                 has_next_page=page.has_next_page,
