@@ -10,8 +10,10 @@ from strawberry.types import Info
 from graph.context import Context
 from graph.ids import CharacterId, parse_id, parse_optional_id
 from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
+from graph.types.enums import CharacterOrder, ContentRating
 from graph.types.pagination import After, Connection, First
 from resolvers import characters
+from resolvers.characters import SEARCH_MAX
 
 
 @strawberry.type
@@ -24,15 +26,44 @@ class CharacterQuery:
         character = await characters.get_character(load, character_id=parse_id(id))
         return CharacterType.from_model(character)
 
-    @strawberry.field(description="The viewer's characters, newest first. `first` is 1-100 (default 20).")
+    @strawberry.field(
+        description="The viewer's characters, newest first unless orderBy says otherwise, optionally only those "
+        "whose name contains `search` or of one contentRating. `first` is 1-100 (default 20)."
+    )
     async def characters(
-        self, info: Info[Context, None], first: First = None, after: After = None
+        self,
+        info: Info[Context, None],
+        first: First = None,
+        after: After = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description=f"Only characters whose name contains this text, ignoring case; at most {SEARCH_MAX} "
+                "characters, trimmed. `%` and `_` match themselves. Blank or omitted: every character."
+            ),
+        ] = None,
+        content_rating: Annotated[
+            ContentRating | None,
+            strawberry.argument(description="Only characters of this rating; every rating when omitted."),
+        ] = None,
+        order_by: Annotated[
+            CharacterOrder,
+            strawberry.argument(
+                description="The order; a cursor is only valid with the orderBy of the page it came from "
+                "(BAD_USER_INPUT otherwise)."
+            ),
+        ] = CharacterOrder.CREATED_AT_DESC,
     ) -> Connection[CharacterType] | None:
         context = info.context
         viewer = context.require_viewer()
-        page = await characters.list_characters(context.pool, viewer, first=first, after=after)
+        only = characters.character_filter(search=search, content_rating=content_rating)
+        page = await characters.list_characters(
+            context.pool, viewer, first=first, after=after, order=order_by, only=only
+        )
         return Connection.from_page(
-            page, CharacterType.from_model, counter=lambda: characters.count_characters(context.pool, viewer)
+            page,
+            CharacterType.from_model,
+            counter=lambda: characters.count_characters(context.pool, viewer, only=only),
         )
 
 

@@ -14,9 +14,9 @@ from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.validation import clean_json_object, clean_tags, clean_text
 from resolvers.viewer import Viewer
 from storage import characters, jobs, workspace_assets
-from storage.characters import Character, CharacterFields
+from storage.characters import EVERY_CHARACTER, Character, CharacterFields, CharacterFilter
 from storage.database import Connection, acquire, transaction
-from storage.enums import ContentRating, JobStatus
+from storage.enums import CharacterOrder, ContentRating, JobStatus
 
 # The bounds the README documents; the database checks name and description again.
 NAME_MAX = 100
@@ -28,6 +28,8 @@ TAGS_MAX_COUNT = 30
 TAG_MAX = 50
 SCENE_RULES_MAX_BYTES = 16 * 1024
 SCENE_RULES_MAX_DEPTH = 10
+# A name search longer than any name could match nothing.
+SEARCH_MAX = NAME_MAX
 
 NOT_FOUND_MESSAGE = "Character not found"
 
@@ -108,20 +110,45 @@ async def load_characters(pool: asyncpg.Pool, viewer: Viewer, character_ids: Seq
     return [by_id.get(character_id) for character_id in character_ids]
 
 
+def character_filter(*, search: str | None, content_rating: ContentRating | None) -> CharacterFilter:
+    """The listing's filter: ``search`` trimmed, at most ``SEARCH_MAX`` characters; a blank one searches nothing."""
+    if search is not None:
+        search = clean_text(search, field="search", max_length=SEARCH_MAX, required=False)
+    return CharacterFilter(name_contains=search, content_rating=content_rating)
+
+
+def _order_tag(order: CharacterOrder) -> str | None:
+    """Cursors of the default order are untagged, as every list's were before orderBy existed."""
+    return None if order is CharacterOrder.CREATED_AT_DESC else order.name
+
+
 async def list_characters(
-    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None
+    pool: asyncpg.Pool,
+    viewer: Viewer,
+    *,
+    first: int | None,
+    after: str | None,
+    order: CharacterOrder = CharacterOrder.CREATED_AT_DESC,
+    only: CharacterFilter = EVERY_CHARACTER,
 ) -> Page[Character]:
+    """A page of the viewer's characters matching ``only`` in ``order``; a cursor of another order is refused."""
     size = page_size(first)
-    key = decode_cursor(after)
+    key = decode_cursor(after, _order_tag(order))
     async with acquire(pool) as connection:
-        rows = await characters.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key)
-    return make_page(rows, size=size, after=key, sort_key=lambda character: character.sort_key)
+        rows = await characters.list_page(
+            connection, user_id=viewer.user_id, limit=size + 1, after=key, order=order, only=only
+        )
+    by_updated = order in (CharacterOrder.UPDATED_AT_DESC, CharacterOrder.UPDATED_AT_ASC)
+    return make_page(
+        rows, size=size, after=key, order=_order_tag(order),
+        sort_key=lambda c: (c.updated_at if by_updated else c.created_at, c.id),
+    )
 
 
-async def count_characters(pool: asyncpg.Pool, viewer: Viewer) -> int:
-    """How many characters the viewer has: ``characters``' totalCount."""
+async def count_characters(pool: asyncpg.Pool, viewer: Viewer, *, only: CharacterFilter = EVERY_CHARACTER) -> int:
+    """How many of the viewer's characters match ``only``: ``characters``' totalCount."""
     async with acquire(pool) as connection:
-        return await characters.count(connection, user_id=viewer.user_id)
+        return await characters.count(connection, user_id=viewer.user_id, only=only)
 
 
 async def create_character(

@@ -1,7 +1,10 @@
-"""Forward keyset pagination over (created_at, id), newest first.
+"""Forward keyset pagination over (a time, id): (created_at, id) newest first, or another order a list offers.
 
 Cursors are opaque to clients (base64url of the sort key) and stable under
 inserts: a page never repeats or skips a row because a new one arrived.
+A list in another order than newest first (characters' orderBy) tags its
+cursors with the order's name, so a cursor is only ever read in the order
+that made it: one from another order is BAD_USER_INPUT, not a wrong page.
 Only a cursor this module could have made is accepted: a UTC time and a
 UUID, encoded exactly as ``encode_cursor`` does. Anything else (a time at an
 offset that leaves Python's years 1-9999 in UTC, a UUID in another spelling,
@@ -22,8 +25,10 @@ from resolvers.errors import BadUserInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# encode_cursor's longest: base64 of a 32-character time, "|" and a 36-character UUID.
-MAX_CURSOR_LENGTH = 92
+# encode_cursor's longest: base64 of a 15-character order tag, "|", a 32-character time, "|" and a 36-character
+# UUID (85 bytes). Order tags are at most MAX_ORDER_TAG_LENGTH characters.
+MAX_ORDER_TAG_LENGTH = 15
+MAX_CURSOR_LENGTH = 116
 
 T = TypeVar("T")
 SortKey = tuple[datetime, UUID]
@@ -45,13 +50,18 @@ def page_size(first: int | None) -> int:
     return first
 
 
-def encode_cursor(key: SortKey) -> str:
-    created_at, row_id = key
-    raw = f"{created_at.isoformat()}|{row_id}".encode()
+def encode_cursor(key: SortKey, order: str | None = None) -> str:
+    """``order`` tags the cursor of a list in another order than newest first (None: untagged)."""
+    time, row_id = key
+    if order is not None and not (order.isidentifier() and len(order) <= MAX_ORDER_TAG_LENGTH):
+        raise ValueError(f"not an order tag: {order!r}")
+    tag = "" if order is None else f"{order}|"
+    raw = f"{tag}{time.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> SortKey | None:
+def decode_cursor(cursor: str | None, order: str | None = None) -> SortKey | None:
+    """The sort key of a cursor ``encode_cursor(key, order)`` made; one made for another order is refused."""
     if cursor is None:
         return None
     unpadded = cursor.rstrip("=")
@@ -59,12 +69,21 @@ def decode_cursor(cursor: str | None) -> SortKey | None:
         raise _invalid_cursor()
     try:
         raw = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4)).decode()
-        created_at, row_id = raw.split("|")
-        key = (datetime.fromisoformat(created_at), UUID(row_id))
+        *tag, time, row_id = raw.split("|")
+        key = (datetime.fromisoformat(time), UUID(row_id))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise _invalid_cursor() from None
-    if key[0].utcoffset() != timedelta(0) or encode_cursor(key) != unpadded:
+    made_for = tag[0] if len(tag) == 1 and tag[0].isidentifier() and len(tag[0]) <= MAX_ORDER_TAG_LENGTH else None
+    if len(tag) > 1 or (tag and made_for is None):
         raise _invalid_cursor()
+    if key[0].utcoffset() != timedelta(0) or encode_cursor(key, made_for) != unpadded:
+        raise _invalid_cursor()
+    if made_for != order:
+        raise BadUserInput(
+            "after is a cursor from this list in another order: page with the orderBy that made it, "
+            "or start again without after",
+            field="after",
+        )
     return key
 
 
@@ -72,12 +91,22 @@ def _invalid_cursor() -> BadUserInput:
     return BadUserInput("after is not a valid cursor", field="after")
 
 
-def make_page(rows: Sequence[T], *, size: int, after: SortKey | None, sort_key: Callable[[T], SortKey]) -> Page[T]:
-    """``rows`` was fetched with ``LIMIT size + 1``: the extra row only says a next page exists."""
+def make_page(
+    rows: Sequence[T],
+    *,
+    size: int,
+    after: SortKey | None,
+    sort_key: Callable[[T], SortKey],
+    order: str | None = None,
+) -> Page[T]:
+    """``rows`` was fetched with ``LIMIT size + 1``: the extra row only says a next page exists.
+
+    ``order`` tags the cursors as ``encode_cursor`` does.
+    """
     items = rows[:size]
     return Page(
         items=items,
-        cursors=[encode_cursor(sort_key(item)) for item in items],
+        cursors=[encode_cursor(sort_key(item), order) for item in items],
         has_next_page=len(rows) > size,
         has_previous_page=after is not None,
     )

@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from storage.database import Connection, returned
-from storage.enums import ContentRating
+from storage.enums import CharacterOrder, ContentRating
 from storage.errors import translate_errors
 from storage.objects.paths import DEFAULT_BUCKET
 from storage.stored_objects import present_keys_column
@@ -120,39 +120,95 @@ async def get_many(
     return [_character(row) for row in rows]
 
 
-LIST_FIRST = f"""
+@dataclass(frozen=True, slots=True)
+class CharacterFilter:
+    """Which of the user's characters a listing shows: all, or those matching a name search and a rating."""
+
+    # Characters whose name contains this, case-insensitively; every character when None.
+    name_contains: str | None = None
+    content_rating: ContentRating | None = None
+
+    @property
+    def name_pattern(self) -> str | None:
+        """An ILIKE pattern matching the text anywhere, its ``%``, ``_`` and ``\\`` literal (escaped with ``\\``,
+        ILIKE's default escape)."""
+        if self.name_contains is None:
+            return None
+        escaped = self.name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"%{escaped}%"
+
+
+EVERY_CHARACTER = CharacterFilter()
+
+
+# The order's column, direction and keyset comparison; (user_id, created_at DESC, id DESC) and
+# (user_id, updated_at DESC, id DESC) serve each order (an index reads backwards as well).
+_ORDERS = {
+    CharacterOrder.CREATED_AT_DESC: ("c.created_at", "DESC", "<"),
+    CharacterOrder.CREATED_AT_ASC: ("c.created_at", "ASC", ">"),
+    CharacterOrder.UPDATED_AT_DESC: ("c.updated_at", "DESC", "<"),
+    CharacterOrder.UPDATED_AT_ASC: ("c.updated_at", "ASC", ">"),
+}
+# $1 user, $2 limit, $3 content rating (or null); with a search $4 is the name's pattern. A name search is its own
+# statement: in one with "$4 IS NULL OR", a generic plan could not use the trigram index.
+_FILTER = "c.user_id = $1 AND ($3::text IS NULL OR c.content_rating = $3)"
+_SEARCH = " AND c.name ILIKE $4"
+
+
+def _list_statement(order: CharacterOrder, *, search: bool, after: bool) -> str:
+    column, direction, compare = _ORDERS[order]
+    first_key = 5 if search else 4
+    keyset = f" AND ({column}, c.id) {compare} (${first_key}, ${first_key + 1})" if after else ""
+    return f"""
 SELECT {COLUMNS} FROM characters c
-WHERE c.user_id = $1
-ORDER BY c.created_at DESC, c.id DESC
+WHERE {_FILTER}{_SEARCH if search else ""}{keyset}
+ORDER BY {column} {direction}, c.id {direction}
 LIMIT $2
 """
-LIST_AFTER = f"""
-SELECT {COLUMNS} FROM characters c
-WHERE c.user_id = $1 AND (c.created_at, c.id) < ($3, $4)
-ORDER BY c.created_at DESC, c.id DESC
-LIMIT $2
-"""
+
+
+# Every statement list_page may run, made once from the fixed fragments above: no SQL is assembled from input.
+LIST = {
+    (order, search, after): _list_statement(order, search=search, after=after)
+    for order in CharacterOrder
+    for search in (False, True)
+    for after in (False, True)
+}
 
 
 @translate_errors
 async def list_page(
-    connection: Connection, *, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None
+    connection: Connection,
+    *,
+    user_id: UUID,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    order: CharacterOrder = CharacterOrder.CREATED_AT_DESC,
+    only: CharacterFilter = EVERY_CHARACTER,
 ) -> list[Character]:
-    """The user's characters, newest first, after the given (created_at, id) key."""
-    if after is None:
-        rows = await connection.fetch(LIST_FIRST, user_id, limit)
-    else:
-        rows = await connection.fetch(LIST_AFTER, user_id, limit, after[0], after[1])
-    return [_character(row) for row in rows]
+    """The user's characters matching ``only``, in ``order``, after the given (time, id) key of that order."""
+    pattern = only.name_pattern
+    statement = LIST[order, pattern is not None, after is not None]
+    arguments: list[object] = [user_id, limit, only.content_rating]
+    if pattern is not None:
+        arguments.append(pattern)
+    if after is not None:
+        arguments += after
+    return [_character(row) for row in await connection.fetch(statement, *arguments)]
 
 
-COUNT = "SELECT count(*) FROM characters c WHERE c.user_id = $1"
+COUNT = "SELECT count(*) FROM characters c WHERE c.user_id = $1 AND ($2::text IS NULL OR c.content_rating = $2)"
+COUNT_SEARCH = f"{COUNT} AND c.name ILIKE $3"
 
 
 @translate_errors
-async def count(connection: Connection, *, user_id: UUID) -> int:
-    """How many characters the user has (a connection's totalCount)."""
-    total: int = await connection.fetchval(COUNT, user_id)
+async def count(connection: Connection, *, user_id: UUID, only: CharacterFilter = EVERY_CHARACTER) -> int:
+    """How many of the user's characters match ``only`` (a connection's totalCount)."""
+    pattern = only.name_pattern
+    if pattern is None:
+        total: int = await connection.fetchval(COUNT, user_id, only.content_rating)
+    else:
+        total = await connection.fetchval(COUNT_SEARCH, user_id, only.content_rating, pattern)
     return total
 
 

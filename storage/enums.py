@@ -104,3 +104,12 @@ class AssetType(StrEnum):
     IMAGE = "image"
     # Reserved by the seed's schema; nothing makes one yet.
     VIDEO = "video"
+
+
+class CharacterOrder(StrEnum):
+    """How a character listing is ordered: by which time, which way (ties broken by id, the same way)."""
+
+    CREATED_AT_DESC = "created_at_desc"
+    CREATED_AT_ASC = "created_at_asc"
+    UPDATED_AT_DESC = "updated_at_desc"
+    UPDATED_AT_ASC = "updated_at_asc"

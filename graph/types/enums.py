@@ -18,6 +18,7 @@ from strawberry.types.enum import has_enum_definition
 
 from storage.enums import (
     AssetType,
+    CharacterOrder,
     ContentRating,
     JobAttemptOutcome,
     JobDestination,
@@ -116,9 +117,20 @@ graphql_enum(
     "What a stored file is.",
     {"IMAGE": "An image (every asset today).", "VIDEO": "A video: reserved, nothing makes one yet."},
 )
+graphql_enum(
+    CharacterOrder,
+    "The order characters are listed in: by creation or last change, newest or oldest first (ties by id).",
+    {
+        "CREATED_AT_DESC": "Newest first (the default).",
+        "CREATED_AT_ASC": "Oldest first.",
+        "UPDATED_AT_DESC": "Most recently changed first (a change moves a character to the front).",
+        "UPDATED_AT_ASC": "Least recently changed first.",
+    },
+)
 
 __all__ = [
     "AssetType",
+    "CharacterOrder",
     "ContentRating",
     "JobAttemptOutcome",
     "JobDestination",
