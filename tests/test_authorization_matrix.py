@@ -121,6 +121,18 @@ MATRIX: tuple[Row, ...] = (
         "subscription { characterImageUpdated { id name imageUrl signedImageUrl { url } } }", transport="ws"),
     Row("portraitJobs", ("Subscription.portraitJobs",), f"subscription {{ portraitJobs {{ {JOB_FIELDS} }} }}",
         transport="ws"),
+    # the same three under their {subject}Changed names (the ones above are their deprecated aliases)
+    Row("jobChanged", ("Subscription.jobChanged", "Subscription.jobChanged(id)"),
+        f"subscription($id: ID!) {{ jobChanged(id: $id) {{ {JOB_FIELDS} }} }}", {"id": ID_PLACEHOLDER},
+        "completed job", transport="ws"),
+    Row("characterImageChanged for a character",
+        ("Subscription.characterImageChanged", "Subscription.characterImageChanged(characterId)"),
+        "subscription($id: ID) { characterImageChanged(characterId: $id) { id name imageUrl signedImageUrl { url } } }",
+        {"id": ID_PLACEHOLDER}, "character", transport="ws"),
+    Row("characterImageChanged for every character", ("Subscription.characterImageChanged",),
+        "subscription { characterImageChanged { id name imageUrl signedImageUrl { url } } }", transport="ws"),
+    Row("portraitJobChanged", ("Subscription.portraitJobChanged",),
+        f"subscription {{ portraitJobChanged {{ {JOB_FIELDS} }} }}", transport="ws"),
 )
 
 
