@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypedDict
@@ -16,7 +16,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -42,6 +42,7 @@ from server.auth import (
     unauthenticated_response,
     viewer_of,
 )
+from server.cors import CrossOrigin, origin_of, websocket_origin_refusal
 from server.graphiql_assets import GraphiQLAssets
 from server.jwks import signing_keys
 from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
@@ -126,6 +127,8 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             graphql_ide="graphiql" if settings.graphiql else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
             connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
+            # The same rule as GraphQLSocketShortcut's origin check (server/cors.py), which refuses first, saying why.
+            allowed_origins=(*settings.cors_allowed_origins, origin_of(settings.public_url)),
         )
         self.settings = settings
         self.metrics = metrics
@@ -389,7 +392,24 @@ def create_app(
         http = traced_http(http, routes)
     # Outside everything that answers, so each refusal too carries the request's id (server/request_ids.py).
     return RequestIds(
-        GraphQLSocketShortcut(
-            http, view, path=GRAPHQL_PATH, backend=backend, per_address=per_address, live=live_sockets
+        # Outside the request limits, so their refusals carry CORS headers too (server/cors.py).
+        CrossOrigin(
+            GraphQLSocketShortcut(
+                http, view, path=GRAPHQL_PATH, backend=backend, per_address=per_address, live=live_sockets,
+                origin_refusal=_origin_check(settings),
+            ),
+            origins=settings.cors_allowed_origins,
+            paths=(GRAPHQL_PATH,),
+            prefixes=(SIGN_ROUTE + "/",),
         )
     )
+
+
+def _origin_check(settings: Settings) -> Callable[[Scope], str | None]:
+    """A websocket upgrade's Origin checked against CORS_ALLOWED_ORIGINS and the server's own (PUBLIC_URL)."""
+    own = origin_of(settings.public_url)
+
+    def refusal(scope: Scope) -> str | None:
+        return websocket_origin_refusal(scope, settings.cors_allowed_origins, own)
+
+    return refusal

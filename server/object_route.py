@@ -4,7 +4,8 @@ Shaped like Supabase Storage's route so clients treat both alike: errors are
 ``{"statusCode", "error", "message"}`` JSON with status 400 for a bad token
 (``InvalidJWT``, ``InvalidSignature``) and 404 (``NoSuchKey``) for a missing
 object. Responses carry the object's ETag, honour If-None-Match and byte
-ranges, and may be cached privately until the token expires.
+ranges, and may be cached privately until the token expires. Pages on any
+origin may embed them (``Cross-Origin-Resource-Policy: cross-origin``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ async def serve_signed_object(request: Request) -> Response:
         "ETag": info.etag,
         "Cache-Control": f"private, max-age={max(0, int(expires_at - now))}",
         "Vary": "Range",
+        # Any page may embed it (an <img> on a browser app's origin, even one isolated with COEP): the token in
+        # the URL is the permission, and the CORS headers (server/cors.py) cover scripts that fetch it.
+        "Cross-Origin-Resource-Policy": "cross-origin",
     }
     if _etag_matches(request.headers.get("if-none-match"), info.etag):
         return Response(status_code=304, headers=headers)

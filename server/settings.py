@@ -24,6 +24,7 @@ from pipeline.worker import WorkerConfig
 from realtime.event_hub import REDIS_SCHEMES
 from resolvers.jobs import JobPolicy
 from resolvers.subscriptions import SubscriptionLimits
+from server import cors
 from server.auth import AUDIENCE, TokenSettings
 from server.graphiql_assets import DEFAULT_ASSETS_DIR
 from server.jwks import JwksConfig, JwksError, read_jwks_file
@@ -205,6 +206,8 @@ class Settings:
     persisted_documents: PersistedDocumentsConfig = PersistedDocumentsConfig()
     # GraphiQL's scripts and styles, an npm node_modules layout (server/graphiql_assets.py); CDN page when missing.
     graphiql_assets: Path = DEFAULT_ASSETS_DIR
+    # Browser origins allowed to call /graphql, load signed objects and open websockets (server/cors.py).
+    cors_allowed_origins: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -295,6 +298,7 @@ class Settings:
             metrics=_metrics_settings(env),
             persisted_documents=_persisted_documents(env),
             graphiql_assets=Path(env.get("GRAPHIQL_ASSETS_DIR") or DEFAULT_ASSETS_DIR).expanduser().absolute(),
+            cors_allowed_origins=_cors_allowed_origins(env, environment),
         )
 
 
@@ -529,6 +533,15 @@ def _persisted_documents(env: Mapping[str, str]) -> PersistedDocumentsConfig:
     return PersistedDocumentsConfig(
         mode=mode, max_count=_int_setting(env, "PERSISTED_DOCUMENTS_MAX", 2000, minimum=1, maximum=1_000_000)
     )
+def _cors_allowed_origins(env: Mapping[str, str], environment: str) -> tuple[str, ...]:
+    """CORS_ALLOWED_ORIGINS as given (set but empty: none); unset: none in production, the dev tools' in development."""
+    raw = env.get(cors.SETTING)
+    if raw is None:
+        return () if environment == PRODUCTION else cors.DEV_ORIGINS
+    try:
+        return cors.parse_origins(raw)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def _broadcast_url(env: Mapping[str, str]) -> str | None:

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Hashable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from graphql import GraphQLError
 from starlette.authentication import AuthenticationBackend, AuthenticationError
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from starlette.websockets import WebSocketDisconnected as StarletteWebSocketDisconnected
@@ -24,7 +25,7 @@ from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from graph.document_cost import document_too_long
 from graph.errors import with_request_id
 from graph.schema import MAX_DOCUMENT_CHARS
-from server.request_errors import SERVICE_UNAVAILABLE
+from server.request_errors import SERVICE_UNAVAILABLE, error_body
 from server.socket_messages import (
     INVALID_MESSAGE_CODE,
     LEGACY_WS,
@@ -49,6 +50,12 @@ SOCKET_USER = "portraits.user"
 # A websocket over a per-user or per-address cap: 4000 + HTTP's 429, as graphql-transport-ws numbers its codes.
 TOO_MANY_SOCKETS_CODE = 4429
 SOCKET_PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
+# An upgrade from an origin not allowed (server/cors.py) is answered HTTP 403 with the reason, through the ASGI
+# websocket.http.response extension (uvicorn's); a server without it gets the socket accepted, then closed with
+# 4000 + HTTP's 403 and the reason.
+ORIGIN_REFUSED_STATUS = 403
+ORIGIN_REFUSED_CODE = 4403
+DENIAL_EXTENSION = "websocket.http.response"
 # Key in the websocket's ASGI scope: the process's LiveSockets, which the socket's adapter joins once accepted.
 LIVE_SOCKETS = "portraits.live_sockets"
 # RFC 6455: 1012 Service Restart, the code uvicorn also closes with on shutdown; clients reconnect.
@@ -117,7 +124,8 @@ class GraphQLSocketShortcut:
     per idle subscriber (bench/subscriptions.py). A socket needs only the
     upgrade header's bearer-token check, done here as the middleware does it:
     a bad token refuses the upgrade (HTTP 403), a good one sets the scope's
-    ``user`` and ``auth``.
+    ``user`` and ``auth``. Before anything, ``origin_refusal`` (server/cors.py) may refuse the
+    upgrade for its ``Origin``.
     """
 
     def __init__(
@@ -130,8 +138,10 @@ class GraphQLSocketShortcut:
         per_address: SocketCounts,
         live: LiveSockets,
         tally: SocketTally = SOCKETS,
+        origin_refusal: Callable[[Scope], str | None] | None = None,
     ) -> None:
         self.app = app
+        self.origin_refusal = origin_refusal
         self.graphql = graphql
         self.path = path
         self.backend = backend
@@ -142,6 +152,9 @@ class GraphQLSocketShortcut:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket" or _route_path(scope) != self.path:
             await self.app(scope, receive, send)
+            return
+        if self.origin_refusal is not None and (reason := self.origin_refusal(scope)) is not None:
+            await refuse_origin(scope, receive, send, reason)
             return
         client = scope.get("client")
         address = client[0] if client else ""  # the peer, or X-Forwarded-For's from a trusted proxy (uvicorn's)
@@ -168,15 +181,27 @@ class GraphQLSocketShortcut:
             self.per_address.give_back(address)
 
 
-async def refuse_socket(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
-    """Accept, then close with 4429 and ``reason``: a browser's WebSocket sees the code and reason (not an HTTP status).
+async def refuse_socket(
+    scope: Scope, receive: Receive, send: Send, reason: str, code: int = TOO_MANY_SOCKETS_CODE
+) -> None:
+    """Accept, then close with ``code`` (4429) and ``reason``: a browser's WebSocket sees them (not an HTTP status).
 
     The client's subprotocol is echoed so that it accepts the handshake and reads the close.
     """
     await receive()  # websocket.connect
     offered = [protocol for protocol in scope.get("subprotocols", []) if protocol in SOCKET_PROTOCOLS]
     await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
-    await send({"type": "websocket.close", "code": TOO_MANY_SOCKETS_CODE, "reason": reason})
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def refuse_origin(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+    """Refuse an upgrade from a disallowed origin: HTTP 403 with a FORBIDDEN error body where the server can."""
+    if DENIAL_EXTENSION not in scope.get("extensions", {}):
+        await refuse_socket(scope, receive, send, reason, code=ORIGIN_REFUSED_CODE)
+        return
+    body = error_body(reason, "FORBIDDEN")
+    response = Response(body, status_code=ORIGIN_REFUSED_STATUS, media_type="application/json")
+    await WebSocket(scope, receive, send).send_denial_response(response)
 
 
 class SocketChannel:
