@@ -35,6 +35,7 @@ from server.socket_messages import (
     check_message,
     operation_query,
 )
+from server.uvicorn_logs import HANDSHAKE_DENIED
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ async def refuse_origin(scope: Scope, receive: Receive, send: Send, reason: str)
     body = error_body(reason, "FORBIDDEN")
     response = Response(body, status_code=ORIGIN_REFUSED_STATUS, media_type="application/json")
     await WebSocket(scope, receive, send).send_denial_response(response)
+    HANDSHAKE_DENIED.set(True)  # uvicorn's false "without completing handshake" error is dropped (uvicorn_logs.py)
 
 
 class SocketChannel:

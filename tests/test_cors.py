@@ -6,6 +6,8 @@ The session's app runs in development with CORS_ALLOWED_ORIGINS unset, so the de
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +21,7 @@ from websockets.typing import Origin, Subprotocol
 
 from server.cors import ALLOWED_HEADERS, DEV_ORIGINS, MAX_AGE_SECONDS
 from server.settings import Settings, SettingsError
+from server.uvicorn_logs import UVICORN_LOGGER, demote_client_faults
 from storage.objects.local import SIGN_ROUTE
 from storage.objects.paths import Bucket
 from storage.objects.store import ObjectStore
@@ -261,3 +264,25 @@ async def test_a_websocket_from_another_origin_is_refused_with_403_and_the_reaso
     error = orjson.loads(response.body)["errors"][0]
     assert error["message"] == f"Origin {REFUSED} is not in CORS_ALLOWED_ORIGINS"
     assert error["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_refused_websocket_origin_is_logged_as_a_refusal_not_an_error(
+    live_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn logs the 403; its false "returned without completing handshake" ERROR after a denial is dropped."""
+    # given uvicorn's logger as `portraits serve` sets it up
+    demote_client_faults()
+    with caplog.at_level(logging.INFO, logger=UVICORN_LOGGER):
+        # when an upgrade is refused for its origin
+        with pytest.raises(InvalidStatus):
+            await open_socket(live_server, REFUSED)
+        for _ in range(100):  # the server's task logs once the app returns, in this same event loop
+            if any('"WebSocket /graphql" 403' in record.getMessage() for record in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+
+    # then the refusal is an INFO line and nothing is logged as an error
+    logged = [(record.levelno, record.getMessage()) for record in caplog.records if record.name == UVICORN_LOGGER]
+    assert any(level == logging.INFO and '"WebSocket /graphql" 403' in message for level, message in logged), logged
+    assert [message for level, message in logged if level >= logging.ERROR] == []
