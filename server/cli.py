@@ -33,6 +33,7 @@ from server import graphiql_assets
 from server.app import create_app, open_services
 from server.auth import issue_token
 from server.connection_guard import ConnectionGuard
+from server.cors import cors_description
 from server.document_files import read_document_files
 from server.gc_pacer import GcPacer
 from server.http_drain import AnswerCutRequests, drain_on_shutdown
@@ -374,6 +375,7 @@ def _banner(settings: Settings, database: Database) -> str:
         f"  Database   {database.description}",
         f"  Objects    {_objects_description(settings)}",
         f"  Tracing    {_tracing_description(settings.tracing)}",
+        f"  CORS       {cors_description(settings.cors_allowed_origins)}",
     ]
     if not settings.is_production and settings.jwt_secret is not None:  # (development always has one)
         user_id = _dev_user_id(settings.data_dir)

@@ -104,6 +104,16 @@ def _origin(entry: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def cors_description(origins: tuple[str, ...]) -> str:
+    """The start banner's line: which browser origins may call this server."""
+    if origins == DEV_ORIGINS:
+        ports = ", ".join(str(port) for port in DEV_PORTS)
+        return f"dev servers' origins: http://localhost and http://127.0.0.1 on ports {ports}"
+    if not origins:
+        return f"this server's own origin only (set {SETTING} for browser apps on others)"
+    return ", ".join(origins)
+
+
 def origin_of(url: str) -> str:
     """The origin of an absolute URL (PUBLIC_URL: the server's own origin)."""
     parts = urlsplit(url)

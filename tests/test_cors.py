@@ -19,7 +19,7 @@ import websockets
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from server.cors import ALLOWED_HEADERS, DEV_ORIGINS, MAX_AGE_SECONDS
+from server.cors import ALLOWED_HEADERS, DEV_ORIGINS, MAX_AGE_SECONDS, cors_description
 from server.settings import Settings, SettingsError
 from server.uvicorn_logs import UVICORN_LOGGER, demote_client_faults
 from storage.objects.local import SIGN_ROUTE
@@ -93,6 +93,16 @@ def test_a_malformed_origin_stops_the_start_saying_what_to_write(tmp_path: Path,
     with pytest.raises(SettingsError, match=message) as refused:
         origins(tmp_path, CORS_ALLOWED_ORIGINS=raw)
     assert "CORS_ALLOWED_ORIGINS" in str(refused.value)
+
+
+def test_the_start_banner_says_which_origins_may_call() -> None:
+    """`serve` prints the allowed origins, the dev defaults in short, and says how to allow any when none are."""
+    # given each kind of setting / when described / then
+    assert cors_description(DEV_ORIGINS) == (
+        "dev servers' origins: http://localhost and http://127.0.0.1 on ports 3000, 4173, 4200, 5173, 8080"
+    )
+    assert "set CORS_ALLOWED_ORIGINS" in cors_description(())
+    assert cors_description(("https://a.example", "https://b.example")) == "https://a.example, https://b.example"
 
 
 # --- HTTP
