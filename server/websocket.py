@@ -197,7 +197,7 @@ async def refuse_socket(
 
 async def refuse_origin(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
     """Refuse an upgrade from a disallowed origin: HTTP 403 with a FORBIDDEN error body where the server can."""
-    if DENIAL_EXTENSION not in scope.get("extensions", {}):
+    if DENIAL_EXTENSION not in (scope.get("extensions") or {}):
         await refuse_socket(scope, receive, send, reason, code=ORIGIN_REFUSED_CODE)
         return
     body = error_body(reason, "FORBIDDEN")

@@ -11,17 +11,20 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import websockets
+from starlette.types import Message
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from server.cors import ALLOWED_HEADERS, DEV_ORIGINS, MAX_AGE_SECONDS, cors_description
 from server.settings import Settings, SettingsError
 from server.uvicorn_logs import UVICORN_LOGGER, demote_client_faults
+from server.websocket import ORIGIN_REFUSED_CODE, refuse_origin
 from storage.objects.local import SIGN_ROUTE
 from storage.objects.paths import Bucket
 from storage.objects.store import ObjectStore
@@ -296,3 +299,27 @@ async def test_a_refused_websocket_origin_is_logged_as_a_refusal_not_an_error(
     logged = [(record.levelno, record.getMessage()) for record in caplog.records if record.name == UVICORN_LOGGER]
     assert any(level == logging.INFO and '"WebSocket /graphql" 403' in message for level, message in logged), logged
     assert [message for level, message in logged if level >= logging.ERROR] == []
+
+
+async def test_a_server_without_the_denial_extension_closes_a_refused_origin_with_4403_and_the_reason() -> None:
+    """An ASGI server that cannot answer an upgrade with a response gets it accepted, then closed with the reason."""
+    # given a websocket scope as a server without websocket.http.response gives it (no "extensions")
+    scope: dict[str, Any] = {"type": "websocket", "path": "/graphql", "subprotocols": [TRANSPORT_WS], "headers": []}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    reason = f"Origin {REFUSED} is not in CORS_ALLOWED_ORIGINS"
+
+    # when the origin is refused
+    await refuse_origin(scope, receive, send, reason)
+
+    # then the client's protocol is accepted (so it reads the close) and the close says why
+    assert sent == [
+        {"type": "websocket.accept", "subprotocol": TRANSPORT_WS},
+        {"type": "websocket.close", "code": ORIGIN_REFUSED_CODE, "reason": reason},
+    ]
