@@ -17,11 +17,15 @@ import httpx
 import orjson
 import pytest
 import websockets
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.types import Message
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from server.cors import ALLOWED_HEADERS, DEV_ORIGINS, MAX_AGE_SECONDS, cors_description
+from server.cors import ALLOWED_HEADERS, DEV_ORIGINS, MAX_AGE_SECONDS, CrossOrigin, cors_description
 from server.settings import Settings, SettingsError
 from server.uvicorn_logs import UVICORN_LOGGER, demote_client_faults
 from server.websocket import ORIGIN_REFUSED_CODE, refuse_origin
@@ -221,6 +225,25 @@ async def test_a_signed_image_may_be_embedded_and_fetched_by_an_allowed_page(
     assert loaded.headers["cross-origin-resource-policy"] == "cross-origin"
     assert embedded.status_code == 200 and embedded.headers["cross-origin-resource-policy"] == "cross-origin"
     assert "access-control-allow-origin" not in embedded.headers
+
+
+async def test_any_origin_when_the_setting_is_a_star_still_without_credentials() -> None:
+    """CORS_ALLOWED_ORIGINS=* answers every origin with `*`, which browsers never combine with credentials."""
+
+    # given the middleware as create_app puts it, allowing any origin, before a plain route
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = CrossOrigin(Starlette(routes=[Route("/graphql", hello)]), origins=("*",), paths=("/graphql",))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        # when any origin asks, then reads
+        asked = await http.options("/graphql", headers=preflight(REFUSED))
+        read = await http.get("/graphql", headers={"Origin": REFUSED})
+
+    # then
+    assert asked.status_code == 200 and asked.headers["access-control-allow-origin"] == "*"
+    assert read.text == "hello" and read.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in {**asked.headers, **read.headers}
 
 
 # --- websockets
