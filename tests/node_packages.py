@@ -3,15 +3,21 @@
 Each set lives in ``tests/node/<name>/``: a ``package.json`` and the ``package-lock.json`` npm wrote, both committed
 (the lock pins every version and its integrity hash; no third-party code is committed). ``node_packages(name)``
 installs the set with ``npm ci`` once per lock file and returns its ``node_modules``; where node or npm is missing
-the calling test is skipped with the reason (`.ci/run` installs them, so CI never skips).
+the calling test is skipped with the reason (`.ci/run` installs them, so CI never skips). ``run_node_json`` runs a
+script of a set, as the tests that drive a live server do, and reads the JSON it prints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +54,30 @@ def node_packages(name: str) -> Path:
             pytest.fail(f"npm ci in {folder} failed ({result.returncode}):\n{result.stderr[-4000:]}")
         stamp.touch()
     return folder / "node_modules"
+
+
+async def run_node_json(
+    name: str, script: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> Any:
+    """Run ``tests/node/<name>/<script>`` with node and return the JSON it printed on stdout.
+
+    The set's packages are installed first. node runs as a subprocess while this event loop goes on serving, so the
+    script may talk to a live server of the test's own (``live_server`` runs in the tests' loop). ``env`` is added
+    to this process's environment. A script that fails, or runs past ``timeout`` seconds, fails the test with its
+    stderr.
+    """
+    node_packages(name)
+    process = await asyncio.create_subprocess_exec(
+        node_or_skip(), script, *args,
+        cwd=NODE_SETS / name, env=None if env is None else {**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        _, stderr = await process.communicate()
+        pytest.fail(f"node {script} ran past {timeout} s:\n{stderr.decode()[-4000:]}")
+    if process.returncode != 0:
+        pytest.fail(f"node {script} failed ({process.returncode}):\n{stderr.decode()[-4000:]}")
+    return json.loads(stdout)

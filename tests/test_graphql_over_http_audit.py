@@ -9,25 +9,16 @@ version's; the issue asked for 21, but a SHOULD that passes today and fails tomo
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
-from tests.node_packages import NODE_SETS, node_or_skip, node_packages
+from tests.node_packages import run_node_json
 
 AUDIT_TIMEOUT = 120
 
 
 async def audit(url: str) -> list[dict[str, Any]]:
     """The audit's results for the GraphQL endpoint at ``url``: node runs it while this loop keeps serving."""
-    node_packages("graphql-http")
-    process = await asyncio.create_subprocess_exec(
-        node_or_skip(), "audit.mjs", url,
-        cwd=NODE_SETS / "graphql-http", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), AUDIT_TIMEOUT)
-    assert process.returncode == 0, stderr.decode()[-4000:]
-    results: list[dict[str, Any]] = json.loads(stdout)
+    results: list[dict[str, Any]] = await run_node_json("graphql-http", "audit.mjs", url, timeout=AUDIT_TIMEOUT)
     return results
 
 

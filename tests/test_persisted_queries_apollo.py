@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import subprocess
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from storage import persisted_documents
-from tests.node_packages import node_or_skip, node_packages
+from tests.node_packages import run_node_json
 
-SCRIPT = Path(__file__).parent / "node" / "apollo-persisted" / "apq.mjs"
 NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 
 
@@ -24,15 +20,10 @@ async def run_link(live_server: str, method: str) -> tuple[dict[str, Any], str]:
     """Run the link twice on one new document; its exchanges and results, and the alias that made it new.
 
     ``live_server`` is the app's websocket URL (ws://...); the link speaks HTTP to the same address."""
-    node_packages("apollo-persisted")
     marker = f"m{uuid.uuid4().hex[:12]}"
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [node_or_skip(), str(SCRIPT), "http" + live_server.removeprefix("ws"), method, marker],
-        capture_output=True, text=True, timeout=120, check=False,
+    run: dict[str, Any] = await run_node_json(
+        "apollo-persisted", "apq.mjs", "http" + live_server.removeprefix("ws"), method, marker
     )
-    assert out.returncode == 0, out.stderr
-    run: dict[str, Any] = json.loads(out.stdout)
     return run, marker
 
 
