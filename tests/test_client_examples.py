@@ -19,6 +19,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from resolvers.errors import PortraitsError
+from server import persisted_queries, request_errors
 from server.app import create_app
 from server.cli import uvicorn_config
 from server.settings import Settings
@@ -29,9 +31,14 @@ from tests.support import TEST_JWT_SECRET, free_port, serve_uvicorn
 
 ROOT = Path(__file__).parent.parent
 PAGE = ROOT / "docs" / "clients.md"
+README = ROOT / "README.md"
 EXAMPLES = NODE_SETS / "clients"
 # A marker comment, then a fenced block: the block is the named file, byte for byte.
 MARKED_BLOCK = re.compile(r"<!-- example: (?P<path>[^ ]+) -->\n```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
+# A row of an error table: its first cell is a code.
+CODE_ROW = re.compile(r"^\| `(?P<code>[A-Z_]+)`", re.M)
+# graph/errors.py names the codes it gives graphql-core's own errors as literals.
+CODE_LITERAL = re.compile(r'"(?P<code>[A-Z]+(?:_[A-Z]+)+)"')
 PNG_SIGNATURE_SIZE = 8
 IMAGE_SIZE = 256
 # Long enough for the subscription to see the job before it ends; a generation then takes about half a second.
@@ -77,6 +84,37 @@ def test_the_page_quotes_every_example_byte_for_byte() -> None:
     assert sorted(blocks) == examples and len(examples) >= 2, (sorted(blocks), examples)
     for path, body in blocks.items():
         assert body == (ROOT / path).read_text(encoding="utf-8"), f"docs/clients.md's block differs from {path}"
+
+
+def codes_in_table(text: str, heading: str) -> set[str]:
+    """The codes the first column of the tables under ``heading`` names (up to the next heading)."""
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    return {match["code"] for match in CODE_ROW.finditer(section)}
+
+
+def subclasses(cls: type[PortraitsError]) -> list[type[PortraitsError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))]
+
+
+def test_the_error_table_names_every_code_the_server_gives() -> None:
+    """Given the codes the server's errors carry (resolvers' errors, request refusals, persisted-query
+    refusals, graph/errors.py's codes for graphql-core's errors) and the README's Errors table,
+    when the page's error table is read,
+    then it names each of them, and nothing else."""
+    given = (
+        {cls.code for cls in subclasses(PortraitsError)}
+        | {value for name, value in vars(request_errors).items() if isinstance(value, str) and name == value}
+        | {persisted_queries.NOT_FOUND, persisted_queries.NOT_SUPPORTED, persisted_queries.NOT_IN_LIST}
+        | {m["code"] for m in CODE_LITERAL.finditer((ROOT / "graph" / "errors.py").read_text(encoding="utf-8"))}
+    )
+    in_readme = codes_in_table(README.read_text(encoding="utf-8"), "## Errors")
+
+    documented = codes_in_table(PAGE.read_text(encoding="utf-8"), "## Error codes")
+
+    assert len(in_readme) >= 10 and given - documented == set() and in_readme - documented == set(), (
+        given - documented, in_readme - documented,
+    )
+    assert documented <= given | in_readme, documented - (given | in_readme)
 
 
 @pytest.mark.parametrize("example", ["apollo.mjs", "urql.mjs"])
