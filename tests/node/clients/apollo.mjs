@@ -56,7 +56,7 @@ const GENERATE_PORTRAIT = gql`
 `;
 const JOB_UPDATED = gql`
   subscription JobUpdated($id: ID!) {
-    jobUpdated(id: $id) { id status error libraryAsset { id } }
+    jobChanged(id: $id) { id status error libraryAsset { id } }
   }
 `;
 const LIBRARY = gql`
@@ -89,7 +89,7 @@ const job = generated.generateCharacterPortrait;
 const statuses = [];
 await new Promise((resolve, reject) => {
   client.subscribe({ query: JOB_UPDATED, variables: { id: job.id } }).subscribe({
-    next: ({ data, error }) => (error ? reject(error) : statuses.push(data.jobUpdated.status)),
+    next: ({ data, error }) => (error ? reject(error) : statuses.push(data.jobChanged.status)),
     error: reject,
     complete: resolve,
   });

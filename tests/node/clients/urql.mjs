@@ -47,7 +47,7 @@ const GENERATE_PORTRAIT = gql`
 `;
 const JOB_UPDATED = gql`
   subscription JobUpdated($id: ID!) {
-    jobUpdated(id: $id) { id status error libraryAsset { id } }
+    jobChanged(id: $id) { id status error libraryAsset { id } }
   }
 `;
 const LIBRARY = gql`
@@ -83,8 +83,8 @@ const statuses = [];
 await new Promise((resolve, reject) => {
   const subscription = client.subscription(JOB_UPDATED, { id: job.id }).subscribe((result) => {
     if (result.error) return reject(result.error);
-    statuses.push(result.data.jobUpdated.status);
-    if (ENDED.includes(result.data.jobUpdated.status)) {
+    statuses.push(result.data.jobChanged.status);
+    if (ENDED.includes(result.data.jobChanged.status)) {
       subscription.unsubscribe();
       resolve();
     }
