@@ -369,6 +369,9 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             if self.ending:
                 continue  # closing for shutdown: nothing new starts
             if message["type"] == protocol.start:
+                if (refusal := self._over_operation_cap(str(message["id"]))) is not None:
+                    await self.send_json(_operation_error(message, refusal, legacy=legacy))
+                    continue
                 self.operations.add(str(message["id"]))
             elif message["type"] == protocol.stop:
                 self.operations.discard(str(message["id"]))
@@ -377,6 +380,21 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
     async def refuse_operation(self, query: str) -> GraphQLError | None:
         """The error for an operation this server will not start (a subclass's policy); None starts it."""
         return None
+
+    def _over_operation_cap(self, operation_id: str) -> GraphQLError | None:
+        """RATE_LIMITED for an operation past the view's ``max_subscriptions_per_connection`` running at once.
+
+        strawberry applies the same cap, but answers it with a bare "Subscription limit reached" that has no
+        ``extensions.code``; refused here first, the client gets the code and the limit. (An id already running
+        is left to strawberry, which closes the socket with 4409.)
+        """
+        limit = self.view.max_subscriptions_per_connection
+        if limit is None or operation_id in self.operations or len(self.operations) < limit:
+            return None
+        return GraphQLError(
+            f"Too many operations at once on this websocket (limit {limit}): complete one before starting another",
+            extensions={"code": "RATE_LIMITED", "limit": limit},
+        )
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         """Send ``message``; to a socket already gone, drop it quietly.

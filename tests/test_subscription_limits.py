@@ -101,6 +101,38 @@ async def test_the_subscription_after_a_users_cap_is_rate_limited_until_one_ends
         assert await outcomes(pool, character, live) == {"b": "next", "c": "next", "d": "next"}
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_operation_past_the_sockets_cap_is_rate_limited_with_its_code(
+    settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID, protocol: str
+) -> None:
+    """Given a socket running as many operations as one socket may (strawberry's max_subscriptions_per_connection),
+    when it starts one more,
+    then that one gets RATE_LIMITED with the limit (strawberry's own refusal has no code), and once one of the others
+    is stopped a new one starts."""
+    per_socket = 100
+    character = await insert_character(pool, alice)
+    async with (
+        serving(settings, max_per_user=per_socket + 10) as url,
+        GraphQLSocket.open(url, protocol=protocol, token=token_for(alice)) as socket,
+    ):
+        running = [await socket.subscribe(CHARACTER_IMAGE_UPDATED) for _ in range(per_socket)]
+        await asyncio.sleep(0.2)
+
+        over = await socket.subscribe(CHARACTER_IMAGE_UPDATED)
+        [refusal] = await socket.results_until_complete(over)
+
+        assert error_codes_of(refusal) == ["RATE_LIMITED"], refusal
+        [error] = errors_of(refusal)
+        assert error["extensions"]["limit"] == per_socket and "at once on this websocket" in error["message"]
+        await socket.stop(running[0])
+        await asyncio.sleep(0.2)
+        again = await socket.subscribe(CHARACTER_IMAGE_UPDATED)
+        await set_image(pool, character, f"https://example.com/{uuid.uuid4()}.png")
+        while (message := await socket.next_result())["id"] != again:
+            pass
+        assert message["type"] in ("next", "data"), message
+
+
 async def test_subscriptions_of_sockets_closed_abruptly_are_released(
     settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID
 ) -> None:
