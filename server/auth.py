@@ -146,8 +146,11 @@ class TokenVerifier:
             raise TokenError("token subject is not a user id") from None
         # One rule for HTTP and websockets: a token is accepted until exp plus the leeway, and a socket
         # opened with it is closed then (server/websocket.py close_at_expiry), not at exp itself.
+        expiry = claims["exp"]
+        if not isinstance(expiry, int | float) or isinstance(expiry, bool):  # pyjwt's int() also reads "1700000000"
+            raise TokenError("token expiry is not a number")
         try:
-            accepted_until = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(seconds=LEEWAY_SECONDS)
+            accepted_until = datetime.fromtimestamp(expiry, UTC) + timedelta(seconds=LEEWAY_SECONDS)
         except (OverflowError, OSError, ValueError):  # a signed exp past year 9999: no issuer of ours makes one
             raise TokenError("token expiry is out of range") from None
         return Viewer(user_id=user_id, expires_at=accepted_until)

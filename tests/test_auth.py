@@ -59,6 +59,11 @@ BAD_HEADERS = {
     "exp of 31 digits": (f"Bearer {signed(claims(exp=10**30))}", "token expiry is out of range"),
     "exp of 1e308": (f"Bearer {signed(claims(exp=1e308))}", "token expiry is out of range"),
     "exp at the end of year 9999": (f"Bearer {signed(claims(exp=253402300799))}", "token expiry is out of range"),
+    # pyjwt checks exp with int(), which reads a numeric string: a NumericDate is a JSON number (RFC 7519)
+    "exp as a numeric string": (
+        f"Bearer {signed(claims(exp=str(int((NOW + timedelta(hours=1)).timestamp()))))}",
+        "token expiry is not a number",
+    ),
 }
 
 
