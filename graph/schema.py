@@ -43,6 +43,7 @@ from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
+from graph.count_cost import counts_over_limit
 from graph.document_cache import DocumentCache
 from graph.document_cost import Limits, count, document_too_long, measure, over_limits, refusal
 from graph.errors import as_validation_error, log_and_format_errors, with_request_id
@@ -75,6 +76,9 @@ MAX_REPEATS = 20
 # largest accepted answer costs tens of ms. A page of 100 characters with every field fits (8,801); two fit
 # without sceneBehaviorRules (9,602).
 MAX_RESULTS = 10_000
+# totalCount fields a document may ask for (graph/count_cost.py): each is a count over a whole list, linear in the
+# viewer's rows (240 ms at 200,000 characters); a page showing each list's size, jobs by status too, asks for eight.
+MAX_TOTAL_COUNTS = 10
 # What a JSON leaf (sceneBehaviorRules: up to 16 KiB, thousands of values) counts: two pages of 100 characters
 # with the largest rules cost 78 ms (decoded from PostgreSQL, encoded again); one page fits, two do not.
 JSON_WEIGHT = 40
@@ -180,7 +184,10 @@ class LimitedCachedDocuments(SchemaExtension):
         context.pre_execution_errors = self.documents.errors(query) if cached else None
         if context.pre_execution_errors is None:
             context.pre_execution_errors = (
-                over_limits(measure(document), LIMITS) or results_over_limit(document, context.schema) or None
+                over_limits(measure(document), LIMITS)
+                or results_over_limit(document, context.schema)
+                or counts_over_limit(document, MAX_TOTAL_COUNTS)
+                or None
             )
         validated_now = context.pre_execution_errors is None
         yield
@@ -213,7 +220,11 @@ def document_errors(query: str, schema: strawberry.Schema) -> list[GraphQLError]
         document = parse(query, max_tokens=MAX_TOKENS)
     except GraphQLError as error:
         return [error]
-    refused = over_limits(measure(document), LIMITS) or results_over_limit(document, schema)
+    refused = (
+        over_limits(measure(document), LIMITS)
+        or results_over_limit(document, schema)
+        or counts_over_limit(document, MAX_TOTAL_COUNTS)
+    )
     return refused or validate(_result_types(schema)[0], document)
 
 

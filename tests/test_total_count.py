@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 
+from graph.schema import MAX_TOTAL_COUNTS
 from server.settings import Settings
 from tests.conftest import GraphQL, graphql_logging_statements
 from tests.test_pagination import insert_characters
@@ -72,3 +73,63 @@ async def test_total_count_keeps_each_lists_filters(graphql: GraphQL, alice: uui
         "failed": {"totalCount": 0}, "workspaceAssets": {"totalCount": 0}, "libraryAssets": {"totalCount": 0},
         "characterTab": {"totalCount": 0}, "characters": {"totalCount": 0},
     }}
+
+
+
+def aliased_counts(n: int) -> str:
+    """``n`` aliased characters lists, each asking for its totalCount under its own search."""
+    return "{ " + " ".join(f'c{i}: characters(first: 1, search: "n{i}") {{ totalCount }}' for i in range(n)) + " }"
+
+
+async def test_a_document_may_ask_for_at_most_ten_counts(
+    settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    """Given alice's characters (each count reads every one of them: 240 ms at 200,000),
+    when she asks for 10 aliased totalCounts, then for 11,
+    then the 10 are answered, and the 11 are refused before anything runs (no count query) with the measure, limit
+    and value: without the limit 30 aliases made one request hold the database for 3.3 s."""
+    assert MAX_TOTAL_COUNTS == 10
+    await insert_characters(pool, alice, 3)
+    async with graphql_logging_statements(settings) as (graphql, statements):
+        ten = await graphql(aliased_counts(10), user=alice)
+        statements.clear()
+        eleven = await graphql(aliased_counts(11), user=alice)
+        eleven_statements = list(statements)
+
+    assert [ten["data"][f"c{i}"]["totalCount"] for i in range(10)] == [0] * 10
+    assert eleven["data"] is None
+    [error] = eleven["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert (error["extensions"]["measure"], error["extensions"]["limit"], error["extensions"]["value"]) == (
+        "totalCount", 10, 11
+    )
+    assert counts(eleven_statements) == []
+
+
+
+def counted_through_fragments(lists: int) -> str:
+    """One totalCount written, in a fragment spread under ``lists`` aliased lists (half of them inside another
+    fragment, spread twice in one selection set: graphql-core collects it once there)."""
+    inner = lists // 2
+    outer = lists - inner
+    return (
+        "query { ...Inner ...Inner "
+        + " ".join(f'o{i}: characters(first: 1, search: "o{i}") {{ ...Count }}' for i in range(outer))
+        + " }\nfragment Inner on Query { "
+        + " ".join(f'i{i}: characters(first: 1, search: "i{i}") {{ ...Count }}' for i in range(inner))
+        + " }\nfragment Count on CharacterConnection { totalCount }\n"
+    )
+
+
+async def test_counts_in_fragments_are_counted_each_time_they_would_run(graphql: GraphQL, alice: uuid.UUID) -> None:
+    """Given one totalCount written in a fragment,
+    when it is spread under 10 aliased lists, then under 11,
+    then the 10 are answered (a fragment spread twice in one selection set runs once, and counts once) and the 11
+    are refused for 11 counts: what would run is counted, not what is written."""
+    ten = await graphql(counted_through_fragments(10), user=alice)
+    eleven = await graphql(counted_through_fragments(11), user=alice)
+
+    assert "errors" not in ten and len(ten["data"]) == 10
+    assert all(value == {"totalCount": 0} for value in ten["data"].values())
+    [error] = eleven["errors"]
+    assert (error["extensions"]["measure"], error["extensions"]["value"]) == ("totalCount", 11)
