@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.execution import PreExecutionError
@@ -183,12 +184,21 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         context.connection_params = None  # read: an idle socket need not keep its token
         return UnsetType()  # strawberry's UNSET (typed Any): acknowledge with no payload
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """Strawberry's rule (a GET without ``query`` that accepts HTML or ``*/*``), but never for a persisted
+        query's GET (``extensions``, no ``query``): its URL is the one CDNs cache, and a page there, asked for by a
+        browser or curl's ``*/*``, would be kept and served to every client of that query."""
+        return super().should_render_graphql_ide(request) and request.query_params.get("extensions") is None
+
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page on the files this server serves (server/graphiql_assets.py); strawberry's CDN page
-        when they are not installed."""
+        when they are not installed. Either varies on Accept: /graphql answers JSON to the same URL."""
         if self.graphiql is not None:
-            return self.graphiql.page_response()
-        return await super().render_graphql_ide(request)
+            response = self.graphiql.page_response()
+        else:
+            response = await super().render_graphql_ide(request)
+        response.headers["vary"] = "Accept"  # (CORS adds Origin after)
+        return response
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         """One operation per request (no batching, no uploads), strictly decoded."""

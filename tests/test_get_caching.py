@@ -74,3 +74,24 @@ async def test_an_answer_with_errors_is_not_kept(client: httpx.AsyncClient) -> N
     assert answer.status_code == 200, answer.text
     assert answer.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert "no-store" in answer.headers.get("cache-control", "")
+
+
+async def test_a_persisted_querys_url_never_answers_graphiqls_page(client: httpx.AsyncClient) -> None:
+    """Given a public query registered by POST,
+    when its hash-only GET URL (the one a CDN keys on) is asked for with curl's Accept: */* and a browser's,
+    then both get the query's JSON, not GraphiQL's page, so nobody can make a CDN keep the page at that URL for
+    every client of the query; the page itself, at /graphql, varies on Accept."""
+    document = unique("query Models {\n  imageModels {\n    modelKey\n  }\n}")
+    registered = await client.post("/graphql", json=with_query(document))
+    assert registered.status_code == 200, registered.text
+
+    for accept in ("*/*", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"):
+        answer = await client.get("/graphql", params=hash_only_get(document), headers={"accept": accept})
+
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("application/json")
+        assert body_of(answer) == body_of(registered)
+
+    page = await client.get("/graphql", headers={"accept": "text/html"})
+    assert page.headers["content-type"].startswith("text/html")
+    assert "accept" in vary_of(page)
