@@ -54,9 +54,11 @@ ON CONFLICT (sha256) DO UPDATE SET last_used_at = now()
 RETURNING (xmax = 0) AS inserted
 """
 # Keeps the ``$1`` most recently used automatic rows. Walks the partial index newest first and deletes the rest:
-# it runs only after an insert of a new document, a rare event once clients' documents are known.
+# it runs only after an insert of a new document, a rare event once clients' documents are known. The outer
+# ``source = 'automatic'`` is what PostgreSQL checks again on a row a concurrent transaction changed (READ
+# COMMITTED re-evaluates the DELETE's own condition, not its subquery): a row registered meanwhile stays.
 EVICT = """
-DELETE FROM persisted_documents WHERE sha256 IN (
+DELETE FROM persisted_documents WHERE source = 'automatic' AND sha256 IN (
     SELECT sha256 FROM persisted_documents WHERE source = 'automatic'
     ORDER BY last_used_at DESC OFFSET $1
 )

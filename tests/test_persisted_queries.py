@@ -3,6 +3,7 @@ store, and the registered-only production mode (server/persisted_queries.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -371,3 +372,44 @@ async def test_registered_mode_over_websockets(settings: Settings, pool: asyncpg
     assert error_codes_of(refused) == ["PERSISTED_QUERY_NOT_IN_LIST"]
     assert accepted["id"] == accepted_id and accepted["type"] == "next", accepted
     assert accepted["payload"]["data"]["imageModels"]
+
+
+async def test_an_eviction_racing_a_registration_keeps_the_registered_document(pool: asyncpg.Pool) -> None:
+    """Given the least recently used automatic document, being registered (`portraits documents register`) in a
+    transaction not yet committed,
+    when a process keeps a new document and its eviction, past the cap, picks that one and waits for its row,
+    then once the registration commits the eviction leaves it: a registered document is never dropped. (The
+    eviction's subquery chose it as automatic; PostgreSQL re-checks only the DELETE's own condition on the row
+    as committed, so without source = 'automatic' there the registered row was deleted.)"""
+    await pool.execute("DELETE FROM persisted_documents")
+    racing, newest = unique_query(), unique_query()
+    await pool.execute(
+        "INSERT INTO persisted_documents (sha256, body, source, last_used_at) "
+        "VALUES ($1, $2, 'automatic', now() - interval '1 day')",
+        sha256(racing), racing,
+    )
+    async with pool.acquire() as registering, pool.acquire() as keeping:
+
+        async def keep_newest() -> bool:
+            return await persisted_documents.save_automatic(keeping, sha256(newest), newest, max_count=1)
+
+        async with registering.transaction():
+            await registering.fetchval(persisted_documents.REGISTER, sha256(racing), racing, "Models")
+            eviction = asyncio.create_task(keep_newest())
+            waiting = await wait_for_lock(pool, keeping.get_server_pid())
+        assert waiting, "the eviction never waited for the row being registered"
+        assert await eviction is True
+
+    registered = await persisted_documents.find(pool, sha256(racing), source=Source.REGISTERED)
+    assert registered is not None and registered.body == racing
+    assert await persisted_documents.find(pool, sha256(newest)) is not None
+
+
+async def wait_for_lock(pool: asyncpg.Pool, pid: int, *, seconds: float = 5.0) -> bool:
+    """True once the backend ``pid`` waits for a lock (within ``seconds``)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await pool.fetchval("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid) == "Lock":
+            return True
+        await asyncio.sleep(0.02)
+    return False
