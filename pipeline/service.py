@@ -21,6 +21,7 @@ from pipeline.metrics import NO_JOB_METRICS, JobMetrics
 from pipeline.providers.fal import FalConfig, FalProvider
 from pipeline.providers.interface import ImageProvider
 from pipeline.providers.local import LocalProvider
+from pipeline.providers.replicate import ReplicateConfig, ReplicateProvider
 from pipeline.sweeper import sweep
 from pipeline.worker import Worker, WorkerConfig
 from storage.enums import Provider
@@ -37,11 +38,14 @@ class GenerationSettings:
     # None: fal models are refused (no FAL_KEY).
     fal: FalConfig | None = None
     local_latency_seconds: float = 0.0
+    # None: Replicate models are refused (no REPLICATE_API_TOKEN).
+    replicate: ReplicateConfig | None = None
 
     @property
     def provider_names(self) -> frozenset[Provider]:
         """Providers this deployment can run; jobs for other models are refused at creation."""
-        return frozenset({Provider.LOCAL, Provider.FAL} if self.fal is not None else {Provider.LOCAL})
+        configured = {Provider.FAL: self.fal, Provider.REPLICATE: self.replicate}
+        return frozenset({Provider.LOCAL} | {name for name, config in configured.items() if config is not None})
 
 
 def open_providers(settings: GenerationSettings) -> dict[Provider, ImageProvider]:
@@ -50,6 +54,8 @@ def open_providers(settings: GenerationSettings) -> dict[Provider, ImageProvider
     }
     if settings.fal is not None:
         providers[Provider.FAL] = FalProvider(settings.fal)
+    if settings.replicate is not None:
+        providers[Provider.REPLICATE] = ReplicateProvider(settings.replicate)
     return providers
 
 

@@ -126,6 +126,8 @@ def log_secrets(settings: Settings) -> list[str]:
         secrets += [s3.access_key_id or "", s3.secret_access_key or "", s3.session_token or ""]
     if (fal := settings.generation.fal) is not None:
         secrets.append(fal.key)
+    if (replicate := settings.generation.replicate) is not None:
+        secrets.append(replicate.token)
     for url in (settings.database_url, settings.broadcast_url):
         if url:
             secrets.append(urlparse(url).password or "")

@@ -19,6 +19,8 @@ from devtools.embedded_supervisor import RestartPolicy
 from pipeline.address_policy import AddressPolicy
 from pipeline.generation import PipelineConfig
 from pipeline.providers.fal import FalConfig
+from pipeline.providers.replicate import API_URL as REPLICATE_API_URL
+from pipeline.providers.replicate import ReplicateConfig
 from pipeline.service import GenerationSettings
 from pipeline.worker import WorkerConfig
 from realtime.event_hub import REDIS_SCHEMES
@@ -412,7 +414,8 @@ def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
 
 
 def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: float) -> GenerationSettings:
-    """Workers, providers and the pipeline's bounds; fal.ai only when FAL_KEY is set."""
+    """Workers, providers and the pipeline's bounds; fal.ai only when FAL_KEY is set, Replicate only with
+    REPLICATE_API_TOKEN."""
     fal_key = env.get("FAL_KEY") or None
     fal = None
     if fal_key is not None:
@@ -421,6 +424,15 @@ def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: floa
             queue_url=(env.get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/"),
             poll_interval=_float_setting(env, "FAL_POLL_SECONDS", 1.0, minimum=0.01, maximum=60),
             timeout=_float_setting(env, "FAL_TIMEOUT_SECONDS", 600, minimum=1, maximum=24 * 3600),
+        )
+    replicate_token = env.get("REPLICATE_API_TOKEN") or None
+    replicate = None
+    if replicate_token is not None:
+        replicate = ReplicateConfig(
+            token=replicate_token,
+            api_url=(env.get("REPLICATE_API_URL") or REPLICATE_API_URL).rstrip("/"),
+            poll_interval=_float_setting(env, "REPLICATE_POLL_SECONDS", 1.0, minimum=0.01, maximum=60),
+            timeout=_float_setting(env, "REPLICATE_TIMEOUT_SECONDS", 600, minimum=1, maximum=24 * 3600),
         )
     size = _int_setting(env, "IMAGE_SIZE", 1024, minimum=64, maximum=4096)
     return GenerationSettings(
@@ -443,6 +455,7 @@ def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: floa
             download_addresses=_download_addresses(env),
         ),
         fal=fal,
+        replicate=replicate,
         local_latency_seconds=_float_setting(env, "LOCAL_RENDER_LATENCY_MS", 0, minimum=0, maximum=600_000) / 1000,
     )
 

@@ -76,6 +76,7 @@ class Provider(StrEnum):
 
     LOCAL = "local"
     FAL = "fal"
+    REPLICATE = "replicate"
 
 
 class ProviderStatus(StrEnum):

@@ -26,6 +26,7 @@ from asgi_lifespan import LifespanManager
 
 from devtools.embedded_postgres import EmbeddedPostgres
 from pipeline.providers.fal import FalConfig
+from pipeline.providers.replicate import ReplicateConfig
 from pipeline.service import Generation
 from pipeline.worker import WorkerConfig
 from server.app import create_app
@@ -38,6 +39,7 @@ from storage.objects.catalog import CatalogedObjectStore
 from storage.objects.config import open_object_store
 from storage.objects.store import ObjectStore
 from tests.fake_fal import FakeFal
+from tests.fake_replicate import FakeReplicate
 from tests.server_process import Server
 from tests.support import (
     TEST_JWT_SECRET,
@@ -97,13 +99,27 @@ def fake_fal_server() -> Iterator[FakeFal]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, fake_fal_server: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def fake_replicate_server() -> Iterator[FakeReplicate]:
+    """One fake Replicate API server per session, over real HTTP on 127.0.0.1 (tests/fake_replicate.py)."""
+    with FakeReplicate() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str,
+    fake_fal_server: FakeFal,
+    fake_replicate_server: FakeReplicate,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
     return Settings.from_environ(
         {
             "DATABASE_URL": database_url,
-            # fal models are offered (the app's job policy allows them); test workers call the fake.
+            # fal and Replicate models are offered (the app's job policy allows them); test workers call the fakes.
             "FAL_KEY": fake_fal_server.key,
             "FAL_QUEUE_URL": fake_fal_server.url,
+            "REPLICATE_API_TOKEN": fake_replicate_server.token,
+            "REPLICATE_API_URL": fake_replicate_server.url,
             # The fake serves its results on 127.0.0.1, which downloads reach only when allowed.
             "DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1",
             "JWT_SECRET": TEST_JWT_SECRET,
@@ -341,17 +357,23 @@ StartGeneration = Callable[..., Awaitable[Generation]]
 
 @pytest.fixture
 async def start_generation(
-    settings: Settings, s3_settings: Settings, pool: asyncpg.Pool, fake_fal_server: FakeFal
+    settings: Settings,
+    s3_settings: Settings,
+    pool: asyncpg.Pool,
+    fake_fal_server: FakeFal,
+    fake_replicate_server: FakeReplicate,
 ) -> AsyncIterator[StartGeneration]:
     """Start workers of the test's own on the test database, like a `portraits worker` process.
 
     ``store`` is "local" (the app's own folder) or "s3" (the S3-backed app's
     buckets); keyword overrides go to WorkerConfig and PipelineConfig, ``fal_timeout`` and
     ``fal_request_timeout`` to FalConfig (a whole request, one HTTP call). Retries
-    and polls are fast; fal calls go to the fake fal server. Everything
-    started is stopped when the test ends.
+    and polls are fast; fal calls go to the fake fal server, Replicate calls to the fake Replicate server
+    (``replicate_timeout`` is ReplicateConfig's whole-request budget). Everything started is stopped when the
+    test ends.
     """
     fake_fal_server.reset()
+    fake_replicate_server.reset()
     started: list[tuple[Generation, ObjectStore]] = []
 
     async def start(
@@ -361,6 +383,7 @@ async def start_generation(
         local_latency: float = 0.0,
         fal_timeout: float = 30.0,
         fal_request_timeout: float = 30.0,
+        replicate_timeout: float = 30.0,
         **overrides: Any,
     ) -> Generation:
         app_settings = settings if store == "local" else s3_settings
@@ -379,8 +402,13 @@ async def start_generation(
             key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=0.01, timeout=fal_timeout,
             request_timeout=fal_request_timeout,
         )
+        replicate = ReplicateConfig(
+            token=fake_replicate_server.token, api_url=fake_replicate_server.url, poll_interval=0.01,
+            timeout=replicate_timeout,
+        )
         generation_settings = replace(
-            app_settings.generation, worker=worker, pipeline=pipeline, fal=fal, local_latency_seconds=local_latency
+            app_settings.generation, worker=worker, pipeline=pipeline, fal=fal, replicate=replicate,
+            local_latency_seconds=local_latency,
         )
         store_object = await open_object_store(app_settings.objects)
         objects = CatalogedObjectStore(store_object, pool)

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from server.log_format import log_secrets
 from server.settings import PersistedDocumentsConfig, Settings, SettingsError, TracingConfig
 from storage.objects.paths import Bucket
 from tests.jwks_support import SigningKey
@@ -76,6 +77,7 @@ def test_jwt_secret_from_the_environment_wins(tmp_path: Path) -> None:
         ({"MAX_ACTIVE_JOBS_PER_USER": "0"}, "MAX_ACTIVE_JOBS_PER_USER must be between"),
         ({"THUMBNAIL_MAX_SIDE": "8"}, "THUMBNAIL_MAX_SIDE must be between"),
         ({"FAL_KEY": "k", "FAL_POLL_SECONDS": "0"}, "FAL_POLL_SECONDS must be between"),
+        ({"REPLICATE_API_TOKEN": "t", "REPLICATE_TIMEOUT_SECONDS": "0"}, "REPLICATE_TIMEOUT_SECONDS must be between"),
         ({"BROADCAST_URL": "kafka://localhost:9092"}, "BROADCAST_URL must be a redis://"),
         ({"SUBSCRIPTION_MAX_PENDING": "0"}, "SUBSCRIPTION_MAX_PENDING must be between"),
         ({"SUBSCRIPTION_MAX_LAG_SECONDS": "never"}, "SUBSCRIPTION_MAX_LAG_SECONDS must be a number"),
@@ -177,6 +179,32 @@ def test_generation_settings_default_to_one_local_worker_and_fal_only_with_a_key
     assert with_fal.generation.workers == 0
     assert with_fal.job_policy.providers == frozenset({"local", "fal"})
     assert with_fal.generation.fal is not None and "secret" not in repr(with_fal.generation.fal)
+
+
+def test_replicate_is_configured_only_with_a_token(tmp_path: Path) -> None:
+    """Given no REPLICATE_API_TOKEN, then Replicate models are refused; given one (and an API URL with a trailing
+    slash), then they are allowed, the provider points at that URL, and the token is in no repr and no log line."""
+    plain = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path)})
+    assert plain.generation.replicate is None and "replicate" not in plain.job_policy.providers
+
+    configured = Settings.from_environ(
+        {
+            "PORTRAITS_DATA_DIR": str(tmp_path),
+            "REPLICATE_API_TOKEN": "r8_secret_token_value",
+            "REPLICATE_API_URL": "http://127.0.0.1:9999/",
+            "REPLICATE_POLL_SECONDS": "0.5",
+        }
+    )
+    replicate = configured.generation.replicate
+    assert replicate is not None
+    assert (replicate.api_url, replicate.poll_interval, replicate.timeout) == ("http://127.0.0.1:9999", 0.5, 600)
+    assert configured.job_policy.providers == frozenset({"local", "replicate"})
+    assert "r8_secret_token_value" not in repr(replicate)
+    assert "r8_secret_token_value" in log_secrets(configured)
+
+    default_url = Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "REPLICATE_API_TOKEN": "r8_x"})
+    assert default_url.generation.replicate is not None
+    assert default_url.generation.replicate.api_url == "https://api.replicate.com"
 
 
 def test_realtime_defaults_to_postgres_fan_out_and_redis_is_one_setting(tmp_path: Path) -> None:

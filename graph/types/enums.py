@@ -101,6 +101,8 @@ graphql_enum(
     {
         "LOCAL": "The server's own renderer: always available.",
         "FAL": "fal.ai's queue API: available only on a server configured with a fal key (FAL_KEY).",
+        "REPLICATE": "Replicate's predictions API: available only on a server configured with a Replicate API "
+        "token (REPLICATE_API_TOKEN).",
     },
 )
 graphql_enum(

@@ -21,7 +21,8 @@ class ImageModelType:
     is_default: bool = strawberry.field(description="The model used when modelId is omitted; one model at most.")
     available: bool = strawberry.field(
         description="Whether this server can run it: false when its provider is not configured (a FAL model "
-        "without FAL_KEY). Generating with an unavailable model is BAD_USER_INPUT."
+        "without FAL_KEY, a REPLICATE model without REPLICATE_API_TOKEN). Generating with an unavailable model is "
+        "BAD_USER_INPUT."
     )
 
     @classmethod
