@@ -131,10 +131,13 @@ class FakeReplicate:
             self._apply(scenario)
         return scenario
 
-    def enqueue(self, model_key: str = SDXL_MODEL) -> str:
+    def enqueue(self, model_key: str = SDXL_MODEL, *, seed: int | None = None) -> str:
         """A prediction as if an earlier attempt had created (and paid for) it; not counted as a creation."""
         owner_name, _, version = model_key.partition(":")
-        prediction = self._new(owner_name, version or None, {"prompt": "made earlier"})
+        model_input: dict[str, Any] = {"prompt": "made earlier"}
+        if seed is not None:
+            model_input["seed"] = seed
+        prediction = self._new(owner_name, version or None, model_input)
         return prediction.id
 
     def file_url(self, prediction_id: str) -> str:

@@ -245,13 +245,13 @@ async def test_a_worker_killed_mid_prediction_is_resumed_by_the_next_without_pay
     graphql: GraphQL, start_generation: StartGeneration, fake_replicate_server: FakeReplicate, pool: asyncpg.Pool,
     settings: Settings, alice: uuid.UUID, tmp_path: Path,
 ) -> None:
-    """Given a `portraits worker` process following a prediction that does not finish, when it is SIGKILLed, then
-    the worker that takes the job over resumes that prediction: the job completes on its second attempt and Replicate
-    saw exactly one creation."""
+    """Given a `portraits worker` process following a prediction (with a seed it drew) that does not finish, when it
+    is SIGKILLed, then the worker that takes the job over resumes that prediction: the job completes on its second
+    attempt, Replicate saw exactly one creation, and the character's locked seed is the one the prediction used."""
     model_id = await sdxl_model_id(graphql)
     fake_replicate_server.behave(polls_before_done=1_000_000)
     character = await create_character(graphql, alice)
-    job = await generate_portrait(graphql, alice, characterId=character["id"], modelId=model_id, seed=99)
+    job = await generate_portrait(graphql, alice, characterId=character["id"], modelId=model_id)
     process = start_worker_process(
         settings, tmp_path, JOB_LEASE_SECONDS=str(LEASE_SECONDS),
         REPLICATE_API_TOKEN=fake_replicate_server.token, REPLICATE_API_URL=fake_replicate_server.url,
@@ -282,6 +282,9 @@ async def test_a_worker_killed_mid_prediction_is_resumed_by_the_next_without_pay
     assert fake_replicate_server.prediction_ids() == [prediction_id]
     assert (await job_row(pool, job["id"]))["provider_request_id"] == prediction_id
     assert done["libraryAsset"]["path"] == f"user-library/{alice}/{job['id']}_{character['id']}.png"
+    seed_used = fake_replicate_server.creations[0]["input"]["seed"]
+    assert done["seed"] == done["workspaceAsset"]["seed"] == seed_used
+    assert (await get_character(graphql, alice, character["id"]))["seedLocked"] == seed_used
 
 
 async def _value(value: Any) -> Any:

@@ -220,15 +220,16 @@ async def test_the_predictions_own_urls_are_not_followed_so_the_token_stays_with
 async def test_resume_polls_the_earlier_prediction_without_creating_another(
     fake: FakeReplicate, make_provider: Callable[..., ReplicateProvider]
 ) -> None:
-    """Given a prediction an earlier attempt created (and paid for), when resumed by its id, then nothing is created
-    and its output comes back."""
-    prediction_id = fake.enqueue()
+    """Given a prediction an earlier attempt created (and paid for) with seed 555, when resumed by its id with
+    another seed drawn, then nothing is created, its output comes back, and the seed is the one it was made with."""
+    prediction_id = fake.enqueue(seed=555)
     reporter = Recorder(fake)
 
     result = await make_provider().generate(REQUEST, reporter=reporter, request_id=prediction_id)
 
     assert fake.calls["create"] == 0 and reporter.submitted_ids == []
     assert result.image_url == fake.file_url(prediction_id)
+    assert result.seed == 555 and REQUEST.seed != 555
     assert reporter.reported[-1] == DONE
 
 

@@ -325,7 +325,7 @@ def _prediction_path(prediction_id: str) -> str:
 
 
 def _result(answer: dict[str, Any], prediction_id: str, seed_sent: int | None) -> ProviderResult:
-    """The first output URL (image models answer a list of them, some a single one) and the seed used."""
+    """The first output URL (image models answer a list of them, some a single one) and the seed it used."""
     output = answer.get("output")
     first = output[0] if isinstance(output, list) and output else output
     if not _is_http_url(first):
@@ -334,13 +334,19 @@ def _result(answer: dict[str, Any], prediction_id: str, seed_sent: int | None) -
             retryable=False,
         )
     assert isinstance(first, str)
-    seed = seed_sent if seed_sent is not None else _seed_from_logs(answer.get("logs"))
-    return ProviderResult(seed=seed, image_url=first)
+    return ProviderResult(seed=_seed_used(answer, seed_sent), image_url=first)
 
 
-def _seed_from_logs(logs: object) -> int | None:
+def _seed_used(answer: dict[str, Any], seed_sent: int | None) -> int | None:
+    """The prediction's own input seed (a resumed prediction was created with an earlier attempt's), else the one
+    the model logged drawing ("Using seed: N"), else the one this attempt would have sent."""
+    model_input = answer.get("input")
+    seed = model_input.get("seed") if isinstance(model_input, dict) else None
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    logs = answer.get("logs")
     found = SEED_IN_LOGS.findall(logs) if isinstance(logs, str) else []
-    return int(found[-1]) if found else None
+    return int(found[-1]) if found else seed_sent
 
 
 def _log_new_lines(prediction_id: str, logs: object, logged: str) -> str:
