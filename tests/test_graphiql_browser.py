@@ -97,7 +97,7 @@ async def wait_for_result(page: Page, opened: BrowserPage, wanted: Callable[[Any
 
 
 def job_status(shown: Any) -> str | None:
-    status = ((shown.get("data") or {}).get("jobUpdated") or {}).get("status")
+    status = ((shown.get("data") or {}).get("jobChanged") or {}).get("status")
     return status if isinstance(status, str) else None
 
 
@@ -132,7 +132,7 @@ async def test_graphiql_runs_a_query_and_a_subscription_offline_with_the_token_f
     assert shown == {"data": {"character": {"id": character["id"], "name": "Ilse Marrow"}}}, chromium_page.report()
 
     # when a subscription to the job is run
-    await run_operation(page, f'subscription Progress {{ jobUpdated(id: "{job["id"]}") {{ id status }} }}')
+    await run_operation(page, f'subscription Progress {{ jobChanged(id: "{job["id"]}") {{ id status }} }}')
 
     # then its first event shows the job queued: the socket was accepted with the token as connection_init
     queued = await wait_for_result(page, chromium_page, lambda body: job_status(body) is not None)
@@ -143,7 +143,7 @@ async def test_graphiql_runs_a_query_and_a_subscription_offline_with_the_token_f
 
     # then the page shows it completed, pushed over the same subscription
     done = await wait_for_result(page, chromium_page, lambda body: job_status(body) == "COMPLETED")
-    assert done["data"]["jobUpdated"]["id"] == job["id"]
+    assert done["data"]["jobChanged"]["id"] == job["id"]
 
     # and nothing was fetched from anywhere else: every script and style came from the server's own route
     assert chromium_page.blocked == [], chromium_page.report()

@@ -16,7 +16,7 @@
     "#",
     "# Put a bearer token in the Headers tab below (`make run` prints a development one):",
     '#   {"Authorization": "Bearer <token>"}',
-    "# Ctrl-Enter runs the operation; subscriptions (jobUpdated, characterImageUpdated, portraitJobs)",
+    "# Ctrl-Enter runs the operation; subscriptions (jobChanged, characterImageChanged, portraitJobChanged)",
     "# stream their events into the result pane.",
     "",
     "query Me {",

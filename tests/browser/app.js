@@ -47,13 +47,13 @@ function followJob(client, id, onUpdate) {
   return new Promise((resolve, reject) => {
     let last;
     client.subscribe({
-      query: `subscription($id: ID!) { jobUpdated(id: $id) {
+      query: `subscription($id: ID!) { jobChanged(id: $id) {
         id status error libraryAsset { signedUrl { url } } } }`,
       variables: { id },
     }, {
       next: (value) => {
         if (value.errors) { reject(new Error(JSON.stringify(value.errors))); return; }
-        last = value.data.jobUpdated;
+        last = value.data.jobChanged;
         onUpdate(last);
       },
       error: (error) => reject(new Error(`subscription error: ${JSON.stringify(error?.message ?? error)}`)),
