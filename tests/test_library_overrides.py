@@ -81,6 +81,10 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # server/app.py: PortraitsGraphQL.render_graphql_ide answers with our GraphiQL page (server/graphiql_assets.py)
     # and falls back to this one, strawberry's CDN page, when GraphiQL's files are not installed.
     ("strawberry GraphQL.render_graphql_ide", GraphQL.render_graphql_ide, "417bb9771be9540d"),
+    # server/app.py: PortraitsGraphQL.execute_operation resolves a persisted query's document
+    # (server/persisted_queries.py) into the request data it passes on to this one, then keeps a new document once it
+    # has validated.
+    ("strawberry GraphQL.execute_operation", GraphQL.execute_operation, "7ee9febac728183f"),
     # server/http_head.py: HeadLimitedHttpToolsProtocol wraps these parser callbacks to count the request head,
     # raises from them to stop the parse, and replaces send_400_response (every parse refusal: a GraphQL error body).
     # It also uses two attributes uvicorn's protocol sets in __init__ and connection_made, public by name but not
@@ -143,7 +147,7 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     assert inspect.signature(PortraitsSchema.stream).parameters.keys() == (
         inspect.signature(strawberry.Schema.stream).parameters.keys()
     )
-    for name in ("get_sub_response", "process_result", "create_response"):
+    for name in ("get_sub_response", "process_result", "create_response", "execute_operation"):
         assert inspect.signature(getattr(PortraitsGraphQL, name)).parameters.keys() == (
             inspect.signature(getattr(GraphQL, name)).parameters.keys()
         ), name
