@@ -232,6 +232,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             response.headers["cache-control"] = NO_STORE  # a refusal or a passing failure is nobody's to keep
         media_type = sub_response.media_type or JSON
         response.headers["content-type"] = response_content_type(media_type)
+        response.headers.add_vary_header("Accept")  # a cache (a CDN keeping GETs) must not serve one type for the other
         if (
             media_type == GRAPHQL_RESPONSE_JSON
             and isinstance(response_data, dict)
@@ -240,6 +241,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         ):
             response.status_code = request_error_status(response_data.get("errors") or [])
         return response
+
     async def execute_operation(
         self,
         request: Request,

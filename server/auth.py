@@ -268,4 +268,5 @@ def unauthenticated_response(conn: HTTPConnection, error: AuthenticationError) -
     )
     if media_type is not None:
         response.headers["content-type"] = response_content_type(media_type)
+    response.headers.add_vary_header("Accept")
     return response

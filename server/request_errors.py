@@ -74,7 +74,8 @@ def refusal_response(refused: RequestRefused, media_type: str = JSON) -> Respons
     return Response(
         error_body(refused.reason, refused.code, refused.extensions),
         status_code=status,
-        headers={**refused.headers, "content-type": response_content_type(media_type)},
+        # Its type (and for a request error its status) depends on Accept: a cache must not answer another with it.
+        headers={**refused.headers, "content-type": response_content_type(media_type), "vary": "Accept"},
     )
 
 

@@ -195,6 +195,24 @@ async def test_a_query_over_get_is_answered_in_the_negotiated_type(client: httpx
     assert graphql.json() == json.json() == {"data": {"__type": {"name": "Query"}}}
 
 
+async def test_every_answer_of_graphql_varies_by_accept(client: httpx.AsyncClient) -> None:
+    """Given GET queries (which a CDN may keep), a request error, a refusal and a bad token, when each is answered,
+    then each says ``Vary: Accept``: its media type, and a request error's status, depend on that header, so a
+    cache must not give the application/json answer to a client that asked for the other type."""
+    params = {"query": "{ __typename }"}
+    answers = [
+        await client.get("/graphql", params=params, headers=ACCEPT_GRAPHQL),
+        await client.get("/graphql", params=params, headers=ACCEPT_JSON),
+        await client.get("/graphql", params={"query": "{ nope }"}, headers=ACCEPT_GRAPHQL),
+        await client.get("/graphql", params={"query": "{ __typename }", "variables": "[]"}, headers=ACCEPT_JSON),
+        await client.get("/graphql", params=params, headers={**ACCEPT_JSON, "authorization": "Bearer not-a-jwt"}),
+    ]
+
+    assert [response.status_code for response in answers] == [200, 200, 400, 400, 401]
+    varies = [[name.strip() for name in response.headers.get("vary", "").split(",")] for response in answers]
+    assert all("Accept" in names for names in varies), varies  # (beside CORS's Origin)
+
+
 async def test_a_get_that_does_not_validate_is_a_400_in_graphql_response_json(client: httpx.AsyncClient) -> None:
     """Given a GET whose document does not validate, when it is sent accepting application/graphql-response+json,
     then it is a 400 without data."""
