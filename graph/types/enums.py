@@ -126,7 +126,8 @@ graphql_enum(
         "CREATED_AT_DESC": "Newest first (the default).",
         "CREATED_AT_ASC": "Oldest first.",
         "UPDATED_AT_DESC": "Most recently changed first (a change moves a character to the front).",
-        "UPDATED_AT_ASC": "Least recently changed first.",
+        "UPDATED_AT_ASC": "Least recently changed first (a change moves a character to the end: a walk through the "
+        "pages under way meets it again there).",
     },
 )
 
