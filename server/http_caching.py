@@ -12,8 +12,8 @@ from __future__ import annotations
 
 PRIVATE = "private, no-store"
 NO_STORE = "no-store"
-# CORS adds Origin to it (server/cors.py), after these.
-GET_VARY = "Accept, Authorization"
+# The view adds Accept to every /graphql answer, and CORS adds Origin (server/cors.py), after this.
+GET_VARY = "Authorization"
 
 
 def get_cache_headers(*, authorized: bool) -> dict[str, str]:

@@ -23,7 +23,9 @@ def unique(document: str) -> str:
 
 
 def vary_of(response: httpx.Response) -> set[str]:
-    return {name.strip().lower() for name in response.headers.get("vary", "").split(",") if name.strip()}
+    names = [name.strip().lower() for name in response.headers.get("vary", "").split(",") if name.strip()]
+    assert len(names) == len(set(names)), f"a name repeated in Vary: {names}"
+    return set(names)
 
 
 async def test_an_answer_for_a_token_is_never_kept_by_a_shared_cache(
