@@ -8,7 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
-from graph.ids import CharacterId, parse_id, parse_optional_id
+from graph.ids import CharacterId, LibraryAssetId, parse_id, parse_optional_id
 from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
 from graph.types.enums import CharacterOrder, ContentRating
 from graph.types.pagination import After, Connection, First
@@ -101,6 +101,27 @@ class CharacterMutation:
         viewer = context.require_viewer()
         character = await characters.update_character(
             context.pool, viewer, character_id=parse_id(id), fields=input.to_fields()
+        )
+        return CharacterType.from_model(character)
+
+    @strawberry.mutation(
+        description="Make one of the viewer's library images the character's reference image (kept as that "
+        "asset's storage path, with its generation seed as seedLocked). Scenes (generateImage with characterId) "
+        "and portraits with useReference give it to the model. NOT_FOUND for a missing or foreign character or "
+        "asset."
+    )
+    async def set_reference_image(
+        self,
+        info: Info[Context, None],
+        character_id: CharacterId,
+        library_asset_id: LibraryAssetId,
+    ) -> CharacterType | None:
+        context = info.context
+        viewer = context.require_viewer()
+        character = await characters.set_reference_image(
+            context.pool, viewer,
+            character_id=parse_id(character_id, field="character_id"),
+            library_asset_id=parse_id(library_asset_id, field="library_asset_id"),
         )
         return CharacterType.from_model(character)
 

@@ -18,7 +18,8 @@ from resolvers.jobs import GenerationOptions
 
 def _options(data: GenerateCharacterPortraitInput | GenerateImageInput) -> GenerationOptions:
     return GenerationOptions(
-        model_id=parse_optional_id(data.model_id, field="model_id"), quality=data.quality, seed=data.seed
+        model_id=parse_optional_id(data.model_id, field="model_id"), quality=data.quality, seed=data.seed,
+        use_reference=isinstance(data, GenerateCharacterPortraitInput) and data.use_reference,
     )
 
 
@@ -93,7 +94,8 @@ class JobMutation:
         context = info.context
         viewer = context.require_viewer()
         job = await jobs.generate_image(
-            context.pool, viewer, context.job_policy, prompt=input.prompt, options=_options(input)
+            context.pool, viewer, context.job_policy, prompt=input.prompt, options=_options(input),
+            character_id=parse_optional_id(input.character_id, field="character_id"),
         )
         return JobType.from_model(job)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
@@ -26,7 +27,7 @@ import httpx
 from pipeline.address_policy import PUBLIC_ONLY, AddressPolicy
 from pipeline.download import DownloadError, download_image
 from pipeline.images import InvalidImage, inspect_image, make_thumbnail
-from pipeline.providers.interface import ImageProvider, ImageRequest, ProviderError, ProviderProgress
+from pipeline.providers.interface import ImageProvider, ImageReference, ImageRequest, ProviderError, ProviderProgress
 from pipeline.providers.local import MAX_SEED
 from storage import characters, job_attempts, jobs, user_library, workspace_assets
 from storage.database import Connection, transaction
@@ -34,7 +35,15 @@ from storage.enums import JobAttemptOutcome, JobDestination, Provider
 from storage.jobs import ClaimedJob, Job
 from storage.library_copy import copy_to_library, library_row
 from storage.objects.catalog import CatalogedObjectStore
-from storage.objects.paths import Bucket, extension_for, thumbnail_path, workspace_image_path
+from storage.objects.paths import (
+    Bucket,
+    InvalidObjectPath,
+    extension_for,
+    parse_key,
+    thumbnail_path,
+    workspace_image_path,
+)
+from storage.objects.store import ObjectNotFound
 from storage.workspace_assets import WorkspaceAsset
 
 logger = logging.getLogger(__name__)
@@ -54,6 +63,8 @@ class PipelineConfig:
     download_timeout: float = 60.0
     # Result downloads reach public addresses, and these networks (DOWNLOAD_ALLOW_NETWORKS).
     download_addresses: AddressPolicy = PUBLIC_ONLY
+    # How long the signed URL of a reference image handed to a remote provider lives (REFERENCE_URL_TTL_SECONDS).
+    reference_url_ttl_seconds: int = 900
 
 
 class JobFailed(Exception):
@@ -143,6 +154,7 @@ class JobRunner:
         request = ImageRequest(
             model_key=job.model_key, prompt=job.prompt, seed=seed, quality=job.quality,
             width=self.config.image_width, height=self.config.image_height,
+            reference=await self._reference(job, claimed.provider),
         )
         try:
             result = await provider.generate(
@@ -161,6 +173,30 @@ class JobRunner:
             return _Image(result.image_bytes, chosen_seed)
         assert result.image_url is not None
         return _Image(await self._download(result.image_url, fresh=True), chosen_seed)
+
+    async def _reference(self, job: Job, provider: Provider) -> ImageReference | None:
+        """The job's reference image as its provider takes it: the bytes for the local renderer, a signed URL
+        (REFERENCE_URL_TTL_SECONDS) for a remote one, which fetches it itself. A reference deleted since the
+        job was queued fails the job: another attempt would not find it either."""
+        if job.reference_image_key is None:
+            return None
+        try:
+            key = parse_key(job.reference_image_key)
+        except InvalidObjectPath as error:
+            raise JobFailed(f"the job's reference image path is invalid: {error}", retryable=False) from error
+        try:
+            if provider is Provider.LOCAL:
+                return ImageReference(data=await self.objects.get(key.bucket, key.path))
+            await self.objects.head(key.bucket, key.path)
+        except ObjectNotFound as error:
+            raise JobFailed(
+                f"the reference image {job.reference_image_key} is no longer stored", retryable=False
+            ) from error
+        now = int(time.time())
+        url = self.objects.sign(
+            key.bucket, key.path, issued_at=now, expires_at=now + self.config.reference_url_ttl_seconds
+        )
+        return ImageReference(url=url)
 
     async def _download(self, url: str, *, fresh: bool = False) -> bytes:
         """The image at ``url``. A result the provider has just handed over that is not there (404, 410) is worth

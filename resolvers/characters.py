@@ -13,10 +13,10 @@ from resolvers.images import clean_image_reference
 from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.validation import clean_json_object, clean_tags, clean_text
 from resolvers.viewer import Viewer
-from storage import characters, jobs, workspace_assets
+from storage import characters, jobs, user_library, workspace_assets
 from storage.characters import EVERY_CHARACTER, Character, CharacterFields, CharacterFilter
 from storage.database import Connection, acquire, transaction
-from storage.enums import CharacterOrder, ContentRating, JobStatus
+from storage.enums import AssetType, CharacterOrder, ContentRating, JobStatus
 
 # The bounds the README documents; the database checks name and description again.
 NAME_MAX = 100
@@ -223,3 +223,34 @@ async def delete_character(pool: asyncpg.Pool, viewer: Viewer, *, character_id: 
     if not deleted:
         raise NotFound(NOT_FOUND_MESSAGE)
     return character_id
+
+
+LIBRARY_ASSET_NOT_FOUND = "Library asset not found"
+
+
+async def set_reference_image(
+    pool: asyncpg.Pool, viewer: Viewer, *, character_id: UUID, library_asset_id: UUID
+) -> Character:
+    """Make one of the viewer's library images the character's reference, and lock that image's seed.
+
+    The reference is stored as the asset's own path ("user-library/..."), never a URL a client gave, so
+    what a model is later handed is always an object of the owner's. Another user's character or asset
+    is NOT_FOUND, as a missing one.
+    """
+    async with transaction(pool) as connection:
+        if await characters.get(connection, user_id=viewer.user_id, character_id=character_id) is None:
+            raise NotFound(NOT_FOUND_MESSAGE, field="character_id")
+        asset = await user_library.get_for_share(connection, user_id=viewer.user_id, asset_id=library_asset_id)
+        if asset is None:
+            raise NotFound(LIBRARY_ASSET_NOT_FOUND, field="library_asset_id")
+        if asset.asset_type is not AssetType.IMAGE:
+            raise BadUserInput("a reference must be an image", field="library_asset_id")
+        if asset.image_key not in asset.stored_keys:
+            raise BadUserInput("that library image is no longer stored", field="library_asset_id")
+        character = await characters.set_reference(
+            connection, user_id=viewer.user_id, character_id=character_id,
+            image_key=asset.image_key, seed_locked=asset.generation_seed,
+        )
+    if character is None:
+        raise NotFound(NOT_FOUND_MESSAGE, field="character_id")
+    return character

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -15,12 +15,14 @@ from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.portrait_prompt import MAX_PROMPT_LENGTH, PortraitSubject, build_character_portrait_prompt
 from resolvers.validation import clean_text
 from resolvers.viewer import Viewer
-from storage import characters, image_models, job_attempts, jobs
+from storage import characters, image_models, job_attempts, jobs, user_library
+from storage.characters import Character
 from storage.database import Connection, acquire, transaction
 from storage.enums import ContentRating, JobAttemptOutcome, JobDestination, JobStatus, Provider, Quality
 from storage.image_models import ImageModel
 from storage.job_attempts import JobAttempt
-from storage.jobs import Job, JobMetadata
+from storage.jobs import Job, JobMetadata, JobReference
+from storage.objects.paths import Bucket, ExternalUrl, InvalidObjectPath, parse_image_reference
 
 MAX_SEED = 2**31 - 1
 # The most attempts a job may be given: the maximum server/settings.py allows JOB_MAX_ATTEMPTS.
@@ -43,6 +45,12 @@ class GenerationOptions:
     model_id: UUID | None = None
     quality: Quality = Quality.HIGH
     seed: int | None = None
+    # Give the model the character's reference image (and its locked seed, when no seed is given).
+    use_reference: bool = False
+
+
+# jobs.metadata's consistency_method: how the job keeps the character recognisable.
+REFERENCE_IMAGE = "reference_image"
 
 
 async def generate_character_portrait(
@@ -57,14 +65,18 @@ async def generate_character_portrait(
     """Queue a portrait for one of the viewer's characters, or for a draft that createCharacter attaches later."""
     if (character_id is None) == (draft is None):
         raise BadUserInput("give either characterId or draft", field="character_id")
+    if options.use_reference and character_id is None:
+        raise BadUserInput("useReference needs characterId: a draft has no reference image", field="use_reference")
     seed = _check_options(options)
     draft_fields = None if draft is None else clean_character_fields(draft, partial=False, owner_id=viewer.user_id)
     async with transaction(pool) as connection:
-        model = await _pick_model(connection, policy, options.model_id)
+        model = await _pick_model(connection, policy, options)
+        reference: JobReference | None = None
         if character_id is not None:
-            character = await characters.get(connection, user_id=viewer.user_id, character_id=character_id)
-            if character is None:
-                raise NotFound("Character not found")
+            character = await _character(connection, viewer, character_id)
+            if options.use_reference:
+                reference = await _reference_of(connection, viewer, model, character, seed=seed)
+                seed = seed if reference.seed is None else reference.seed
             subject = PortraitSubject(
                 name=character.name, description=character.description, appearance_tags=character.appearance_tags,
                 traits=character.traits, persona=character.persona, gender=character.gender,
@@ -84,28 +96,49 @@ async def generate_character_portrait(
             "destination": JobDestination.CHARACTER_PORTRAIT,
             "character_id": None if target_id is None else str(target_id),
             "character_name": subject.name,
-            "consistency_method": "seed_locked" if seed is not None else "none",
+            "consistency_method": _consistency(reference, seed),
             "content_rating": rating,
             "draft": target_id is None,
         }
         return await _create(
             connection, viewer, policy, destination=JobDestination.CHARACTER_PORTRAIT, character_id=target_id,
             model=model, prompt=build_character_portrait_prompt(subject), quality=options.quality, seed=seed,
-            metadata=metadata,
+            metadata=metadata, reference=reference,
         )
 
 
 async def generate_image(
-    pool: asyncpg.Pool, viewer: Viewer, policy: JobPolicy, *, prompt: str, options: GenerationOptions
+    pool: asyncpg.Pool,
+    viewer: Viewer,
+    policy: JobPolicy,
+    *,
+    prompt: str,
+    options: GenerationOptions,
+    character_id: UUID | None = None,
 ) -> Job:
-    """Queue a free-form image for the workspace (saved to the library only on request)."""
+    """Queue a free-form image for the workspace (saved to the library only on request).
+
+    With ``character_id`` it is a scene with that character: the model gets the character's reference
+    image and, when no seed is given, its locked seed. The job's character_id stays null (that column
+    names the character a *portrait* is for, whose image the worker replaces); the metadata names it.
+    """
     text = clean_text(prompt, field="prompt", max_length=MAX_PROMPT_LENGTH, required=True)
     seed = _check_options(options)
+    options = replace(options, use_reference=character_id is not None)
     async with transaction(pool) as connection:
-        model = await _pick_model(connection, policy, options.model_id)
+        model = await _pick_model(connection, policy, options)
+        metadata: JobMetadata = {"destination": JobDestination.WORKSPACE}
+        reference: JobReference | None = None
+        if character_id is not None:
+            character = await _character(connection, viewer, character_id)
+            reference = await _reference_of(connection, viewer, model, character, seed=seed)
+            seed = seed if reference.seed is None else reference.seed
+            metadata["scene_character_id"] = str(character.id)
+            metadata["character_name"] = character.name
+            metadata["consistency_method"] = _consistency(reference, seed)
         return await _create(
             connection, viewer, policy, destination=JobDestination.WORKSPACE, character_id=None, model=model,
-            prompt=text, quality=options.quality, seed=seed, metadata={"destination": JobDestination.WORKSPACE},
+            prompt=text, quality=options.quality, seed=seed, metadata=metadata, reference=reference,
         )
 
 
@@ -115,7 +148,63 @@ def _check_options(options: GenerationOptions) -> int | None:
     return options.seed
 
 
-async def _pick_model(connection: Connection, policy: JobPolicy, model_id: UUID | None) -> ImageModel:
+def _consistency(reference: JobReference | None, seed: int | None) -> str:
+    if reference is not None:
+        return REFERENCE_IMAGE
+    return "seed_locked" if seed is not None else "none"
+
+
+async def _character(connection: Connection, viewer: Viewer, character_id: UUID) -> Character:
+    character = await characters.get(connection, user_id=viewer.user_id, character_id=character_id)
+    if character is None:
+        raise NotFound("Character not found", field="character_id")
+    return character
+
+
+async def _reference_of(
+    connection: Connection, viewer: Viewer, model: ImageModel, character: Character, *, seed: int | None
+) -> JobReference:
+    """The character's reference image for a job on ``model``; BAD_USER_INPUT when there is none to give.
+
+    Only an image stored here (the owner's, still present) is given to a model: an external URL in
+    reference_image_url is never handed to a provider (set one from the library with setReferenceImage).
+    The character's locked seed comes along when no seed was given and the model takes seeds.
+    """
+    if not model.supports_reference:
+        raise BadUserInput(
+            f"{model.display_name} ({model.model_key}) cannot take a reference image; "
+            "pick a model whose supportsReference is true",
+            field="model_id",
+        )
+    stored = character.reference_image_url
+    if stored is None:
+        raise BadUserInput(
+            f"{character.name} has no reference image; set one with setReferenceImage", field="character_id"
+        )
+    try:
+        target = parse_image_reference(stored)
+    except InvalidObjectPath:
+        target = None
+    if isinstance(target, ExternalUrl):
+        raise BadUserInput(
+            f"{character.name}'s reference image is an external URL, which is never sent to a model; "
+            "set one from your library with setReferenceImage",
+            field="character_id",
+        )
+    if target is None or not target.is_owned_by(viewer.user_id) or target.key not in character.stored_image_keys:
+        raise BadUserInput(
+            f"{character.name}'s reference image is no longer stored; set another with setReferenceImage",
+            field="character_id",
+        )
+    asset = None
+    if target.bucket is Bucket.USER_LIBRARY:
+        asset = await user_library.get_by_path(connection, user_id=viewer.user_id, storage_path=target.path)
+    locked = character.seed_locked if seed is None and model.supports_seed else None
+    return JobReference(image_key=target.key, asset_id=None if asset is None else asset.id, seed=locked)
+
+
+async def _pick_model(connection: Connection, policy: JobPolicy, options: GenerationOptions) -> ImageModel:
+    model_id = options.model_id
     model = await image_models.get_active(connection, model_id=model_id)
     if model is None:
         raise BadUserInput(
@@ -125,6 +214,14 @@ async def _pick_model(connection: Connection, policy: JobPolicy, model_id: UUID 
         raise BadUserInput(
             f"{model.display_name} is not available on this server "
             f"(its provider {model.provider.value!r} is not configured)",
+            field="model_id",
+        )
+    if options.seed is not None and not model.supports_seed:
+        raise BadUserInput(f"{model.display_name} ({model.model_key}) takes no seed; omit seed", field="seed")
+    if model.requires_reference and not options.use_reference:
+        raise BadUserInput(
+            f"{model.display_name} ({model.model_key}) needs a reference image: generate a scene with "
+            "characterId, or a portrait with useReference",
             field="model_id",
         )
     return model
@@ -142,6 +239,7 @@ async def _create(
     quality: Quality,
     seed: int | None,
     metadata: JobMetadata,
+    reference: JobReference | None = None,
 ) -> Job:
     active = await jobs.count_active(connection, user_id=viewer.user_id)
     if active >= policy.max_active_per_user:
@@ -153,7 +251,7 @@ async def _create(
     return await jobs.create(
         connection, user_id=viewer.user_id, destination=destination, character_id=character_id,
         model_key=model.model_key, prompt=prompt, quality=quality, seed=seed, metadata=metadata,
-        max_attempts=policy.max_attempts,
+        max_attempts=policy.max_attempts, reference=reference,
     )
 
 

@@ -453,6 +453,7 @@ def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: floa
                 env, "WORKSPACE_TTL_SECONDS", 24 * 3600, minimum=1, maximum=90 * 24 * 3600
             ),
             download_addresses=_download_addresses(env),
+            reference_url_ttl_seconds=_int_setting(env, "REFERENCE_URL_TTL_SECONDS", 900, minimum=60, maximum=86400),
         ),
         fal=fal,
         replicate=replicate,

@@ -321,6 +321,26 @@ async def set_portrait(
     return await connection.fetchval(SET_PORTRAIT, character_id, user_id, image_url, seed_locked) is not None
 
 
+SET_REFERENCE = f"""
+UPDATE characters AS c SET reference_image_url = $3, seed_locked = $4
+WHERE c.id = $1 AND c.user_id = $2
+RETURNING {COLUMNS}
+"""
+
+
+@translate_errors
+async def set_reference(
+    connection: Connection, *, user_id: UUID, character_id: UUID, image_key: str, seed_locked: int | None
+) -> Character | None:
+    """Make ``image_key`` (one of our objects, "bucket/path") the reference and lock its seed; None when not theirs.
+
+    The seed is the reference image's own (None for an image without one): a seed locked for the old
+    reference would not reproduce the new one.
+    """
+    row = await connection.fetchrow(SET_REFERENCE, character_id, user_id, image_key, seed_locked)
+    return None if row is None else _character(row)
+
+
 # Only a reference still naming the old image moves: a user who chose another
 # image meanwhile keeps it.
 REPLACE_PORTRAIT = """

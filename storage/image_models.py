@@ -20,6 +20,21 @@ class ImageModel:
     provider: Provider
     is_default: bool
     is_active: bool
+    # What the model can take, for job creation's checks and the client's model picker.
+    supports_reference: bool = False
+    requires_reference: bool = False
+    supports_seed: bool = True
+    # (width, height) pairs the model makes, the one to suggest first.
+    sizes: tuple[tuple[int, int], ...] = ((1024, 1024),)
+    # The longest side of a size of one's own; None when only ``sizes`` are made.
+    max_side: int | None = None
+    typical_latency_seconds: float = 10.0
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' as the column's check constraint allows it."""
+    width, _, height = text.partition("x")
+    return int(width), int(height)
 
 
 def _model(row: asyncpg.Record) -> ImageModel:
@@ -30,11 +45,21 @@ def _model(row: asyncpg.Record) -> ImageModel:
         provider=Provider(row["provider"]),
         is_default=row["is_default"],
         is_active=row["is_active"],
+        supports_reference=row["supports_reference"],
+        requires_reference=row["requires_reference"],
+        supports_seed=row["supports_seed"],
+        sizes=tuple(_size(size) for size in row["sizes"]),
+        max_side=row["max_side"],
+        typical_latency_seconds=row["typical_latency_seconds"],
     )
 
 
-LIST_ACTIVE = """
-SELECT id, model_key, display_name, provider, is_default, is_active
+COLUMNS = """id, model_key, display_name, provider, is_default, is_active, supports_reference, requires_reference,
+    supports_seed, sizes, max_side, typical_latency_seconds"""
+
+
+LIST_ACTIVE = f"""
+SELECT {COLUMNS}
 FROM image_models
 WHERE is_active
 ORDER BY is_default DESC, display_name
@@ -47,8 +72,8 @@ async def list_active(connection: Connection) -> list[ImageModel]:
     return [_model(row) for row in await connection.fetch(LIST_ACTIVE)]
 
 
-GET_ACTIVE = """
-SELECT id, model_key, display_name, provider, is_default, is_active
+GET_ACTIVE = f"""
+SELECT {COLUMNS}
 FROM image_models
 WHERE is_active AND (CASE WHEN $1::uuid IS NULL THEN is_default ELSE id = $1 END)
 """

@@ -33,6 +33,8 @@ class JobMetadata(TypedDict, total=False):
     consistency_method: str
     content_rating: str
     draft: bool
+    # A scene's (generateImage with characterId): the character whose reference image it was given.
+    scene_character_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,11 @@ class Job:
     started_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    # The reference image the job was given ("bucket/path"), the library asset at that path, and the
+    # character's locked seed the job took; all None for a job without a reference.
+    reference_image_key: str | None = None
+    reference_asset_id: UUID | None = None
+    reference_seed: int | None = None
 
     @property
     def sort_key(self) -> tuple[datetime, UUID]:
@@ -86,7 +93,7 @@ class ClaimedJob:
 COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_key, j.prompt, j.quality, j.seed,
     j.metadata, j.attempts, j.max_attempts, j.run_after, j.locked_by, j.locked_until, j.worker_id,
     j.provider_request_id, j.provider_status, j.queue_position, j.result_url, j.error, j.created_at, j.started_at,
-    j.completed_at, j.updated_at"""
+    j.completed_at, j.updated_at, j.reference_image_key, j.reference_asset_id, j.reference_seed"""
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -116,6 +123,9 @@ def _job(row: asyncpg.Record) -> Job:
         started_at=row["started_at"],
         completed_at=row["completed_at"],
         updated_at=row["updated_at"],
+        reference_image_key=row["reference_image_key"],
+        reference_asset_id=row["reference_asset_id"],
+        reference_seed=row["reference_seed"],
     )
 
 
@@ -221,10 +231,20 @@ async def count_active(connection: Connection, *, user_id: UUID) -> int:
 
 
 CREATE = f"""
-INSERT INTO jobs AS j (user_id, destination, character_id, model_key, prompt, quality, seed, metadata, max_attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO jobs AS j (user_id, destination, character_id, model_key, prompt, quality, seed, metadata, max_attempts,
+    reference_image_key, reference_asset_id, reference_seed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 RETURNING {COLUMNS}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class JobReference:
+    """The reference image a new job is given: its "bucket/path", its library asset, the locked seed taken."""
+
+    image_key: str
+    asset_id: UUID | None = None
+    seed: int | None = None
 
 
 @translate_errors
@@ -240,10 +260,14 @@ async def create(
     seed: int | None,
     metadata: JobMetadata,
     max_attempts: int,
+    reference: JobReference | None = None,
 ) -> Job:
     """Insert a queued job; its insert trigger wakes the workers at commit."""
     row = await connection.fetchrow(
-        CREATE, user_id, destination, character_id, model_key, prompt, quality, seed, dict(metadata), max_attempts
+        CREATE, user_id, destination, character_id, model_key, prompt, quality, seed, dict(metadata), max_attempts,
+        None if reference is None else reference.image_key,
+        None if reference is None else reference.asset_id,
+        None if reference is None else reference.seed,
     )
     return _job(returned(row))
 

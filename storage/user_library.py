@@ -125,6 +125,30 @@ async def get_many_by_job(
     return [_asset(row) for row in await connection.fetch(GET_MANY_BY_JOB, [*job_ids], user_id)]
 
 
+GET_FOR_SHARE = f"SELECT {COLUMNS} FROM user_library l WHERE l.id = $1 AND l.user_id = $2 FOR SHARE OF l"
+
+
+@translate_errors
+async def get_for_share(connection: Connection, *, user_id: UUID, asset_id: UUID) -> LibraryAsset | None:
+    """One of the user's library assets, or None (another user's too), share-locked until the transaction ends.
+
+    A delete of the asset waits, so a character cannot be pointed at it as it goes (the delete then clears
+    the pointer, storage/characters.py: ``clear_image``).
+    """
+    row = await connection.fetchrow(GET_FOR_SHARE, asset_id, user_id)
+    return None if row is None else _asset(row)
+
+
+GET_BY_PATH = f"SELECT {COLUMNS} FROM user_library l WHERE l.storage_path = $1 AND l.user_id = $2"
+
+
+@translate_errors
+async def get_by_path(connection: Connection, *, user_id: UUID, storage_path: str) -> LibraryAsset | None:
+    """The user's library asset stored at ``storage_path`` (relative to user-library), or None."""
+    row = await connection.fetchrow(GET_BY_PATH, storage_path, user_id)
+    return None if row is None else _asset(row)
+
+
 # The seed's characters tab (UpdatedOptimizedLibrary.tsx): any one of three marks.
 CHARACTERS_TAB = """(l.roleplay_metadata->>'type' = 'character_portrait'
     OR 'character' = ANY(l.tags) OR l.content_category = 'character')"""

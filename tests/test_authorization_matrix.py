@@ -65,6 +65,8 @@ class Row:
         return json.loads(json.dumps(self.variables).replace(json.dumps(ID_PLACEHOLDER), json.dumps(value)))
 
 
+# An id no row has, for the second id of a row that takes two.
+NOBODYS_ID = "00000000-0000-4000-8000-00000000dead"
 CHARACTER_FIELDS = "id name description imageUrl signedImageUrl { url } updatedAt"
 JOB_FIELDS = "id status characterId prompt workspaceAsset { id path } libraryAsset { id path } character { id name }"
 
@@ -102,6 +104,16 @@ MATRIX: tuple[Row, ...] = (
     Row("generateImage", ("Mutation.generateImage", "GenerateImageInput.modelId"),
         "mutation($model: ID!) { generateImage(input: {prompt: \"a cat\", modelId: $model}) { id modelKey } }",
         {"model": ID_PLACEHOLDER}, "model", catalogue=True),
+    Row("generateImage of a scene with a character", ("GenerateImageInput.characterId",),
+        f"mutation($id: ID!) {{ generateImage(input: {{prompt: \"a duel\", characterId: $id}}) {{ {JOB_FIELDS} }} }}",
+        {"id": ID_PLACEHOLDER}, "character"),
+    # Two ids: the other is one nobody has (tests/test_reference_images.py pairs each with the stranger's own).
+    Row("setReferenceImage on a character", ("Mutation.setReferenceImage", "Mutation.setReferenceImage(characterId)"),
+        f"mutation($id: ID!, $asset: ID!) {{ setReferenceImage(characterId: $id, libraryAssetId: $asset) "
+        f"{{ {CHARACTER_FIELDS} }} }}", {"id": ID_PLACEHOLDER, "asset": NOBODYS_ID}, "character"),
+    Row("setReferenceImage with a library asset", ("Mutation.setReferenceImage(libraryAssetId)",),
+        f"mutation($id: ID!, $asset: ID!) {{ setReferenceImage(characterId: $id, libraryAssetId: $asset) "
+        f"{{ {CHARACTER_FIELDS} }} }}", {"id": NOBODYS_ID, "asset": ID_PLACEHOLDER}, "library asset"),
     Row("cancelJob", ("Mutation.cancelJob", "Mutation.cancelJob(id)"),
         f"mutation($id: ID!) {{ cancelJob(id: $id) {{ {JOB_FIELDS} }} }}", {"id": ID_PLACEHOLDER}, "queued job"),
     Row("saveToLibrary", ("Mutation.saveToLibrary", "Mutation.saveToLibrary(workspaceAssetId)"),

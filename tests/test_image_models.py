@@ -15,6 +15,7 @@ from server.settings import Settings
 from storage.enums import Provider
 from tests.conftest import GraphQL, graphql_over
 from tests.fake_replicate import SDXL_MODEL
+from tests.generation_support import FAL_MODEL
 from tests.support import only_error
 
 MODELS = "{ imageModels { id modelKey provider available } }"
@@ -56,7 +57,7 @@ async def test_generating_with_an_unavailable_model_is_bad_user_input(without_fa
     """Given a server without FAL_KEY, when a fal model is chosen, then BAD_USER_INPUT names the model and why,
     and the local default still generates."""
     models = (await without_fal(MODELS))["data"]["imageModels"]
-    (fal,) = [model for model in models if model["provider"] == "FAL"]
+    (fal,) = [model for model in models if model["modelKey"] == FAL_MODEL]
 
     refused = await without_fal(GENERATE_IMAGE, {"input": {"prompt": "a lighthouse", "modelId": fal["id"]}}, user=alice)
     accepted = await without_fal(GENERATE_IMAGE, {"input": {"prompt": "a lighthouse"}}, user=alice)

@@ -28,7 +28,10 @@ class RecordingReporter:
 
 
 def request(prompt: str = "a silver-haired alchemist", seed: int | None = 42, **size: int) -> ImageRequest:
-    return ImageRequest(model_key="local", prompt=prompt, seed=seed, quality=Quality.FAST, **size)
+    return ImageRequest(
+        model_key="local", prompt=prompt, seed=seed, quality=Quality.FAST,
+        width=size.get("width", 1024), height=size.get("height", 1024),
+    )
 
 
 async def generate(req: ImageRequest, provider: LocalProvider | None = None) -> tuple[int | None, bytes]:

@@ -108,6 +108,17 @@ class JobType:
         description="When it COMPLETED (UTC); null before, and for a failed or canceled job."
     )
     updated_at: datetime = strawberry.field(description="When anything about the job last changed (UTC).")
+    reference_image_path: str | None = strawberry.field(
+        description="The reference image the model was given, as a storage path (bucket/path, as "
+        "Character.referenceImageUrl held it when the job was queued); null for a job without one."
+    )
+    reference_library_asset_id: strawberry.ID | None = strawberry.field(
+        description="The library asset at referenceImagePath, when it was one (null once that asset is deleted)."
+    )
+    reference_seed: int | None = strawberry.field(
+        description="The character's locked seed the job took with its reference (no seed was given); null "
+        "otherwise. Job.seed shows the seed the image was made with."
+    )
     model: strawberry.Private[Job]
 
     @strawberry.field(
@@ -163,6 +174,11 @@ class JobType:
             started_at=job.started_at,
             completed_at=job.completed_at,
             updated_at=job.updated_at,
+            reference_image_path=job.reference_image_key,
+            reference_library_asset_id=(
+                None if job.reference_asset_id is None else strawberry.ID(str(job.reference_asset_id))
+            ),
+            reference_seed=job.reference_seed,
         )
 
 
@@ -191,11 +207,23 @@ class GenerateCharacterPortraitInput:
     model_id: strawberry.ID | None = strawberry.field(default=None, description=MODEL_ID_DESCRIPTION)
     quality: Quality = strawberry.field(default=Quality.HIGH, description="HIGH when omitted.")
     seed: int | None = strawberry.field(default=None, description=SEED_DESCRIPTION)
+    use_reference: bool = strawberry.field(
+        default=False,
+        description="Give the model the character's reference image (and its seedLocked when seed is omitted), "
+        "for a portrait that stays recognisable. Needs characterId, a character with a stored reference image and "
+        "a model whose supportsReference is true; BAD_USER_INPUT otherwise. False when omitted.",
+    )
 
 
 @strawberry.input(description="Generate a free-form image into the workspace.")
 class GenerateImageInput:
     prompt: str = strawberry.field(description=f"1-{MAX_PROMPT_LENGTH} characters, trimmed.")
+    character_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="One of your characters, for a scene with them: the model is given the character's reference "
+        "image (and its seedLocked when seed is omitted). BAD_USER_INPUT when the character has no stored "
+        "reference image or the model's supportsReference is false; NOT_FOUND for a missing or foreign id.",
+    )
     model_id: strawberry.ID | None = strawberry.field(default=None, description=MODEL_ID_DESCRIPTION)
     quality: Quality = strawberry.field(default=Quality.HIGH, description="HIGH when omitted.")
     seed: int | None = strawberry.field(default=None, description=SEED_DESCRIPTION)

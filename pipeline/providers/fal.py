@@ -141,6 +141,10 @@ class FalProvider:
         }
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.reference is not None and request.reference.url is not None:
+            # The image-to-image endpoints' input (FLUX Redux: image_url); only models marked
+            # supports_reference get a reference at all.
+            body["image_url"] = request.reference.url
         answer = await self._call(
             "POST",
             f"{self._base}/{quote(request.model_key.strip('/'), safe='/')}",

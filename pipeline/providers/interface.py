@@ -9,10 +9,23 @@ attempt resumes that request instead of paying for a new one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from storage.enums import Quality
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """A character's reference image as a provider takes it: a short-lived signed URL for a remote provider
+    (which fetches it itself), or the bytes for one that renders on this machine. Never both."""
+
+    url: str | None = field(default=None, repr=False)
+    data: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("a reference image is either a URL or bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +37,8 @@ class ImageRequest:
     quality: Quality
     width: int = 1024
     height: int = 1024
+    # Only for models whose image_models.supports_reference is true (job creation refuses the others).
+    reference: ImageReference | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,11 @@
 It lets the whole pipeline run (development, tests, the benchmark) with real
 PNG bytes. Pictures are flat-shaded cartoons whose colours and shapes follow
 from a hash of prompt and seed, so a seed replays its picture exactly.
+
+Given a reference image it visibly uses it, so consistency can be checked
+offline, pixel by pixel: the background, hair and clothes take the
+reference's dominant colours (most common first), and the reference itself
+is framed in an inset at the bottom right (``inset_box``).
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import hashlib
 import io
 import random
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from pipeline.providers.interface import (
     ImageRequest,
@@ -40,6 +46,11 @@ _SKIN_TONES = (
 
 RGB = tuple[int, int, int]
 
+# The reference is read at most this large, then reduced to this many dominant colours.
+_REFERENCE_SIDE = 256
+PALETTE_COLORS = 4
+INSET_FRAME_COLOR: RGB = (255, 255, 255)
+
 
 class LocalProvider:
     """Renders on this machine; ``latency_seconds`` stands in for a remote provider's wait."""
@@ -63,7 +74,16 @@ class LocalProvider:
         await reporter.progress(ProviderProgress("IN_PROGRESS"))
         if self._latency_seconds:
             await asyncio.sleep(self._latency_seconds)
-        png = await asyncio.to_thread(render_portrait, request.prompt, seed, request.width, request.height)
+        reference = None if request.reference is None else request.reference.data
+        if request.reference is not None and reference is None:
+            raise ProviderError("the local renderer takes a reference image as bytes, not a URL", retryable=False)
+        try:
+            extra = () if reference is None else (reference,)
+            png = await asyncio.to_thread(
+                render_portrait, request.prompt, seed, request.width, request.height, *extra
+            )
+        except InvalidReference as error:
+            raise ProviderError(str(error), retryable=False) from error
         return ProviderResult(seed=seed, image_bytes=png, content_type="image/png")
 
     async def cancel(self, *, model_key: str, request_id: str) -> None:
@@ -73,10 +93,22 @@ class LocalProvider:
         """No connections to release."""
 
 
-def render_portrait(prompt: str, seed: int, width: int = 1024, height: int = 1024) -> bytes:
-    """The PNG for (prompt, seed, size): byte-identical every time, for replays and caches."""
+class InvalidReference(ValueError):
+    """The reference image's bytes are not an image Pillow can read."""
+
+
+def render_portrait(
+    prompt: str, seed: int, width: int = 1024, height: int = 1024, reference: bytes | None = None
+) -> bytes:
+    """The PNG for (prompt, seed, size[, reference]): byte-identical every time, for replays and caches."""
     digest = hashlib.blake2b(f"{seed}\x00{prompt}".encode(), digest_size=32, person=b"portraits-local").digest()
-    image = _draw(random.Random(int.from_bytes(digest, "big")), width, height)
+    rng = random.Random(int.from_bytes(digest, "big"))
+    if reference is None:
+        image = _draw(rng, width, height)
+    else:
+        picture = _open_reference(reference)
+        image = _draw(rng, width, height, reference_palette(picture)).convert("RGB")
+        _paste_inset(image, picture)
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
@@ -111,7 +143,56 @@ def _mix(a: RGB, b: RGB, t: float) -> RGB:
     return (round(a[0] + (b[0] - a[0]) * t), round(a[1] + (b[1] - a[1]) * t), round(a[2] + (b[2] - a[2]) * t))
 
 
-def _draw(rng: random.Random, width: int, height: int) -> Image.Image:
+def _open_reference(data: bytes) -> Image.Image:
+    """The reference as RGB, at most _REFERENCE_SIDE a side (our own stored image, bounded when it was stored)."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (_REFERENCE_SIDE, _REFERENCE_SIDE))  # JPEG: decode at a reduced scale
+            picture = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InvalidReference(f"the reference image is not a usable image: {error}") from error
+    picture.thumbnail((_REFERENCE_SIDE, _REFERENCE_SIDE), Image.Resampling.BILINEAR)
+    return picture
+
+
+def reference_palette(picture: Image.Image, colors: int = PALETTE_COLORS) -> list[RGB]:
+    """The reference's dominant colours, most common first (median cut, so a flat colour comes back exact)."""
+    quantized = picture.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    flat = quantized.getpalette() or []
+    counts = sorted(quantized.getcolors() or [], key=lambda entry: (-entry[0], entry[1]))
+    colours: list[RGB] = []
+    for _, index in counts:
+        assert isinstance(index, int)  # a palette image's colours are palette indexes
+        colours.append((flat[index * 3], flat[index * 3 + 1], flat[index * 3 + 2]))
+    return colours
+
+
+def inset_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """Where the framed reference goes (left, top, right, bottom), frame included: a quarter of the short side,
+    at the bottom right."""
+    unit = min(width, height)
+    side = max(8, unit // 4)
+    margin = unit // 32
+    return width - margin - side, height - margin - side, width - margin, height - margin
+
+
+def inset_frame(width: int, height: int) -> int:
+    """The frame's thickness, in pixels, inside ``inset_box``."""
+    return max(2, min(width, height) // 128)
+
+
+def _paste_inset(image: Image.Image, picture: Image.Image) -> None:
+    left, top, right, bottom = inset_box(image.width, image.height)
+    frame = inset_frame(image.width, image.height)
+    ImageDraw.Draw(image).rectangle((left, top, right - 1, bottom - 1), fill=INSET_FRAME_COLOR)
+    inner = (right - left - 2 * frame, bottom - top - 2 * frame)
+    image.paste(ImageOps.fit(picture, inner, method=Image.Resampling.BILINEAR), (left + frame, top + frame))
+
+
+def _draw(rng: random.Random, width: int, height: int, colors: Sequence[RGB] = ()) -> Image.Image:
+    """The cartoon; with ``colors`` (a reference's, most common first) its background, hair and clothes take them.
+
+    The same random draws happen either way, so a reference changes colours, never shapes."""
     palette = _Palette()
     image = Image.new("P", (width, height), 0)
     draw = ImageDraw.Draw(image)
@@ -123,6 +204,8 @@ def _draw(rng: random.Random, width: int, height: int) -> Image.Image:
     hue = rng.random()
     sky_top = _hsv(hue, rng.uniform(0.25, 0.7), rng.uniform(0.55, 0.95))
     sky_bottom = _hsv(hue + rng.uniform(-0.25, 0.25), rng.uniform(0.3, 0.8), rng.uniform(0.2, 0.6))
+    if colors:
+        sky_top, sky_bottom = colors[0], colors[1 % len(colors)]
     for band in range(_BANDS):
         y0, y1 = height * band // _BANDS, height * (band + 1) // _BANDS
         draw.rectangle((0, y0, width, y1), fill=palette.ink(_mix(sky_top, sky_bottom, band / (_BANDS - 1))))
@@ -139,8 +222,12 @@ def _draw(rng: random.Random, width: int, height: int) -> Image.Image:
     skin_shadow = palette.ink(_shade(skin, 0.82))
     skin_ink = palette.ink(skin)
     hair = _hsv(rng.random(), rng.uniform(0.2, 0.9), rng.uniform(0.15, 0.95))
+    if colors:
+        hair = colors[2 % len(colors)]
     hair_ink = palette.ink(hair)
     cloth = _hsv(rng.random(), rng.uniform(0.35, 0.9), rng.uniform(0.3, 0.85))
+    if colors:
+        cloth = colors[3 % len(colors)]
     accent = palette.ink(_hsv(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0)))
     long_hair = rng.random() < 0.5
 
