@@ -57,6 +57,7 @@ from graph.viewer import ViewerQuery
 from resolvers.characters import TAGS_MAX_COUNT
 from resolvers.jobs import MAX_JOB_ATTEMPTS
 from resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from storage.image_models import MAX_MODEL_SIZES
 
 MAX_DEPTH = 10
 MAX_TOKENS = 2000
@@ -282,6 +283,7 @@ def _result_types(schema: strawberry.Schema) -> tuple[GraphQLSchema, ListBounds]
         ("LibraryAsset", "tags"): TAGS_MAX_COUNT,
         ("Job", "attemptHistory"): MAX_JOB_ATTEMPTS,
         ("Query", "imageModels"): MAX_IMAGE_MODELS,
+        ("ImageModel", "sizes"): MAX_MODEL_SIZES,
     }
     return types, ListBounds(
         default_page=DEFAULT_PAGE_SIZE, max_page=MAX_PAGE_SIZE, fixed=fixed,

@@ -11,6 +11,9 @@ from storage.database import Connection
 from storage.enums import Provider
 from storage.errors import translate_errors
 
+# image_models.sizes holds 1 to this many sizes (the table's check): ImageModel.sizes' bound for graph/result_size.py.
+MAX_MODEL_SIZES = 8
+
 
 @dataclass(frozen=True, slots=True)
 class ImageModel:

@@ -15,8 +15,9 @@ ALTER TABLE image_models
     -- A rough figure to show people (seconds from submit to image), not a promise.
     ADD COLUMN typical_latency_seconds real NOT NULL DEFAULT 10,
     ADD CONSTRAINT image_models_reference_check CHECK (supports_reference OR NOT requires_reference),
+    -- 1 to 8 sizes (storage/image_models.py: MAX_MODEL_SIZES bounds the GraphQL list), each WIDTHxHEIGHT.
     ADD CONSTRAINT image_models_sizes_check
-        CHECK (array_to_string(sizes, ',') ~ '^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}(,[1-9][0-9]{0,4}x[1-9][0-9]{0,4})*$'),
+        CHECK (cardinality(sizes) BETWEEN 1 AND 8 AND array_to_string(sizes, ',') ~ '^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}(,[1-9][0-9]{0,4}x[1-9][0-9]{0,4})*$'),
     ADD CONSTRAINT image_models_max_side_check CHECK (max_side IS NULL OR max_side > 0),
     ADD CONSTRAINT image_models_latency_check CHECK (typical_latency_seconds > 0);
 
