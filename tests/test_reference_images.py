@@ -35,7 +35,8 @@ JOB_FIELDS = """id status seed error referenceImagePath referenceLibraryAssetId 
     workspaceAsset { id signedUrl { url } } libraryAsset { id roleplayMetadata }"""
 GENERATE_IMAGE = f"mutation($input: GenerateImageInput!) {{ generateImage(input: $input) {{ {JOB_FIELDS} }} }}"
 GENERATE_PORTRAIT = (
-    f"mutation($input: GenerateCharacterPortraitInput!) {{ generateCharacterPortrait(input: $input) {{ {JOB_FIELDS} }} }}"
+    "mutation($input: GenerateCharacterPortraitInput!) "
+    f"{{ generateCharacterPortrait(input: $input) {{ {JOB_FIELDS} }} }}"
 )
 JOB = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"
 SAVE = "mutation($id: ID!) { saveToLibrary(workspaceAssetId: $id) { id path seed } }"
