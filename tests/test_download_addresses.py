@@ -35,6 +35,7 @@ from pipeline.download import DownloadError, download_client, download_image
 from server.settings import Settings
 from tests.fake_fal import FakeFal
 from tests.generation_support import (
+    FAL_MODEL,
     GENERATE_IMAGE,
     GraphQL,
     create_character,
@@ -211,7 +212,7 @@ async def test_a_fal_result_redirected_to_the_metadata_service_fails_the_job_and
 ) -> None:
     # given a character with an image, and fal's result URL redirecting to the cloud metadata service
     body = await graphql("{ imageModels { id modelKey provider } }")
-    (model,) = [model for model in body["data"]["imageModels"] if model["provider"] == "FAL"]
+    (model,) = [model for model in body["data"]["imageModels"] if model["modelKey"] == FAL_MODEL]
     character = await create_character(graphql, alice, imageUrl="https://example.com/old.png")
     fake.behave(file_redirect="http://169.254.169.254/latest/meta-data/iam/security-credentials/")
     await start_generation()
@@ -238,8 +239,8 @@ async def test_a_workspace_image_from_fal_still_downloads_under_the_test_setting
     graphql: GraphQL, start_generation: StartGeneration, fake: FakeFal, alice: uuid.UUID
 ) -> None:
     # given the test settings (DOWNLOAD_ALLOW_NETWORKS=127.0.0.1) and fal serving its result on 127.0.0.1
-    body = await graphql("{ imageModels { id provider } }")
-    (model,) = [model for model in body["data"]["imageModels"] if model["provider"] == "FAL"]
+    body = await graphql("{ imageModels { id modelKey provider } }")
+    (model,) = [model for model in body["data"]["imageModels"] if model["modelKey"] == FAL_MODEL]
     await start_generation()
     # when an image is generated, then it completes
     made = await graphql(GENERATE_IMAGE, {"input": {"prompt": "a lighthouse", "modelId": model["id"]}}, user=alice)
