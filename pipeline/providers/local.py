@@ -157,7 +157,8 @@ def _open_reference(data: bytes) -> Image.Image:
 
 def reference_palette(picture: Image.Image, colors: int = PALETTE_COLORS) -> list[RGB]:
     """The reference's dominant colours, most common first (median cut, so a flat colour comes back exact)."""
-    quantized = picture.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    small = picture.resize((64, 64), Image.Resampling.NEAREST)  # enough pixels for four colours, 16x fewer
+    quantized = small.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
     flat = quantized.getpalette() or []
     counts = sorted(quantized.getcolors() or [], key=lambda entry: (-entry[0], entry[1]))
     colours: list[RGB] = []
