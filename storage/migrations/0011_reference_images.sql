@@ -32,6 +32,13 @@ UPDATE image_models SET supports_reference = false, supports_seed = true,
     sizes = '{1024x1024,768x1024,1024x768,576x1024,1024x576}', max_side = 4096, typical_latency_seconds = 15
 WHERE model_key = 'fal-ai/bytedance/seedream/v4/text-to-image';
 
+-- SDXL on Replicate (migration 0010): the provider sends prompt, seed, width and height, no image (SDXL's img2img
+-- input is not wired), at SDXL's trained resolutions.
+UPDATE image_models SET supports_reference = false, supports_seed = true,
+    sizes = '{1024x1024,1152x896,896x1152,1216x832,832x1216,1344x768,768x1344}', max_side = NULL,
+    typical_latency_seconds = 10
+WHERE provider = 'replicate' AND model_key LIKE 'stability-ai/sdxl%';
+
 -- FLUX1.1 [pro] Redux on fal: prompt, image_size and seed as Seedream's, and image_url, the
 -- image it restyles (required: a job without a reference is refused before it is paid for).
 INSERT INTO image_models (model_key, display_name, provider, is_default, supports_reference, requires_reference,
