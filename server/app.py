@@ -45,7 +45,7 @@ from server.auth import (
 )
 from server.cors import CrossOrigin, origin_of, websocket_origin_refusal
 from server.graphiql_assets import GraphiQLAssets
-from server.http_caching import NO_STORE, get_cache_headers
+from server.http_caching import get_cache_headers, with_errors
 from server.jwks import signing_keys
 from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from server.metrics import Metrics
@@ -211,7 +211,10 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         sub_response = await super().get_sub_response(request)
         sub_response.media_type = _media_type_of(request)
         if isinstance(request, Request) and request.method == "GET":
-            sub_response.headers.update(get_cache_headers(authorized="authorization" in request.headers))
+            sub_response.headers.update(get_cache_headers(
+                authorized="authorization" in request.headers,
+                public_max_age_seconds=self.settings.public_get_max_age_seconds,
+            ))
         return sub_response
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
@@ -228,8 +231,8 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         """Strawberry's answer in the negotiated media type: application/graphql-response+json answers a body
         without ``data`` (a request error) with a 4xx (server/request_errors.py), unless a resolver set a status."""
         response = super().create_response(response_data, sub_response)
-        if isinstance(response_data, dict) and response_data.get("errors") and "cache-control" not in response.headers:
-            response.headers["cache-control"] = NO_STORE  # a refusal or a passing failure is nobody's to keep
+        if isinstance(response_data, dict) and response_data.get("errors"):
+            response.headers["cache-control"] = with_errors(response.headers.get("cache-control"))
         media_type = sub_response.media_type or JSON
         response.headers["content-type"] = response_content_type(media_type)
         response.headers.add_vary_header("Accept")  # a cache (a CDN keeping GETs) must not serve one type for the other

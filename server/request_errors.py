@@ -20,6 +20,7 @@ from starlette.responses import Response
 from graph.errors import REQUEST_ID_EXTENSION
 from observability.log_context import current_request_id
 from server import json
+from server.http_caching import NO_STORE
 from server.media_types import GRAPHQL_RESPONSE_JSON, JSON, SERVED
 
 BAD_REQUEST = "BAD_REQUEST"
@@ -75,7 +76,11 @@ def refusal_response(refused: RequestRefused, media_type: str = JSON) -> Respons
         error_body(refused.reason, refused.code, refused.extensions),
         status_code=status,
         # Its type (and for a request error its status) depends on Accept: a cache must not answer another with it.
-        headers={**refused.headers, "content-type": response_content_type(media_type), "vary": "Accept"},
+        # Never kept by a cache (a 405 or 404 may be, by default), unless the refusal says otherwise.
+        headers={
+            "cache-control": NO_STORE, **refused.headers,
+            "content-type": response_content_type(media_type), "vary": "Accept",
+        },
     )
 
 

@@ -210,6 +210,8 @@ class Settings:
     graphiql_assets: Path = DEFAULT_ASSETS_DIR
     # Browser origins allowed to call /graphql, load signed objects and open websockets (server/cors.py).
     cors_allowed_origins: tuple[str, ...] = ()
+    # How long a shared cache (a CDN) may keep a GET answer without a token or errors (server/http_caching.py).
+    public_get_max_age_seconds: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -301,6 +303,9 @@ class Settings:
             persisted_documents=_persisted_documents(env),
             graphiql_assets=Path(env.get("GRAPHIQL_ASSETS_DIR") or DEFAULT_ASSETS_DIR).expanduser().absolute(),
             cors_allowed_origins=_cors_allowed_origins(env, environment),
+            public_get_max_age_seconds=_int_setting(
+                env, "PUBLIC_GET_MAX_AGE_SECONDS", 60, minimum=0, maximum=24 * 3600
+            ),
         )
 
 

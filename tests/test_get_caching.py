@@ -6,12 +6,19 @@ token shaped must say ``private, no-store``, and every GET answer must name the 
 
 from __future__ import annotations
 
+import time
 import uuid
+from dataclasses import replace
 
 import asyncpg
 import httpx
+import jwt
+from asgi_lifespan import LifespanManager
 
+from server.app import create_app
+from server.settings import Settings
 from tests.conftest import token_for
+from tests.support import TEST_JWT_SECRET
 from tests.test_persisted_queries import LINK_ACCEPT, body_of, hash_only_get, with_query
 
 MINE = "query Mine {\n  characters(first: 5) {\n    totalCount\n  }\n}"
@@ -48,34 +55,88 @@ async def test_an_answer_for_a_token_is_never_kept_by_a_shared_cache(
     assert {"authorization", "accept"} <= vary_of(answer)
 
 
-async def test_a_public_answer_stays_cacheable_and_varies_on_what_shaped_it(client: httpx.AsyncClient) -> None:
+async def test_a_public_answer_is_kept_a_minute_and_varies_on_what_shaped_it(client: httpx.AsyncClient) -> None:
     """Given a public query and no token,
-    when it is asked for over GET in either media type,
-    then the answers carry no private/no-store (a CDN may keep them) and vary on Accept and Authorization, so a
-    cache keeps one per media type (their status codes differ) and none for a request with a token."""
+    when it is asked for over GET in either media type, from no page, an allowed page's origin and another's,
+    then every answer says public, max-age=60 (PUBLIC_GET_MAX_AGE_SECONDS' default: not the CDN's own default, a
+    day for some) and varies on Accept, Authorization and Origin, so a cache keeps one per media type (their status
+    codes differ), one per origin (CORS's headers differ) and none for a request with a token."""
     query = unique("query Models {\n  imageModels {\n    modelKey\n  }\n}")
 
     for accept in ("application/json", "application/graphql-response+json"):
-        answer = await client.get("/graphql", params={"query": query}, headers={"accept": accept})
+        for origin in ({}, {"origin": "http://localhost:5173"}, {"origin": "https://elsewhere.example"}):
+            answer = await client.get("/graphql", params={"query": query}, headers={"accept": accept, **origin})
 
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["data"]["imageModels"]
+            assert answer.headers["cache-control"] == "public, max-age=60"
+            assert {"authorization", "accept", "origin"} <= vary_of(answer)
+
+
+async def test_an_anonymous_token_makes_the_answer_private(client: httpx.AsyncClient) -> None:
+    """Given a validly signed anon-role token (Supabase's anon key: it names no user, so the query runs as public),
+    when a public query is asked for over GET with it,
+    then the answer is the public one but says private, no-store: a cache cannot tell such a token from a user's,
+    and an answer must not depend on a header's value that only the server can read."""
+    token = jwt.encode(
+        {"role": "anon", "iss": "supabase", "exp": int(time.time()) + 3600}, TEST_JWT_SECRET, algorithm="HS256"
+    )
+    query = unique("query Models {\n  imageModels {\n    modelKey\n  }\n}")
+
+    answer = await client.get(
+        "/graphql", params={"query": query}, headers={"accept": "application/json", "authorization": f"Bearer {token}"}
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["imageModels"] and "errors" not in answer.json()
+    assert answer.headers["cache-control"] == "private, no-store"
+    assert "authorization" in vary_of(answer)
+
+
+async def test_the_public_max_age_is_a_setting(settings: Settings) -> None:
+    """Given servers with PUBLIC_GET_MAX_AGE_SECONDS at 300 and at 0,
+    when each answers a public GET,
+    then the first says public, max-age=300 and the second no-cache (a CDN may keep it but asks each time)."""
+    query = unique("query Models {\n  imageModels {\n    modelKey\n  }\n}")
+    said = {}
+
+    for seconds in (300, 0):
+        app = create_app(replace(settings, public_get_max_age_seconds=seconds))
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                answer = await http.get("/graphql", params={"query": query}, headers={"accept": "application/json"})
         assert answer.status_code == 200, answer.text
-        assert answer.json()["data"]["imageModels"]
-        cache_control = answer.headers.get("cache-control", "")
-        assert "private" not in cache_control and "no-store" not in cache_control
-        assert {"authorization", "accept"} <= vary_of(answer)
+        said[seconds] = answer.headers["cache-control"]
+
+    assert said == {300: "public, max-age=300", 0: "no-cache"}
+
+
+async def test_a_mutation_over_get_is_refused_and_not_kept(client: httpx.AsyncClient) -> None:
+    """Given a mutation and no token,
+    when it is sent over GET,
+    then it is refused 405 before it runs, and the refusal says no-store (a 405 is cacheable by default): only a
+    query's answer is ever public."""
+    mutation = unique('mutation { deleteCharacter(id: "00000000-0000-0000-0000-000000000000") }')
+
+    answer = await client.get("/graphql", params={"query": mutation}, headers={"accept": "application/json"})
+
+    assert answer.status_code == 405, answer.text
+    assert answer.headers["cache-control"] == "no-store"
 
 
 async def test_an_answer_with_errors_is_not_kept(client: httpx.AsyncClient) -> None:
     """Given a GET without a token for a user field (an UNAUTHENTICATED error in a 200 application/json answer),
     when it is answered,
-    then it says no-store: a cache must not keep a refusal or a passing failure for everyone."""
+    then it says no-store, not the public max-age: a cache must not keep a refusal or a passing failure for
+    everyone."""
     answer = await client.get(
         "/graphql", params={"query": unique("{ viewer { id } }")}, headers={"accept": "application/json"}
     )
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    assert "no-store" in answer.headers.get("cache-control", "")
+    assert answer.headers["cache-control"] == "no-store"
 
 
 async def test_a_persisted_querys_url_never_answers_graphiqls_page(client: httpx.AsyncClient) -> None:

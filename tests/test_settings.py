@@ -447,3 +447,19 @@ def test_a_jwks_file_without_a_usable_key_stops_the_start(tmp_path: Path) -> Non
 
     with pytest.raises(SettingsError, match="JWT_JWKS_FILE: the JWKS has no usable RS256 or ES256 signing key"):
         Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), "JWT_JWKS_FILE": str(path)})
+
+
+def test_public_get_max_age(tmp_path: Path) -> None:
+    """Given no PUBLIC_GET_MAX_AGE_SECONDS, then 0 and 3600, then -1 and more than a day,
+    when settings are read,
+    then the default is 60, 0 and 3600 are taken, and the bad values are refused saying the range."""
+
+    def read(**environ: str) -> Settings:
+        return Settings.from_environ({"PORTRAITS_DATA_DIR": str(tmp_path), **environ})
+
+    assert read().public_get_max_age_seconds == 60
+    assert read(PUBLIC_GET_MAX_AGE_SECONDS="0").public_get_max_age_seconds == 0
+    assert read(PUBLIC_GET_MAX_AGE_SECONDS="3600").public_get_max_age_seconds == 3600
+    for bad in ("-1", "86401"):
+        with pytest.raises(SettingsError, match="PUBLIC_GET_MAX_AGE_SECONDS must be between 0"):
+            read(PUBLIC_GET_MAX_AGE_SECONDS=bad)
