@@ -80,6 +80,11 @@ MAX_RESULTS = 10_000
 # totalCount fields a document may ask for (graph/count_cost.py): each is a count over a whole list, linear in the
 # viewer's rows (240 ms at 200,000 characters); a page showing each list's size, jobs by status too, asks for eight.
 MAX_TOTAL_COUNTS = 10
+# Lists with a search argument a document may ask for (graph/count_cost.py): a 1-2 character search, or one
+# matching no name, cannot use the trigram index and reads every one of the viewer's rows (150 ms at 200,000
+# characters). Apart from totalCount, so a refusal says which to split; 5, as a search with its totalCount reads the
+# list twice: five such cost what ten counts do. A search box asks for one.
+MAX_SEARCHES = 5
 # What a JSON leaf (sceneBehaviorRules: up to 16 KiB, thousands of values) counts: two pages of 100 characters
 # with the largest rules cost 78 ms (decoded from PostgreSQL, encoded again); one page fits, two do not.
 JSON_WEIGHT = 40
@@ -187,7 +192,7 @@ class LimitedCachedDocuments(SchemaExtension):
             context.pre_execution_errors = (
                 over_limits(measure(document), LIMITS)
                 or results_over_limit(document, context.schema)
-                or counts_over_limit(document, MAX_TOTAL_COUNTS)
+                or counts_over_limit(document, MAX_TOTAL_COUNTS, MAX_SEARCHES)
                 or None
             )
         validated_now = context.pre_execution_errors is None
@@ -224,7 +229,7 @@ def document_errors(query: str, schema: strawberry.Schema) -> list[GraphQLError]
     refused = (
         over_limits(measure(document), LIMITS)
         or results_over_limit(document, schema)
-        or counts_over_limit(document, MAX_TOTAL_COUNTS)
+        or counts_over_limit(document, MAX_TOTAL_COUNTS, MAX_SEARCHES)
     )
     return refused or validate(_result_types(schema)[0], document)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import orjson
 
-from graph.schema import MAX_TOTAL_COUNTS
+from graph.schema import MAX_SEARCHES, MAX_TOTAL_COUNTS
 from server.settings import Settings
 from tests.conftest import GraphQL, graphql_logging_statements
 from tests.test_pagination import insert_characters
@@ -77,8 +78,8 @@ async def test_total_count_keeps_each_lists_filters(graphql: GraphQL, alice: uui
 
 
 def aliased_counts(n: int) -> str:
-    """``n`` aliased characters lists, each asking for its totalCount under its own search."""
-    return "{ " + " ".join(f'c{i}: characters(first: 1, search: "n{i}") {{ totalCount }}' for i in range(n)) + " }"
+    """``n`` aliased characters lists, each asking for its totalCount (no search: searches have their own bound)."""
+    return "{ " + " ".join(f"c{i}: characters(first: {i + 1}) {{ totalCount }}" for i in range(n)) + " }"
 
 
 async def test_a_document_may_ask_for_at_most_ten_counts(
@@ -96,7 +97,7 @@ async def test_a_document_may_ask_for_at_most_ten_counts(
         eleven = await graphql(aliased_counts(11), user=alice)
         eleven_statements = list(statements)
 
-    assert [ten["data"][f"c{i}"]["totalCount"] for i in range(10)] == [0] * 10
+    assert [ten["data"][f"c{i}"]["totalCount"] for i in range(10)] == [3] * 10
     assert eleven["data"] is None
     [error] = eleven["errors"]
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
@@ -114,9 +115,9 @@ def counted_through_fragments(lists: int) -> str:
     outer = lists - inner
     return (
         "query { ...Inner ...Inner "
-        + " ".join(f'o{i}: characters(first: 1, search: "o{i}") {{ ...Count }}' for i in range(outer))
+        + " ".join(f"o{i}: characters(first: {i + 1}) {{ ...Count }}" for i in range(outer))
         + " }\nfragment Inner on Query { "
-        + " ".join(f'i{i}: characters(first: 1, search: "i{i}") {{ ...Count }}' for i in range(inner))
+        + " ".join(f"i{i}: characters(first: {i + 1}) {{ ...Count }}" for i in range(inner))
         + " }\nfragment Count on CharacterConnection { totalCount }\n"
     )
 
@@ -133,3 +134,92 @@ async def test_counts_in_fragments_are_counted_each_time_they_would_run(graphql:
     assert all(value == {"totalCount": 0} for value in ten["data"].values())
     [error] = eleven["errors"]
     assert (error["extensions"]["measure"], error["extensions"]["value"]) == ("totalCount", 11)
+
+
+def aliased_searches(searches: list[str]) -> str:
+    """One aliased characters page (ids only, no totalCount) for each search string."""
+    return "{ " + " ".join(
+        f"s{i}: characters(first: 5, search: {orjson.dumps(search).decode()}) {{ edges {{ node {{ name }} }} }}"
+        for i, search in enumerate(searches)
+    ) + " }"
+
+
+def names(page: dict) -> list[str]:
+    return [edge["node"]["name"] for edge in page["edges"]]
+
+
+async def test_a_document_may_ask_for_at_most_five_searches(
+    settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    """Given alice's characters C1..C12 (a 1-2 character search, or one matching no name, reads every one of her
+    rows: 150 ms at 200,000),
+    when she asks for 5 aliased searches, then for 6 (no totalCount anywhere),
+    then the 5 are answered, each with its own matches, and the 6 are refused before any SQL runs with the
+    searches measure, limit and value (30 such searches held the database for 1.1 s)."""
+    assert MAX_SEARCHES == 5
+    await insert_characters(pool, alice, 12)
+    five = ["C1", "C12", "2", "nobody", "C"]
+    async with graphql_logging_statements(settings) as (graphql, statements):
+        await graphql(aliased_searches(["warm up"]), user=alice)  # a first request may prepare what later ones reuse
+        statements.clear()
+        answered = await graphql(aliased_searches(five), user=alice)
+        answered_statements = list(statements)
+        statements.clear()
+        refused = await graphql(aliased_searches([*five, "C3"]), user=alice)
+        refused_statements = list(statements)
+
+    assert "errors" not in answered, answered
+    assert [sorted(names(answered["data"][f"s{i}"])) for i in range(4)] == [
+        ["C1", "C10", "C11", "C12"], ["C12"], ["C12", "C2"], []
+    ]
+    assert len(names(answered["data"]["s4"])) == 5
+    assert any("characters" in statement for statement in answered_statements)
+    assert refused["data"] is None
+    [error] = refused["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert (error["extensions"]["measure"], error["extensions"]["limit"], error["extensions"]["value"]) == (
+        "searches", 5, 6
+    )
+    assert refused_statements == []
+
+
+async def test_searches_by_variable_and_in_fragments_are_counted_each_time_they_would_run(
+    graphql: GraphQL, alice: uuid.UUID
+) -> None:
+    """Given a fragment holding two searches, one by variable, spread twice in one selection set (graphql-core
+    collects it once: it runs once), three more searches beside it and a literal null search (which searches
+    nothing),
+    when the document is asked for, then again with one more search in an inline fragment,
+    then the first (5 searches) is answered and the second (6) refused with the searches measure: what would run
+    is counted, a variable's search whatever its value, a null literal not."""
+    fragment = 'fragment Two on Query { f0: characters(search: $s) { totalCount } f1: characters(search: "b") ' \
+        "{ totalCount } }"
+    beside = " ".join(f'b{i}: characters(search: "b{i}") {{ totalCount }}' for i in range(3))
+    five = f"query($s: String) {{ ...Two ...Two {beside} none: characters(search: null) {{ totalCount }} }}\n{fragment}"
+    six = five.replace("...Two ...Two", '...Two ...Two ... on Query { more: characters(search: "m") { totalCount } }')
+
+    answered = await graphql(five, {"s": "a"}, user=alice)
+    refused = await graphql(six, {"s": None}, user=alice)
+
+    assert "errors" not in answered, answered
+    assert len(answered["data"]) == 6
+    assert all(value == {"totalCount": 0} for value in answered["data"].values())
+    [error] = refused["errors"]
+    assert (error["extensions"]["measure"], error["extensions"]["limit"], error["extensions"]["value"]) == (
+        "searches", 5, 6
+    )
+
+
+async def test_a_document_over_both_bounds_is_told_both(graphql: GraphQL, alice: uuid.UUID) -> None:
+    """Given 11 aliased searches each with its totalCount,
+    when the document is asked for,
+    then it is refused with two errors, totalCount 11 over 10 and searches 11 over 5, so a client learns both."""
+    document = "{ " + " ".join(f'c{i}: characters(search: "n{i}") {{ totalCount }}' for i in range(11)) + " }"
+
+    body = await graphql(document, user=alice)
+
+    assert body["data"] is None
+    assert [
+        (error["extensions"]["measure"], error["extensions"]["limit"], error["extensions"]["value"])
+        for error in body["errors"]
+    ] == [("totalCount", 10, 11), ("searches", 5, 11)]
