@@ -9,6 +9,8 @@ import orjson
 
 from graph.schema import MAX_SEARCHES, MAX_TOTAL_COUNTS
 from server.settings import Settings
+from storage import user_library, workspace_assets
+from storage.user_library import NewLibraryAsset, RoleplayMetadata
 from tests.conftest import GraphQL, graphql_logging_statements
 from tests.test_pagination import insert_characters
 
@@ -75,6 +77,72 @@ async def test_total_count_keeps_each_lists_filters(graphql: GraphQL, alice: uui
         "characterTab": {"totalCount": 0}, "characters": {"totalCount": 0},
     }}
 
+
+async def generated_job(graphql: GraphQL, user: uuid.UUID, prompt: str) -> uuid.UUID:
+    """A queued job of ``user``'s (no worker runs here): the source the asset tables' rows name."""
+    body = await graphql(GENERATE, {"prompt": prompt}, user=user)
+    assert "errors" not in body, body
+    return uuid.UUID(body["data"]["generateImage"]["id"])
+
+
+async def add_workspace_asset(pool: asyncpg.Pool, user: uuid.UUID, job_id: uuid.UUID, *, ttl_seconds: float) -> None:
+    async with pool.acquire() as connection:
+        await workspace_assets.create(
+            connection, user_id=user, job_id=job_id, temp_storage_path=f"{user}/{job_id}.png", thumbnail_path=None,
+            mime_type="image/png", file_size_bytes=10, original_prompt="p", model_used="local/portrait-v1",
+            generation_seed=1, generation_settings={}, ttl_seconds=ttl_seconds,
+        )
+
+
+async def add_library_asset(
+    pool: asyncpg.Pool, user: uuid.UUID, job_id: uuid.UUID, *, tags: tuple[str, ...] = (),
+    roleplay_metadata: RoleplayMetadata | None = None, content_category: str | None = None,
+) -> None:
+    async with pool.acquire() as connection:
+        await user_library.create(connection, asset=NewLibraryAsset(
+            user_id=user, source_job_id=job_id, storage_path=f"{user}/{job_id}.png", thumbnail_path=None,
+            file_size_bytes=10, mime_type="image/png", original_prompt="p", model_used="local/portrait-v1",
+            generation_seed=1, width=8, height=8, tags=tags, roleplay_metadata=roleplay_metadata or {},
+            content_category=content_category,
+        ))
+
+
+async def test_asset_counts_count_the_viewers_rows_with_each_lists_filter(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
+    """Given alice's 3 workspace images, one of them expired, and 5 library images: a character portrait, one
+    tagged 'character', one in the 'character' category, two plain (one tagged something else), and bob's images
+    of each kind,
+    when alice asks for each asset list's totalCount with its page,
+    then workspaceAssets counts her 2 unexpired ones, libraryAssets her 5, its CHARACTERS tab her 3 marked ones,
+    and each count is the length of its whole list: bob's rows and the filtered-out ones never count."""
+    jobs = [await generated_job(graphql, alice, f"picture {n}") for n in range(5)]
+    bobs = [await generated_job(graphql, bob, f"bob's picture {n}") for n in range(2)]
+    for job_id in jobs[:2]:
+        await add_workspace_asset(pool, alice, job_id, ttl_seconds=3600)
+    await add_workspace_asset(pool, alice, jobs[2], ttl_seconds=-60)
+    await add_workspace_asset(pool, bob, bobs[0], ttl_seconds=3600)
+    portrait: RoleplayMetadata = {"type": "character_portrait", "character_id": str(uuid.uuid4())}
+    await add_library_asset(pool, alice, jobs[0], roleplay_metadata=portrait)
+    await add_library_asset(pool, alice, jobs[1], tags=("hero", "character"))
+    await add_library_asset(pool, alice, jobs[2], content_category="character")
+    await add_library_asset(pool, alice, jobs[3], tags=("landscape",), content_category="scenery")
+    await add_library_asset(pool, alice, jobs[4])
+    await add_library_asset(pool, bob, bobs[0], roleplay_metadata=portrait)
+    await add_library_asset(pool, bob, bobs[1])
+
+    body = await graphql(
+        """{
+          workspaceAssets(first: 100) { totalCount edges { node { id } } }
+          libraryAssets(first: 100) { totalCount edges { node { id } } }
+          characterTab: libraryAssets(first: 100, tab: CHARACTERS) { totalCount edges { node { id } } }
+        }""",
+        user=alice,
+    )
+
+    assert "errors" not in body, body
+    counted = {name: (page["totalCount"], len(page["edges"])) for name, page in body["data"].items()}
+    assert counted == {"workspaceAssets": (2, 2), "libraryAssets": (5, 5), "characterTab": (3, 3)}
 
 
 def aliased_counts(n: int) -> str:
