@@ -8,6 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from graph.context import Context
+from graph.count_cost import MAX_SEARCHES
 from graph.ids import CharacterId, LibraryAssetId, parse_id, parse_optional_id
 from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
 from graph.types.enums import CharacterOrder, ContentRating
@@ -39,7 +40,8 @@ class CharacterQuery:
             str | None,
             strawberry.argument(
                 description=f"Only characters whose name contains this text, ignoring case; at most {SEARCH_MAX} "
-                "characters, trimmed. `%` and `_` match themselves. Blank or omitted: every character."
+                "characters, trimmed. `%` and `_` match themselves. Blank or omitted: every character. A document may "
+                f"search at most {MAX_SEARCHES} lists (GRAPHQL_VALIDATION_FAILED, measure `searches`)."
             ),
         ] = None,
         content_rating: Annotated[

@@ -43,7 +43,7 @@ from strawberry.types.graphql import OperationType
 
 from graph.catalog import CatalogQuery
 from graph.characters import CharacterMutation, CharacterQuery
-from graph.count_cost import counts_over_limit
+from graph.count_cost import MAX_SEARCHES, counts_over_limit
 from graph.document_cache import DocumentCache
 from graph.document_cost import Limits, count, document_too_long, measure, over_limits, refusal
 from graph.errors import as_validation_error, log_and_format_errors, with_request_id
@@ -80,11 +80,6 @@ MAX_RESULTS = 10_000
 # totalCount fields a document may ask for (graph/count_cost.py): each is a count over a whole list, linear in the
 # viewer's rows (240 ms at 200,000 characters); a page showing each list's size, jobs by status too, asks for eight.
 MAX_TOTAL_COUNTS = 10
-# Lists with a search argument a document may ask for (graph/count_cost.py): a 1-2 character search, or one
-# matching no name, cannot use the trigram index and reads every one of the viewer's rows (150 ms at 200,000
-# characters). Apart from totalCount, so a refusal says which to split; 5, as a search with its totalCount reads the
-# list twice: five such cost what ten counts do. A search box asks for one.
-MAX_SEARCHES = 5
 # What a JSON leaf (sceneBehaviorRules: up to 16 KiB, thousands of values) counts: two pages of 100 characters
 # with the largest rules cost 78 ms (decoded from PostgreSQL, encoded again); one page fits, two do not.
 JSON_WEIGHT = 40
