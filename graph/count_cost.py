@@ -32,9 +32,10 @@ from graph.document_cost import CAP, count, dependencies_first, refusal
 
 COUNT_FIELD = "totalCount"
 # Lists with a search argument a document may ask for (checked here, beside graph/schema.py's MAX_TOTAL_COUNTS;
-# stated in the schema's description of `search`): a 1-2 character search, or one matching no name, cannot use the trigram index and reads every one of the viewer's rows (150 ms at 200,000
-# characters). Apart from totalCount, so a refusal says which to split; 5, as a search with its totalCount reads the
-# list twice: five such cost what ten counts do. A search box asks for one.
+# stated in the schema's description of `search`): a 1-2 character search, or one matching no name, cannot use the
+# trigram index and reads every one of the viewer's rows (150 ms at 200,000 characters). Apart from totalCount, so a
+# refusal says which to split; 5, as a search with its totalCount reads the list twice: five such cost what ten
+# counts do. A search box asks for one.
 MAX_SEARCHES = 5
 # Any field's argument of this name is a name search (today characters' only); a literal null searches nothing,
 # a variable may search (its value is not looked at: the bound is the document's, whatever it is sent with).
