@@ -7,7 +7,8 @@ import uuid
 import asyncpg
 import orjson
 
-from graph.schema import MAX_SEARCHES, MAX_TOTAL_COUNTS
+from graph.count_cost import MAX_SEARCHES
+from graph.schema import MAX_TOTAL_COUNTS
 from server.settings import Settings
 from storage import user_library, workspace_assets
 from storage.user_library import NewLibraryAsset, RoleplayMetadata
