@@ -23,6 +23,7 @@ from pipeline.providers.interface import ImageProvider
 from pipeline.providers.local import LocalProvider
 from pipeline.providers.replicate import ReplicateConfig, ReplicateProvider
 from pipeline.sweeper import sweep
+from pipeline.wakeups import Wakeups
 from pipeline.worker import Worker, WorkerConfig
 from storage.enums import Provider
 from storage.objects.catalog import CatalogedObjectStore
@@ -48,12 +49,13 @@ class GenerationSettings:
         return frozenset({Provider.LOCAL} | {name for name, config in configured.items() if config is not None})
 
 
-def open_providers(settings: GenerationSettings) -> dict[Provider, ImageProvider]:
+def open_providers(settings: GenerationSettings, wakeups: Wakeups | None = None) -> dict[Provider, ImageProvider]:
+    """The providers, sharing the process's ``wakeups`` (webhooks cut their polls short)."""
     providers: dict[Provider, ImageProvider] = {
         Provider.LOCAL: LocalProvider(latency_seconds=settings.local_latency_seconds)
     }
     if settings.fal is not None:
-        providers[Provider.FAL] = FalProvider(settings.fal)
+        providers[Provider.FAL] = FalProvider(settings.fal, wakeups=wakeups)
     if settings.replicate is not None:
         providers[Provider.REPLICATE] = ReplicateProvider(settings.replicate)
     return providers
@@ -63,11 +65,16 @@ class Generation:
     """The running workers of one process and what they share."""
 
     def __init__(
-        self, workers: list[Worker], providers: dict[Provider, ImageProvider], http: httpx.AsyncClient
+        self,
+        workers: list[Worker],
+        providers: dict[Provider, ImageProvider],
+        http: httpx.AsyncClient,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.workers = workers
         self.providers = providers
         self.http = http
+        self.wakeups = wakeups or Wakeups()
         self._stopped: asyncio.Future[None] | None = None
 
     @classmethod
@@ -82,16 +89,18 @@ class Generation:
         metrics: JobMetrics = NO_JOB_METRICS,
     ) -> Generation:
         http = download_client()
-        providers = open_providers(settings)
+        wakeups = Wakeups()
+        providers = open_providers(settings, wakeups)
         runner = JobRunner(pool, objects, providers, http, settings.pipeline)
         recheck = settings.pipeline.workspace_ttl_seconds
         started: list[Worker] = []
-        generation = cls(started, providers, http)
+        generation = cls(started, providers, http, wakeups)
         try:
             for _ in range(workers):
                 worker = Worker(
                     dsn=dsn, pool=pool, runner=runner, config=settings.worker,
                     sweep=partial(sweep, pool, objects, recheck_seconds=recheck), metrics=metrics,
+                    wakeups=wakeups,
                 )
                 await worker.start()
                 started.append(worker)

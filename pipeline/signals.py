@@ -1,4 +1,4 @@
-"""The worker's LISTEN connection: "a job is ready" and "this running job was canceled".
+"""The worker's LISTEN connection: "a job is ready", "this running job was canceled", "the provider is done".
 
 One dedicated, self-healing connection (storage/listen_connection.py: LISTEN
 is session state, never on a pooled one; reopened with backoff when lost).
@@ -20,20 +20,31 @@ logger = logging.getLogger(__name__)
 
 READY_CHANNEL = "portraits_jobs_ready"
 CANCELED_CHANNEL = "portraits_jobs_canceled"
+# A verified provider webhook (server/webhooks/): "fal:<request id>" is done; its watcher asks the provider now.
+PROVIDER_DONE_CHANNEL = "portraits_provider_done"
 # How the connection shows in pg_stat_activity.
 APPLICATION_NAME = "portraits-worker-listen"
 
 
 class QueueSignals:
     def __init__(
-        self, dsn: str, *, on_canceled: Callable[[UUID], None], metrics: JobMetrics = NO_JOB_METRICS
+        self,
+        dsn: str,
+        *,
+        on_canceled: Callable[[UUID], None],
+        metrics: JobMetrics = NO_JOB_METRICS,
+        on_provider_done: Callable[[str], object] | None = None,
     ) -> None:
         self._on_canceled = on_canceled
+        self._on_provider_done = on_provider_done
         self._metrics = metrics
         self.ready = asyncio.Event()
+        listeners: dict[str, Callable[[str], None]] = {READY_CHANNEL: self._ready, CANCELED_CHANNEL: self._canceled}
+        if on_provider_done is not None:
+            listeners[PROVIDER_DONE_CHANNEL] = self._provider_done
         self._listen = ListenConnection(
             dsn,
-            listeners={READY_CHANNEL: self._ready, CANCELED_CHANNEL: self._canceled},
+            listeners=listeners,
             on_connected=self._connected,
             application_name=APPLICATION_NAME,
         )
@@ -60,3 +71,7 @@ class QueueSignals:
             logger.warning("ignoring a malformed cancel notification %r", payload)
             return
         self._on_canceled(job_id)
+
+    def _provider_done(self, payload: str) -> None:
+        if self._on_provider_done is not None:
+            self._on_provider_done(payload)

@@ -44,6 +44,7 @@ from observability.log_context import bind_job
 from pipeline.generation import JobFailed, JobRunner, LeaseLost
 from pipeline.metrics import NO_JOB_METRICS, JobMetrics
 from pipeline.signals import QueueSignals
+from pipeline.wakeups import Wakeups
 from storage import job_attempts, jobs
 from storage.database import Connection, acquire, transaction
 from storage.enums import JobAttemptOutcome, JobStatus
@@ -127,6 +128,7 @@ class Worker:
         sweep: Callable[[], Awaitable[object]] | None = None,
         name: str | None = None,
         metrics: JobMetrics = NO_JOB_METRICS,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.identity = WorkerIdentity.of_this_process(name)
         self.metrics = metrics
@@ -134,7 +136,11 @@ class Worker:
         self.runner = runner
         self.config = config
         self._sweep = sweep
-        self.signals = QueueSignals(dsn, on_canceled=self._job_canceled, metrics=metrics)
+        # The process's provider waits (pipeline/wakeups.py), woken by verified webhooks' NOTIFY.
+        self.signals = QueueSignals(
+            dsn, on_canceled=self._job_canceled, metrics=metrics,
+            on_provider_done=None if wakeups is None else wakeups.wake,
+        )
         self._running: dict[UUID, _Running] = {}
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()

@@ -58,6 +58,7 @@ from server.request_ids import RequestIds
 from server.request_limits import RequestLimits
 from server.settings import Settings
 from server.shutdown import Draining
+from server.webhooks import Webhooks
 from server.websocket import (
     SOCKET_EXPIRY,
     SOCKET_REFUSAL,
@@ -354,11 +355,17 @@ def create_app(
         draining.add("websockets", live_sockets.end_all, before_close=True)
 
     tokens = TokenVerifier(settings.jwt_secret, settings.tokens, signing_keys(settings.tokens.jwks))
+    # PROVIDER_WEBHOOKS=on: /webhooks/fal (and /webhooks/replicate with its secret), verified, waking the workers.
+    webhooks = Webhooks(settings.webhooks)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         # tokens: a JWKS is fetched before the first request (a failure is logged, not fatal), its client closed after.
-        async with open_services(settings, database_url, query_logger=query_logger) as (pool, objects), tokens:
+        async with (
+            open_services(settings, database_url, query_logger=query_logger) as (pool, objects),
+            tokens,
+            webhooks,
+        ):
             generation = None
             if settings.generation.workers > 0:
                 generation = await Generation.start(
@@ -400,6 +407,7 @@ def create_app(
         metrics_route(metrics, settings.metrics.token),
         Route(SIGN_ROUTE + "/{bucket}/{path:path}", serve_signed_object, methods=["GET", "HEAD"]),
     ]
+    routes.extend(webhooks.routes)
     if graphiql is not None:
         routes.append(graphiql.route())
     http: ASGIApp = CountRequests(RequestLimits(Starlette(routes=routes, lifespan=lifespan), settings.http), metrics)

@@ -180,8 +180,11 @@ class FetchedKeys:
         min_refresh_seconds: float,
         fetch_timeout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        parse: Callable[[bytes], KeySet] = parse_jwks,
     ) -> None:
         self.url = url
+        # Which keys of the document are kept: token keys here; fal's webhook keys (Ed25519) in server/webhooks/fal.py.
+        self.parse = parse
         self.cache_seconds = cache_seconds
         self.min_refresh_seconds = min_refresh_seconds
         self.fetch_timeout_seconds = fetch_timeout_seconds
@@ -230,6 +233,24 @@ class FetchedKeys:
         await self.refresh()
         return self.keys.get(kid)
 
+    async def current(self) -> Mapping[str, PyJWK]:
+        """Every key we have, for a signature that names none: fetched first when there are none yet (at most
+        every ``min_refresh_seconds``), and fetched again in the background once they are stale."""
+        now = self.clock()
+        if not self.keys:
+            await self.refresh_if_allowed()
+        elif now >= self.fresh_until and self._may_fetch(now):
+            self._begin_fetch()
+        return self.keys
+
+    async def refresh_if_allowed(self) -> bool:
+        """Fetch again (or join the fetch under way) unless one began less than ``min_refresh_seconds`` ago;
+        True when a fetch ran, whatever its outcome. A signature no key verifies asks this: a rotation."""
+        if self._fetch is None and not self._may_fetch(self.clock()):
+            return False
+        await self.refresh()
+        return True
+
     async def refresh(self) -> None:
         """Fetch now, or join the fetch under way."""
         task = self._fetch or self._begin_fetch()
@@ -254,7 +275,7 @@ class FetchedKeys:
         try:
             async with asyncio.timeout(self.fetch_timeout_seconds):
                 document, cache_control = await self._get()
-            found = parse_jwks(document)
+            found = self.parse(document)
         except (httpx.HTTPError, JwksError, TimeoutError) as error:
             reason = "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
             logger.warning(

@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,6 +30,8 @@ from server import cors
 from server.auth import AUDIENCE, TokenSettings
 from server.graphiql_assets import DEFAULT_ASSETS_DIR
 from server.jwks import JwksConfig, JwksError, read_jwks_file
+from server.webhook_standard import decode_secret
+from server.webhooks import FAL_PATH, WebhookSettings
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
@@ -212,6 +214,8 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = ()
     # How long a shared cache (a CDN) may keep a GET answer without a token or errors (server/http_caching.py).
     public_get_max_age_seconds: int = 60
+    # PROVIDER_WEBHOOKS and their verification (server/webhooks.py); off by default.
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @property
     def is_production(self) -> bool:
@@ -255,10 +259,13 @@ class Settings:
             jwt_secret = load_or_create_dev_secret(data_dir)
 
         connections = _connection_limits(env)
-        generation = _generation_settings(env, shutdown_grace_seconds=connections.shutdown_grace_seconds)
-        http = _http_limits(env)
         public_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         public_url = env.get("PUBLIC_URL") or f"http://{public_host}:{port}"
+        webhooks = _webhook_settings(env, public_url=public_url, production=environment == PRODUCTION)
+        generation = _generation_settings(
+            env, shutdown_grace_seconds=connections.shutdown_grace_seconds, webhooks=webhooks
+        )
+        http = _http_limits(env)
         return cls(
             environment=environment,
             data_dir=data_dir,
@@ -306,6 +313,7 @@ class Settings:
             public_get_max_age_seconds=_int_setting(
                 env, "PUBLIC_GET_MAX_AGE_SECONDS", 60, minimum=0, maximum=24 * 3600
             ),
+            webhooks=webhooks,
         )
 
 
@@ -418,7 +426,48 @@ def _signing_policy(env: Mapping[str, str]) -> SigningPolicy:
         raise SettingsError(f"signed URL settings: {error}") from None
 
 
-def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: float) -> GenerationSettings:
+def _webhook_settings(env: Mapping[str, str], *, public_url: str, production: bool) -> WebhookSettings:
+    """PROVIDER_WEBHOOKS=on needs a PUBLIC_URL the providers can call: https in production, any http(s) else."""
+    defaults = WebhookSettings()
+    enabled = _bool_setting(env, "PROVIDER_WEBHOOKS", False)
+    secret = (env.get("REPLICATE_WEBHOOK_SECRET") or "").strip() or None
+    if secret is not None:
+        try:
+            decode_secret(secret)
+        except ValueError as error:
+            raise SettingsError(f"REPLICATE_WEBHOOK_SECRET: {error}") from None
+    jwks_url = (env.get("FAL_WEBHOOK_JWKS_URL") or "").strip() or defaults.fal_jwks_url
+    if enabled:
+        schemes = ("https",) if production else ("https", "http")
+        for name, url in (("PUBLIC_URL", public_url), ("FAL_WEBHOOK_JWKS_URL", jwks_url)):
+            parsed = urlparse(url)
+            if parsed.scheme not in schemes or not parsed.hostname:
+                raise SettingsError(
+                    f"PROVIDER_WEBHOOKS=on needs {name} to be an {' or '.join(f'{s}://' for s in schemes)} URL, "
+                    f"not {url!r}" + (" (providers call back over TLS only in production)" if production else "")
+                )
+    return WebhookSettings(
+        enabled=enabled,
+        public_url=public_url.rstrip("/"),
+        fal_jwks_url=jwks_url,
+        fal_jwks_min_refresh_seconds=_float_setting(
+            env, "FAL_WEBHOOK_JWKS_MIN_REFRESH_SECONDS", defaults.fal_jwks_min_refresh_seconds,
+            minimum=0.1, maximum=24 * 3600,
+        ),
+        replicate_secret=secret,
+        tolerance_seconds=_float_setting(
+            env, "PROVIDER_WEBHOOK_TOLERANCE_SECONDS", defaults.tolerance_seconds, minimum=1, maximum=3600
+        ),
+        max_body_bytes=_int_setting(
+            env, "PROVIDER_WEBHOOK_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1024, maximum=16 * 1024 * 1024
+        ),
+        poll_factor=_float_setting(env, "PROVIDER_WEBHOOK_POLL_FACTOR", defaults.poll_factor, minimum=1, maximum=100),
+    )
+
+
+def _generation_settings(
+    env: Mapping[str, str], *, shutdown_grace_seconds: float, webhooks: WebhookSettings
+) -> GenerationSettings:
     """Workers, providers and the pipeline's bounds; fal.ai only when FAL_KEY is set, Replicate only with
     REPLICATE_API_TOKEN."""
     fal_key = env.get("FAL_KEY") or None
@@ -429,6 +478,8 @@ def _generation_settings(env: Mapping[str, str], *, shutdown_grace_seconds: floa
             queue_url=(env.get("FAL_QUEUE_URL") or "https://queue.fal.run").rstrip("/"),
             poll_interval=_float_setting(env, "FAL_POLL_SECONDS", 1.0, minimum=0.01, maximum=60),
             timeout=_float_setting(env, "FAL_TIMEOUT_SECONDS", 600, minimum=1, maximum=24 * 3600),
+            webhook_url=webhooks.url(FAL_PATH),
+            webhook_poll_factor=webhooks.poll_factor,
         )
     replicate_token = env.get("REPLICATE_API_TOKEN") or None
     replicate = None

@@ -488,3 +488,28 @@ RETURNING id
 async def release(connection: Executor, *, job_id: UUID, lease_token: str) -> bool:
     """Hand a job back untouched (the worker is shutting down): due now, and the attempt not counted."""
     return await connection.fetchval(RELEASE, job_id, lease_token) is not None
+
+
+# A verified provider webhook: the unfinished jobs holding that provider's request. Only unfinished ones: the
+# partial index jobs_queue_idx (0001) covers them, so no index on provider_request_id is needed.
+PROVIDER_REQUEST_JOBS = """
+SELECT j.id, j.status FROM jobs j JOIN image_models m ON m.model_key = j.model_key
+WHERE j.provider_request_id = $1 AND m.provider = $2 AND j.status IN ('queued', 'processing')
+"""
+NOTIFY_PROVIDER_DONE = "SELECT pg_notify($1, $2)"
+
+
+@translate_errors
+async def wake_provider_request(
+    connection: Executor, *, provider: str, request_id: str, channel: str, payload: str
+) -> list[tuple[UUID, JobStatus]]:
+    """Tell the workers (NOTIFY ``channel``, sent at commit) that ``provider`` finished ``request_id``, when a job
+    of ours is running it; returns the unfinished jobs holding the request (none: not ours, not recorded yet, or
+    finished). A finished, failed or canceled job is left alone: a late or repeated webhook changes nothing, and
+    a queued one (waiting to retry) asks the provider when it is claimed.
+    """
+    rows = await connection.fetch(PROVIDER_REQUEST_JOBS, request_id, provider)
+    found = [(row["id"], JobStatus(row["status"])) for row in rows]
+    if any(status is JobStatus.PROCESSING for _, status in found):
+        await connection.execute(NOTIFY_PROVIDER_DONE, channel, payload)
+    return found

@@ -29,6 +29,7 @@ from pipeline.providers.interface import (
     ProviderProgress,
     ProviderResult,
 )
+from pipeline.wakeups import Wakeups, Watch
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ class FalConfig:
     request_timeout: float = 30.0
     # Consecutive transient failures tolerated while polling or fetching the result.
     max_poll_errors: int = 5
+    # PROVIDER_WEBHOOKS=on: fal POSTs here when a request is done ({PUBLIC_URL}/webhooks/fal), and a verified call
+    # wakes the poll (pipeline/wakeups.py); polls then come only every poll_interval * webhook_poll_factor.
+    webhook_url: str | None = None
+    webhook_poll_factor: float = 5.0
+
+    @property
+    def status_interval(self) -> float:
+        """Between two status polls: slower when a webhook will say the request is done."""
+        return self.poll_interval * (self.webhook_poll_factor if self.webhook_url else 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +101,9 @@ class FalProvider:
 
     name = "fal"
 
-    def __init__(self, config: FalConfig) -> None:
+    def __init__(self, config: FalConfig, *, wakeups: Wakeups | None = None) -> None:
         self._config = config
+        self._wakeups = wakeups or Wakeups()
         self._base = config.queue_url.rstrip("/")
         self._base_url = httpx.URL(self._base)
         self._auth = {"Authorization": f"Key {config.key}"}
@@ -107,13 +118,20 @@ class FalProvider:
         self, request: ImageRequest, *, reporter: ProgressReporter, request_id: str | None = None
     ) -> ProviderResult:
         deadline = _Deadline.start(self._config.timeout)
+        # With a webhook, a fresh request is first asked about once fal says it is done (or after the slow interval):
+        # submit, one status, the result. A resumed one is asked at once: it may have finished long ago.
+        poll_first = True
         if request_id is None:
-            request_id, urls = await self._submit(request, deadline)
+            request_id, urls, position = await self._submit(request, deadline)
             # Persisted before anything else can fail, so a retry resumes instead of paying again.
             await reporter.submitted(request_id)
+            if self._config.webhook_url is not None:
+                poll_first = False
+                await reporter.progress(ProviderProgress("IN_QUEUE", position))
         else:
             urls = self._urls_for(request.model_key, request_id)
-        result_url = await self._wait(request_id, urls, reporter, deadline)
+        with self._wakeups.watch(self.name, request_id) as watch:
+            result_url = await self._wait(request_id, urls, reporter, deadline, watch, poll_first=poll_first)
         answer = await self._get_patiently(
             result_url,
             what=f"fal result fetch for request {request_id}",
@@ -132,7 +150,7 @@ class FalProvider:
             return
         logger.info("fal cancel of request %s: %s", request_id, answer.get("status"))
 
-    async def _submit(self, request: ImageRequest, deadline: _Deadline) -> tuple[str, _Urls]:
+    async def _submit(self, request: ImageRequest, deadline: _Deadline) -> tuple[str, _Urls, int | None]:
         body: dict[str, Any] = {
             "prompt": request.prompt,
             "image_size": {"width": request.width, "height": request.height},
@@ -151,6 +169,7 @@ class FalProvider:
             what=f"fal submit to {request.model_key}",
             deadline=deadline,
             json=body,
+            params=None if self._config.webhook_url is None else {"fal_webhook": self._config.webhook_url},
         )
         request_id = answer.get("request_id")
         if not isinstance(request_id, str) or not request_id:
@@ -162,13 +181,24 @@ class FalProvider:
             cancel=self._trusted(answer.get("cancel_url")) or built.cancel,
         )
         logger.info("fal accepted request %s for %s", request_id, request.model_key)
-        return request_id, urls
+        position = answer.get("queue_position")
+        return request_id, urls, position if _is_int(position) else None
 
     async def _wait(
-        self, request_id: str, urls: _Urls, reporter: ProgressReporter, deadline: _Deadline
+        self,
+        request_id: str,
+        urls: _Urls,
+        reporter: ProgressReporter,
+        deadline: _Deadline,
+        watch: Watch,
+        *,
+        poll_first: bool = True,
     ) -> str:
-        """Poll until fal says COMPLETED; returns where to fetch the result."""
+        """Poll until fal says COMPLETED, pausing between polls until the interval passes or a webhook wakes us;
+        returns where to fetch the result."""
         last: ProviderProgress | None = None
+        if not poll_first:
+            await self._pause(deadline, f"fal request {request_id}", watch)
         while True:
             answer = await self._get_patiently(
                 urls.status,
@@ -192,7 +222,7 @@ class FalProvider:
                 last = progress
             if status == COMPLETED:
                 return self._trusted(answer.get("response_url")) or urls.result
-            await self._pause(deadline, f"fal request {request_id}")
+            await self._pause(deadline, f"fal request {request_id}", watch)
 
     async def _get_patiently(self, url: str, *, what: str, deadline: _Deadline, not_found: str) -> dict[str, Any]:
         """GET, riding out up to ``max_poll_errors`` transient failures in a row."""
@@ -211,11 +241,16 @@ class FalProvider:
                 logger.warning("%s (failure %d, retrying)", exc.message, failures)
                 await self._pause(deadline, what)
 
-    async def _pause(self, deadline: _Deadline, what: str) -> None:
+    async def _pause(self, deadline: _Deadline, what: str, watch: Watch | None = None) -> None:
+        """Between status polls (``watch``): the status interval, cut short by a webhook; after an error: the poll
+        interval."""
         remaining = deadline.remaining()
         if remaining <= 0:
             raise deadline.exceeded(what)
-        await asyncio.sleep(min(self._config.poll_interval, remaining))
+        if watch is None:
+            await asyncio.sleep(min(self._config.poll_interval, remaining))
+        elif await watch.wait(min(self._config.status_interval, remaining)):
+            logger.debug("%s: woken by its webhook", what)
 
     async def _call(
         self,
@@ -226,6 +261,7 @@ class FalProvider:
         deadline: _Deadline | None = None,
         json: dict[str, Any] | None = None,
         not_found: str | None = None,
+        params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One HTTP call to fal: its JSON object, or a ProviderError that says whether to retry."""
         timeout = self._config.request_timeout
@@ -235,7 +271,9 @@ class FalProvider:
                 raise deadline.exceeded(what)
             timeout = min(timeout, remaining)
         try:
-            response = await self._client.request(method, url, json=json, headers=self._auth, timeout=timeout)
+            response = await self._client.request(
+                method, url, json=json, params=params, headers=self._auth, timeout=timeout
+            )
         except httpx.TimeoutException as exc:
             if deadline is not None and deadline.remaining() <= 0:
                 raise deadline.exceeded(what) from exc
