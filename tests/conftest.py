@@ -367,7 +367,8 @@ async def start_generation(
 
     ``store`` is "local" (the app's own folder) or "s3" (the S3-backed app's
     buckets); keyword overrides go to WorkerConfig and PipelineConfig, ``fal_timeout`` and
-    ``fal_request_timeout`` to FalConfig (a whole request, one HTTP call). Retries
+    ``fal_request_timeout`` to FalConfig (a whole request, one HTTP call), ``fal_poll_interval`` and
+    ``fal_webhook_url`` too (PROVIDER_WEBHOOKS: tests/test_provider_webhooks.py). Retries
     and polls are fast; fal calls go to the fake fal server, Replicate calls to the fake Replicate server
     (``replicate_timeout`` is ReplicateConfig's whole-request budget). Everything started is stopped when the
     test ends.
@@ -384,6 +385,8 @@ async def start_generation(
         fal_timeout: float = 30.0,
         fal_request_timeout: float = 30.0,
         replicate_timeout: float = 30.0,
+        fal_poll_interval: float = 0.01,
+        fal_webhook_url: str | None = None,
         **overrides: Any,
     ) -> Generation:
         app_settings = settings if store == "local" else s3_settings
@@ -399,8 +402,8 @@ async def start_generation(
             **{key: value for key, value in overrides.items() if key not in worker_fields},
         )
         fal = FalConfig(
-            key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=0.01, timeout=fal_timeout,
-            request_timeout=fal_request_timeout,
+            key=fake_fal_server.key, queue_url=fake_fal_server.url, poll_interval=fal_poll_interval,
+            timeout=fal_timeout, request_timeout=fal_request_timeout, webhook_url=fal_webhook_url,
         )
         replicate = ReplicateConfig(
             token=fake_replicate_server.token, api_url=fake_replicate_server.url, poll_interval=0.01,

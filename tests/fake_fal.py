@@ -6,6 +6,12 @@ the endpoint's sub-path), serves the result image itself, counts every call
 by kind so a test can assert a request was never paid for twice, and
 misbehaves on demand through ``behave(...)``.
 
+With ``behave(run_seconds=...)`` a request is done that long after its
+submit (not after a number of polls), and when the submit carried
+``fal_webhook`` and the fake has a ``webhook_signer`` (tests/webhook_support.py),
+the fake POSTs fal's signed completion call there as the request finishes;
+``finished_at`` keeps when (time.time()) and ``webhook_answers`` what came back.
+
     with FakeFal() as fake:
         fake.behave(status_errors=2, seed=7)
         ...  # point FalConfig(queue_url=fake.url, key=fake.key) at it
@@ -26,12 +32,15 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
+import httpx
 import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.webhook_support import FalSigner, fal_body
 
 FAKE_FAL_KEY = "fake-fal-key-6f1d0c"
 APP_NAMESPACES = ("workflows", "comfy")
@@ -66,17 +75,24 @@ class Scenario:
     # Make calls of this kind ("submit", "status", "result", "cancel", "file") sleep before answering.
     hang: str | None = None
     hang_seconds: float = 1.0
+    # A request is done this long after its submit (instead of after polls_before_done polls); then its webhook goes.
+    run_seconds: float | None = None
 
 
 @dataclass(slots=True)
 class _Queued:
     app: str
     polls: int = 0
+    # run_seconds scenarios: set when the request is done.
+    finished: bool = False
 
 
 class FakeFal:
     def __init__(self, *, key: str = FAKE_FAL_KEY) -> None:
         self.key = key
+        # Signs the completion calls (tests/webhook_support.py: FalSigner); None: no call is made.
+        self.webhook_signer: FalSigner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -104,6 +120,10 @@ class FakeFal:
             # The Host header of each file request.
             self.file_hosts: list[str] = []
             self._queue: dict[str, _Queued] = {}
+            self.finished_at: dict[str, float] = {}
+            # (request id, HTTP status of the app's answer) per webhook call made.
+            self.webhook_answers: list[tuple[str, int]] = []
+            self.webhook_urls: list[str] = []
 
     def behave(self, **knobs: Any) -> Scenario:
         """Replace the scenario: the knobs given, defaults for the rest; error counters start over."""
@@ -202,9 +222,16 @@ class FakeFal:
             return JSONResponse({"detail": [{"loc": ["body", "prompt"], "msg": "field required"}]}, status_code=422)
         request_id = str(uuid.uuid4())
         app = app_of(request.path_params["model"])
+        webhook = request.query_params.get("fal_webhook")
         with self._lock:
             self.submits.append(body)
-            self._queue[request_id] = _Queued(app=app)
+            self._queue[request_id] = queued = _Queued(app=app)
+            if webhook is not None:
+                self.webhook_urls.append(webhook)
+        if scenario.run_seconds is not None:
+            task = asyncio.create_task(self._run(request_id, queued, scenario.run_seconds, webhook))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         base = str(request.base_url).rstrip("/")
         if scenario.submit_answer == "foreign_urls":
             base = "https://elsewhere.invalid"
@@ -237,6 +264,9 @@ class FakeFal:
             queued.polls += 1
         body: dict[str, Any] = {"response_url": str(request.url.replace(query="")).removesuffix("/status")}
         positions = scenario.queue_positions
+        if scenario.run_seconds is not None:
+            answered = scenario.polls_before_done if queued.finished else 0
+            positions = ()
         if answered >= scenario.polls_before_done:
             body["status"] = scenario.final_status
             if scenario.final_status != "COMPLETED":
@@ -254,7 +284,9 @@ class FakeFal:
             return scenario
         with self._lock:
             queued = self._find(request)
-            done = queued is not None and queued.polls > scenario.polls_before_done
+            done = queued is not None and (
+                queued.finished if scenario.run_seconds is not None else queued.polls > scenario.polls_before_done
+            )
         if queued is None or scenario.result == "unknown":
             return JSONResponse({"detail": "Request not found"}, status_code=404)
         if not done:
@@ -315,6 +347,26 @@ class FakeFal:
         count, name = request.path_params["count"], request.path_params["name"]
         target = f"/hops/{count - 1}/{name}" if count > 1 else f"/files/{name}"
         return RedirectResponse(target, status_code=302)
+
+    async def _run(self, request_id: str, queued: _Queued, seconds: float, webhook: str | None) -> None:
+        """The request runs ``seconds``, is done, and fal calls its webhook (signed) when it has one."""
+        await asyncio.sleep(seconds)
+        with self._lock:
+            queued.finished = True
+            self.finished_at[request_id] = time.time()
+        signer = self.webhook_signer
+        if webhook is None or signer is None:
+            return
+        body = fal_body(request_id)
+        headers = {**signer.headers(request_id, body), "content-type": "application/json"}
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                answer = await client.post(webhook, content=body, headers=headers)
+            status = answer.status_code
+        except httpx.HTTPError:
+            status = 0
+        with self._lock:
+            self.webhook_answers.append((request_id, status))
 
     def _find(self, request: Request) -> _Queued | None:
         """The request, if the URL names it under its app (fal's scheme), not under the full model path."""
