@@ -112,7 +112,7 @@ class WebhookEndpoint:
         self.max_body_bytes = settings.max_body_bytes
         self.recent = RecentDeliveries(settings.tolerance_seconds)
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         body = await _bounded_body(request, self.max_body_bytes)
         if body is None:
             return refusal_response(
@@ -174,11 +174,13 @@ class Webhooks:
             return
         self.fal_keys = fal_keys(settings.fal_jwks_url, min_refresh_seconds=settings.fal_jwks_min_refresh_seconds)
         fal = FalWebhookVerifier(self.fal_keys, tolerance_seconds=settings.tolerance_seconds)
-        self.routes.append(Route(FAL_PATH, WebhookEndpoint(Provider.FAL.value, fal.verify, settings), methods=["POST"]))
+        self.routes.append(
+            Route(FAL_PATH, WebhookEndpoint(Provider.FAL.value, fal.verify, settings).handle, methods=["POST"])
+        )
         if settings.replicate_secret is not None:
             replicate = StandardWebhookVerifier(settings.replicate_secret, tolerance_seconds=settings.tolerance_seconds)
             self.routes.append(
-                Route(REPLICATE_PATH, WebhookEndpoint(REPLICATE, replicate.verify, settings), methods=["POST"])
+                Route(REPLICATE_PATH, WebhookEndpoint(REPLICATE, replicate.verify, settings).handle, methods=["POST"])
             )
 
     async def start(self) -> None:

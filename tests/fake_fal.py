@@ -121,6 +121,8 @@ class FakeFal:
             self.file_hosts: list[str] = []
             self._queue: dict[str, _Queued] = {}
             self.finished_at: dict[str, float] = {}
+            # When a finished request was first asked about (time.time()): how fast its poller learned.
+            self.first_asked_done_at: dict[str, float] = {}
             # (request id, HTTP status of the app's answer) per webhook call made.
             self.webhook_answers: list[tuple[str, int]] = []
             self.webhook_urls: list[str] = []
@@ -267,6 +269,9 @@ class FakeFal:
         if scenario.run_seconds is not None:
             answered = scenario.polls_before_done if queued.finished else 0
             positions = ()
+            if queued.finished:
+                with self._lock:
+                    self.first_asked_done_at.setdefault(request.path_params["request_id"], time.time())
         if answered >= scenario.polls_before_done:
             body["status"] = scenario.final_status
             if scenario.final_status != "COMPLETED":
