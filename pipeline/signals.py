@@ -14,6 +14,7 @@ from collections.abc import Callable
 from uuid import UUID
 
 from pipeline.metrics import NO_JOB_METRICS, JobMetrics
+from pipeline.wakeups import EVERYONE
 from storage.listen_connection import ListenConnection
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class QueueSignals:
         if after_gap:
             self._metrics.reconnected("queue")
             self.ready.set()
+            if self._on_provider_done is not None:
+                # A webhook's notification sent during the gap is lost: every waiting poll asks its provider now.
+                self._on_provider_done(EVERYONE)
 
     def _ready(self, payload: str) -> None:
         self.ready.set()

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 
 # NOTIFY payloads name the provider and its request id: "fal:<request id>".
 SEPARATOR = ":"
+# Wakes every watch: after the LISTEN connection was lost a while, since a notification sent meanwhile is lost.
+EVERYONE = "*"
 
 
 def wakeup_key(provider: str, request_id: str) -> str:
@@ -60,7 +62,11 @@ class Wakeups:
                 del self._watches[key]
 
     def wake(self, key: str) -> bool:
-        """Wake whoever waits on ``key`` (a NOTIFY payload); False when no one here does."""
+        """Wake whoever waits on ``key`` (a NOTIFY payload; EVERYONE: all); False when no one here does."""
+        if key == EVERYONE:
+            for each in self._watches.values():
+                each.event.set()
+            return bool(self._watches)
         watch = self._watches.get(key)
         if watch is None:
             return False

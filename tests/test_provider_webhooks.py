@@ -31,6 +31,7 @@ from tests.fake_fal import FakeFal
 from tests.generation_support import FAL_MODEL, GENERATE_IMAGE, WAIT_SECONDS, GraphQL, wait_for_job
 from tests.jwks_support import JwksServer
 from tests.support import error_codes, free_port, serve_uvicorn
+from tests.test_worker_wakeup import listening_backends
 from tests.webhook_support import FalSigner, StandardSigner, fal_body, replicate_signer
 
 MAX_BODY = 8 * 1024
@@ -320,3 +321,25 @@ async def test_a_webhook_completes_the_job_well_before_the_next_poll(
         assert fake_fal_server.webhook_urls == []
     # the image came from fal's result (the fake's file server), never from the call's body (a URL never served)
     assert fake_fal_server.calls["file"] == jobs
+
+
+async def test_a_worker_whose_listen_connection_was_lost_asks_fal_once_it_is_back(
+    webhook_server: WebhookServer,
+    pool: asyncpg.Pool,
+    graphql: GraphQL,
+    start_generation: StartGeneration,
+    fake_fal_server: FakeFal,
+    alice: uuid.UUID,
+) -> None:
+    """Given a worker waiting 20 s between polls for its webhook, when its LISTEN connection is killed (a webhook's
+    notification sent meanwhile would be lost), then once it listens again it asks fal at once."""
+    await start_generation(fal_poll_interval=4.0, fal_webhook_url=f"{webhook_server.url}{FAL_PATH}")
+    fake_fal_server.behave(run_seconds=60)
+    job = await generate_fal_image(graphql, alice, await fal_model_id(graphql))
+    await request_id_of(pool, job["id"])
+    assert fake_fal_server.calls["status"] == 0
+    (backend,) = await listening_backends(pool)
+
+    await pool.execute("SELECT pg_terminate_backend($1)", backend)
+
+    await until(lambda: fake_fal_server.calls["status"] == 1, "a poll after the LISTEN came back", seconds=10)
