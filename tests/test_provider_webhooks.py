@@ -28,7 +28,7 @@ from server.settings import Settings
 from server.webhooks import FAL_PATH, REPLICATE_PATH, WebhookSettings
 from tests.conftest import StartGeneration
 from tests.fake_fal import FakeFal
-from tests.generation_support import FAL_MODEL, GENERATE_IMAGE, WAIT_SECONDS, GraphQL, wait_for_job
+from tests.generation_support import CANCEL, FAL_MODEL, GENERATE_IMAGE, WAIT_SECONDS, GraphQL, wait_for_job
 from tests.jwks_support import JwksServer
 from tests.support import error_codes, free_port, serve_uvicorn
 from tests.test_worker_wakeup import listening_backends
@@ -114,6 +114,12 @@ async def request_id_of(pool: asyncpg.Pool, job_id: str) -> str:
             return str(value)
         await asyncio.sleep(0.01)
     raise AssertionError(f"job {job_id} never recorded a request id")
+
+
+async def cancel(graphql: GraphQL, user: uuid.UUID, job_id: str) -> None:
+    """A job left running would go back to the queue when the test's workers stop, for a later test's to run."""
+    body = await graphql(CANCEL, {"id": job_id}, user=user)
+    assert body["data"]["cancelJob"]["status"] == "CANCELED", body
 
 
 async def until(check: Any, what: str, seconds: float = WAIT_SECONDS) -> None:
@@ -226,6 +232,7 @@ async def test_a_call_wakes_the_polling_worker_which_asks_fal_itself_and_a_repla
     assert fake_fal_server.calls["result"] == 0
     status = await pool.fetchval("SELECT status FROM jobs WHERE id = $1", uuid.UUID(job["id"]))
     assert status == "processing"
+    await cancel(graphql, alice, job["id"])
 
 
 async def test_a_late_call_for_a_finished_job_changes_nothing(
@@ -343,3 +350,4 @@ async def test_a_worker_whose_listen_connection_was_lost_asks_fal_once_it_is_bac
     await pool.execute("SELECT pg_terminate_backend($1)", backend)
 
     await until(lambda: fake_fal_server.calls["status"] == 1, "a poll after the LISTEN came back", seconds=10)
+    await cancel(graphql, alice, job["id"])
