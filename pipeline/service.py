@@ -57,7 +57,7 @@ def open_providers(settings: GenerationSettings, wakeups: Wakeups | None = None)
     if settings.fal is not None:
         providers[Provider.FAL] = FalProvider(settings.fal, wakeups=wakeups)
     if settings.replicate is not None:
-        providers[Provider.REPLICATE] = ReplicateProvider(settings.replicate)
+        providers[Provider.REPLICATE] = ReplicateProvider(settings.replicate, wakeups=wakeups)
     return providers
 
 

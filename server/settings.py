@@ -31,7 +31,7 @@ from server.auth import AUDIENCE, TokenSettings
 from server.graphiql_assets import DEFAULT_ASSETS_DIR
 from server.jwks import JwksConfig, JwksError, read_jwks_file
 from server.webhook_standard import decode_secret
-from server.webhooks import FAL_PATH, WebhookSettings
+from server.webhooks import FAL_PATH, REPLICATE_PATH, WebhookSettings
 from storage.objects.config import LOCAL, S3, ObjectStoreConfig
 from storage.objects.paths import Bucket
 from storage.objects.s3 import S3Config
@@ -489,7 +489,14 @@ def _generation_settings(
             api_url=(env.get("REPLICATE_API_URL") or REPLICATE_API_URL).rstrip("/"),
             poll_interval=_float_setting(env, "REPLICATE_POLL_SECONDS", 1.0, minimum=0.01, maximum=60),
             timeout=_float_setting(env, "REPLICATE_TIMEOUT_SECONDS", 600, minimum=1, maximum=24 * 3600),
+            webhook_url=webhooks.url(REPLICATE_PATH),
+            webhook_poll_factor=webhooks.poll_factor,
         )
+        if webhooks.enabled and webhooks.replicate_secret is None:
+            raise SettingsError(
+                "PROVIDER_WEBHOOKS=on with REPLICATE_API_TOKEN needs REPLICATE_WEBHOOK_SECRET (Replicate's signing "
+                "secret, whsec_...): without it /webhooks/replicate could verify nothing"
+            )
     size = _int_setting(env, "IMAGE_SIZE", 1024, minimum=64, maximum=4096)
     return GenerationSettings(
         workers=_int_setting(env, "WORKERS", 1, minimum=0, maximum=64),

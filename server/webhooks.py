@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 FAL_PATH = "/webhooks/fal"
 REPLICATE_PATH = "/webhooks/replicate"
 UNAUTHENTICATED = "UNAUTHENTICATED"
-# Replicate's provider value (image_models.provider), named here until its provider lands in storage/enums.py.
-REPLICATE = "replicate"
 # Deliveries remembered to answer a repeat at once; a repeat older than the tolerance is refused by its timestamp.
 MAX_REMEMBERED = 10_000
 
@@ -179,9 +177,8 @@ class Webhooks:
         )
         if settings.replicate_secret is not None:
             replicate = StandardWebhookVerifier(settings.replicate_secret, tolerance_seconds=settings.tolerance_seconds)
-            self.routes.append(
-                Route(REPLICATE_PATH, WebhookEndpoint(REPLICATE, replicate.verify, settings).handle, methods=["POST"])
-            )
+            endpoint = WebhookEndpoint(Provider.REPLICATE.value, replicate.verify, settings)
+            self.routes.append(Route(REPLICATE_PATH, endpoint.handle, methods=["POST"]))
 
     async def start(self) -> None:
         """fal's keys fetched before the first call (a failure is logged: the first call fetches again)."""

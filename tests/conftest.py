@@ -368,7 +368,8 @@ async def start_generation(
     ``store`` is "local" (the app's own folder) or "s3" (the S3-backed app's
     buckets); keyword overrides go to WorkerConfig and PipelineConfig, ``fal_timeout`` and
     ``fal_request_timeout`` to FalConfig (a whole request, one HTTP call), ``fal_poll_interval`` and
-    ``fal_webhook_url`` too (PROVIDER_WEBHOOKS: tests/test_provider_webhooks.py). Retries
+    ``fal_webhook_url`` too, and ``replicate_poll_interval``/``replicate_webhook_url`` to ReplicateConfig
+    (PROVIDER_WEBHOOKS: tests/test_provider_webhooks.py). Retries
     and polls are fast; fal calls go to the fake fal server, Replicate calls to the fake Replicate server
     (``replicate_timeout`` is ReplicateConfig's whole-request budget). Everything started is stopped when the
     test ends.
@@ -387,6 +388,8 @@ async def start_generation(
         replicate_timeout: float = 30.0,
         fal_poll_interval: float = 0.01,
         fal_webhook_url: str | None = None,
+        replicate_poll_interval: float = 0.01,
+        replicate_webhook_url: str | None = None,
         **overrides: Any,
     ) -> Generation:
         app_settings = settings if store == "local" else s3_settings
@@ -406,8 +409,8 @@ async def start_generation(
             timeout=fal_timeout, request_timeout=fal_request_timeout, webhook_url=fal_webhook_url,
         )
         replicate = ReplicateConfig(
-            token=fake_replicate_server.token, api_url=fake_replicate_server.url, poll_interval=0.01,
-            timeout=replicate_timeout,
+            token=fake_replicate_server.token, api_url=fake_replicate_server.url, poll_interval=replicate_poll_interval,
+            timeout=replicate_timeout, webhook_url=replicate_webhook_url,
         )
         generation_settings = replace(
             app_settings.generation, worker=worker, pipeline=pipeline, fal=fal, replicate=replicate,

@@ -14,6 +14,12 @@ on demand. It serves the output image itself (as replicate.delivery does),
 counts every call by kind so a test can assert a prediction was never paid
 for twice, and misbehaves on demand through ``behave(...)``.
 
+With ``behave(run_seconds=...)`` a prediction succeeds that long after its
+creation (not after a number of polls), and when it was created with a
+``webhook`` and the fake has a ``webhook_signer`` (tests/webhook_support.py:
+Standard Webhooks), the fake POSTs the signed prediction there as it ends;
+``finished_at`` keeps when (time.time()) and ``webhook_answers`` what came back.
+
     with FakeReplicate() as fake:
         fake.behave(rate_limited=1, retry_after="0.1")
         ...  # point ReplicateConfig(api_url=fake.url, token=fake.token) at it
@@ -32,6 +38,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+import httpx
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -39,6 +47,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.fake_fal import png_bytes
+from tests.webhook_support import StandardSigner
 
 FAKE_REPLICATE_TOKEN = "r8_fake_replicate_token_5b2e"
 # Replicate's SDXL, as migration 0010 seeds it.
@@ -77,6 +86,8 @@ class Scenario:
     # Make calls of this kind sleep before answering.
     hang: str | None = None
     hang_seconds: float = 1.0
+    # A prediction succeeds this long after its creation (instead of after polls_before_done polls).
+    run_seconds: float | None = None
 
 
 @dataclass(slots=True)
@@ -88,11 +99,16 @@ class Prediction:
     created_at: str
     polls: int = 0
     canceled: bool = False
+    # run_seconds scenarios: set when it succeeded.
+    finished: bool = False
 
 
 class FakeReplicate:
     def __init__(self, *, token: str = FAKE_REPLICATE_TOKEN) -> None:
         self.token = token
+        # Signs the completion calls (Standard Webhooks); None: no call is made.
+        self.webhook_signer: StandardSigner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -119,6 +135,9 @@ class FakeReplicate:
             # The Authorization header of every call, file downloads included.
             self.authorizations: list[tuple[str, str | None]] = []
             self._predictions: dict[str, Prediction] = {}
+            self.finished_at: dict[str, float] = {}
+            # (prediction id, HTTP status of the app's answer) per webhook call made.
+            self.webhook_answers: list[tuple[str, int]] = []
 
     def behave(self, **knobs: Any) -> Scenario:
         """Replace the scenario: the knobs given, defaults for the rest; error counters start over."""
@@ -258,6 +277,11 @@ class FakeReplicate:
         with self._lock:
             self.creations.append(body)
         prediction = self._new(model or "stability-ai/sdxl", version, model_input)
+        if scenario.run_seconds is not None:
+            webhook = body.get("webhook") if body.get("webhook_events_filter") == ["completed"] else None
+            task = asyncio.create_task(self._run(request, prediction, scenario.run_seconds, webhook))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return JSONResponse(self._body(request, prediction, "starting"), status_code=201)
 
     async def _get(self, request: Request) -> Response:
@@ -275,6 +299,9 @@ class FakeReplicate:
             prediction.polls += 1
         if prediction.canceled:
             status = "canceled"
+        elif scenario.run_seconds is not None:
+            status = scenario.final_status if prediction.finished else "processing"
+            answered = scenario.polls_starting
         elif answered >= scenario.polls_before_done:
             status = scenario.final_status
         elif answered >= scenario.polls_starting:
@@ -305,6 +332,25 @@ class FakeReplicate:
         return Response(png_bytes(*scenario.image_size), media_type="image/png")
 
     # -- predictions ------------------------------------------------------
+
+    async def _run(self, request: Request, prediction: Prediction, seconds: float, webhook: str | None) -> None:
+        """The prediction runs ``seconds`` and ends; Replicate then POSTs it, signed, to its webhook."""
+        await asyncio.sleep(seconds)
+        with self._lock:
+            prediction.finished = True
+            self.finished_at[prediction.id] = time.time()
+        signer = self.webhook_signer
+        if webhook is None or signer is None:
+            return
+        body = orjson.dumps(self._body(request, prediction, self.scenario.final_status))
+        headers = {**signer.headers(f"msg_{prediction.id}", body), "content-type": "application/json"}
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                status = (await client.post(webhook, content=body, headers=headers)).status_code
+        except httpx.HTTPError:
+            status = 0
+        with self._lock:
+            self.webhook_answers.append((prediction.id, status))
 
     def _new(self, model: str, version: str | None, model_input: dict[str, Any]) -> Prediction:
         # Replicate's ids: 26 lowercase base32 characters.

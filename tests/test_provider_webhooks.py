@@ -28,6 +28,7 @@ from server.settings import Settings
 from server.webhooks import FAL_PATH, REPLICATE_PATH, WebhookSettings
 from tests.conftest import StartGeneration
 from tests.fake_fal import FakeFal
+from tests.fake_replicate import SDXL_MODEL, FakeReplicate
 from tests.generation_support import CANCEL, FAL_MODEL, GENERATE_IMAGE, WAIT_SECONDS, GraphQL, wait_for_job
 from tests.jwks_support import JwksServer
 from tests.support import error_codes, free_port, serve_uvicorn
@@ -56,8 +57,10 @@ class WebhookServer:
 
 
 @pytest.fixture
-async def webhook_server(settings: Settings, fake_fal_server: FakeFal) -> AsyncIterator[WebhookServer]:
-    """The app with PROVIDER_WEBHOOKS on, served on a real port (its PUBLIC_URL); the fake fal signs its calls."""
+async def webhook_server(
+    settings: Settings, fake_fal_server: FakeFal, fake_replicate_server: FakeReplicate
+) -> AsyncIterator[WebhookServer]:
+    """The app with PROVIDER_WEBHOOKS on, served on a real port (its PUBLIC_URL); the fakes sign their calls."""
     fal = FalSigner.new("fal-webhook-key")
     replicate = replicate_signer()
     port = free_port()
@@ -73,11 +76,13 @@ async def webhook_server(settings: Settings, fake_fal_server: FakeFal) -> AsyncI
         )
         config = uvicorn_config(create_app(webhook_settings), host="127.0.0.1", port=port, log_level="warning")
         fake_fal_server.webhook_signer = fal
+        fake_replicate_server.webhook_signer = replicate
         try:
             async with serve_uvicorn(config):
                 yield WebhookServer(public_url, fal, jwks, replicate)
         finally:
             fake_fal_server.webhook_signer = None
+            fake_replicate_server.webhook_signer = None
 
 
 @asynccontextmanager
@@ -98,11 +103,17 @@ async def fal_model_id(graphql: GraphQL) -> str:
     return str(model["id"])
 
 
-async def generate_fal_image(graphql: GraphQL, user: uuid.UUID, model_id: str) -> dict[str, Any]:
+async def generate_image(graphql: GraphQL, user: uuid.UUID, model_id: str) -> dict[str, Any]:
     body = await graphql(GENERATE_IMAGE, {"input": {"prompt": "a lighthouse at dusk", "modelId": model_id}}, user=user)
     assert "errors" not in body, body
     job: dict[str, Any] = body["data"]["generateImage"]
     return job
+
+
+async def model_id(graphql: GraphQL, model_key: str) -> str:
+    body = await graphql("{ imageModels { id modelKey } }")
+    (model,) = [model for model in body["data"]["imageModels"] if model["modelKey"] == model_key]
+    return str(model["id"])
 
 
 async def request_id_of(pool: asyncpg.Pool, job_id: str) -> str:
@@ -213,7 +224,7 @@ async def test_a_call_wakes_the_polling_worker_which_asks_fal_itself_and_a_repla
     woke it, and did not complete the job. When the same delivery comes again, then nothing happens."""
     await start_generation(fal_poll_interval=POLL_SECONDS, fal_webhook_url=f"{webhook_server.url}{FAL_PATH}")
     fake_fal_server.behave(run_seconds=60)
-    job = await generate_fal_image(graphql, alice, await fal_model_id(graphql))
+    job = await generate_image(graphql, alice, await fal_model_id(graphql))
     request_id = await request_id_of(pool, job["id"])
     await asyncio.sleep(0.2)
     assert fake_fal_server.calls["status"] == 0  # waiting for the webhook (or the slow poll)
@@ -248,7 +259,7 @@ async def test_a_late_call_for_a_finished_job_changes_nothing(
     is unchanged."""
     await start_generation()
     fake_fal_server.behave(polls_before_done=1)
-    job = await generate_fal_image(graphql, alice, await fal_model_id(graphql))
+    job = await generate_image(graphql, alice, await fal_model_id(graphql))
     await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
     before = await pool.fetchrow("SELECT * FROM jobs WHERE id = $1", uuid.UUID(job["id"]))
     assert before is not None
@@ -272,7 +283,7 @@ async def completion_latencies(
 ) -> list[float]:
     """Seconds from the fake fal finishing each job's request to the job's completed_at."""
     model_id = await fal_model_id(graphql)
-    created = [await generate_fal_image(graphql, user, model_id) for _ in range(jobs)]
+    created = [await generate_image(graphql, user, model_id) for _ in range(jobs)]
     latencies = []
     for job in created:
         done = await wait_for_job(graphql, user, job["id"], status="COMPLETED")
@@ -342,7 +353,7 @@ async def test_a_worker_whose_listen_connection_was_lost_asks_fal_once_it_is_bac
     notification sent meanwhile would be lost), then once it listens again it asks fal at once."""
     await start_generation(fal_poll_interval=4.0, fal_webhook_url=f"{webhook_server.url}{FAL_PATH}")
     fake_fal_server.behave(run_seconds=60)
-    job = await generate_fal_image(graphql, alice, await fal_model_id(graphql))
+    job = await generate_image(graphql, alice, await fal_model_id(graphql))
     await request_id_of(pool, job["id"])
     assert fake_fal_server.calls["status"] == 0
     (backend,) = await listening_backends(pool)
@@ -351,3 +362,52 @@ async def test_a_worker_whose_listen_connection_was_lost_asks_fal_once_it_is_bac
 
     await until(lambda: fake_fal_server.calls["status"] == 1, "a poll after the LISTEN came back", seconds=10)
     await cancel(graphql, alice, job["id"])
+
+
+@pytest.mark.parametrize("webhooks", ["on", "off"])
+async def test_a_replicate_webhook_completes_the_job_well_before_the_next_poll(
+    webhooks: str,
+    webhook_server: WebhookServer,
+    graphql: GraphQL,
+    pool: asyncpg.Pool,
+    start_generation: StartGeneration,
+    fake_replicate_server: FakeReplicate,
+    alice: uuid.UUID,
+) -> None:
+    """Given SDXL predictions that run 0.5 s and a 1 s poll interval (5 s with webhooks on), when they succeed,
+    then with webhooks (created with webhook and webhook_events_filter ["completed"], the call signed with the
+    Standard Webhooks secret) the jobs complete well before the next poll, with two Replicate requests each
+    (create, one get); without, within a poll."""
+    on = webhooks == "on"
+    url = f"{webhook_server.url}{REPLICATE_PATH}"
+    await start_generation(replicate_poll_interval=POLL_SECONDS, replicate_webhook_url=url if on else None)
+    fake_replicate_server.behave(run_seconds=RUN_SECONDS)
+    sdxl = await model_id(graphql, SDXL_MODEL)
+    jobs = 3
+    created = [await generate_image(graphql, alice, sdxl) for _ in range(jobs)]
+
+    latencies = []
+    for job in created:
+        await wait_for_job(graphql, alice, job["id"], status="COMPLETED")
+        row = await pool.fetchrow(
+            "SELECT provider_request_id, completed_at FROM jobs WHERE id = $1", uuid.UUID(job["id"])
+        )
+        assert row is not None
+        finished = fake_replicate_server.finished_at[row["provider_request_id"]]
+        latencies.append(row["completed_at"].timestamp() - finished)
+
+    print(
+        f"\nreplicate, webhooks {webhooks}: prediction succeeded -> job completed: "
+        f"median {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+        f"({jobs} jobs, polled every {POLL_SECONDS * (5 if on else 1):g} s)"
+    )
+    if on:
+        assert max(latencies) < POLL_SECONDS * 5 / 2
+        assert [(body["webhook"], body["webhook_events_filter"]) for body in fake_replicate_server.creations] == [
+            (url, ["completed"])
+        ] * jobs
+        assert sorted(status for _, status in fake_replicate_server.webhook_answers) == [204] * jobs
+        assert (fake_replicate_server.calls["create"], fake_replicate_server.calls["get"]) == (jobs, jobs)
+    else:
+        assert max(latencies) < POLL_SECONDS + 1.0
+        assert all("webhook" not in body for body in fake_replicate_server.creations)

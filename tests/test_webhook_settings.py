@@ -85,3 +85,20 @@ def test_production_accepts_an_https_public_url(tmp_path: Path) -> None:
     settings = read(tmp_path, **PRODUCTION, PROVIDER_WEBHOOKS="on", PUBLIC_URL="https://api.example.com")
 
     assert settings.webhooks.enabled is True
+
+
+def test_replicate_is_given_its_webhook_only_with_the_signing_secret(tmp_path: Path) -> None:
+    """Given webhooks on and a Replicate token, then predictions carry {PUBLIC_URL}/webhooks/replicate when the
+    signing secret is set, and the start fails without it (the route could verify nothing)."""
+    environ = {"PROVIDER_WEBHOOKS": "on", "PUBLIC_URL": "https://api.example.com", "REPLICATE_API_TOKEN": "r8_x"}
+
+    settings = read(tmp_path, **environ, REPLICATE_WEBHOOK_SECRET=SECRET)
+
+    replicate = settings.generation.replicate
+    assert replicate is not None
+    assert replicate.webhook_url == "https://api.example.com/webhooks/replicate"
+    assert replicate.status_interval == 5 * replicate.poll_interval
+    with pytest.raises(SettingsError, match="REPLICATE_WEBHOOK_SECRET"):
+        read(tmp_path, **environ)
+    off = read(tmp_path, REPLICATE_API_TOKEN="r8_x").generation.replicate
+    assert off is not None and off.webhook_url is None

@@ -41,6 +41,7 @@ from pipeline.providers.interface import (
     ProviderProgress,
     ProviderResult,
 )
+from pipeline.wakeups import Wakeups, Watch
 from storage.enums import ProviderStatus, Quality
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,16 @@ class ReplicateConfig:
     max_poll_errors: int = 5
     # Consecutive 429s waited out in one call (each as long as its Retry-After, within the deadline).
     max_rate_limited: int = 5
+    # PROVIDER_WEBHOOKS=on (with REPLICATE_WEBHOOK_SECRET): predictions are created with this webhook (completed
+    # events only), a verified call wakes the poll (pipeline/wakeups.py), and polls come every
+    # poll_interval * webhook_poll_factor.
+    webhook_url: str | None = None
+    webhook_poll_factor: float = 5.0
+
+    @property
+    def status_interval(self) -> float:
+        """Between two polls of a prediction: slower when a webhook will say it is done."""
+        return self.poll_interval * (self.webhook_poll_factor if self.webhook_url else 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +141,9 @@ class ReplicateProvider:
 
     name = "replicate"
 
-    def __init__(self, config: ReplicateConfig) -> None:
+    def __init__(self, config: ReplicateConfig, *, wakeups: Wakeups | None = None) -> None:
         self._config = config
+        self._wakeups = wakeups or Wakeups()
         self._base = config.api_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {config.token}"}
         self._client = httpx.AsyncClient(
@@ -151,7 +163,8 @@ class ReplicateProvider:
             request_id = answer["id"]
             # Persisted before anything else can fail, so a retry resumes instead of paying again.
             await reporter.submitted(request_id)
-        finished = await self._wait(request_id, answer, reporter, deadline)
+        with self._wakeups.watch(self.name, request_id) as watch:
+            finished = await self._wait(request_id, answer, reporter, deadline, watch)
         return _result(finished, request_id, request.seed)
 
     async def cancel(self, *, model_key: str, request_id: str) -> None:
@@ -171,9 +184,12 @@ class ReplicateProvider:
 
     async def _create(self, request: ImageRequest, deadline: Deadline) -> dict[str, Any]:
         built = creation(request)
+        body = built.body
+        if self._config.webhook_url is not None:
+            body = {**body, "webhook": self._config.webhook_url, "webhook_events_filter": ["completed"]}
         answer = await self._call(
             "POST", built.path, what=f"replicate prediction for {request.model_key}", deadline=deadline,
-            json=built.body,
+            json=body,
             not_found=f"replicate does not know the model {request.model_key}",
         )
         prediction_id = answer.get("id")
@@ -183,9 +199,15 @@ class ReplicateProvider:
         return answer
 
     async def _wait(
-        self, prediction_id: str, answer: dict[str, Any] | None, reporter: ProgressReporter, deadline: Deadline
+        self,
+        prediction_id: str,
+        answer: dict[str, Any] | None,
+        reporter: ProgressReporter,
+        deadline: Deadline,
+        watch: Watch,
     ) -> dict[str, Any]:
-        """Poll (starting from the creation's answer, when there is one) until the prediction succeeds."""
+        """Poll (starting from the creation's answer, when there is one) until the prediction succeeds, pausing
+        between polls until the interval passes or a webhook wakes us."""
         last: ProviderProgress | None = None
         logged = ""
         while True:
@@ -204,7 +226,7 @@ class ReplicateProvider:
             logged = _log_new_lines(prediction_id, answer.get("logs"), logged)
             if status == SUCCEEDED:
                 return answer
-            await self._pause(deadline, f"replicate prediction {prediction_id}")
+            await self._pause(deadline, f"replicate prediction {prediction_id}", watch)
             answer = None
 
     async def _get_patiently(self, prediction_id: str, deadline: Deadline) -> dict[str, Any]:
@@ -228,11 +250,16 @@ class ReplicateProvider:
                 logger.warning("%s (failure %d, retrying)", exc.message, failures)
                 await self._pause(deadline, what)
 
-    async def _pause(self, deadline: Deadline, what: str) -> None:
+    async def _pause(self, deadline: Deadline, what: str, watch: Watch | None = None) -> None:
+        """Between polls (``watch``): the status interval, cut short by a webhook; after an error: the poll
+        interval."""
         remaining = deadline.remaining()
         if remaining <= 0:
             raise deadline.exceeded(what)
-        await asyncio.sleep(min(self._config.poll_interval, remaining))
+        if watch is None:
+            await asyncio.sleep(min(self._config.poll_interval, remaining))
+        elif await watch.wait(min(self._config.status_interval, remaining)):
+            logger.debug("%s: woken by its webhook", what)
 
     async def _call(
         self,
