@@ -37,8 +37,11 @@ class Watch:
     async def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True (at once) when a wake came since the last wait."""
         if not self.event.is_set():
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that lands as the
+            # event is set, and a worker stopping would then wait on until the next pause.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.event.wait(), timeout=max(seconds, 0.0))
+                async with asyncio.timeout(max(seconds, 0.0)):
+                    await self.event.wait()
         woken = self.event.is_set()
         self.event.clear()
         return woken

@@ -77,8 +77,8 @@ class JwksConfig:
     fetch_timeout_seconds: float = 5.0
 
 
-def parse_jwks(document: bytes | str) -> KeySet:
-    """The RS256 and ES256 public signing keys of a JWKS document; ``JwksError`` when it has none."""
+def jwks_entries(document: bytes | str) -> list[object]:
+    """The ``keys`` list of a JWKS document, each entry still to be checked; ``JwksError`` when there is none."""
     try:
         data = orjson.loads(document)
     except orjson.JSONDecodeError:
@@ -86,6 +86,12 @@ def parse_jwks(document: bytes | str) -> KeySet:
     entries = data.get("keys") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise JwksError("the JWKS is not an object with a 'keys' list")
+    return entries
+
+
+def parse_jwks(document: bytes | str) -> KeySet:
+    """The RS256 and ES256 public signing keys of a JWKS document; ``JwksError`` when it has none."""
+    entries = jwks_entries(document)
     keys: dict[str, PyJWK] = {}
     skipped: list[str] = []
     for entry in entries:

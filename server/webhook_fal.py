@@ -23,12 +23,11 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 
-import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt import PyJWK, PyJWTError
 
-from server.jwks import MAX_CACHE_SECONDS, FetchedKeys, JwksError, KeySet
+from server.jwks import MAX_CACHE_SECONDS, FetchedKeys, JwksError, KeySet, jwks_entries
 from server.webhook_delivery import Delivery, WebhookRefused, check_timestamp
 
 DEFAULT_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
@@ -43,13 +42,7 @@ MAX_HEADER_CHARS = 256
 
 def parse_ed25519_jwks(document: bytes) -> KeySet:
     """The Ed25519 public keys (kty OKP, crv Ed25519) of a JWKS, by kid (or position when a key has none)."""
-    try:
-        data = orjson.loads(document)
-    except orjson.JSONDecodeError:
-        raise JwksError("the JWKS is not JSON") from None
-    entries = data.get("keys") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise JwksError("the JWKS is not an object with a 'keys' list")
+    entries = jwks_entries(document)
     keys: dict[str, PyJWK] = {}
     skipped: list[str] = []
     for index, entry in enumerate(entries):

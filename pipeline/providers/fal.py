@@ -14,7 +14,6 @@ README's design notes say what was checked, on which version.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -22,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
+from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
     ProgressReporter,
@@ -29,6 +29,7 @@ from pipeline.providers.interface import (
     ProviderProgress,
     ProviderResult,
 )
+from pipeline.providers.polling import Polling
 from pipeline.wakeups import Wakeups, Watch
 
 logger = logging.getLogger(__name__)
@@ -71,24 +72,6 @@ class _Urls:
     cancel: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Deadline:
-    """One generation's time budget, shared by every call and every pause."""
-
-    seconds: float
-    end: float
-
-    @classmethod
-    def start(cls, seconds: float) -> _Deadline:
-        return cls(seconds, asyncio.get_running_loop().time() + seconds)
-
-    def remaining(self) -> float:
-        return self.end - asyncio.get_running_loop().time()
-
-    def exceeded(self, what: str) -> ProviderError:
-        return ProviderError(f"{what} timed out after {self.seconds:g} s", retryable=True)
-
-
 def app_path(model_key: str) -> str:
     """The model id's app part (owner/alias, namespace included), which request URLs use."""
     parts = [part for part in model_key.split("/") if part]
@@ -103,6 +86,7 @@ class FalProvider:
 
     def __init__(self, config: FalConfig, *, wakeups: Wakeups | None = None) -> None:
         self._config = config
+        self._polling = Polling(config.poll_interval, config.status_interval, config.max_poll_errors)
         self._wakeups = wakeups or Wakeups()
         self._base = config.queue_url.rstrip("/")
         self._base_url = httpx.URL(self._base)
@@ -117,7 +101,7 @@ class FalProvider:
     async def generate(
         self, request: ImageRequest, *, reporter: ProgressReporter, request_id: str | None = None
     ) -> ProviderResult:
-        deadline = _Deadline.start(self._config.timeout)
+        deadline = Deadline.start(self._config.timeout)
         # With a webhook, a fresh request is first asked about once fal says it is done (or after the slow interval):
         # submit, one status, the result. A resumed one is asked at once: it may have finished long ago.
         poll_first = True
@@ -150,7 +134,7 @@ class FalProvider:
             return
         logger.info("fal cancel of request %s: %s", request_id, answer.get("status"))
 
-    async def _submit(self, request: ImageRequest, deadline: _Deadline) -> tuple[str, _Urls, int | None]:
+    async def _submit(self, request: ImageRequest, deadline: Deadline) -> tuple[str, _Urls, int | None]:
         body: dict[str, Any] = {
             "prompt": request.prompt,
             "image_size": {"width": request.width, "height": request.height},
@@ -189,7 +173,7 @@ class FalProvider:
         request_id: str,
         urls: _Urls,
         reporter: ProgressReporter,
-        deadline: _Deadline,
+        deadline: Deadline,
         watch: Watch,
         *,
         poll_first: bool = True,
@@ -198,7 +182,7 @@ class FalProvider:
         returns where to fetch the result."""
         last: ProviderProgress | None = None
         if not poll_first:
-            await self._pause(deadline, f"fal request {request_id}", watch)
+            await self._polling.pause(deadline, f"fal request {request_id}", watch)
         while True:
             answer = await self._get_patiently(
                 urls.status,
@@ -222,35 +206,14 @@ class FalProvider:
                 last = progress
             if status == COMPLETED:
                 return self._trusted(answer.get("response_url")) or urls.result
-            await self._pause(deadline, f"fal request {request_id}", watch)
+            await self._polling.pause(deadline, f"fal request {request_id}", watch)
 
-    async def _get_patiently(self, url: str, *, what: str, deadline: _Deadline, not_found: str) -> dict[str, Any]:
+    async def _get_patiently(self, url: str, *, what: str, deadline: Deadline, not_found: str) -> dict[str, Any]:
         """GET, riding out up to ``max_poll_errors`` transient failures in a row."""
-        failures = 0
-        while True:
-            try:
-                return await self._call("GET", url, what=what, deadline=deadline, not_found=not_found)
-            except ProviderError as exc:
-                if not exc.retryable:
-                    raise
-                if deadline.remaining() <= 0:
-                    raise deadline.exceeded(what) from exc
-                failures += 1
-                if failures > self._config.max_poll_errors:
-                    raise ProviderError(f"{exc.message} ({failures} failures in a row)", retryable=True) from exc
-                logger.warning("%s (failure %d, retrying)", exc.message, failures)
-                await self._pause(deadline, what)
-
-    async def _pause(self, deadline: _Deadline, what: str, watch: Watch | None = None) -> None:
-        """Between status polls (``watch``): the status interval, cut short by a webhook; after an error: the poll
-        interval."""
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise deadline.exceeded(what)
-        if watch is None:
-            await asyncio.sleep(min(self._config.poll_interval, remaining))
-        elif await watch.wait(min(self._config.status_interval, remaining)):
-            logger.debug("%s: woken by its webhook", what)
+        return await self._polling.patiently(
+            lambda: self._call("GET", url, what=what, deadline=deadline, not_found=not_found),
+            what=what, deadline=deadline,
+        )
 
     async def _call(
         self,
@@ -258,7 +221,7 @@ class FalProvider:
         url: str,
         *,
         what: str,
-        deadline: _Deadline | None = None,
+        deadline: Deadline | None = None,
         json: dict[str, Any] | None = None,
         not_found: str | None = None,
         params: dict[str, str] | None = None,

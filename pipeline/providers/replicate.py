@@ -41,6 +41,7 @@ from pipeline.providers.interface import (
     ProviderProgress,
     ProviderResult,
 )
+from pipeline.providers.polling import Polling
 from pipeline.wakeups import Wakeups, Watch
 from storage.enums import ProviderStatus, Quality
 
@@ -143,6 +144,7 @@ class ReplicateProvider:
 
     def __init__(self, config: ReplicateConfig, *, wakeups: Wakeups | None = None) -> None:
         self._config = config
+        self._polling = Polling(config.poll_interval, config.status_interval, config.max_poll_errors)
         self._wakeups = wakeups or Wakeups()
         self._base = config.api_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {config.token}"}
@@ -226,40 +228,19 @@ class ReplicateProvider:
             logged = _log_new_lines(prediction_id, answer.get("logs"), logged)
             if status == SUCCEEDED:
                 return answer
-            await self._pause(deadline, f"replicate prediction {prediction_id}", watch)
+            await self._polling.pause(deadline, f"replicate prediction {prediction_id}", watch)
             answer = None
 
     async def _get_patiently(self, prediction_id: str, deadline: Deadline) -> dict[str, Any]:
         """GET the prediction, riding out up to ``max_poll_errors`` transient failures in a row."""
-        what = f"replicate poll of prediction {prediction_id}"
-        failures = 0
-        while True:
-            try:
-                return await self._call(
-                    "GET", _prediction_path(prediction_id), what=what, deadline=deadline,
-                    not_found=f"replicate does not know prediction {prediction_id} (expired or never created)",
-                )
-            except ProviderError as exc:
-                if not exc.retryable:
-                    raise
-                if deadline.remaining() <= 0:
-                    raise deadline.exceeded(what) from exc
-                failures += 1
-                if failures > self._config.max_poll_errors:
-                    raise ProviderError(f"{exc.message} ({failures} failures in a row)", retryable=True) from exc
-                logger.warning("%s (failure %d, retrying)", exc.message, failures)
-                await self._pause(deadline, what)
-
-    async def _pause(self, deadline: Deadline, what: str, watch: Watch | None = None) -> None:
-        """Between polls (``watch``): the status interval, cut short by a webhook; after an error: the poll
-        interval."""
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise deadline.exceeded(what)
-        if watch is None:
-            await asyncio.sleep(min(self._config.poll_interval, remaining))
-        elif await watch.wait(min(self._config.status_interval, remaining)):
-            logger.debug("%s: woken by its webhook", what)
+        return await self._polling.patiently(
+            lambda: self._call(
+                "GET", _prediction_path(prediction_id), what=f"replicate poll of prediction {prediction_id}",
+                deadline=deadline,
+                not_found=f"replicate does not know prediction {prediction_id} (expired or never created)",
+            ),
+            what=f"replicate poll of prediction {prediction_id}", deadline=deadline,
+        )
 
     async def _call(
         self,
