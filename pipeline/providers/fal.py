@@ -6,7 +6,7 @@ to ``fal-ai/bytedance/seedream/v4/text-to-image`` lives at
 (fal-client's ``AppId.from_endpoint_id``, fal-js's ``parseEndpointId``). The
 URLs a submission answers with are preferred, but only when they point at
 fal (or at the configured queue), so the key never goes anywhere else.
-httpx exceptions become ``ProviderError`` here and nowhere else.
+httpx exceptions become ``ProviderError`` in one place (pipeline/providers/calls.py, with Replicate's).
 Not fal-client: it cannot be pointed at another queue per client, and its
 fixed timeouts and retry loop (a submit included) are not ours to set; the
 README's design notes say what was checked, on which version.
@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
+from pipeline.providers.calls import json_object
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
@@ -233,29 +234,10 @@ class FalProvider:
             if remaining <= 0:
                 raise deadline.exceeded(what)
             timeout = min(timeout, remaining)
-        try:
-            response = await self._client.request(
-                method, url, json=json, params=params, headers=self._auth, timeout=timeout
-            )
-        except httpx.TimeoutException as exc:
-            if deadline is not None and deadline.remaining() <= 0:
-                raise deadline.exceeded(what) from exc
-            raise ProviderError(f"{what} timed out after {timeout:g} s", retryable=True) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise ProviderError(f"{what}: unsupported URL {url!r}", retryable=False) from exc
-        except httpx.TransportError as exc:
-            raise ProviderError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
-        except (httpx.RequestError, httpx.InvalidURL) as exc:
-            raise ProviderError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=False) from exc
-        if not response.is_success:
-            raise self._refusal(response, what, not_found)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ProviderError(f"{what}: the answer is not a JSON object", retryable=False)
-        return answer
+        return await json_object(
+            self._client, method, url, what=what, timeout=timeout, deadline=deadline, headers=self._auth,
+            refusal=lambda response: self._refusal(response, what, not_found), json=json, params=params,
+        )
 
     def _refusal(self, response: httpx.Response, what: str, not_found: str | None) -> ProviderError:
         code = response.status_code

@@ -17,7 +17,7 @@ failed, canceled and aborted end the request with its ``error``.
 A 429 is waited out as its Retry-After says, within the generation's
 deadline (a creation refused with 429 created nothing, so it is sent again);
 5xx and timeouts are retryable; other 4xx (422: bad input) are not, their
-message kept. httpx exceptions become ``ProviderError`` here and nowhere else.
+message kept. httpx exceptions become ``ProviderError`` in pipeline/providers/calls.py, as fal's do.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 import httpx
 
+from pipeline.providers.calls import json_object
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
@@ -285,29 +286,10 @@ class ReplicateProvider:
         if remaining <= 0:
             raise deadline.exceeded(what)
         timeout = min(self._config.request_timeout, remaining)
-        try:
-            response = await self._client.request(
-                method, f"{self._base}{path}", json=json, headers=self._auth, timeout=timeout
-            )
-        except httpx.TimeoutException as exc:
-            if deadline.remaining() <= 0:
-                raise deadline.exceeded(what) from exc
-            raise ProviderError(f"{what} timed out after {timeout:g} s", retryable=True) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise ProviderError(f"{what}: unsupported URL {self._base!r}", retryable=False) from exc
-        except httpx.TransportError as exc:
-            raise ProviderError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
-        except (httpx.RequestError, httpx.InvalidURL) as exc:
-            raise ProviderError(f"{what} failed: {type(exc).__name__}: {exc}", retryable=False) from exc
-        if not response.is_success:
-            raise self._refusal(response, what, not_found)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ProviderError(f"{what}: the answer is not a JSON object", retryable=False)
-        return answer
+        return await json_object(
+            self._client, method, f"{self._base}{path}", what=what, timeout=timeout, deadline=deadline,
+            headers=self._auth, refusal=lambda response: self._refusal(response, what, not_found), json=json,
+        )
 
     def _refusal(self, response: httpx.Response, what: str, not_found: str | None) -> ProviderError:
         code = response.status_code
