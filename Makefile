@@ -57,8 +57,10 @@ schema: $(VENV)/.installed
 	$(BIN)/strawberry export-schema graph.schema:schema --output schema.graphql
 
 # Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl,
-# jobs/s and per-job overhead through one generation worker, then 10,000 idle subscribers on one
-# server process: memory per subscriber and latency from commit to client receipt; then 6 cycles
+# jobs/s and per-job overhead through one generation worker, then 50 jobs at a time against fake fal and Replicate
+# servers taking 2 s each, webhooks off and on (provider finished -> job completed, requests per job; the fakes are
+# imported from tests/, hence PYTHONPATH), then 10,000 idle subscribers on one server process: memory per subscriber
+# and latency from commit to client receipt; then 6 cycles
 # of 3,000 sockets opened, subscribed and closed: the server's RSS after each; then realtime across
 # two API processes (PostgreSQL and Redis modes) and through the death of the Redis relay leader; then what
 # abuse costs: the worst documents the limits accept and the cheapest they refuse, a body at the cap, idle connections;
@@ -69,6 +71,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/list_characters.py
 	$(BIN)/python bench/list_characters.py --signed
 	$(BIN)/python bench/generation.py
+	PYTHONPATH=. $(BIN)/python bench/generation.py --remote
 	$(BIN)/python bench/subscriptions.py
 	$(BIN)/python bench/socket_cycles.py
 	$(BIN)/python bench/failover.py

@@ -14,7 +14,13 @@ Figures:
   to "character on its library path with thumbnail" (the job completed):
   p50 and p95, measured one job at a time (concurrency 1) and under load.
 
+With --remote, instead: 50 concurrent jobs through the app's own worker
+against fake fal and fake Replicate servers taking 2 s a job, webhooks off
+and on (bench/generation_remote.py). The fakes are the tests' own, imported
+from tests/, so run it from the repository root with it on the path:
+
     python bench/generation.py [--jobs 300] [--concurrency 1,4,8]
+    PYTHONPATH=. python bench/generation.py --remote [--jobs 50] [--latency 2]
 """
 
 from __future__ import annotations
@@ -147,18 +153,30 @@ async def bench(dsn: str, root: Path, args: argparse.Namespace) -> None:
     print("overhead: provider result in hand -> character on its user-library path with thumbnail (job completed)")
 
 
+async def bench_remote(dsn: str, root: Path, args: argparse.Namespace) -> None:
+    """Imported only here: it needs the repository root (tests/) on the path."""
+    from generation_remote import bench_remote as run_remote
+
+    await migrate(dsn)
+    await run_remote(dsn, root, jobs=args.jobs, latency=args.latency)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--jobs", type=int, default=None, help="300 (local), 50 (--remote)")
     parser.add_argument("--concurrency", type=lambda raw: [int(v) for v in raw.split(",")], default=[1, 4, 8])
+    parser.add_argument("--remote", action="store_true", help="fake fal and Replicate, webhooks off and on")
+    parser.add_argument("--latency", type=float, default=2.0, help="--remote: seconds each provider request takes")
     args = parser.parse_args()
+    if args.jobs is None:
+        args.jobs = 50 if args.remote else 300
     print(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs")
     with (
         tempfile.TemporaryDirectory(prefix="portraits-bench-gen-") as workdir,
         database(Path(workdir)) as (dsn, description),
     ):
         print(f"database: {description}")
-        asyncio.run(bench(dsn, Path(workdir), args))
+        asyncio.run(bench_remote(dsn, Path(workdir), args) if args.remote else bench(dsn, Path(workdir), args))
     return 0
 
 

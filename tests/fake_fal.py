@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
@@ -77,6 +79,9 @@ class Scenario:
     hang_seconds: float = 1.0
     # A request is done this long after its submit (instead of after polls_before_done polls); then its webhook goes.
     run_seconds: float | None = None
+    # Each run takes run_seconds plus or minus up to this much (uniformly), as a real provider's do: a fixed time
+    # that is a multiple of the poll interval would finish each request just before a poll.
+    run_jitter: float = 0.0
 
 
 @dataclass(slots=True)
@@ -93,6 +98,9 @@ class FakeFal:
         # Signs the completion calls (tests/webhook_support.py: FalSigner); None: no call is made.
         self.webhook_signer: FalSigner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # One client for every webhook call, opened and closed in the server's own loop (its lifespan): a client
+        # per call costs ~20 ms of CPU (its TLS context), which 50 calls at once turn into a second of delay.
+        self._webhook_client: httpx.AsyncClient | None = None
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -156,7 +164,7 @@ class FakeFal:
 
     def start(self) -> FakeFal:
         config = uvicorn.Config(
-            self._app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+            self._app(), host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name="fake-fal", daemon=True)
@@ -186,8 +194,18 @@ class FakeFal:
 
     # -- the HTTP side --------------------------------------------------
 
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            self._webhook_client = client
+            try:
+                yield
+            finally:
+                self._webhook_client = None
+
     def _app(self) -> Starlette:
         return Starlette(
+            lifespan=self._lifespan,
             routes=[
                 Route("/files/{name}", self._file, methods=["GET"]),
                 Route("/hops/{count:int}/{name}", self._hop, methods=["GET"]),
@@ -231,7 +249,7 @@ class FakeFal:
             if webhook is not None:
                 self.webhook_urls.append(webhook)
         if scenario.run_seconds is not None:
-            task = asyncio.create_task(self._run(request_id, queued, scenario.run_seconds, webhook))
+            task = asyncio.create_task(self._run(request_id, queued, _jittered(scenario), webhook))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         base = str(request.base_url).rstrip("/")
@@ -359,15 +377,13 @@ class FakeFal:
         with self._lock:
             queued.finished = True
             self.finished_at[request_id] = time.time()
-        signer = self.webhook_signer
-        if webhook is None or signer is None:
+        signer, client = self.webhook_signer, self._webhook_client
+        if webhook is None or signer is None or client is None:
             return
         body = fal_body(request_id)
         headers = {**signer.headers(request_id, body), "content-type": "application/json"}
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                answer = await client.post(webhook, content=body, headers=headers)
-            status = answer.status_code
+            status = (await client.post(webhook, content=body, headers=headers)).status_code
         except httpx.HTTPError:
             status = 0
         with self._lock:
@@ -404,3 +420,9 @@ def png_bytes(width: int, height: int) -> bytes:
 async def _chunks(data: bytes, size: int = 64) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+def _jittered(scenario: Scenario) -> float:
+    """How long this run takes: run_seconds, give or take run_jitter."""
+    assert scenario.run_seconds is not None
+    return max(0.0, scenario.run_seconds + random.uniform(-scenario.run_jitter, scenario.run_jitter))

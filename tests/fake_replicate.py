@@ -29,10 +29,13 @@ Standard Webhooks), the fake POSTs the signed prediction there as it ends;
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -88,6 +91,9 @@ class Scenario:
     hang_seconds: float = 1.0
     # A prediction succeeds this long after its creation (instead of after polls_before_done polls).
     run_seconds: float | None = None
+    # Each run takes run_seconds plus or minus up to this much (uniformly), as a real provider's do: a fixed time
+    # that is a multiple of the poll interval would finish each request just before a poll.
+    run_jitter: float = 0.0
 
 
 @dataclass(slots=True)
@@ -109,6 +115,9 @@ class FakeReplicate:
         # Signs the completion calls (Standard Webhooks); None: no call is made.
         self.webhook_signer: StandardSigner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # One client for every webhook call, opened and closed in the server's own loop (its lifespan): a client
+        # per call costs ~20 ms of CPU (its TLS context), which 50 calls at once turn into a second of delay.
+        self._webhook_client: httpx.AsyncClient | None = None
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -173,7 +182,7 @@ class FakeReplicate:
 
     def start(self) -> FakeReplicate:
         config = uvicorn.Config(
-            self._app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+            self._app(), host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name="fake-replicate", daemon=True)
@@ -209,8 +218,18 @@ class FakeReplicate:
         self._create_errors_left = scenario.create_errors
         self._get_errors_left = scenario.get_errors
 
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            self._webhook_client = client
+            try:
+                yield
+            finally:
+                self._webhook_client = None
+
     def _app(self) -> Starlette:
         return Starlette(
+            lifespan=self._lifespan,
             routes=[
                 Route("/files/{prediction_id}/{name}", self._file, methods=["GET"]),
                 Route("/v1/predictions", self._create_for_version, methods=["POST"]),
@@ -279,7 +298,7 @@ class FakeReplicate:
         prediction = self._new(model or "stability-ai/sdxl", version, model_input)
         if scenario.run_seconds is not None:
             webhook = body.get("webhook") if body.get("webhook_events_filter") == ["completed"] else None
-            task = asyncio.create_task(self._run(request, prediction, scenario.run_seconds, webhook))
+            task = asyncio.create_task(self._run(request, prediction, _jittered(scenario), webhook))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return JSONResponse(self._body(request, prediction, "starting"), status_code=201)
@@ -339,14 +358,13 @@ class FakeReplicate:
         with self._lock:
             prediction.finished = True
             self.finished_at[prediction.id] = time.time()
-        signer = self.webhook_signer
-        if webhook is None or signer is None:
+        signer, client = self.webhook_signer, self._webhook_client
+        if webhook is None or signer is None or client is None:
             return
         body = orjson.dumps(self._body(request, prediction, self.scenario.final_status))
         headers = {**signer.headers(f"msg_{prediction.id}", body), "content-type": "application/json"}
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                status = (await client.post(webhook, content=body, headers=headers)).status_code
+            status = (await client.post(webhook, content=body, headers=headers)).status_code
         except httpx.HTTPError:
             status = 0
         with self._lock:
@@ -452,3 +470,9 @@ def _problem(
             {"type": "invalid", "field": name, "description": why} for name, why in invalid
         ]
     return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
+
+
+def _jittered(scenario: Scenario) -> float:
+    """How long this run takes: run_seconds, give or take run_jitter."""
+    assert scenario.run_seconds is not None
+    return max(0.0, scenario.run_seconds + random.uniform(-scenario.run_jitter, scenario.run_jitter))
