@@ -14,9 +14,9 @@ Figures:
   to "character on its library path with thumbnail" (the job completed):
   p50 and p95, measured one job at a time (concurrency 1) and under load.
 
-With --remote, instead: 50 concurrent jobs through the app's own worker
-against fake fal and fake Replicate servers taking 2 s a job, webhooks off
-and on (bench/generation_remote.py). The fakes are the tests' own, imported
+With --remote, instead: 50 concurrent jobs through a `portraits serve`
+process and its worker against fake fal and fake Replicate servers taking
+2 s a job, webhooks off and on (bench/generation_remote.py). The fakes are the tests' own, imported
 from tests/, so run it from the repository root with it on the path:
 
     python bench/generation.py [--jobs 300] [--concurrency 1,4,8]
@@ -155,7 +155,10 @@ async def bench(dsn: str, root: Path, args: argparse.Namespace) -> None:
 
 async def bench_remote(dsn: str, root: Path, args: argparse.Namespace) -> None:
     """Imported only here: it needs the repository root (tests/) on the path."""
-    from generation_remote import bench_remote as run_remote
+    try:
+        from generation_remote import bench_remote as run_remote
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"{error}: run it from the repository root with PYTHONPATH=. (tests/ has the fakes)") from None
 
     await migrate(dsn)
     await run_remote(dsn, root, jobs=args.jobs, latency=args.latency)

@@ -53,6 +53,8 @@ DOWNLOADS = ("file", "redirect")
 
 @dataclass(frozen=True, slots=True)
 class Round:
+    """One round's figures: one provider, webhooks off or on, jobs queued at once (burst) or as a stream."""
+
     provider: str
     webhooks: bool
     stream: bool
@@ -63,10 +65,6 @@ class Round:
     requests_per_job: float
     downloads_per_job: float
     webhook_calls: Counter[int]
-
-    @property
-    def poll_seconds(self) -> float:
-        return POLL_SECONDS * (POLL_FACTOR if self.webhooks else 1.0)
 
     @property
     def target_ms(self) -> float:
@@ -170,7 +168,8 @@ async def run_round(
             user_id,
         ) < jobs:
             if time.perf_counter() > deadline:
-                raise SystemExit(f"{name}: jobs still running a minute after the last should have finished")
+                raise SystemExit(f"{name}: jobs still running a minute after the last should have finished; "
+                                 f"the server's log:\n{server.log_tail()}")
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
         rows = await pool.fetch(
@@ -181,7 +180,7 @@ async def run_round(
         await pool.close()
     failed = [row for row in rows if row["status"] != "completed"]
     if failed:
-        raise SystemExit(f"{len(failed)} of {jobs} jobs did not complete, e.g. {dict(failed[0])}")
+        raise SystemExit(f"{name}: {len(failed)} of {jobs} jobs did not complete, e.g. {dict(failed[0])}")
     latencies = sorted(
         (row["completed_at"].timestamp() - fake.finished_at[row["provider_request_id"]]) * 1000 for row in rows
     )
