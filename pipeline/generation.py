@@ -98,6 +98,7 @@ class JobReporter:
         await jobs.record_progress(
             self._pool, job_id=self._job_id, lease_token=self._lease_token,
             status=progress.status, queue_position=progress.queue_position,
+            percent=progress.percent, message=progress.message,
         )
 
 

@@ -97,7 +97,7 @@ class _SentStates(Generic[K]):
 def job_state(job: Job) -> tuple[object, ...]:
     """What a client sees of a job; lease renewals change ``updated_at`` but nothing here."""
     return (job.status, job.provider_status, job.queue_position, job.character_id, job.error, job.seed,
-            job.attempts, job.started_at, job.completed_at)
+            job.attempts, job.started_at, job.completed_at, job.provider_percent, job.provider_message)
 
 
 async def job_updates(

@@ -70,6 +70,9 @@ class Job:
     reference_image_key: str | None = None
     reference_asset_id: UUID | None = None
     reference_seed: int | None = None
+    # From a provider whose logs show them (Replicate): its last progress bar's percent (0-100), its last log line.
+    provider_percent: int | None = None
+    provider_message: str | None = None
 
     @property
     def sort_key(self) -> tuple[datetime, UUID]:
@@ -93,7 +96,8 @@ class ClaimedJob:
 COLUMNS = """j.id, j.user_id, j.status, j.destination, j.character_id, j.model_key, j.prompt, j.quality, j.seed,
     j.metadata, j.attempts, j.max_attempts, j.run_after, j.locked_by, j.locked_until, j.worker_id,
     j.provider_request_id, j.provider_status, j.queue_position, j.result_url, j.error, j.created_at, j.started_at,
-    j.completed_at, j.updated_at, j.reference_image_key, j.reference_asset_id, j.reference_seed"""
+    j.completed_at, j.updated_at, j.reference_image_key, j.reference_asset_id, j.reference_seed, j.provider_percent,
+    j.provider_message"""
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -126,6 +130,8 @@ def _job(row: asyncpg.Record) -> Job:
         reference_image_key=row["reference_image_key"],
         reference_asset_id=row["reference_asset_id"],
         reference_seed=row["reference_seed"],
+        provider_percent=row["provider_percent"],
+        provider_message=row["provider_message"],
     )
 
 
@@ -403,19 +409,27 @@ async def record_submission(connection: Executor, *, job_id: UUID, lease_token: 
 
 
 RECORD_PROGRESS = """
-UPDATE jobs SET provider_status = $3, queue_position = $4
+UPDATE jobs SET provider_status = $3, queue_position = $4, provider_percent = $5, provider_message = $6
 WHERE id = $1 AND locked_by = $2 AND status = 'processing'
-  AND (provider_status IS DISTINCT FROM $3 OR queue_position IS DISTINCT FROM $4)
+  AND (provider_status IS DISTINCT FROM $3 OR queue_position IS DISTINCT FROM $4
+       OR provider_percent IS DISTINCT FROM $5 OR provider_message IS DISTINCT FROM $6)
 RETURNING id
 """
 
 
 @translate_errors
 async def record_progress(
-    connection: Executor, *, job_id: UUID, lease_token: str, status: str, queue_position: int | None
+    connection: Executor,
+    *,
+    job_id: UUID,
+    lease_token: str,
+    status: str,
+    queue_position: int | None,
+    percent: int | None = None,
+    message: str | None = None,
 ) -> None:
     """What the provider says about the request; a no-op (no write, no event) when nothing changed."""
-    await connection.execute(RECORD_PROGRESS, job_id, lease_token, status, queue_position)
+    await connection.execute(RECORD_PROGRESS, job_id, lease_token, status, queue_position, percent, message)
 
 
 RECORD_RESULT = """

@@ -392,7 +392,12 @@ class FakeReplicate:
             steps = int(prediction.input.get("num_inference_steps", 50))
             done = steps if status == "succeeded" else min(steps, (polls - scenario.polls_starting + 1) * 10)
             logs = f"Using seed: {seed}\nPrompt: {prediction.input.get('prompt')}\n"
-            logs += f"{done * 100 // steps:3d}%|{'#' * (done * 10 // steps):<10}| {done}/{steps} [00:01<00:01]\n"
+            # As tqdm draws it: one bar per step so far, each redrawn over the last with a carriage return.
+            logs += "".join(
+                f"\r{step * 100 // steps:3d}%|{'█' * (step * 10 // steps):<10}| {step}/{steps} [00:01<00:01,  7.60it/s]"
+                for step in range(done + 1)
+            )
+            logs += "\n" if status == "succeeded" else ""
         output: Any = None
         error: str | None = None
         if status == "succeeded":

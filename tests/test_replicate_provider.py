@@ -45,8 +45,19 @@ class Recorder:
         return [value for kind, value in self.events if kind == "submitted"]
 
     @property
-    def reported(self) -> list[ProviderProgress]:
+    def details(self) -> list[ProviderProgress]:
+        """Every report, percent and message included."""
         return [value for kind, value in self.events if kind == "progress"]
+
+    @property
+    def reported(self) -> list[ProviderProgress]:
+        """The statuses reported, in order, a run of reports with one status (its percent rising) counted once."""
+        statuses: list[ProviderProgress] = []
+        for progress in self.details:
+            status = ProviderProgress(progress.status, progress.queue_position)
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
+        return statuses
 
 
 @pytest.fixture
@@ -536,3 +547,25 @@ async def test_cancel_never_raises(
     assert any("pred1" in record.getMessage() for record in warnings)
     assert fake.token not in caplog.text
     assert fake.calls["cancel"] == (0 if where == "down" else 1)
+
+
+async def test_the_logs_progress_bar_gives_a_rising_percent_and_its_last_line_the_message(
+    fake: FakeReplicate, make_provider: Callable[..., ReplicateProvider]
+) -> None:
+    """Given a prediction whose logs grow a tqdm bar (redrawn with carriage returns) as it processes, when
+    generated, then each change is reported once: no percent nor message while starting, then a percent that
+    rises to 100 with the bar's line as the message."""
+    fake.behave(polls_starting=1, polls_before_done=5)
+    provider: ImageProvider = make_provider()
+    reporter = Recorder(fake)
+
+    await provider.generate(REQUEST, reporter=reporter)
+
+    details = reporter.details
+    assert details[0] == QUEUED
+    percents = [progress.percent for progress in details[1:]]
+    assert percents == sorted(percents) and len(set(percents)) == len(percents) >= 3, details
+    assert percents[0] == 0 and percents[-1] == 100
+    final = details[-1]
+    assert final.status == "COMPLETED" and final.message == "100%|██████████| 50/50 [00:01<00:01, 7.60it/s]"
+    assert all(progress.message and "\r" not in progress.message for progress in details[1:])

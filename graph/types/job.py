@@ -35,6 +35,18 @@ SEED_DESCRIPTION = f"0 to {MAX_SEED}; the provider picks one when omitted (Job.s
 class ProviderProgressType:
     status: ProviderStatus = strawberry.field(description="Where the provider has the request.")
     queue_position: int | None = strawberry.field(description="Place in the provider's queue, when it gives one.")
+    percent: int | None = strawberry.field(
+        description=(
+            "0 to 100: how far the model is, from the last progress bar in the provider's logs (Replicate);"
+            " null when it shows none."
+        )
+    )
+    message: str | None = strawberry.field(
+        description=(
+            "The provider's last log line (Replicate), control characters removed, at most 200 characters;"
+            " null when it gave none."
+        )
+    )
 
 
 @strawberry.type(
@@ -154,7 +166,10 @@ class JobType:
     def from_model(cls, job: Job) -> JobType:
         progress = None
         if job.provider_status is not None:
-            progress = ProviderProgressType(status=job.provider_status, queue_position=job.queue_position)
+            progress = ProviderProgressType(
+                status=job.provider_status, queue_position=job.queue_position,
+                percent=job.provider_percent, message=job.provider_message,
+            )
         return cls(
             model=job,
             id=strawberry.ID(str(job.id)),

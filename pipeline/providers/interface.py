@@ -43,10 +43,14 @@ class ImageRequest:
 
 @dataclass(frozen=True, slots=True)
 class ProviderProgress:
-    """Where the provider has the request: fal's words, IN_QUEUE, IN_PROGRESS or COMPLETED."""
+    """Where the provider has the request: fal's words, IN_QUEUE, IN_PROGRESS or COMPLETED; and, from a provider
+    whose logs show it (Replicate), the percent of its last progress bar (0 to 100) and its last log line
+    (pipeline/providers/logs.py)."""
 
     status: str
     queue_position: int | None = None
+    percent: int | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

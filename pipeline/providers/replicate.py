@@ -13,7 +13,9 @@ The prediction id is handed to the reporter as soon as the creation answers,
 so a retry resumes that prediction instead of paying for another.
 Replicate's statuses become the words ``providerProgress`` shows (fal's):
 starting -> IN_QUEUE, processing -> IN_PROGRESS, succeeded -> COMPLETED;
-failed, canceled and aborted end the request with its ``error``.
+failed, canceled and aborted end the request with its ``error``. Its
+``logs`` give the progress's percent (the last tqdm bar) and message (the
+last line), read from their last few KB only (pipeline/providers/logs.py).
 A 429 is waited out as its Retry-After says, within the generation's
 deadline (a creation refused with 429 created nothing, so it is sent again);
 5xx and timeouts are retryable; other 4xx (422: bad input) are not, their
@@ -34,6 +36,7 @@ from urllib.parse import quote
 import httpx
 
 from pipeline.providers.calls import json_object
+from pipeline.providers import logs as provider_logs
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
@@ -222,7 +225,11 @@ class ReplicateProvider:
             if status in ENDED_WITHOUT_OUTPUT:
                 reason = _short(answer.get("error")) or "no reason given"
                 raise ProviderError(f"prediction {prediction_id} {status}: {reason}", retryable=False)
-            progress = ProviderProgress(PROGRESS_WORDS.get(status, ProviderStatus.IN_PROGRESS).value)
+            shown = provider_logs.summarize(answer.get("logs"))
+            progress = ProviderProgress(
+                PROGRESS_WORDS.get(status, ProviderStatus.IN_PROGRESS).value,
+                percent=shown.percent, message=shown.message,
+            )
             if progress != last:
                 await reporter.progress(progress)
                 last = progress
