@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from server.settings import Settings
+from tests.conftest import token_for
 from tests.fake_replicate import SDXL_MODEL, FakeReplicate
 from tests.generation_support import (
     CANCEL,
@@ -29,6 +30,7 @@ from tests.generation_support import (
     get_job,
     wait_for_job,
 )
+from tests.realtime_support import GraphQLSocket, data_of
 from tests.test_worker_crash import start_worker_process
 
 StartGeneration = Callable[..., Awaitable[Any]]
@@ -131,6 +133,79 @@ async def test_replicates_statuses_show_in_provider_progress_in_order(
     expected = [None, ("IN_QUEUE", None), ("IN_PROGRESS", None), ("COMPLETED", None)]
     assert [state for state in expected if state in seen] == seen, seen
     assert ("IN_QUEUE", None) in seen and ("IN_PROGRESS", None) in seen, seen
+
+
+PROGRESS_DETAIL = """
+query($id: ID!) { job(id: $id) { status providerProgress { status queuePosition percent message } } }
+"""
+JOB_UPDATED_DETAIL = """
+subscription($id: ID!) { jobUpdated(id: $id) { status providerProgress { status percent message } } }
+"""
+
+
+async def test_replicates_logs_show_a_rising_percent_and_a_message_in_provider_progress(
+    graphql: GraphQL, start_generation: StartGeneration, fake_replicate_server: FakeReplicate, alice: uuid.UUID,
+    pool: asyncpg.Pool,
+) -> None:
+    """Given a prediction whose logs grow a tqdm bar (10 more of its 50 steps each poll), when its job runs on
+    the real worker and is watched through GraphQL, then providerProgress shows no percent while starting, then a
+    percent that rises while processing with the bar's line as its message, and 100 once completed; the job row
+    keeps both."""
+    model_id = await sdxl_model_id(graphql)
+    await start_generation()
+    fake_replicate_server.behave(polls_starting=1, polls_before_done=5, hang="get", hang_seconds=0.1)
+
+    job = await generate_image(graphql, alice, "a harbour at dawn", model_id)
+    seen: list[dict[str, Any]] = []
+    while True:
+        body = await graphql(PROGRESS_DETAIL, {"id": job["id"]}, user=alice)
+        assert "errors" not in body, body
+        current = body["data"]["job"]
+        progress = current["providerProgress"]
+        if progress is not None and (not seen or seen[-1] != progress):
+            seen.append(progress)
+        if current["status"] in ("COMPLETED", "FAILED", "CANCELED"):
+            break
+        await asyncio.sleep(0.01)
+
+    assert current["status"] == "COMPLETED", current
+    queued = [progress for progress in seen if progress["status"] == "IN_QUEUE"]
+    assert all(progress["percent"] is None and progress["message"] is None for progress in queued), seen
+    running = [progress for progress in seen if progress["status"] == "IN_PROGRESS"]
+    percents = [progress["percent"] for progress in running]
+    assert len(set(percents)) >= 2 and percents == sorted(percents) and 0 < percents[0] < 100, seen
+    assert all(f"{progress['percent']}%|" in progress["message"] for progress in running), seen
+    assert seen[-1] == {
+        "status": "COMPLETED", "queuePosition": None, "percent": 100,
+        "message": "100%|██████████| 50/50 [00:01<00:01, 7.60it/s]",
+    }
+    row = await job_row(pool, job["id"])
+    assert (row["provider_percent"], row["provider_message"]) == (100, seen[-1]["message"])
+
+
+async def test_job_updated_sends_each_percent_of_replicates_progress(
+    live_server: str, graphql: GraphQL, start_generation: StartGeneration, fake_replicate_server: FakeReplicate,
+    alice: uuid.UUID,
+) -> None:
+    """Given a subscriber to a Replicate job's jobUpdated, when the real worker runs it while its logs' bar
+    grows, then the subscriber receives the percent rising (each change its own message) up to 100 on
+    completion, with the bar's line as message."""
+    model_id = await sdxl_model_id(graphql)
+    fake_replicate_server.behave(polls_starting=1, polls_before_done=5, hang="get", hang_seconds=0.1)
+    job = await generate_image(graphql, alice, "a harbour at dusk", model_id)
+    async with GraphQLSocket.open(live_server, token=token_for(alice)) as socket:
+        operation = await socket.subscribe(JOB_UPDATED_DETAIL, {"id": job["id"]})
+        first = data_of(await socket.next_result(), "jobUpdated")
+        await start_generation()
+        rest = [data_of(message, "jobUpdated") for message in await socket.results_until_complete(operation)]
+
+    updates = [first, *rest]
+    assert updates[-1]["status"] == "COMPLETED", updates
+    percents = [update["providerProgress"]["percent"] for update in updates
+                if update["providerProgress"] is not None and update["providerProgress"]["status"] == "IN_PROGRESS"]
+    assert len(set(percents)) >= 2 and percents == sorted(percents), updates
+    assert updates[-1]["providerProgress"]["percent"] == 100
+    assert updates[-1]["providerProgress"]["message"].startswith("100%|")
 
 
 # --- refusals and failures ------------------------------------------------------------------------
