@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from types import TracebackType
 from typing import Any
@@ -82,6 +83,9 @@ class Scenario:
     # Each run takes run_seconds plus or minus up to this much (uniformly), as a real provider's do: a fixed time
     # that is a multiple of the poll interval would finish each request just before a poll.
     run_jitter: float = 0.0
+    # Log messages a status poll asked with ?logs=1 shows ({timestamp, level, message} entries, fal's format):
+    # one more each IN_PROGRESS poll (all of them once done). Without logs=1 a status has no logs.
+    logs: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -290,6 +294,14 @@ class FakeFal:
             if queued.finished:
                 with self._lock:
                     self.first_asked_done_at.setdefault(request.path_params["request_id"], time.time())
+        if request.query_params.get("logs") == "1" and scenario.logs:
+            shown = scenario.logs if answered >= scenario.polls_before_done else scenario.logs[
+                : max(0, answered - len(positions) + 1)
+            ]
+            body["logs"] = [
+                {"timestamp": datetime.now(UTC).isoformat(), "level": "INFO", "source": "user", "message": message}
+                for message in shown
+            ]
         if answered >= scenario.polls_before_done:
             body["status"] = scenario.final_status
             if scenario.final_status != "COMPLETED":

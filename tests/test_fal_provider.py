@@ -562,3 +562,27 @@ async def test_download_timeouts_and_dead_hosts_are_retryable(fake: FakeFal, htt
     with pytest.raises(DownloadError) as caught:
         await download_image(http, f"{dead_url()}/a.png", max_bytes=1_000_000, timeout=5, addresses=LOCAL)
     assert caught.value.retryable is True
+
+
+async def test_fals_logs_asked_with_logs_1_give_the_message_and_a_bars_percent(
+    fake: FakeFal, make_provider: Callable[..., FalProvider]
+) -> None:
+    """Given a fal request whose status shows log entries only when asked with ?logs=1, one more each
+    IN_PROGRESS poll, when generated, then the provider asked for them: each new last message is reported (the
+    percent of the last bar among them), control characters stripped, and COMPLETED keeps the last one."""
+    fake.behave(
+        queue_positions=(1,), polls_before_done=4,
+        logs=("Loading model", "\x1b[33m 40%|████      | 8/20\x1b[0m", "Uploading image"),
+    )
+    provider: ImageProvider = make_provider()
+    reporter = Recorder(fake)
+
+    await provider.generate(REQUEST, reporter=reporter)
+
+    assert reporter.reported == [
+        ProviderProgress("IN_QUEUE", 1),
+        ProviderProgress("IN_PROGRESS", None, message="Loading model"),
+        ProviderProgress("IN_PROGRESS", None, percent=40, message="40%|████ | 8/20"),
+        ProviderProgress("IN_PROGRESS", None, percent=40, message="Uploading image"),
+        ProviderProgress("COMPLETED", None, percent=40, message="Uploading image"),
+    ]

@@ -7,6 +7,9 @@ to ``fal-ai/bytedance/seedream/v4/text-to-image`` lives at
 URLs a submission answers with are preferred, but only when they point at
 fal (or at the configured queue), so the key never goes anywhere else.
 httpx exceptions become ``ProviderError`` in one place (pipeline/providers/calls.py, with Replicate's).
+Status polls ask for the request's logs (``?logs=1``, fal's documented
+flag): the last entries' messages give ``providerProgress.message`` (and a
+percent, if they hold a progress bar), as Replicate's logs do.
 Not fal-client: it cannot be pointed at another queue per client, and its
 fixed timeouts and retry loop (a submit included) are not ours to set; the
 README's design notes say what was checked, on which version.
@@ -21,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from pipeline.providers import logs as provider_logs
 from pipeline.providers.calls import json_object
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
@@ -43,6 +47,9 @@ FAL_DOMAINS = ("fal.run", "fal.ai")
 # 4xx answers that mean "later", not "never".
 TRANSIENT_CODES = frozenset({408, 429})
 DETAIL_LIMIT = 300
+# Status polls ask for the request's logs (fal's queue API: "logs=1"); only the last entries are read.
+WITH_LOGS = {"logs": "1"}
+LOG_ENTRIES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +193,7 @@ class FalProvider:
             await self._polling.pause(deadline, f"fal request {request_id}", watch)
         while True:
             answer = await self._get_patiently(
-                urls.status,
+                str(httpx.URL(urls.status).copy_merge_params(WITH_LOGS)),
                 what=f"fal status poll for request {request_id}",
                 deadline=deadline,
                 not_found=f"fal does not know request {request_id} (expired or never submitted)",
@@ -201,7 +208,10 @@ class FalProvider:
                     retryable=False,
                 )
             position = answer.get("queue_position")
-            progress = ProviderProgress(status, position if _is_int(position) else None)
+            shown = provider_logs.summarize(_log_text(answer.get("logs")))
+            progress = ProviderProgress(
+                status, position if _is_int(position) else None, percent=shown.percent, message=shown.message
+            )
             if progress != last:
                 await reporter.progress(progress)
                 last = progress
@@ -329,3 +339,12 @@ def _detail(response: httpx.Response) -> str:
 def _short(value: object) -> str:
     text = value if isinstance(value, str) else ("" if value is None else repr(value))
     return text if len(text) <= DETAIL_LIMIT else f"{text[:DETAIL_LIMIT]}..."
+
+
+def _log_text(logs: object) -> str | None:
+    """fal's log entries ({timestamp, level, message}) as text, one message a line: only the last LOG_ENTRIES,
+    so a long list costs no more than a short one."""
+    if not isinstance(logs, list):
+        return None
+    messages = [entry.get("message") for entry in logs[-LOG_ENTRIES:] if isinstance(entry, dict)]
+    return "\n".join(message for message in messages if isinstance(message, str)) or None
