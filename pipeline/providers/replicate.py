@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 import httpx
 
-from pipeline.providers.calls import json_object
 from pipeline.providers import logs as provider_logs
+from pipeline.providers.calls import json_object
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
