@@ -160,7 +160,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         A bad or missing token, or a valid one naming no user (an ``anon``
         token: no subscription is public), rejects the connection (4403); a user over the
         per-user websocket cap is refused (4429); an accepted one is closed
-        (4401) when its token expires.
+        (4403, which graphql-ws retries with a fresh token) when its token expires.
         """
         try:
             authorization = authorization_param(context.connection_params)

@@ -41,9 +41,11 @@ logger = logging.getLogger(__name__)
 
 # Key in the websocket's ASGI scope: the expiry timer to cancel when the socket ends first.
 SOCKET_EXPIRY = "portraits.expiry"
-# graphql-transport-ws: 4401 Unauthorized.
-TOKEN_EXPIRED_CODE = 4401
-TOKEN_EXPIRED_REASON = "Unauthorized: token expired"
+# 4403 Forbidden, as a refused connection_init: graphql-ws (the client) treats 4401 as fatal and ends every
+# subscription, but retries after 4403, reading connectionParams again, so a client that refreshes its token
+# (Supabase's last an hour) reconnects and resubscribes by itself.
+TOKEN_EXPIRED_CODE = 4403
+TOKEN_EXPIRED_REASON = "Forbidden: token expired"
 # Key in the websocket's ASGI scope: the (code, reason) to close with instead of strawberry's refusal (4403).
 SOCKET_REFUSAL = "portraits.refusal"
 # Key in the websocket's ASGI scope: the user whose websocket count this socket holds.
@@ -474,7 +476,7 @@ def _operation_error(message: Mapping[str, object], error: GraphQLError, *, lega
 
 
 def close_at_expiry(websocket: WebSocket, expires_at: datetime) -> asyncio.TimerHandle:
-    """Close the socket (4401) when its token expires; cancel the handle when the socket ends first."""
+    """Close the socket (4403) when its token expires; cancel the handle when the socket ends first."""
     loop = asyncio.get_running_loop()
     delay = max(0.0, (expires_at - datetime.now(UTC)).total_seconds())
     return loop.call_later(delay, _start_closing, websocket)
