@@ -82,6 +82,8 @@ from storage.objects.signing import UrlSigner
 logger = logging.getLogger(__name__)
 
 GRAPHQL_PATH = "/graphql"
+# Key in an HTTP request's ASGI scope: the answer's media type, negotiated from Accept once (server/media_types.py).
+NEGOTIATED_MEDIA_TYPE = "portraits.media_type"
 # A websocket must send connection_init this soon after opening, or it is closed (4408).
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=15)
 # Every subscription needs a user: a socket opened with a token naming none is refused as one without a token.
@@ -269,11 +271,14 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         return graphql_request.decode_json(data)
 
     async def run(self, request: Request | WebSocket, context: Any = UNSET, root_value: Any = UNSET) -> Any:
-        if not isinstance(request, WebSocket) and response_media_type(request.headers.get("accept")) is None:
-            adapter = self.request_adapter_class(request)
-            # (GraphiQL's page is HTML: a browser asking for it accepts neither JSON type)
-            if self.is_request_allowed(adapter) and not self.should_render_graphql_ide(adapter):
-                return refusal_response(not_acceptable(request.headers.get("accept", "")))
+        if not isinstance(request, WebSocket):
+            # Negotiated once per request; get_sub_response, process_result and the refusals below read it back.
+            media_type = request.scope[NEGOTIATED_MEDIA_TYPE] = response_media_type(request.headers.get("accept"))
+            if media_type is None:
+                adapter = self.request_adapter_class(request)
+                # (GraphiQL's page is HTML: a browser asking for it accepts neither JSON type)
+                if self.is_request_allowed(adapter) and not self.should_render_graphql_ide(adapter):
+                    return refusal_response(not_acceptable(request.headers.get("accept", "")))
         try:
             return await super().run(request, context, root_value)
         except HTTPException as error:  # only HTTP requests raise it: a refusal before any GraphQL ran
@@ -290,7 +295,10 @@ class PortraitsGraphQL(GraphQL[Context, None]):
 
 
 def _media_type_of(request: Request | WebSocket) -> str:
-    """The media type of the answer to ``request`` (one that accepts neither type was refused 406 before)."""
+    """The media type of the answer to ``request``, as ``run`` negotiated it (one that accepts neither type was
+    refused 406 there, but for GraphiQL's page)."""
+    if NEGOTIATED_MEDIA_TYPE in request.scope:
+        return request.scope[NEGOTIATED_MEDIA_TYPE] or JSON
     return response_media_type(request.headers.get("accept")) or JSON
 
 
