@@ -12,6 +12,9 @@ import httpx
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import ProviderError
 
+# What of a provider's explanation (a refusal's body, a failure's reason, a malformed value) a message keeps.
+DETAIL_LIMIT = 300
+
 
 async def json_object(
     client: httpx.AsyncClient,
@@ -48,3 +51,9 @@ async def json_object(
     if not isinstance(answer, dict):
         raise ProviderError(f"{what}: the answer is not a JSON object", retryable=False)
     return answer
+
+
+def shortened(value: object) -> str:
+    """``value`` for an error message or a log line: its text (``repr`` when not text), cut to ``DETAIL_LIMIT``."""
+    text = value if isinstance(value, str) else ("" if value is None else repr(value))
+    return text if len(text) <= DETAIL_LIMIT else f"{text[:DETAIL_LIMIT]}..."

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from pipeline.providers import logs as provider_logs
-from pipeline.providers.calls import json_object
+from pipeline.providers.calls import json_object, shortened
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
@@ -46,7 +46,6 @@ APP_NAMESPACES = frozenset({"workflows", "comfy"})
 FAL_DOMAINS = ("fal.run", "fal.ai")
 # 4xx answers that mean "later", not "never".
 TRANSIENT_CODES = frozenset({408, 429})
-DETAIL_LIMIT = 300
 # Status polls ask for the request's logs (fal's queue API: "logs=1"); only the last entries are read.
 WITH_LOGS = {"logs": "1"}
 LOG_ENTRIES = 20
@@ -204,7 +203,7 @@ class FalProvider:
             error = answer.get("error")
             if status in FAILED_STATUSES or (status == COMPLETED and error):
                 raise ProviderError(
-                    f"fal request {request_id} failed ({status}): {_short(error) or 'no reason given'}",
+                    f"fal request {request_id} failed ({status}): {shortened(error) or 'no reason given'}",
                     retryable=False,
                 )
             position = answer.get("queue_position")
@@ -288,7 +287,7 @@ class FalProvider:
 def _parse_result(answer: dict[str, Any], request_id: str) -> ProviderResult:
     failure = answer.get("detail") or answer.get("error")
     if failure:
-        raise ProviderError(f"fal request {request_id} failed: {_short(failure)}", retryable=False)
+        raise ProviderError(f"fal request {request_id} failed: {shortened(failure)}", retryable=False)
     images = answer.get("images")
     if not isinstance(images, list) or not images:
         raise ProviderError(f"fal's result for request {request_id} has no images", retryable=False)
@@ -296,12 +295,12 @@ def _parse_result(answer: dict[str, Any], request_id: str) -> ProviderResult:
     url = first.get("url") if isinstance(first, dict) else None
     if not _is_http_url(url):
         raise ProviderError(
-            f"fal's result for request {request_id} has no http(s) image URL: {_short(url)}", retryable=False
+            f"fal's result for request {request_id} has no http(s) image URL: {shortened(url)}", retryable=False
         )
     seed = answer.get("seed")
     if not _is_int(seed):
         raise ProviderError(
-            f"fal's result for request {request_id} has no integer seed: {_short(seed)}", retryable=False
+            f"fal's result for request {request_id} has no integer seed: {shortened(seed)}", retryable=False
         )
     content_type = first.get("content_type")
     return ProviderResult(
@@ -330,15 +329,11 @@ def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return _short(response.text.strip())
+        return shortened(response.text.strip())
     if isinstance(body, dict) and body.get("detail"):
-        return _short(body["detail"])
-    return _short(body)
+        return shortened(body["detail"])
+    return shortened(body)
 
-
-def _short(value: object) -> str:
-    text = value if isinstance(value, str) else ("" if value is None else repr(value))
-    return text if len(text) <= DETAIL_LIMIT else f"{text[:DETAIL_LIMIT]}..."
 
 
 def _log_text(logs: object) -> str | None:

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import httpx
 
 from pipeline.providers import logs as provider_logs
-from pipeline.providers.calls import json_object
+from pipeline.providers.calls import json_object, shortened
 from pipeline.providers.deadline import Deadline
 from pipeline.providers.interface import (
     ImageRequest,
@@ -65,7 +65,6 @@ PROGRESS_WORDS = {
 INFERENCE_STEPS = {Quality.HIGH: 50, Quality.FAST: 25}
 # 4xx answers that mean "later", not "never" (a 429 is waited out first, and retryable when it cannot be).
 TRANSIENT_CODES = frozenset({408})
-DETAIL_LIMIT = 300
 # SDXL and other Cog image models log the seed they drew when none was given.
 SEED_IN_LOGS = re.compile(r"Using seed: (\d+)")
 # Retry-After's delay-seconds (a fraction too: harmless, and the fake's tests stay fast).
@@ -223,7 +222,7 @@ class ReplicateProvider:
             if not isinstance(status, str):
                 raise ProviderError(f"replicate's answer for prediction {prediction_id} has no status", retryable=False)
             if status in ENDED_WITHOUT_OUTPUT:
-                reason = _short(answer.get("error")) or "no reason given"
+                reason = shortened(answer.get("error")) or "no reason given"
                 raise ProviderError(f"prediction {prediction_id} {status}: {reason}", retryable=False)
             shown = provider_logs.summarize(answer.get("logs"))
             progress = ProviderProgress(
@@ -327,7 +326,7 @@ def _result(answer: dict[str, Any], prediction_id: str, seed_sent: int | None) -
     first = output[0] if isinstance(output, list) and output else output
     if not _is_http_url(first):
         raise ProviderError(
-            f"replicate's prediction {prediction_id} succeeded without an http(s) image URL: {_short(output)}",
+            f"replicate's prediction {prediction_id} succeeded without an http(s) image URL: {shortened(output)}",
             retryable=False,
         )
     assert isinstance(first, str)
@@ -353,7 +352,7 @@ def _log_new_lines(prediction_id: str, logs: object, logged: str) -> str:
     fresh = logs.removeprefix(logged) if logs.startswith(logged) else logs
     for line in fresh.replace("\r", "\n").splitlines():
         if line.strip():
-            logger.debug("replicate prediction %s: %s", prediction_id, _short(line.strip()))
+            logger.debug("replicate prediction %s: %s", prediction_id, shortened(line.strip()))
     return logs
 
 
@@ -388,13 +387,9 @@ def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return _short(response.text.strip())
+        return shortened(response.text.strip())
     if isinstance(body, dict) and (body.get("detail") or body.get("title")):
         parts = [str(body[key]).strip() for key in ("title", "detail") if body.get(key)]
-        return _short(": ".join(parts))
-    return _short(body)
+        return shortened(": ".join(parts))
+    return shortened(body)
 
-
-def _short(value: object) -> str:
-    text = value if isinstance(value, str) else ("" if value is None else repr(value))
-    return text if len(text) <= DETAIL_LIMIT else f"{text[:DETAIL_LIMIT]}..."
