@@ -189,7 +189,7 @@ class FetchedKeys:
         parse: Callable[[bytes], KeySet] = parse_jwks,
     ) -> None:
         self.url = url
-        # Which keys of the document are kept: token keys here; fal's webhook keys (Ed25519) in server/webhooks/fal.py.
+        # Which keys of the document are kept: token keys here; fal's webhook keys (Ed25519) in server/webhook_fal.py.
         self.parse = parse
         self.cache_seconds = cache_seconds
         self.min_refresh_seconds = min_refresh_seconds
