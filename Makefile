@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 GRAPHIQL := server/graphiql
 
-.PHONY: run test lint schema bench clean graphiql
+.PHONY: run test lint schema bench bench-reads clean graphiql
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Portraits needs Python 3.11 or newer; set PYTHON=python3.x")'
@@ -56,7 +56,9 @@ lint: $(VENV)/.installed-dev
 schema: $(VENV)/.installed
 	$(BIN)/strawberry export-schema graph.schema:schema --output schema.graphql
 
-# Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl,
+# Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl on Portraits, its
+# hand-written endpoint and PostGraphile (installed with npm into ~/.cache/portraits-bench when node is present) in
+# interleaved rounds, with CPU per request, then one character by id, { __typename } and a subscription event;
 # jobs/s and per-job overhead through one generation worker, then 50 jobs at a time against fake fal and Replicate
 # servers taking 2 s each, webhooks off and on (provider finished -> job completed, requests per job; the fakes are
 # imported from tests/, hence PYTHONPATH), then 10,000 idle subscribers on one server process: memory per subscriber
@@ -68,8 +70,7 @@ schema: $(VENV)/.installed
 # process (queries, mutations, generations, 1,000 subscribers, websocket churn): errors, lost jobs, missed events, RSS.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
-	$(BIN)/python bench/list_characters.py
-	$(BIN)/python bench/list_characters.py --signed
+	$(BIN)/python bench/reads.py
 	$(BIN)/python bench/generation.py
 	PYTHONPATH=. $(BIN)/python bench/generation.py --remote
 	$(BIN)/python bench/subscriptions.py
@@ -78,6 +79,11 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/abuse.py
 	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/soak.py
+
+# Issue 17's read benchmark alone (bench/reads.py): Portraits vs. the hand-written endpoint vs. PostGraphile.
+# BENCH_ARGS passes options, e.g. make bench-reads BENCH_ARGS=--plans-off
+bench-reads: $(VENV)/.installed-dev
+	$(BIN)/python bench/reads.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -98,6 +98,9 @@ class Figures:
     p99_ms: float
     mean_ms: float
     max_ms: float
+    completed: int = 0  # responses that arrived inside the window: the requests server_cpu_s served
+    server_cpu_s: float = 0.0  # the server process tree's CPU inside the window (when metered)
+    db_cpu_s: float = 0.0  # the PostgreSQL tree's (embedded database only)
 
 
 # -- setup ---------------------------------------------------------------------
@@ -177,14 +180,21 @@ async def unseed(dsn: str, user_id: uuid.UUID) -> None:
 @contextmanager
 def database(workdir: Path) -> Iterator[tuple[str, str]]:
     """(dsn, description): DATABASE_URL when set, else a non-durable embedded PostgreSQL stopped on exit."""
+    with database_process(workdir) as (dsn, description, _):
+        yield dsn, description
+
+
+@contextmanager
+def database_process(workdir: Path) -> Iterator[tuple[str, str, int | None]]:
+    """As ``database``, plus the embedded postmaster's pid (None for DATABASE_URL), to meter its CPU."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield url, "DATABASE_URL"
+        yield url, "DATABASE_URL", None
         return
     embedded = EmbeddedPostgres(workdir / "db", durable=False)
     server = embedded.start()
     try:
-        yield server.dsn, f"embedded PostgreSQL {server.version}"
+        yield server.dsn, f"embedded PostgreSQL {server.version}", server.pid
     finally:
         embedded.stop()
 
@@ -217,19 +227,22 @@ class Server:
         except OSError:
             return "(no log)"
 
+    def healthy(self) -> bool:
+        """GET /healthz answers 200 (a server without that route overrides this)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Poll GET /healthz until 200; fail with the server's log if it exits or never gets there."""
+        """Poll ``healthy`` until true; fail with the server's log if it exits or never gets there."""
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.port}/healthz"
         while True:
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.name} server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.healthy():
+                return
             if time.monotonic() > deadline:
                 raise SystemExit(f"{self.name} server not healthy after {timeout:.0f}s:\n{self.log_tail()}")
             time.sleep(0.1)
@@ -245,8 +258,19 @@ class Server:
                 self.process.wait()
 
 
-def start_graphql(port: int, dsn: str, secret: str, workdir: Path) -> Server:
-    """The real server, exactly as `portraits serve` runs it (single process, uvicorn defaults)."""
+def start_graphql(
+    port: int,
+    dsn: str,
+    secret: str,
+    workdir: Path,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    name: str = "graphql",
+) -> Server:
+    """The real server, exactly as `portraits serve` runs it (single process, uvicorn defaults).
+
+    ``extra_env`` adds or overrides settings (bench/reads.py: no job workers, execution plans off).
+    """
     env = {
         "DATABASE_URL": dsn,
         "JWT_SECRET": secret,
@@ -255,11 +279,14 @@ def start_graphql(port: int, dsn: str, secret: str, workdir: Path) -> Server:
         "LOG_LEVEL": "warning",
         "PORTRAITS_DATA_DIR": str(workdir / "portraits-data"),
         "PUBLIC_URL": PUBLIC_URL,  # what signed URLs start with; the baseline gets the same
+        **(extra_env or {}),
     }
-    return Server("graphql", [sys.executable, "-m", "server.cli", "serve"], env, port, workdir / "graphql.log")
+    return Server(name, [sys.executable, "-m", "server.cli", "serve"], env, port, workdir / f"{name}.log")
 
 
-def start_baseline(port: int, dsn: str, secret: str, workdir: Path, *, signed: bool = False) -> Server:
+def start_baseline(
+    port: int, dsn: str, secret: str, workdir: Path, *, signed: bool = False, name: str = "baseline"
+) -> Server:
     """The hand-written endpoint under the same uvicorn settings (auto loop and http: uvloop and httptools)."""
     args = [
         sys.executable, "-m", "uvicorn", "bench.baseline_app:app",
@@ -273,7 +300,7 @@ def start_baseline(port: int, dsn: str, secret: str, workdir: Path, *, signed: b
         "BENCH_PUBLIC_URL": PUBLIC_URL,
         "BENCH_SIGNED": "1" if signed else "0",
     }
-    return Server("baseline", args, env, port, workdir / "baseline.log")
+    return Server(name, args, env, port, workdir / f"{name}.log")
 
 
 # -- checks and load ---------------------------------------------------------------
@@ -315,14 +342,33 @@ def check_all_signed(payload: Any) -> None:
             raise SystemExit(f"graphql: a node has no signed image URL: {str(edge)[:300]}")
 
 
-def run_load(server: Server, body_file: Path, token: str, args: argparse.Namespace, expected: int) -> Figures:
-    """Drive one server from a separate load-generator process and read back its JSON figures."""
+def run_load(
+    server: Server,
+    body_file: Path,
+    token: str,
+    args: argparse.Namespace,
+    expected: int,
+    *,
+    expect_path: str | None = None,
+    cpu_pids: Sequence[int] = (),
+    db_pid: int | None = None,
+    latencies_out: Path | None = None,
+) -> Figures:
+    """Drive one server from a separate load-generator process and read back its JSON figures.
+
+    ``expect_path``, ``cpu_pids``, ``db_pid`` and ``latencies_out`` are passed on to bench/loadgen.py
+    (where the checked list is; whose CPU to meter in the window; where to write the latencies).
+    """
     command = [
         sys.executable, str(REPO_ROOT / "bench" / "loadgen.py"),
         "--port", str(server.port), "--path", "/graphql", "--body-file", str(body_file),
         "--header", f"Authorization: Bearer {token}",
         "--concurrency", str(args.concurrency), "--warmup", str(args.warmup), "--duration", str(args.duration),
         "--expect-edges", str(expected),
+        *(["--expect-path", expect_path] if expect_path else []),
+        *[option for pid in cpu_pids for option in ("--cpu-pid", str(pid))],
+        *(["--db-pid", str(db_pid)] if db_pid is not None else []),
+        *(["--latencies-out", str(latencies_out)] if latencies_out else []),
     ]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -348,6 +394,9 @@ def run_load(server: Server, body_file: Path, token: str, args: argparse.Namespa
         p99_ms=result["p99_ms"],
         mean_ms=result["mean_ms"],
         max_ms=result["max_ms"],
+        completed=result["completed"],
+        server_cpu_s=result["server_cpu_s"],
+        db_cpu_s=result["db_cpu_s"],
     )
 
 
@@ -375,7 +424,8 @@ def print_table(results: list[Figures]) -> None:
     )
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the argument, refused unless above zero."""
     def parse(raw: str) -> Any:
         value = kind(raw)
         if value <= 0:
@@ -387,10 +437,10 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--duration", type=_positive(float), default=10.0, help="measured seconds per server (10)")
+    parser.add_argument("--duration", type=positive(float), default=10.0, help="measured seconds per server (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before that (2)")
-    parser.add_argument("--concurrency", type=_positive(int), default=16, help="keep-alive connections (16)")
-    parser.add_argument("--rows", type=_positive(int), default=1000, help="characters seeded for the user (1000)")
+    parser.add_argument("--concurrency", type=positive(int), default=16, help="keep-alive connections (16)")
+    parser.add_argument("--rows", type=positive(int), default=1000, help="characters seeded for the user (1000)")
     parser.add_argument(
         "--signed", action="store_true", help="give every character a stored image and also ask for signedImageUrl"
     )

@@ -10,6 +10,14 @@ Run as ``python bench/loadgen.py --port P --path /graphql --body-file F
 --header 'Authorization: Bearer ...'``; it prints one JSON object with the
 figures on stdout and exits non-zero (message on stderr) when the first
 response is not a 200 with the expected number of edges.
+
+--expect-path names where the first answer's list is (``data.characters.edges``
+by default; another server's shape, or with --expect-edges -1 any non-null
+value such as ``data.__typename``). --cpu-pid (and --db-pid) read a process
+tree's CPU time from /proc when the measurement window opens and closes, so the
+CPU per request counts no warm-up; ``completed`` is the responses that arrived
+inside the window, the requests that CPU served. --latencies-out writes the
+window's latencies (ns) so runs can be merged into one percentile.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
+
+from proc_cpu import tree_cpu_seconds
 
 
 class ProtocolError(Exception):
@@ -65,13 +75,26 @@ async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
     return status, await reader.readexactly(length)
 
 
-def count_edges(body: bytes) -> int:
-    """Edges in a GraphQL-shaped ``characters`` answer; CheckFailed when the shape is wrong."""
+DEFAULT_PATH = "data.characters.edges"
+
+
+def find(body: bytes, path: str = DEFAULT_PATH) -> Any:
+    """The value at a dotted ``path`` of a JSON answer; CheckFailed when the shape is wrong."""
     try:
-        payload: Any = orjson.loads(body)
-        return len(payload["data"]["characters"]["edges"])
+        value: Any = orjson.loads(body)
+        for key in path.split("."):
+            value = value[key]
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        raise CheckFailed(f"not a characters connection ({error!r}): {body[:300]!r}") from None
+        raise CheckFailed(f"no {path} in the answer ({error!r}): {body[:300]!r}") from None
+    return value
+
+
+def count_edges(body: bytes, path: str = DEFAULT_PATH) -> int:
+    """Items of the list at ``path`` (edges of a ``characters`` answer by default); CheckFailed if not a list."""
+    items = find(body, path)
+    if not isinstance(items, list):
+        raise CheckFailed(f"{path} is not a list: {body[:300]!r}")
+    return len(items)
 
 
 @dataclass
@@ -79,6 +102,7 @@ class Tally:
     """What the workers saw inside the measurement window."""
 
     latencies_ns: list[int] = field(default_factory=list)
+    completed: int = 0  # responses that arrived inside the window, whenever they were sent
     errors: int = 0
     reconnects: int = 0
 
@@ -86,6 +110,9 @@ class Tally:
 @dataclass(frozen=True)
 class Result:
     requests: int
+    completed: int
+    server_cpu_s: float  # the --cpu-pid trees' CPU inside the window (0 without)
+    db_cpu_s: float  # the --db-pid tree's
     errors: int
     reconnects: int
     seconds: float
@@ -124,6 +151,8 @@ async def worker(host: str, port: int, request: bytes, start_ns: int, end_ns: in
                 reader, writer = await asyncio.open_connection(host, port)
                 continue
             finished = clock()
+            if start_ns <= finished <= end_ns:
+                tally.completed += 1
             if start_ns <= began and finished <= end_ns:
                 tally.latencies_ns.append(finished - began)
                 if status != 200:
@@ -132,8 +161,9 @@ async def worker(host: str, port: int, request: bytes, start_ns: int, end_ns: in
         writer.close()
 
 
-async def check_first(host: str, port: int, request: bytes, expect_edges: int) -> None:
-    """The first response must be a 200 with ``expect_edges`` edges, or the figures mean nothing."""
+async def check_first(host: str, port: int, request: bytes, expect_edges: int, path: str = DEFAULT_PATH) -> None:
+    """The first response must be a 200 with ``expect_edges`` items at ``path`` (-1: any non-null value there),
+    or the figures mean nothing."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         status, body = await send(reader, writer, request)
@@ -141,24 +171,57 @@ async def check_first(host: str, port: int, request: bytes, expect_edges: int) -
         writer.close()
     if status != 200:
         raise CheckFailed(f"first response was HTTP {status}: {body[:300]!r}")
-    edges = count_edges(body)
+    if expect_edges < 0:
+        if find(body, path) is None:
+            raise CheckFailed(f"first response has null at {path}: {body[:300]!r}")
+        return
+    edges = count_edges(body, path)
     if edges != expect_edges:
         raise CheckFailed(f"first response had {edges} edges, expected {expect_edges}")
 
 
+async def cpu_in_window(pids: Sequence[int], start_ns: int, end_ns: int) -> list[float]:
+    """Each process tree's CPU seconds between ``start_ns`` and ``end_ns`` (perf_counter_ns)."""
+    await asyncio.sleep(max(0, start_ns - time.perf_counter_ns()) / 1e9)
+    before = [tree_cpu_seconds(pid) for pid in pids]
+    await asyncio.sleep(max(0, end_ns - time.perf_counter_ns()) / 1e9)
+    return [tree_cpu_seconds(pid) - used for pid, used in zip(pids, before, strict=True)]
+
+
 async def run(
-    host: str, port: int, request: bytes, *, concurrency: int, warmup: float, duration: float, expect_edges: int
-) -> Result:
-    """Check the first answer, then keep ``concurrency`` connections busy for warm-up + duration seconds."""
-    await check_first(host, port, request, expect_edges)
+    host: str,
+    port: int,
+    request: bytes,
+    *,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    expect_edges: int,
+    expect_path: str = DEFAULT_PATH,
+    cpu_pids: Sequence[int] = (),
+    db_pid: int | None = None,
+) -> tuple[Result, list[int]]:
+    """Check the first answer, then keep ``concurrency`` connections busy for warm-up + duration seconds.
+
+    Returns the figures and the window's sorted latencies (ns).
+    """
+    await check_first(host, port, request, expect_edges, expect_path)
     tally = Tally()
     start_ns = time.perf_counter_ns() + int(warmup * 1e9)
     end_ns = start_ns + int(duration * 1e9)
+    metered = [*cpu_pids, *([] if db_pid is None else [db_pid])]
+    meter = asyncio.create_task(cpu_in_window(metered, start_ns, end_ns))
     await asyncio.gather(*(worker(host, port, request, start_ns, end_ns, tally) for _ in range(concurrency)))
+    cpu = await meter
+    server_cpu = sum(cpu[: len(cpu_pids)])
+    db_cpu = cpu[-1] if db_pid is not None else 0.0
     latencies = sorted(tally.latencies_ns)
     count = len(latencies)
-    return Result(
+    result = Result(
         requests=count,
+        completed=tally.completed,
+        server_cpu_s=server_cpu,
+        db_cpu_s=db_cpu,
         errors=tally.errors,
         reconnects=tally.reconnects,
         seconds=duration,
@@ -168,6 +231,7 @@ async def run(
         mean_ms=(sum(latencies) / count / 1e6) if count else 0.0,
         max_ms=(latencies[-1] / 1e6) if count else 0.0,
     )
+    return result, latencies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--expect-edges", type=int, default=100)
+    parser.add_argument("--expect-edges", type=int, default=100, help="items at --expect-path (-1: any non-null)")
+    parser.add_argument("--expect-path", default=DEFAULT_PATH, help=f"the checked value's dotted path ({DEFAULT_PATH})")
+    parser.add_argument("--cpu-pid", type=int, action="append", default=[], help="server process (tree) to meter")
+    parser.add_argument("--db-pid", type=int, help="database process (tree) to meter")
+    parser.add_argument("--latencies-out", help="file to write the window's latencies to (JSON list of ns)")
     return parser
 
 
@@ -196,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         runner = asyncio.run
     try:
-        result = runner(
+        result, latencies = runner(
             run(
                 args.host,
                 args.port,
@@ -205,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 duration=args.duration,
                 expect_edges=args.expect_edges,
+                expect_path=args.expect_path,
+                cpu_pids=args.cpu_pid,
+                db_pid=args.db_pid,
             )
         )
     except (CheckFailed, ProtocolError, OSError) as error:
@@ -212,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    if args.latencies_out:
+        with open(args.latencies_out, "wb") as handle:
+            handle.write(orjson.dumps(latencies))
     sys.stdout.write(orjson.dumps(asdict(result)).decode() + "\n")
     return 0
 
