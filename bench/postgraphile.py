@@ -81,6 +81,16 @@ def install() -> Path | None:
     return CLI
 
 
+def describe(cli: Path) -> str:
+    """Which PostGraphile on which node, for the run's header."""
+    node = shutil.which("node") or "node"
+    try:
+        version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = "?"
+    return f"PostGraphile {VERSION} ({cli.parent}) on node {version.strip()}"
+
+
 class PostGraphileServer(Server):
     """PostGraphile has no /healthz: it is ready once it answers ``{ __typename }``."""
 

@@ -44,6 +44,8 @@ import os
 import platform
 import secrets
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -228,6 +230,25 @@ def check_postgraphile(portraits_page: Any, opponent_page: Any) -> None:
         raise SystemExit(f"postgraphile answers another page: {str(opponent_page)[:300]}")
 
 
+def check_refuses_forged_token(contestant: Contestant, user_id: uuid.UUID) -> None:
+    """A token signed with another secret must not get the page: every server really checks the token."""
+    forged = issue_token(secrets.token_urlsafe(30), user_id, ttl=timedelta(hours=1))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{contestant.server.port}/graphql",
+        data=contestant.body_file.read_bytes(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {forged}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    answer = orjson.loads(raw) if raw else {}
+    if status == 200 and not answer.get("errors"):
+        raise SystemExit(f"{contestant.name} answered a forged token: {raw[:300]!r}")
+
+
 def write_body(workdir: Path, name: str, payload: dict[str, Any]) -> Path:
     path = workdir / f"body-{name}.json"
     path.write_bytes(orjson.dumps(payload))
@@ -279,6 +300,8 @@ async def subscription_events(server: Server, dsn: str, secret: str, workdir: Pa
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
     cli = None if args.no_postgraphile else postgraphile.install()
+    if cli is not None:
+        print(postgraphile.describe(cli))
     servers: list[Server] = []
     user_id = uuid.uuid4()
     with database_process(workdir) as (dsn, description, db_pid):
@@ -328,8 +351,11 @@ def measure_all(
         opponent_body.write_bytes(postgraphile.body(user_id, PAGE_SIZE))
         check_postgraphile(page, fetch_page(opponent.port, opponent_body.read_bytes(), token))
         contestants.append(Contestant("postgraphile", opponent, opponent_body, expect_path=postgraphile.NODES_PATH))
+    for contestant in contestants:
+        check_refuses_forged_token(contestant, user_id)
     names = ", ".join(c.name for c in contestants)
-    print(f"{names}: the same {expected} characters (ids, names, descriptions); measuring...")
+    print(f"{names}: the same {expected} characters (ids, names, descriptions), and a token signed with another "
+          "secret refused; measuring...")
 
     print(f"\n== plain: {QUERY}")
     plain_tallies = interleave(contestants, token, args, db_pid, workdir)
