@@ -52,11 +52,14 @@ PROBE = b'{"query":"{ __typename }"}'
 
 def install() -> Path | None:
     """PostGraphile's cli.js, installed now if it is not yet; None (with a message printed) when it cannot be."""
+    if shutil.which("node") is None:
+        print("PostGraphile skipped: node is not installed (it runs on node, installed with npm)")
+        return None
     if INSTALLED.exists() and CLI.exists():
         return CLI
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        print("PostGraphile skipped: node and npm are needed to install and run it")
+    npm = shutil.which("npm")
+    if npm is None:
+        print("PostGraphile skipped: npm is needed to install it")
         return None
     print(f"installing PostGraphile {VERSION} with npm into {CACHE_DIR} (once)...")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)

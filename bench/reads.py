@@ -333,12 +333,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             servers.append(baseline)
             signed_baseline = start_baseline(free_port(), dsn, secret, workdir, signed=True, name="baseline-signed")
             servers.append(signed_baseline)
-            opponent = None
-            if cli is not None:
-                opponent = postgraphile.start(cli, free_port(), dsn, secret, workdir)
-                servers.append(opponent)
             for server in servers:
                 server.wait_healthy()
+            opponent = None if cli is None else start_opponent(cli, dsn, secret, workdir)
+            if opponent is not None:
+                servers.append(opponent)
             return measure_all(args, workdir, dsn, db_pid, secret, token, user_id, portraits, baseline,
                                signed_baseline, opponent)
         finally:
@@ -346,6 +345,18 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                 server.stop()
             if os.environ.get("DATABASE_URL"):
                 asyncio.run(unseed(dsn, user_id))
+
+
+def start_opponent(cli: Path, dsn: str, secret: str, workdir: Path) -> Server | None:
+    """PostGraphile up and answering, or None (with its log printed) when it does not start: the run goes on."""
+    opponent = postgraphile.start(cli, free_port(), dsn, secret, workdir)
+    try:
+        opponent.wait_healthy()
+    except SystemExit as failure:
+        opponent.stop()
+        print(f"PostGraphile skipped: it did not start: {failure}")
+        return None
+    return opponent
 
 
 def measure_all(
