@@ -12,6 +12,7 @@ from starlette.websockets import WebSocket
 
 from graph.loaders import Loaders
 from graph.operation_metrics import NO_OPERATION_METRICS, OperationMetrics
+from graph.plans import PlanCache
 from realtime.event_hub import EventHub
 from resolvers.errors import Unauthenticated
 from resolvers.jobs import JobPolicy
@@ -38,6 +39,8 @@ class Context:
     connection_params: dict[str, object] | None = None
     # Where operations and error codes are counted (server/metrics.py); nothing by default.
     metrics: OperationMetrics = NO_OPERATION_METRICS
+    # Compiled execution plans (graph/plans/, EXECUTION_PLANS); None: graphql-core executes every operation.
+    plans: PlanCache | None = None
 
     def require_viewer(self) -> Viewer:
         if self.viewer is None:

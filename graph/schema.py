@@ -50,6 +50,8 @@ from graph.errors import as_validation_error, log_and_format_errors, with_reques
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
 from graph.operation_count import executed, record_errors, record_refusal
+from graph.plans import PlanCache
+from graph.plans.strawberry_fields import basic_fields
 from graph.result_size import ListBounds, estimate_results, introspection_averages, introspection_bounds
 from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
@@ -314,7 +316,13 @@ def results_over_limit(document: DocumentNode, schema: strawberry.Schema) -> lis
 
 
 class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's execution context, with a fresh executor for each subscription event.
+    """Strawberry's execution context, through compiled plans, with a fresh executor for each subscription event.
+
+    ``execute_operation`` runs the operation's plan (graph/plans/) when the
+    request's context carries a ``PlanCache`` (``EXECUTION_PLANS=on``) and
+    the plan supports it, else graphql-core's as before. Subscription events
+    come through it too (graphql-core's execute_subscription_event calls
+    ``execute_operation(False)`` on each event's executor).
 
     graphql-core 3.3.2 builds each event's executor as a shallow copy of the
     subscription's, sharing its memos; ``collect_subfields`` memoises on the
@@ -327,6 +335,14 @@ class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
     constructor: graphql-core is pinned to 3.3.x and
     tests/test_library_overrides.py fails when either changes.
     """
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        plans = getattr(self.context_value, "plans", None)
+        if isinstance(plans, PlanCache):
+            result = plans.execute(self, serially, basic_fields)
+            if result is not None:
+                return result
+        return super().execute_operation(serially)
 
     def build_per_event_executor(self, payload: Any) -> PortraitsExecutionContext:
         return type(self)(

@@ -28,6 +28,7 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from graph.context import AUTH_REQUIRED, Context
+from graph.plans import PlanCache
 from graph.schema import PortraitsSchema
 from graph.schema import schema as default_schema
 from observability.log_context import bind_user
@@ -126,6 +127,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         metrics: Metrics,
         tokens: TokenVerifier,
         graphiql: GraphiQLAssets | None = None,
+        plans: PlanCache | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -139,6 +141,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         self.metrics = metrics
         self.tokens = tokens
         self.graphiql = graphiql
+        self.plans = plans
         self.sockets_per_user = SocketCounts(settings.connections.websockets_per_user)
         self.persisted = PersistedQueries(settings.persisted_documents, introspection=settings.graphiql)
 
@@ -154,6 +157,7 @@ class PortraitsGraphQL(GraphQL[Context, None]):
             events=request.state.events,
             viewer=viewer_of(request),
             metrics=self.metrics,
+            plans=self.plans,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -404,7 +408,9 @@ def create_app(
                     await generation.stop()
 
     graphiql = GraphiQLAssets.load(settings.graphiql_assets) if settings.graphiql else None
-    view = PortraitsGraphQL(schema, settings, metrics, tokens, graphiql)
+    # One per app: the compiled plans of the operations it has run (graph/plans/), when EXECUTION_PLANS is on.
+    plans = PlanCache() if settings.execution_plans else None
+    view = PortraitsGraphQL(schema, settings, metrics, tokens, graphiql, plans)
     backend = BearerTokenBackend(tokens)
     routes: list[Any] = [
         # Every method: the view answers those it does not serve with a GraphQL 405.

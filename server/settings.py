@@ -216,6 +216,8 @@ class Settings:
     public_get_max_age_seconds: int = 60
     # PROVIDER_WEBHOOKS and their verification (server/webhooks.py); off by default.
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # EXECUTION_PLANS: operations executed by compiled plans (graph/plans/); off: graphql-core executes them all.
+    execution_plans: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -314,6 +316,7 @@ class Settings:
                 env, "PUBLIC_GET_MAX_AGE_SECONDS", 60, minimum=0, maximum=24 * 3600
             ),
             webhooks=webhooks,
+            execution_plans=_on_off_setting(env, "EXECUTION_PLANS", True),
         )
 
 
@@ -688,6 +691,15 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: in
     if not minimum <= value <= maximum:
         raise SettingsError(f"{name} must be between {minimum} and {maximum}, not {value}")
     return value
+
+
+def _on_off_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "off"):
+        return raw == "on"
+    raise SettingsError(f"{name} must be 'on' or 'off', not {env.get(name)!r}")
 
 
 def _bool_setting(env: Mapping[str, str], name: str, default: bool) -> bool:

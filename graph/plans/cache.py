@@ -1,0 +1,103 @@
+"""The plans of the operations this app has run, bounded by count, and the figures of their use."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import GraphQLSchema, OperationDefinitionNode
+from graphql.execution import Executor
+
+from graph.plans.collect import Unsupported
+from graph.plans.compile import BasicFields
+from graph.plans.plan import Plan
+
+DEFAULT_MAX_PLANS = 256
+
+
+def no_basic_fields(_schema: GraphQLSchema) -> BasicFields:
+    """Every field through its resolver (graphql-core's own behaviour): the lookup when nothing says more."""
+    return lambda _type_name, _field_name: None
+
+
+@dataclass
+class PlanStats:
+    """What the cache did: plans built, operations left to graphql-core, and executions by each way."""
+
+    built: int = 0
+    unsupported: int = 0
+    planned: int = 0
+    fallback: int = 0
+
+
+@dataclass
+class _Entry:
+    # Held so the ids in the key are never reused while the entry lives.
+    schema: GraphQLSchema
+    operation: OperationDefinitionNode
+    plan: Plan | None
+
+
+class PlanCache:
+    """Plans by operation node (documents are cached, so a client's repeated document is the same node), LRU.
+
+    An operation the plans do not support is remembered as such (``None``), so it is tried once.
+    """
+
+    def __init__(self, max_plans: int = DEFAULT_MAX_PLANS) -> None:
+        self.max_plans = max_plans
+        self.stats = PlanStats()
+        self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
+        self._sync_types: dict[Callable[[Any], bool], set[type]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def execute(
+        self,
+        executor: Executor[Any],
+        serially: bool | None,
+        basic_fields: Callable[[GraphQLSchema], BasicFields] = no_basic_fields,
+    ) -> Any:
+        """The result of ``executor.execute_operation(serially)`` through the operation's plan, or None when
+        graphql-core must run it: the executor is not plain (middleware, an abort signal, hooks, error
+        propagation disabled) or the operation is unsupported."""
+        middleware = executor.middleware_manager
+        if (
+            (middleware is not None and middleware.middlewares)
+            or executor.abort_signal is not None
+            or executor.hooks is not None
+            or not executor.error_propagation
+        ):
+            self.stats.fallback += 1
+            return None
+        plan = self._plan(executor, basic_fields)
+        result = None
+        if plan is not None:
+            sync_types = self._sync_types.setdefault(executor.is_awaitable, set())
+            result = plan.execute(executor, serially, sync_types)
+        if result is None:
+            self.stats.fallback += 1
+        else:
+            self.stats.planned += 1
+        return result
+
+    def _plan(self, executor: Executor[Any], basic_fields: Callable[[GraphQLSchema], BasicFields]) -> Plan | None:
+        schema, operation = executor.schema, executor.operation
+        key = (id(schema), id(operation))
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry.plan
+        try:
+            plan: Plan | None = Plan(schema, operation, executor.fragment_definitions, basic_fields(schema))
+            self.stats.built += 1
+        except Unsupported:
+            plan = None
+            self.stats.unsupported += 1
+        self._entries[key] = _Entry(schema, operation, plan)
+        if len(self._entries) > self.max_plans:
+            self._entries.popitem(last=False)
+        return plan

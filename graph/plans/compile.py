@@ -1,0 +1,474 @@
+# ruff: noqa: BLE001 - every exception a resolver or a completion raises is a field error, as in graphql-core.
+"""An operation compiled into closures that execute it as graphql-core's Executor would, without collecting
+fields, building a Path and an info object, and dispatching on the return type for every field.
+
+Each closure mirrors a method of graphql-core 3.3's Executor (graphql/execution/executor.py): ``_field`` is
+execute_field with handle_field_error, ``_object`` execute_fields, ``_serial`` execute_fields_serially,
+``_complete*`` complete_value for each kind of type, ``_list`` complete_list_value. Resolvers get what
+graphql-core gives them (``field_def.resolve(source, info, **args)``, info from the executor's
+``build_resolve_info``); fields a ``BasicFields`` lookup names are read inline, without info (what strawberry's
+own resolver for such a field does). Results are the same values, errors the same errors in the same order,
+awaitables awaited at the same points (one directly, several gathered with graphql-core's gather_with_cancel).
+
+Anything else (abstract types, is_type_of, introspection's __schema and __type, directives other than
+@skip/@include) raises ``Unsupported`` while the plan is built: graphql-core runs that operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLBoolean,
+    GraphQLField,
+    GraphQLID,
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    GraphQLString,
+    OperationDefinitionNode,
+    VariableNode,
+    get_argument_values,
+    is_abstract_type,
+    is_leaf_type,
+    is_list_type,
+    is_non_null_type,
+    is_object_type,
+    located_error,
+)
+from graphql.pyutils import Undefined, inspect, is_iterable
+from graphql.type import TypeNameMetaFieldDef
+
+from graph.plans.collect import Decisions, Unsupported, collect
+from graph.plans.runtime import COROUTINE, Location, Run, expected_iterable, field_path, gather_into, to_path
+
+# (source, location of the object, run) -> the completed object, or a coroutine of it
+ObjectFn = Callable[[Any, Location, Run], Any]
+# (value, location of the value, run) -> the completed value, or a coroutine of it; raises a field error
+CompleteFn = Callable[[Any, Location, Run], Any]
+FieldFn = Callable[[Any, Location, Run], Any]
+# A field read inline: (read, name) where read(source, name) is the value (strawberry: default_resolver, getattr)
+Reader = tuple[Callable[[Any, str], Any], str]
+BasicFields = Callable[[str, str], Reader | None]
+"""(type name, field name) -> how to read a field that has no resolver of its own, or None (call its resolver)."""
+
+INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+# Scalars whose coerce_output_value returns a value of this exact class unchanged.
+IDENTITY: dict[object, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool}
+# Argument values a plan may compute once and share between calls: nothing a resolver could change.
+IMMUTABLE = (str, int, float, bool, type(None))
+
+
+class Compiler:
+    """Builds the closures of one operation for one set of @skip/@include decisions."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        basic_fields: BasicFields,
+        decisions: Decisions,
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.basic_fields = basic_fields
+        self.decisions = decisions
+
+    def root(self, operation: OperationDefinitionNode, root_type: GraphQLObjectType) -> tuple[ObjectFn, ObjectFn]:
+        """The root fields, executed in parallel and serially (mutations; execute_operation's ``serially``)."""
+        grouped = collect(self.schema, self.fragments, root_type, [operation.selection_set], self.decisions)
+        fields = self._fields(root_type, grouped)
+        return _object(fields), _serial(fields)
+
+    def _fields(self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]) -> list[tuple[str, FieldFn]]:
+        return [(key, self._field(parent, key, nodes)) for key, nodes in grouped.items()]
+
+    def _field(self, parent: GraphQLObjectType, key: str, nodes: list[FieldNode]) -> FieldFn:
+        name = nodes[0].name.value
+        if name in INTROSPECTION_ROOTS:
+            raise Unsupported(f"introspection field {name}")
+        field_def = self.schema.get_field(parent, name)
+        if field_def is None:
+            raise Unsupported(f"unknown field {parent.name}.{name}")
+        if field_def is TypeNameMetaFieldDef:
+            typename = parent.name
+            return lambda _source, _location, _run: typename
+        complete = self._complete(field_def.type, parent.name, name, nodes)
+        reader = self.basic_fields(parent.name, name)
+        if reader is not None and not field_def.args and not nodes[0].arguments:
+            return _basic_field(key, parent.name, nodes, field_def.type, reader, complete)
+        return _resolved_field(key, parent, nodes, field_def, complete)
+
+    def _complete(self, type_: GraphQLOutputType, parent: str, field: str, nodes: list[FieldNode]) -> CompleteFn:
+        if is_non_null_type(type_):
+            assert isinstance(type_, GraphQLNonNull)
+            return _non_null(self._complete(type_.of_type, parent, field, nodes), parent, field)
+        if is_list_type(type_):
+            assert isinstance(type_, GraphQLList)
+            item_type: GraphQLOutputType = type_.of_type
+            return _list(item_type, self._complete(item_type, parent, field, nodes), parent, field, nodes)
+        if is_leaf_type(type_):
+            assert isinstance(type_, GraphQLLeafType)
+            return _leaf(type_)
+        if is_abstract_type(type_):
+            raise Unsupported(f"abstract type {type_}")
+        if is_object_type(type_):
+            assert isinstance(type_, GraphQLObjectType)
+            if type_.is_type_of is not None:
+                raise Unsupported(f"is_type_of on {type_.name}")
+            selection_sets = [node.selection_set for node in nodes if node.selection_set is not None]
+            grouped = collect(self.schema, self.fragments, type_, selection_sets, self.decisions)
+            return _object_value(_object(self._fields(type_, grouped)))
+        raise Unsupported(f"output type {type_}")
+
+
+def _arguments(field_def: GraphQLField, node: FieldNode) -> dict[str, Any] | None:
+    """The field's arguments computed once when nothing in them varies or can be changed, else None."""
+    if not field_def.args and not node.arguments:
+        return {}
+    if any(isinstance(argument.value, VariableNode) for argument in node.arguments or ()):
+        return None
+    try:
+        values = get_argument_values(field_def, node)
+    except Exception:  # computed at each call instead, where the error belongs to the field
+        return None
+    if all(type(value) in IMMUTABLE for value in values.values()):
+        return values
+    return None
+
+
+def _basic_field(
+    key: str, parent: str, nodes: list[FieldNode], return_type: GraphQLOutputType, reader: Reader,
+    complete: CompleteFn,
+) -> FieldFn:
+    """A field without a resolver of its own: read inline, no info (strawberry's resolver for a basic field does
+    ``default_resolver(source, python_name)`` and nothing else; our schema passes no exception_handlers)."""
+    read, attribute = reader
+    non_null = is_non_null_type(return_type)
+    fast = _identity_class(return_type)
+    awaited = _awaited(key, parent, nodes, non_null, complete)
+    completed_later = _completed_later(key, parent, nodes, non_null)
+
+    if fast is not None:
+
+        def leaf_field(source: Any, location: Location, run: Run) -> Any:
+            try:
+                value = read(source, attribute)
+                if type(value) is fast:
+                    return value
+                if run.is_awaitable(value):
+                    return awaited(value, location, run)
+                return complete(value, (location, key, parent), run)
+            except Exception as raw:
+                run.field_error(raw, nodes, (location, key, parent), non_null)
+                return None
+
+        return leaf_field
+
+    def basic_field(source: Any, location: Location, run: Run) -> Any:
+        try:
+            value = read(source, attribute)
+            if run.is_awaitable(value):
+                return awaited(value, location, run)
+            completed = complete(value, (location, key, parent), run)
+            if type(completed) is COROUTINE:
+                return completed_later(completed, location, run)
+            return completed
+        except Exception as raw:
+            run.field_error(raw, nodes, (location, key, parent), non_null)
+            return None
+
+    return basic_field
+
+
+def _resolved_field(
+    key: str, parent: GraphQLObjectType, nodes: list[FieldNode], field_def: GraphQLField, complete: CompleteFn
+) -> FieldFn:
+    """execute_field: info built, arguments coerced, the resolver called, its value completed."""
+    parent_name = parent.name
+    non_null = is_non_null_type(field_def.type)
+    node = nodes[0]
+    fixed_arguments = _arguments(field_def, node)
+    resolve = field_def.resolve
+    awaited = _awaited(key, parent_name, nodes, non_null, complete)
+    completed_later = _completed_later(key, parent_name, nodes, non_null)
+
+    def resolved_field(source: Any, location: Location, run: Run) -> Any:
+        field_location = (location, key, parent_name)
+        info = run.executor.build_resolve_info(field_def, nodes, parent, field_path(field_location))
+        try:
+            arguments = fixed_arguments
+            if arguments is None:
+                arguments = get_argument_values(field_def, node, run.variable_values, None, run.hide_suggestions)
+            result = (resolve or run.field_resolver)(source, info, **arguments)
+            if run.is_awaitable(result):
+                return awaited(result, location, run)
+            completed = complete(result, field_location, run)
+            if type(completed) is COROUTINE:
+                return completed_later(completed, location, run)
+            return completed
+        except Exception as raw:
+            run.field_error(raw, nodes, field_location, non_null)
+            return None
+
+    return resolved_field
+
+
+def _awaited(
+    key: str, parent: str, nodes: list[FieldNode], non_null: bool, complete: CompleteFn
+) -> Callable[[Any, Location, Run], Any]:
+    """complete_awaitable_value: the resolver's awaitable awaited, then completed."""
+
+    async def awaited(result: Any, location: Location, run: Run) -> Any:
+        field_location = (location, key, parent)
+        try:
+            resolved = await result
+            completed = complete(resolved, field_location, run)
+            if type(completed) is COROUTINE:
+                completed = await completed
+        except Exception as raw:
+            run.field_error(raw, nodes, field_location, non_null)
+            completed = None
+        return completed
+
+    return awaited
+
+
+def _completed_later(
+    key: str, parent: str, nodes: list[FieldNode], non_null: bool
+) -> Callable[[Any, Location, Run], Any]:
+    """execute_field's await_completed: a completion that awaits (an object or list with pending fields)."""
+
+    async def completed_later(completed: Any, location: Location, run: Run) -> Any:
+        try:
+            return await completed
+        except Exception as raw:
+            run.field_error(raw, nodes, (location, key, parent), non_null)
+            return None
+
+    return completed_later
+
+
+def _object(fields: list[tuple[str, FieldFn]]) -> ObjectFn:
+    """execute_fields: every field in order; pending ones awaited together afterwards."""
+
+    def execute_fields(source: Any, location: Location, run: Run) -> Any:
+        results: dict[str, Any] = {}
+        pending: list[str] | None = None
+        try:
+            for key, field in fields:
+                result = field(source, location, run)
+                results[key] = result
+                if type(result) is COROUTINE:
+                    if pending is None:
+                        pending = [key]
+                    else:
+                        pending.append(key)
+        except Exception:
+            if pending:
+                run.settle_in_background([results[key] for key in pending])
+            raise
+        if pending is None:
+            return results
+        return gather_into(results, pending)
+
+    return execute_fields
+
+
+def _serial(fields: list[tuple[str, FieldFn]]) -> ObjectFn:
+    """execute_fields_serially: each root field completed (awaited) before the next one starts."""
+
+    def execute_serially(source: Any, location: Location, run: Run) -> Any:
+        results: dict[str, Any] = {}
+        for index, (key, field) in enumerate(fields):
+            result = field(source, location, run)
+            if type(result) is COROUTINE:
+                return _continue_serially(results, key, result, fields[index + 1:], source, location, run)
+            results[key] = result
+        return results
+
+    return execute_serially
+
+
+async def _continue_serially(
+    results: dict[str, Any], key: str, pending: Any, rest: list[tuple[str, FieldFn]], source: Any,
+    location: Location, run: Run,
+) -> dict[str, Any]:
+    results[key] = await pending
+    for next_key, field in rest:
+        result = field(source, location, run)
+        if type(result) is COROUTINE:
+            result = await result
+        results[next_key] = result
+    return results
+
+
+def _object_value(execute_fields: ObjectFn) -> CompleteFn:
+    """complete_value for an object type (no is_type_of: checked at build)."""
+
+    def complete_object(value: Any, location: Location, run: Run) -> Any:
+        if isinstance(value, Exception):
+            raise value
+        if value is None or value is Undefined:
+            return None
+        return execute_fields(value, location, run)
+
+    return complete_object
+
+
+def _non_null(inner: CompleteFn, parent: str, field: str) -> CompleteFn:
+    message = f"Cannot return null for non-nullable field {parent}.{field}."
+
+    def complete_non_null(value: Any, location: Location, run: Run) -> Any:
+        completed = inner(value, location, run)
+        if completed is None:
+            raise TypeError(message)
+        return completed
+
+    return complete_non_null
+
+
+def _identity_class(type_: GraphQLOutputType) -> type | None:
+    """The class whose values a (non-null) String, ID or Boolean field returns as they are."""
+    if is_non_null_type(type_):
+        assert isinstance(type_, GraphQLNonNull)
+        type_ = type_.of_type
+    return IDENTITY.get(type_)
+
+
+def _leaf(type_: GraphQLLeafType) -> CompleteFn:
+    """complete_leaf_value (coerce_output_value, never null), with the values it returns as they are passed
+    straight through."""
+    coerce = type_.coerce_output_value
+    fast = IDENTITY.get(type_)
+
+    def complete_leaf(value: Any, _location: Location, _run: Run) -> Any:
+        if fast is not None and type(value) is fast:
+            return value
+        if isinstance(value, Exception):
+            raise value
+        if value is None or value is Undefined:
+            return None
+        coerced = coerce(value)
+        if coerced is Undefined or coerced is None:
+            raise TypeError(
+                f"Expected `{inspect(type_)}.coerce_output_value({inspect(value)})` to return non-nullable value,"
+                f" returned: {inspect(coerced)}"
+            )
+        return coerced
+
+    return complete_leaf
+
+
+def _list(
+    item_type: GraphQLOutputType, complete_item: CompleteFn, parent: str, field: str, nodes: list[FieldNode]
+) -> CompleteFn:
+    """complete_list_value and complete_iterable_value: each item completed; pending items awaited together."""
+    item_non_null = is_non_null_type(item_type)
+    fast = _identity_class(item_type)
+
+    async def awaited_item(item: Any, location: Location, run: Run) -> Any:
+        try:
+            completed = complete_item(await item, location, run)
+            if type(completed) is COROUTINE:
+                completed = await completed
+        except Exception as raw:
+            run.field_error(raw, nodes, location, item_non_null)
+            return None
+        return completed
+
+    async def completed_item_later(completed: Any, location: Location, run: Run) -> Any:
+        try:
+            return await completed
+        except Exception as raw:
+            run.field_error(raw, nodes, location, item_non_null)
+            return None
+
+    def add_item(item: Any, index: int, results: list[Any], location: Location, run: Run) -> bool:
+        item_location = (location, index, None)
+        if run.is_awaitable(item):
+            results.append(awaited_item(item, item_location, run))
+            return True
+        try:
+            completed = complete_item(item, item_location, run)
+            if type(completed) is COROUTINE:
+                results.append(completed_item_later(completed, item_location, run))
+                return True
+            results.append(completed)
+        except Exception as raw:
+            run.field_error(raw, nodes, item_location, item_non_null)
+            results.append(None)
+        return False
+
+    async def complete_async_items(value: Any, location: Location, run: Run) -> list[Any]:
+        iterator = value.__aiter__()
+        early_return = getattr(iterator, "aclose", None)
+        results: list[Any] = []
+        pending: list[int] = []
+        index = 0
+        try:
+            while True:
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception as raw:
+                    raise located_error(raw, nodes, field_path(location).as_list()) from raw
+                if add_item(item, index, results, location, run):
+                    pending.append(index)
+                index += 1
+        except Exception:
+            if early_return is not None:
+                with suppress(Exception):  # (graphql-core ignores it too)
+                    await early_return()
+            if pending:
+                run.settle_in_background([results[index] for index in pending])
+            raise
+        if not pending:
+            return results
+        return await gather_into(results, pending)  # type: ignore[no-any-return]
+
+    def complete_list(value: Any, location: Location, run: Run) -> Any:
+        if isinstance(value, Exception):
+            raise value
+        if value is None or value is Undefined:
+            return None
+        cls = type(value)
+        if cls is not list and cls is not tuple:
+            if run.is_async_iterable(value):
+                return complete_async_items(value, location, run)
+            if not is_iterable(value):
+                raise expected_iterable(parent, field)
+        results: list[Any] = []
+        pending: list[int] | None = None
+        iterator = iter(value)
+        try:
+            for index, item in enumerate(iterator):
+                if fast is not None and type(item) is fast:
+                    results.append(item)
+                elif add_item(item, index, results, location, run):
+                    if pending is None:
+                        pending = [index]
+                    else:
+                        pending.append(index)
+        except Exception:
+            left = [results[index] for index in pending or ()]
+            left.extend(run.drain_awaitables(iterator))
+            if left:
+                run.settle_in_background(left)
+            raise
+        if pending is None:
+            return results
+        return gather_into(results, pending)
+
+    return complete_list
+
+
+__all__ = ["BasicFields", "Compiler", "Reader", "to_path"]

@@ -1,0 +1,132 @@
+"""What one execution of a plan carries: the executor it runs for, its errors, and the helpers the compiled
+closures share (paths built on demand, awaitables settled in the background, awaited results gathered)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from types import CoroutineType, GeneratorType
+from typing import Any
+
+from graphql import GraphQLError, located_error
+from graphql.execution import Executor
+from graphql.language import FieldNode
+from graphql.pyutils import Path, gather_with_cancel
+
+from graph.plans.errors import FieldErrors
+
+# A position in the response, as a plain tuple shaped like graphql-core's Path (prev, key, typename): made for
+# every object and list item at the cost of a tuple, turned into a Path only for a resolver's info or an error.
+Location = tuple[Any, str | int, str | None] | None
+
+COROUTINE = CoroutineType
+
+
+def to_path(location: Location) -> Path | None:
+    if location is None:
+        return None
+    prev, key, typename = location
+    return Path(to_path(prev), key, typename)
+
+
+def field_path(location: Location) -> Path:
+    path = to_path(location)
+    assert path is not None
+    return path
+
+
+class Run:
+    """One execution: the executor (variables, info, resolvers), its errors, its awaitable check."""
+
+    __slots__ = ("errors", "executor", "field_resolver", "hide_suggestions", "is_async_iterable", "is_awaitable",
+                 "variable_values")
+
+    def __init__(self, executor: Executor[Any], sync_types: set[type]) -> None:
+        self.executor = executor
+        self.errors = FieldErrors()
+        self.variable_values = executor.variable_values
+        self.hide_suggestions = executor.hide_suggestions
+        self.field_resolver = executor.field_resolver
+        self.is_async_iterable = executor.is_async_iterable
+        self.is_awaitable = _cached_is_awaitable(executor.is_awaitable, sync_types)
+
+    def field_error(
+        self, raw: Exception, nodes: list[FieldNode], location: Location, non_null: bool
+    ) -> None:
+        """graphql-core's handle_field_error: located at the field (or list item), raised on to the nearest
+        nullable parent when non-null, else kept (the position nulled)."""
+        path = field_path(location)
+        error = located_error(raw, nodes, path.as_list())
+        if non_null:
+            raise error
+        self.errors.add(error, path)
+
+    def settle_in_background(self, awaitables: list[Awaitable[Any]]) -> None:
+        """Awaitables left behind by an error raised past them still run to their end, their own errors
+        dropped, as graphql-core's Executor.settle_in_background does (into the executor's background_futures)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            for awaitable in awaitables:
+                if isinstance(awaitable, COROUTINE):
+                    awaitable.close()
+            return
+        future = asyncio.gather(*awaitables, return_exceptions=True)
+        background = self.executor.background_futures
+        background.add(future)
+        future.add_done_callback(background.discard)
+
+    def drain_awaitables(self, iterator: Any) -> list[Awaitable[Any]]:
+        """The awaitables an iterator still holds after an error (graphql-core's collect_iterator_awaitables)."""
+        awaitables: list[Awaitable[Any]] = []
+        with suppress(Exception):
+            awaitables.extend(item for item in iterator if self.is_awaitable(item))
+        return awaitables
+
+
+def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[type]) -> Callable[[Any], bool]:
+    """The executor's predicate, remembering the plain classes whose instances it found not awaitable.
+
+    A class is remembered only when nothing of its own decides attribute lookup (no ``__getattr__`` or
+    ``__getattribute__`` of its own) and it is not a coroutine or generator: then the predicate's answer
+    (graphql-core's and strawberry's: the type, ``isinstance`` of coroutine and generator, ``hasattr(__await__)``)
+    is the same for every instance.
+    """
+
+    def check(value: Any) -> bool:
+        cls = type(value)
+        if cls in sync_types:
+            return False
+        if is_awaitable(value):
+            return True
+        if (
+            len(sync_types) < MAX_SYNC_TYPES
+            and getattr(cls, "__getattribute__", None) is object.__getattribute__
+            and not hasattr(cls, "__getattr__")
+            and not issubclass(cls, (COROUTINE, GeneratorType))
+        ):
+            sync_types.add(cls)
+        return False
+
+    return check
+
+
+MAX_SYNC_TYPES = 1000
+
+
+async def gather_into(results: dict[str, Any] | list[Any], keys: list[Any]) -> Any:
+    """graphql-core's way of awaiting the pending entries of an object or list: one awaited directly, several
+    gathered (the first error cancels the others)."""
+    if len(keys) == 1:
+        key = keys[0]
+        results[key] = await results[key]
+    else:
+        values = await gather_with_cancel(*(results[key] for key in keys))
+        for key, value in zip(keys, values, strict=True):
+            results[key] = value
+    return results
+
+
+def expected_iterable(parent: str, field: str) -> GraphQLError:
+    return GraphQLError(f"Expected Iterable, but did not find one for field '{parent}.{field}'.")
