@@ -347,6 +347,7 @@ def create_app(
     schema: PortraitsSchema = default_schema,
     query_logger: QueryLogger | None = None,
     draining: Draining | None = None,
+    plans: PlanCache | None = None,
 ) -> ASGIApp:
     """The ASGI app; ``settings.database_url`` must be set (the CLI resolves the embedded one).
 
@@ -355,6 +356,8 @@ def create_app(
     registers what it does when the server begins to stop on ``draining``
     (server/shutdown.py): its websockets end with SERVICE_UNAVAILABLE and
     1012, and its workers start handing back what they cannot finish.
+    With ``EXECUTION_PLANS`` on, operations run through ``plans`` (a cache of
+    its own when None; graph/plans/); off, ``plans`` is not used.
     """
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
@@ -409,7 +412,7 @@ def create_app(
 
     graphiql = GraphiQLAssets.load(settings.graphiql_assets) if settings.graphiql else None
     # One per app: the compiled plans of the operations it has run (graph/plans/), when EXECUTION_PLANS is on.
-    plans = PlanCache() if settings.execution_plans else None
+    plans = (PlanCache() if plans is None else plans) if settings.execution_plans else None
     view = PortraitsGraphQL(schema, settings, metrics, tokens, graphiql, plans)
     backend = BearerTokenBackend(tokens)
     routes: list[Any] = [

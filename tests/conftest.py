@@ -127,6 +127,8 @@ def settings(
             "PUBLIC_URL": "http://testserver",
             # Tests run workers of their own (tests/test_generation*.py), never in the background of others.
             "WORKERS": "0",
+            # Plans on (the default) unless the run says otherwise: CI runs the GraphQL tests with them off too.
+            "EXECUTION_PLANS": os.environ.get("EXECUTION_PLANS", "on"),
         }
     )
 
@@ -302,6 +304,7 @@ def s3_settings(settings: Settings, s3_endpoint: str, tmp_path_factory: pytest.T
             "FAL_KEY": settings.generation.fal.key if settings.generation.fal else "",
             "FAL_QUEUE_URL": settings.generation.fal.queue_url if settings.generation.fal else "",
             "DOWNLOAD_ALLOW_NETWORKS": "127.0.0.1",
+            "EXECUTION_PLANS": os.environ.get("EXECUTION_PLANS", "on"),
             **s3_environ(s3_endpoint),
         }
     )
