@@ -21,8 +21,11 @@ import pytest
 import strawberry
 import uvicorn
 from graphql.execution import Executor
+from graphql.execution import collect_fields as graphql_collect_fields
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
 
 from graph.schema import PortraitsExecutionContext, PortraitsSchema
 from server.app import PortraitsGraphQL
@@ -45,6 +48,36 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
         StrawberryGraphQLCoreExecutionContext.__init__,
         "cdb4ebbdc06bb99d",
     ),
+    # PortraitsExecutionContext.execute_operation runs a compiled plan (graph/plans/) instead of this one, and the
+    # plan's closures do what these methods do, field by field (same resolver calls, completion, errors, awaits);
+    # graph/plans/collect.py groups fields as the collect_fields functions do.
+    ("graphql-core Executor.execute_operation", Executor.execute_operation, "030f6fe38d237369"),
+    ("graphql-core Executor.execute_fields", Executor.execute_fields, "797f54fbd779b4e3"),
+    ("graphql-core Executor.execute_fields_serially", Executor.execute_fields_serially, "28ca04e6b9ac47c5"),
+    ("graphql-core Executor.execute_field", Executor.execute_field, "5281dc836ecc24a0"),
+    ("graphql-core Executor.handle_field_error", Executor.handle_field_error, "d33a6ee408cd1695"),
+    ("graphql-core Executor.complete_value", Executor.complete_value, "06c34f7681a13120"),
+    ("graphql-core Executor.complete_awaitable_value", Executor.complete_awaitable_value, "9a67e9f91f0aac5c"),
+    ("graphql-core Executor.complete_list_value", Executor.complete_list_value, "3ee91ce2f0fa9b62"),
+    ("graphql-core Executor.complete_iterable_value", Executor.complete_iterable_value, "bdb49d2d91f1e312"),
+    ("graphql-core Executor.complete_list_item_value", Executor.complete_list_item_value, "8883b4d65a1ae099"),
+    (
+        "graphql-core Executor.complete_async_iterator_value",
+        Executor.complete_async_iterator_value,
+        "2ea7eb211814cd3a",
+    ),
+    ("graphql-core Executor.complete_leaf_value", Executor.complete_leaf_value, "a8c54d5838ad9753"),
+    ("graphql-core Executor.complete_object_value", Executor.complete_object_value, "55e77f58eca1ddc4"),
+    ("graphql-core Executor.settle_in_background", Executor.settle_in_background, "da2b2c7303b6fa2d"),
+    ("graphql-core visit_selection_sets", graphql_collect_fields.visit_selection_sets, "16ff57c1f4b4eaeb"),
+    ("graphql-core should_include_node", graphql_collect_fields.should_include_node, "45717af42eb0871e"),
+    ("graphql-core collect_subfields", graphql_collect_fields.collect_subfields, "1657a3c68d283391"),
+    # graph/plans/strawberry_fields.py reads strawberry's basic fields inline, as from_resolver's resolver for them
+    # does (get_result: default_resolver(source, python_name)), found through get_field_for_type.
+    ("strawberry GraphQLCoreConverter.from_resolver", GraphQLCoreConverter.from_resolver, "bcac1354fecdee79"),
+    ("strawberry StrawberryField.get_result", StrawberryField.get_result, "1881f471e7299ddb"),
+    ("strawberry StrawberryField.is_basic_field", vars(StrawberryField)["is_basic_field"].fget, "2788ae121972c36e"),
+    ("strawberry Schema.get_field_for_type", strawberry.Schema.get_field_for_type, "4db4a96d89eeba86"),
     # PortraitsSchema.execute wraps this one and passes its arguments through.
     ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
@@ -140,6 +173,9 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     # given the methods we override, when their signatures are compared with the library's, then they match
     assert inspect.signature(PortraitsExecutionContext.build_per_event_executor).parameters.keys() == (
         inspect.signature(Executor.build_per_event_executor).parameters.keys()
+    )
+    assert inspect.signature(PortraitsExecutionContext.execute_operation).parameters.keys() == (
+        inspect.signature(Executor.execute_operation).parameters.keys()
     )
     assert inspect.signature(PortraitsSchema.execute).parameters.keys() == (
         inspect.signature(strawberry.Schema.execute).parameters.keys()
