@@ -106,17 +106,22 @@ class Compiler:
             return _basic_field(key, parent.name, nodes, field_def.type, reader, complete)
         return _resolved_field(key, parent, nodes, field_def, complete)
 
-    def _complete(self, type_: GraphQLOutputType, parent: str, field: str, nodes: list[FieldNode]) -> CompleteFn:
+    def _complete(
+        self, type_: GraphQLOutputType, parent: str, field: str, nodes: list[FieldNode], non_null: bool = False
+    ) -> CompleteFn:
+        """complete_value for ``type_``; ``non_null``: the type wrapped it in NonNull, so a null (None or
+        Undefined: the only values each completion turns into null) raises graphql-core's error instead."""
         if is_non_null_type(type_):
             assert isinstance(type_, GraphQLNonNull)
-            return _non_null(self._complete(type_.of_type, parent, field, nodes), parent, field)
+            return self._complete(type_.of_type, parent, field, nodes, non_null=True)
+        null = f"Cannot return null for non-nullable field {parent}.{field}." if non_null else None
         if is_list_type(type_):
             assert isinstance(type_, GraphQLList)
             item_type: GraphQLOutputType = type_.of_type
-            return _list(item_type, self._complete(item_type, parent, field, nodes), parent, field, nodes)
+            return _list(item_type, self._complete(item_type, parent, field, nodes), parent, field, nodes, null)
         if is_leaf_type(type_):
             assert isinstance(type_, GraphQLLeafType)
-            return _leaf(type_)
+            return _leaf(type_, null)
         if is_abstract_type(type_):
             raise Unsupported(f"abstract type {type_}")
         if is_object_type(type_):
@@ -125,7 +130,7 @@ class Compiler:
                 raise Unsupported(f"is_type_of on {type_.name}")
             selection_sets = [node.selection_set for node in nodes if node.selection_set is not None]
             grouped = collect(self.schema, self.fragments, type_, selection_sets, self.decisions)
-            return _object_value(_object(self._fields(type_, grouped)))
+            return _object_value(_object(self._fields(type_, grouped)), null)
         raise Unsupported(f"output type {type_}")
 
 
@@ -310,29 +315,19 @@ async def _continue_serially(
     return results
 
 
-def _object_value(execute_fields: ObjectFn) -> CompleteFn:
+def _object_value(execute_fields: ObjectFn, null: str | None) -> CompleteFn:
     """complete_value for an object type (no is_type_of: checked at build)."""
 
     def complete_object(value: Any, location: Location, run: Run) -> Any:
         if isinstance(value, Exception):
             raise value
         if value is None or value is Undefined:
+            if null is not None:
+                raise TypeError(null)
             return None
         return execute_fields(value, location, run)
 
     return complete_object
-
-
-def _non_null(inner: CompleteFn, parent: str, field: str) -> CompleteFn:
-    message = f"Cannot return null for non-nullable field {parent}.{field}."
-
-    def complete_non_null(value: Any, location: Location, run: Run) -> Any:
-        completed = inner(value, location, run)
-        if completed is None:
-            raise TypeError(message)
-        return completed
-
-    return complete_non_null
 
 
 def _identity_class(type_: GraphQLOutputType) -> type | None:
@@ -343,7 +338,7 @@ def _identity_class(type_: GraphQLOutputType) -> type | None:
     return IDENTITY.get(type_)
 
 
-def _leaf(type_: GraphQLLeafType) -> CompleteFn:
+def _leaf(type_: GraphQLLeafType, null: str | None) -> CompleteFn:
     """complete_leaf_value (coerce_output_value, never null), with the values it returns as they are passed
     straight through."""
     coerce = type_.coerce_output_value
@@ -355,6 +350,8 @@ def _leaf(type_: GraphQLLeafType) -> CompleteFn:
         if isinstance(value, Exception):
             raise value
         if value is None or value is Undefined:
+            if null is not None:
+                raise TypeError(null)
             return None
         coerced = coerce(value)
         if coerced is Undefined or coerced is None:
@@ -368,7 +365,8 @@ def _leaf(type_: GraphQLLeafType) -> CompleteFn:
 
 
 def _list(
-    item_type: GraphQLOutputType, complete_item: CompleteFn, parent: str, field: str, nodes: list[FieldNode]
+    item_type: GraphQLOutputType, complete_item: CompleteFn, parent: str, field: str, nodes: list[FieldNode],
+    null: str | None,
 ) -> CompleteFn:
     """complete_list_value and complete_iterable_value: each item completed; pending items awaited together."""
     item_non_null = is_non_null_type(item_type)
@@ -439,6 +437,8 @@ def _list(
         if isinstance(value, Exception):
             raise value
         if value is None or value is Undefined:
+            if null is not None:
+                raise TypeError(null)
             return None
         cls = type(value)
         if cls is not list and cls is not tuple:
