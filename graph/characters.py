@@ -10,7 +10,8 @@ from strawberry.types import Info
 from graph.context import Context
 from graph.count_cost import MAX_SEARCHES
 from graph.ids import CharacterId, LibraryAssetId, parse_id, parse_optional_id
-from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput
+from graph.selections import connection_selection
+from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput, character_columns
 from graph.types.enums import CharacterOrder, ContentRating
 from graph.types.pagination import After, Connection, First
 from resolvers import characters
@@ -59,8 +60,10 @@ class CharacterQuery:
         context = info.context
         viewer = context.require_viewer()
         only = characters.character_filter(search=search, content_rating=content_rating)
+        selection = connection_selection(info)
         page = await characters.list_characters(
-            context.pool, viewer, first=first, after=after, order=order_by, only=only
+            context.pool, viewer, first=first, after=after, order=order_by, only=only,
+            columns=character_columns(selection.node_fields), with_cursors=selection.needs_cursors,
         )
         return Connection.from_page(
             page,

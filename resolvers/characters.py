@@ -14,7 +14,7 @@ from resolvers.pagination import Page, decode_cursor, make_page, page_size
 from resolvers.validation import clean_json_object, clean_tags, clean_text
 from resolvers.viewer import Viewer
 from storage import characters, jobs, user_library, workspace_assets
-from storage.characters import EVERY_CHARACTER, Character, CharacterFields, CharacterFilter
+from storage.characters import ALL_COLUMNS, EVERY_CHARACTER, Character, CharacterFields, CharacterFilter
 from storage.database import Connection, acquire, transaction
 from storage.enums import AssetType, CharacterOrder, ContentRating, JobStatus
 
@@ -130,17 +130,23 @@ async def list_characters(
     after: str | None,
     order: CharacterOrder = CharacterOrder.CREATED_AT_DESC,
     only: CharacterFilter = EVERY_CHARACTER,
+    columns: frozenset[str] = ALL_COLUMNS,
+    with_cursors: bool = True,
 ) -> Page[Character]:
-    """A page of the viewer's characters matching ``only`` in ``order``; a cursor of another order is refused."""
+    """A page of the viewer's characters matching ``only`` in ``order``; a cursor of another order is refused.
+
+    ``columns`` are the Character attributes the caller reads (storage adds what ordering and ownership need);
+    ``with_cursors`` False when no cursor is shown.
+    """
     size = page_size(first)
     key = decode_cursor(after, _order_tag(order))
     async with acquire(pool) as connection:
         rows = await characters.list_page(
-            connection, user_id=viewer.user_id, limit=size + 1, after=key, order=order, only=only
+            connection, user_id=viewer.user_id, limit=size + 1, after=key, order=order, only=only, columns=columns
         )
     by_updated = order in (CharacterOrder.UPDATED_AT_DESC, CharacterOrder.UPDATED_AT_ASC)
     return make_page(
-        rows, size=size, after=key, order=_order_tag(order),
+        rows, size=size, after=key, order=_order_tag(order), with_cursors=with_cursors,
         sort_key=lambda c: (c.updated_at if by_updated else c.created_at, c.id),
     )
 

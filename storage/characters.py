@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypedDict
 from uuid import UUID
 
@@ -72,9 +73,37 @@ _STORED_IMAGE_KEYS = present_keys_column(
     alias="stored_image_keys",
 )
 
-COLUMNS = f"""c.id, c.user_id, c.name, c.description, c.appearance_tags, c.traits, c.persona, c.gender,
-    c.content_rating, c.scene_behavior_rules, c.image_url, c.reference_image_url, c.seed_locked, c.created_at,
-    c.updated_at, {_STORED_IMAGE_KEYS}"""
+# Each column's select-list expression, by Character attribute: a partial page picks from these fixed fragments.
+_COLUMN_SQL = {
+    "id": "c.id",
+    "user_id": "c.user_id",
+    "name": "c.name",
+    "description": "c.description",
+    "appearance_tags": "c.appearance_tags",
+    "traits": "c.traits",
+    "persona": "c.persona",
+    "gender": "c.gender",
+    "content_rating": "c.content_rating",
+    "scene_behavior_rules": "c.scene_behavior_rules",
+    "image_url": "c.image_url",
+    "reference_image_url": "c.reference_image_url",
+    "seed_locked": "c.seed_locked",
+    "created_at": "c.created_at",
+    "updated_at": "c.updated_at",
+    "stored_image_keys": _STORED_IMAGE_KEYS,
+}
+# Every column; a page may ask for fewer (list_page's ``columns``).
+ALL_COLUMNS = frozenset(_COLUMN_SQL)
+COLUMNS = ", ".join(_COLUMN_SQL.values())
+
+# Read as stored, except these (the same conversions as _character's).
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "appearance_tags": tuple,
+    "content_rating": ContentRating,
+    "stored_image_keys": frozenset,
+}
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 
 
 def _character(row: asyncpg.Record) -> Character:
@@ -96,6 +125,20 @@ def _character(row: asyncpg.Record) -> Character:
         updated_at=row["updated_at"],
         stored_image_keys=frozenset(row["stored_image_keys"]),
     )
+
+
+def _partial_character(row: asyncpg.Record) -> Character:
+    """A Character holding only the columns ``row`` has: the others are left unset (slots), so reading one
+    raises AttributeError (a loud bug) instead of giving a wrong value.
+
+    Built as the frozen dataclass's own ``__init__`` builds it (``object.__setattr__`` per field), with no
+    default filled in: a page costs one small object per row.
+    """
+    character = _new_object(Character)
+    for name, value in row.items():
+        convert = _CONVERT.get(name)
+        _set_attribute(character, name, value if convert is None else convert(value))
+    return character
 
 
 GET = f"SELECT {COLUMNS} FROM characters c WHERE c.id = $1 AND c.user_id = $2"
@@ -155,25 +198,49 @@ _FILTER = "c.user_id = $1 AND ($3::text IS NULL OR c.content_rating = $3)"
 _SEARCH = " AND c.name ILIKE $4"
 
 
-def _list_statement(order: CharacterOrder, *, search: bool, after: bool) -> str:
+def _list_statement(order: CharacterOrder, *, search: bool, after: bool, columns: str = COLUMNS) -> str:
     column, direction, compare = _ORDERS[order]
     first_key = 5 if search else 4
     keyset = f" AND ({column}, c.id) {compare} (${first_key}, ${first_key + 1})" if after else ""
     return f"""
-SELECT {COLUMNS} FROM characters c
+SELECT {columns} FROM characters c
 WHERE {_FILTER}{_SEARCH if search else ""}{keyset}
 ORDER BY {column} {direction}, c.id {direction}
 LIMIT $2
 """
 
 
-# Every statement list_page may run, made once from the fixed fragments above: no SQL is assembled from input.
+# Every full-row statement list_page may run, made once from the fixed fragments above: no SQL is assembled from
+# input.
 LIST = {
     (order, search, after): _list_statement(order, search=search, after=after)
     for order in CharacterOrder
     for search in (False, True)
     for after in (False, True)
 }
+
+# What a page always fetches, whatever was selected: the id and owner (signing's owner check), and the
+# order's time (cursors).
+_ALWAYS = frozenset({"id", "user_id"})
+_ORDER_COLUMNS = {
+    CharacterOrder.CREATED_AT_DESC: "created_at",
+    CharacterOrder.CREATED_AT_ASC: "created_at",
+    CharacterOrder.UPDATED_AT_DESC: "updated_at",
+    CharacterOrder.UPDATED_AT_ASC: "updated_at",
+}
+
+
+@lru_cache(maxsize=512)
+def partial_list_statement(order: CharacterOrder, search: bool, after: bool, columns: frozenset[str]) -> str:
+    """The statement for a page of only ``columns`` (plus what ordering and ownership need), from the fixed
+    fragments of ``_COLUMN_SQL`` in its order, so one column set is one statement text (one prepared statement
+    per connection). ValueError for a name that is no column: nothing but those fragments reaches the SQL."""
+    unknown = columns - ALL_COLUMNS
+    if unknown:
+        raise ValueError(f"not a character column: {sorted(unknown)}")
+    wanted = columns | _ALWAYS | {_ORDER_COLUMNS[order]}
+    select = ", ".join(sql for name, sql in _COLUMN_SQL.items() if name in wanted)
+    return _list_statement(order, search=search, after=after, columns=select)
 
 
 @translate_errors
@@ -185,16 +252,28 @@ async def list_page(
     after: tuple[datetime, UUID] | None = None,
     order: CharacterOrder = CharacterOrder.CREATED_AT_DESC,
     only: CharacterFilter = EVERY_CHARACTER,
+    columns: frozenset[str] = ALL_COLUMNS,
 ) -> list[Character]:
-    """The user's characters matching ``only``, in ``order``, after the given (time, id) key of that order."""
+    """The user's characters matching ``only``, in ``order``, after the given (time, id) key of that order.
+
+    With ``columns`` fewer than all, each Character holds only those (and id, user_id and the order's time):
+    see ``_partial_character``.
+    """
     pattern = only.name_pattern
-    statement = LIST[order, pattern is not None, after is not None]
+    partial = columns != ALL_COLUMNS
+    if partial:
+        statement = partial_list_statement(order, pattern is not None, after is not None, columns)
+    else:
+        statement = LIST[order, pattern is not None, after is not None]
     arguments: list[object] = [user_id, limit, only.content_rating]
     if pattern is not None:
         arguments.append(pattern)
     if after is not None:
         arguments += after
-    return [_character(row) for row in await connection.fetch(statement, *arguments)]
+    rows = await connection.fetch(statement, *arguments)
+    if partial:
+        return [_partial_character(row) for row in rows]
+    return [_character(row) for row in rows]
 
 
 COUNT = "SELECT count(*) FROM characters c WHERE c.user_id = $1 AND ($2::text IS NULL OR c.content_rating = $2)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -24,7 +24,7 @@ from resolvers.characters import (
     TRAITS_MAX,
 )
 from resolvers.images import check_ttl, signed_image
-from storage.characters import Character
+from storage.characters import ALL_COLUMNS, Character
 
 TTL_DESCRIPTION = (
     "Seconds the URL should last; at most, and by default, the bucket's TTL (user-library 24 h, workspace-temp 1 h)."
@@ -32,8 +32,44 @@ TTL_DESCRIPTION = (
 TtlSeconds = Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTION)]
 
 
+def _signed_image_url(
+    root: Character, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+) -> SignedUrlType | None:
+    return _sign(info, root, root.image_url, ttl_seconds)
+
+
+def _signed_reference_image_url(
+    root: Character, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+) -> SignedUrlType | None:
+    return _sign(info, root, root.reference_image_url, ttl_seconds)
+
+
+def _sign(
+    info: Info[Context, None], character: Character, reference: str | None, ttl_seconds: int | None
+) -> SignedUrlType | None:
+    signed = signed_image(
+        reference,
+        owner_id=character.user_id,
+        stored_keys=character.stored_image_keys,
+        signer=info.context.signer,
+        ttl=check_ttl(ttl_seconds),
+    )
+    return SignedUrlType.from_model(signed)
+
+
 @strawberry.type(name="Character", description="A roleplay character owned by the viewer.")
 class CharacterType:
+    """The GraphQL face of storage's ``Character`` row, which resolvers return as is: no second object per row.
+
+    Rows stay frozen dataclasses at the storage/ boundary and the GraphQL type stays here; the type's fields
+    carry the same Python names as the row's attributes, and strawberry resolves a field without resolver as
+    ``getattr(source, python_name)``. The few that differ are cheap: graphql-core's ID serializes a UUID as
+    ``str(uuid)``, a list field takes the row's tuple, the JSON scalar passes a dict through, and the enum is
+    the very class storage uses. The signed URLs are resolvers given the row as ``root``. CharacterType has no
+    interface, so strawberry gives it no ``is_type_of`` that would check the object's class. A row of a page
+    may hold only the selected columns (storage/characters.py ``_partial_character``).
+    """
+
     id: strawberry.ID = strawberry.field(description="The character's id (a UUID).")
     name: str = strawberry.field(description=f"1-{NAME_MAX} characters.")
     description: str = strawberry.field(
@@ -66,50 +102,55 @@ class CharacterType:
     updated_at: datetime = strawberry.field(
         description="When the character last changed (UTC), its image included."
     )
-    model: strawberry.Private[Character]
+    signed_image_url: SignedUrlType | None = strawberry.field(
+        resolver=_signed_image_url,
+        description="imageUrl as a URL to show: signed for our storage, as is for an external URL; "
+        "null when there is no image or its object is gone.",
+    )
+    signed_reference_image_url: SignedUrlType | None = strawberry.field(
+        resolver=_signed_reference_image_url,
+        description="referenceImageUrl as a URL to show, by the same rules as signedImageUrl.",
+    )
 
-    @strawberry.field(description="imageUrl as a URL to show: signed for our storage, as is for an external URL; "
-                      "null when there is no image or its object is gone.")
-    def signed_image_url(
-        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
-    ) -> SignedUrlType | None:
-        return self._sign(info, self.model.image_url, ttl_seconds)
+    @staticmethod
+    def from_model(character: Character) -> CharacterType:
+        """The row itself, typed as the GraphQL type it is resolved as (see the class docstring)."""
+        return cast(CharacterType, character)
 
-    @strawberry.field(description="referenceImageUrl as a URL to show, by the same rules as signedImageUrl.")
-    def signed_reference_image_url(
-        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
-    ) -> SignedUrlType | None:
-        return self._sign(info, self.model.reference_image_url, ttl_seconds)
 
-    def _sign(self, info: Info[Context, None], reference: str | None, ttl_seconds: int | None) -> SignedUrlType | None:
-        signed = signed_image(
-            reference,
-            owner_id=self.model.user_id,
-            stored_keys=self.model.stored_image_keys,
-            signer=info.context.signer,
-            ttl=check_ttl(ttl_seconds),
-        )
-        return SignedUrlType.from_model(signed)
+# The fields a page's rows must hold for each Character field a client may select, by GraphQL name
+# (graph/selections.py): storage fetches these columns and no others (plus id, owner and order time).
+CHARACTER_COLUMNS: dict[str, frozenset[str]] = {
+    "id": frozenset({"id"}),
+    "name": frozenset({"name"}),
+    "description": frozenset({"description"}),
+    "appearanceTags": frozenset({"appearance_tags"}),
+    "traits": frozenset({"traits"}),
+    "persona": frozenset({"persona"}),
+    "gender": frozenset({"gender"}),
+    "contentRating": frozenset({"content_rating"}),
+    "sceneBehaviorRules": frozenset({"scene_behavior_rules"}),
+    "imageUrl": frozenset({"image_url"}),
+    "referenceImageUrl": frozenset({"reference_image_url"}),
+    "seedLocked": frozenset({"seed_locked"}),
+    "createdAt": frozenset({"created_at"}),
+    "updatedAt": frozenset({"updated_at"}),
+    # The catalogue probe (stored_objects) runs only for these.
+    "signedImageUrl": frozenset({"user_id", "image_url", "stored_image_keys"}),
+    "signedReferenceImageUrl": frozenset({"user_id", "reference_image_url", "stored_image_keys"}),
+}
 
-    @classmethod
-    def from_model(cls, character: Character) -> CharacterType:
-        return cls(
-            model=character,
-            id=strawberry.ID(str(character.id)),
-            name=character.name,
-            description=character.description,
-            appearance_tags=list(character.appearance_tags),
-            traits=character.traits,
-            persona=character.persona,
-            gender=character.gender,
-            content_rating=character.content_rating,
-            scene_behavior_rules=_json_or_none(character.scene_behavior_rules),
-            image_url=character.image_url,
-            reference_image_url=character.reference_image_url,
-            seed_locked=character.seed_locked,
-            created_at=character.created_at,
-            updated_at=character.updated_at,
-        )
+
+def character_columns(node_fields: frozenset[str]) -> frozenset[str]:
+    """The Character attributes a page must fetch for ``node_fields``; every column for a field not known here
+    (a field added to the type and not to CHARACTER_COLUMNS still works, fetched in full)."""
+    columns: set[str] = set()
+    for field in node_fields:
+        needed = CHARACTER_COLUMNS.get(field)
+        if needed is None:
+            return ALL_COLUMNS
+        columns |= needed
+    return frozenset(columns)
 
 
 @strawberry.input(description="A new character. Name and description are required.")
@@ -177,10 +218,6 @@ class UpdateCharacterInput:
 
     def to_fields(self) -> dict[str, Any]:
         return _fields(self)
-
-
-def _json_or_none(value: dict[str, Any] | None) -> JSON | None:
-    return None if value is None else JSON(value)
 
 
 _INPUT_FIELDS = (

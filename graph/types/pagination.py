@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar, cast
 
 import strawberry
 
@@ -67,14 +67,37 @@ class Connection(Generic[Node]):
     @classmethod
     def from_page(cls, page: Page[Row], node: Callable[[Row], Node], *, counter: Counter) -> Connection[Node]:
         """``counter`` is called only when a client selects totalCount (strawberry resolves selected fields only)."""
-        edges = [Edge(cursor=cursor, node=node(item)) for item, cursor in zip(page.items, page.cursors, strict=True)]
+        cursors = page.cursors
+        edges: list[Edge[Node]]
+        if cursors is None:
+            edges = [cast("Edge[Node]", _EdgeWithoutCursor(node(item))) for item in page.items]
+        else:
+            edges = [Edge(cursor=cursor, node=node(item)) for item, cursor in zip(page.items, cursors, strict=True)]
         return cls(
             counter=counter,
             edges=edges,
             page_info=PageInfo(
                 has_next_page=page.has_next_page,
                 has_previous_page=page.has_previous_page,
-                start_cursor=page.cursors[0] if page.cursors else None,
-                end_cursor=page.cursors[-1] if page.cursors else None,
+                start_cursor=cursors[0] if cursors else None,
+                end_cursor=cursors[-1] if cursors else None,
             ),
         )
+
+
+class _EdgeWithoutCursor:
+    """An Edge of a page whose resolver knew no cursor is selected (graph/selections.py), so none was encoded.
+
+    graphql-core reads an object's fields by attribute, and Edge has no interface (strawberry gives it no
+    ``is_type_of``), so this slotted object serves as one. Should a cursor be read after all, that is a bug in
+    the selection summary: it fails loudly (an error on the field) instead of showing a wrong cursor.
+    """
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: object) -> None:
+        self.node = node
+
+    @property
+    def cursor(self) -> str:
+        raise RuntimeError("a cursor was read from a page built without cursors")
