@@ -14,7 +14,14 @@ from uuid import UUID
 
 from resolvers.errors import BadUserInput
 from resolvers.validation import check_storable, clean_external_url
-from storage.objects.paths import ExternalUrl, InvalidObjectPath, ObjectKey, parse_image_reference
+from storage.objects.paths import (
+    DEFAULT_BUCKET,
+    Bucket,
+    ExternalUrl,
+    InvalidObjectPath,
+    ObjectKey,
+    parse_image_reference,
+)
 from storage.objects.signing import SignedUrl, UrlSigner
 
 logger = logging.getLogger(__name__)
@@ -31,6 +38,11 @@ def signed_image(
     ttl: int | None = None,
 ) -> SignedUrl | None:
     """A URL a browser can load for ``reference`` (as kept in ``image_url``), or None."""
+    if reference is None or not reference.strip():
+        return None
+    known = _catalogued_key(reference, stored_keys)
+    if known is not None:  # a key we wrote: checked then, not parsed again
+        return signer.sign(known, ttl=ttl) if known.is_owned_by(owner_id) else None
     try:
         target = parse_image_reference(reference)
     except InvalidObjectPath as error:
@@ -43,6 +55,28 @@ def signed_image(
     if not target.is_owned_by(owner_id) or target.key not in stored_keys:
         return None
     return signer.sign(target, ttl=ttl)
+
+
+_BUCKETS = {bucket.value: bucket for bucket in Bucket}
+
+
+def _catalogued_key(reference: str, stored_keys: Collection[str]) -> ObjectKey | None:
+    """The key ``reference`` names when the catalog holds it, by ``parse_image_reference``'s reading; else None.
+
+    The catalog (storage/objects/catalog.py) records only objects a store wrote, and both stores run
+    ``check_path`` on every path they write (s3.py, local.py): a catalogued key's path passed it then and is
+    not checked again. An external URL never
+    matches (no key starts with "http"), nor a reference not catalogued, which then takes the full parse.
+    """
+    if not stored_keys:
+        return None
+    head, separator, rest = reference.partition("/")
+    bucket = _BUCKETS.get(head) if separator else None
+    if bucket is not None:
+        return ObjectKey(bucket, rest) if reference in stored_keys else None
+    if f"{DEFAULT_BUCKET.value}/{reference}" in stored_keys:
+        return ObjectKey(DEFAULT_BUCKET, reference)
+    return None
 
 
 def check_ttl(ttl_seconds: int | None) -> int | None:
