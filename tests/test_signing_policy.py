@@ -125,3 +125,21 @@ def test_tokens_carry_the_window_times(store: LocalObjectStore, clock: FakeClock
 def test_impossible_policies_are_refused(ttls: dict[Bucket, int], ratio: float) -> None:
     with pytest.raises(ValueError):
         SigningPolicy(ttl_seconds=ttls, window_ratio=ratio)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.0])
+def test_every_signature_carries_the_times_of_its_own_moment(
+    store: LocalObjectStore, clock: FakeClock, ratio: float
+) -> None:
+    # given: one signer, asked at moments going forward, back across windows, and with several TTLs
+    signer = signer_for(store, clock, ratio=ratio)
+    moments = [START, START + 1, START + 8640, START - 8640, START - 8640 + 3, START + 10 * 8640, START]
+    for moment in moments:
+        for key, ttl in ((KEY, None), (KEY, 600), (WORKSPACE_KEY, None), (WORKSPACE_KEY, 600)):
+            clock.now = moment
+            # when
+            signed = signer.sign(key, ttl=ttl)
+            # then: the expiry the window rules give for that moment, whatever was signed before
+            _, expires_at = signer.times(key.bucket, ttl)
+            assert signed.expires_at is not None
+            assert signed.expires_at.timestamp() == expires_at, (moment, key, ttl)

@@ -69,22 +69,57 @@ class UrlSigner:
         self._clock = clock
         self._url = lru_cache(maxsize=CACHE_SIZE)(store.sign)
         self._identity: Hashable = store.signing_identity()
+        # The current window of each (bucket, requested TTL): a page signs many URLs in one window, and
+        # each would otherwise work out the same times and expiry datetime again.
+        self._windows: dict[tuple[Bucket, int | None], _Window] = {}
 
     def sign(self, key: ObjectKey, *, ttl: int | None = None) -> SignedUrl:
         identity = self.store.signing_identity()
         if identity is not self._identity and identity != self._identity:
             self._url.cache_clear()
             self._identity = identity
-        issued_at, expires_at = self.times(key.bucket, ttl)
-        url = self._url(key.bucket, key.path, issued_at=issued_at, expires_at=expires_at)
-        return SignedUrl(url, datetime.fromtimestamp(expires_at, UTC))
+        now = int(self._clock())
+        window = self._windows.get((key.bucket, ttl))
+        if window is None or not window.start <= now < window.until:
+            window = self._window(key.bucket, ttl, now)
+        url = self._url(key.bucket, key.path, issued_at=window.issued_at, expires_at=window.expires_at)
+        return SignedUrl(url, window.expires)
+
+    def _window(self, bucket: Bucket, ttl: int | None, now: int) -> _Window:
+        issued_at, expires_at = self._times(bucket, ttl, now)
+        effective = self.policy.effective_ttl(bucket, ttl)
+        # A window shorter than a second (ratio 0) lasts the second it was made in.
+        length = max(self.policy.window(effective), 1)
+        start = now - now % length
+        window = _Window(start, start + length, issued_at, expires_at, datetime.fromtimestamp(expires_at, UTC))
+        if len(self._windows) >= MAX_WINDOWS:  # requested TTLs are the client's: keep the map bounded
+            self._windows.clear()
+        self._windows[bucket, ttl] = window
+        return window
 
     def times(self, bucket: Bucket, ttl: int | None) -> tuple[int, int]:
         """(issued_at, expires_at) for a URL signed now: both fixed for the whole window."""
+        return self._times(bucket, ttl, int(self._clock()))
+
+    def _times(self, bucket: Bucket, ttl: int | None, now: int) -> tuple[int, int]:
         effective = self.policy.effective_ttl(bucket, ttl)
         window = self.policy.window(effective)
-        now = int(self._clock())
         if window < 1:
             return now, now + effective
         start = now - now % window
         return start, start + window + effective
+
+
+# Distinct (bucket, requested TTL) windows a signer remembers at once.
+MAX_WINDOWS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """A signing window: every URL signed at a second in [start, until) gets these times."""
+
+    start: int
+    until: int
+    issued_at: int
+    expires_at: int
+    expires: datetime
