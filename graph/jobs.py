@@ -9,6 +9,7 @@ from strawberry.types import Info
 
 from graph.context import Context
 from graph.ids import JobId, parse_id, parse_optional_id
+from graph.selections import connection_selection
 from graph.types.enums import JobStatus
 from graph.types.job import GenerateCharacterPortraitInput, GenerateImageInput, JobType
 from graph.types.pagination import After, Connection, First
@@ -47,7 +48,10 @@ class JobQuery:
     ) -> Connection[JobType] | None:
         context = info.context
         viewer = context.require_viewer()
-        page = await jobs.list_jobs(context.pool, viewer, first=first, after=after, status=status)
+        page = await jobs.list_jobs(
+            context.pool, viewer, first=first, after=after, status=status,
+            with_cursors=connection_selection(info).needs_cursors,
+        )
         return Connection.from_page(
             page, JobType.from_model, counter=lambda: jobs.count_jobs(context.pool, viewer, status=status)
         )

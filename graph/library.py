@@ -9,6 +9,7 @@ from strawberry.types import Info
 
 from graph.context import Context
 from graph.ids import LibraryAssetId, parse_id
+from graph.selections import connection_selection
 from graph.types.assets import LibraryAssetType, WorkspaceAssetType
 from graph.types.enums import LibraryTab
 from graph.types.pagination import After, Connection, First
@@ -25,7 +26,9 @@ class LibraryQuery:
     ) -> Connection[WorkspaceAssetType] | None:
         context = info.context
         viewer = context.require_viewer()
-        page = await library.list_workspace_assets(context.pool, viewer, first=first, after=after)
+        page = await library.list_workspace_assets(
+            context.pool, viewer, first=first, after=after, with_cursors=connection_selection(info).needs_cursors
+        )
         return Connection.from_page(
             page, WorkspaceAssetType.from_model, counter=lambda: library.count_workspace_assets(context.pool, viewer)
         )
@@ -43,7 +46,10 @@ class LibraryQuery:
     ) -> Connection[LibraryAssetType] | None:
         context = info.context
         viewer = context.require_viewer()
-        page = await library.list_library_assets(context.pool, viewer, first=first, after=after, tab=tab)
+        page = await library.list_library_assets(
+            context.pool, viewer, first=first, after=after, tab=tab,
+            with_cursors=connection_selection(info).needs_cursors,
+        )
         return Connection.from_page(
             page,
             LibraryAssetType.from_model,

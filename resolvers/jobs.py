@@ -281,13 +281,20 @@ async def load_job_attempts(pool: asyncpg.Pool, viewer: Viewer, job_ids: Sequenc
 
 
 async def list_jobs(
-    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, status: JobStatus | None
+    pool: asyncpg.Pool,
+    viewer: Viewer,
+    *,
+    first: int | None,
+    after: str | None,
+    status: JobStatus | None,
+    with_cursors: bool = True,
 ) -> Page[Job]:
+    """A page of the viewer's jobs; ``with_cursors`` False when no cursor is shown."""
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
         rows = await jobs.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key, status=status)
-    return make_page(rows, size=size, after=key, sort_key=lambda job: job.sort_key)
+    return make_page(rows, size=size, after=key, sort_key=lambda job: job.sort_key, with_cursors=with_cursors)
 
 
 async def count_jobs(pool: asyncpg.Pool, viewer: Viewer, *, status: JobStatus | None) -> int:

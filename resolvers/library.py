@@ -27,23 +27,31 @@ LIBRARY_NOT_FOUND = "Library asset not found"
 
 
 async def list_workspace_assets(
-    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None
+    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, with_cursors: bool = True
 ) -> Page[WorkspaceAsset]:
+    """A page of the viewer's workspace images; ``with_cursors`` False when no cursor is shown."""
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
         rows = await workspace_assets.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key)
-    return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key)
+    return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key, with_cursors=with_cursors)
 
 
 async def list_library_assets(
-    pool: asyncpg.Pool, viewer: Viewer, *, first: int | None, after: str | None, tab: LibraryTab
+    pool: asyncpg.Pool,
+    viewer: Viewer,
+    *,
+    first: int | None,
+    after: str | None,
+    tab: LibraryTab,
+    with_cursors: bool = True,
 ) -> Page[LibraryAsset]:
+    """A page of the viewer's library in ``tab``; ``with_cursors`` False when no cursor is shown."""
     size = page_size(first)
     key = decode_cursor(after)
     async with acquire(pool) as connection:
         rows = await user_library.list_page(connection, user_id=viewer.user_id, limit=size + 1, after=key, tab=tab)
-    return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key)
+    return make_page(rows, size=size, after=key, sort_key=lambda asset: asset.sort_key, with_cursors=with_cursors)
 
 
 async def count_workspace_assets(pool: asyncpg.Pool, viewer: Viewer) -> int:
