@@ -65,8 +65,8 @@ def _catalogued_key(reference: str, stored_keys: Collection[str]) -> ObjectKey |
 
     The catalog (storage/objects/catalog.py) records only objects a store wrote, and both stores run
     ``check_path`` on every path they write (s3.py, local.py): a catalogued key's path passed it then and is
-    not checked again. An external URL never
-    matches (no key starts with "http"), nor a reference not catalogued, which then takes the full parse.
+    not checked again. An external URL never matches (its default-bucket form holds the empty segment of
+    "//", which ``check_path`` refuses, so no store wrote it); an uncatalogued reference takes the full parse.
     """
     if not stored_keys:
         return None
