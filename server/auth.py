@@ -16,6 +16,7 @@ learns at once that its token must be refreshed (see the README,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from server.json import json_response
 from server.jwks import KEY_TYPES, JwksConfig, SigningKeys
 from server.media_types import GRAPHQL_RESPONSE_JSON, response_media_type
 from server.request_errors import request_extensions, response_content_type
+from server.token_cache import Verified, VerifiedTokens
 from storage.objects.tokens import LEEWAY_SECONDS  # one clock-skew rule for bearer and object tokens
 
 ALGORITHM = "HS256"
@@ -77,13 +79,23 @@ class TokenVerifier:
     """Checks bearer tokens: the key their algorithm and ``kid`` name, expiry, audience, issuer, role.
 
     ``secret`` verifies HS256 tokens (None: they are refused); ``keys``
-    RS256 and ES256 ones (None: they are refused).
+    RS256 and ES256 ones (None: they are refused). Tokens accepted are kept
+    in ``verified`` (server/token_cache.py), so a client's next request with
+    the same token checks only its expiry and its key.
     """
 
-    def __init__(self, secret: str | None, settings: TokenSettings, keys: SigningKeys | None = None) -> None:
+    def __init__(
+        self,
+        secret: str | None,
+        settings: TokenSettings,
+        keys: SigningKeys | None = None,
+        *,
+        verified: VerifiedTokens | None = None,
+    ) -> None:
         self.secret = secret
         self.settings = settings
         self.keys = keys
+        self.verified = VerifiedTokens() if verified is None else verified
 
     async def __aenter__(self) -> TokenVerifier:
         """Fetch the JWKS, if there is one to fetch, before the app serves (server/app.py's lifespan)."""
@@ -103,6 +115,25 @@ class TokenVerifier:
         """
         if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise TokenError("token is malformed")
+        cached = self.verified.get(token)
+        if cached is not None:
+            if cached.kid is None or await self._key_unchanged(cached):
+                if self.verified.expired(cached):
+                    self.verified.discard(token)
+                    raise TokenError("token has expired")  # what the whole check says: nothing else changed
+                return cached.viewer
+            self.verified.discard(token)  # the key set changed since: checked again below against the new one
+        verified = await self._verify(token)
+        self.verified.put(token, verified)
+        return verified.viewer
+
+    async def _key_unchanged(self, cached: Verified) -> bool:
+        """Whether the key set still hands, for the entry's kid, the key object that verified it."""
+        assert self.keys is not None and cached.kid is not None  # an entry has a kid only when JWKS keys verified it
+        return await self.keys.key(cached.kid) is cached.key
+
+    async def _verify(self, token: str) -> Verified:
+        """The whole check: signature, claims and what they name; only its successes are cached."""
         try:
             # Read unverified only for its algorithm and key, and whether it names a user; the claims used are
             # verified below. One unverified decode gives both header and claims (two cost as much as the check).
@@ -138,7 +169,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             raise TokenError("token is malformed") from None
         if _names_no_user(claims):
-            return None
+            return _anonymous(claims, header.get("kid"), key)
         if claims.get("role", ROLE) != ROLE:  # issuers other than Supabase may set no role
             raise TokenError("token role must be 'authenticated' (or 'anon')")
         try:
@@ -154,7 +185,8 @@ class TokenVerifier:
             accepted_until = datetime.fromtimestamp(expiry, UTC) + timedelta(seconds=LEEWAY_SECONDS)
         except (OverflowError, OSError, ValueError):  # a signed exp past year 9999: no issuer of ours makes one
             raise TokenError("token expiry is out of range") from None
-        return Viewer(user_id=user_id, expires_at=accepted_until)
+        viewer = Viewer(user_id=user_id, expires_at=accepted_until)
+        return Verified(viewer, int(expiry) + LEEWAY_SECONDS, *_key_of(header.get("kid"), key))
 
     async def _key(self, algorithm: object, kid: object) -> jwt.PyJWK | str:
         """The one key that may verify a token of ``algorithm``: never the token's choice beyond that."""
@@ -174,6 +206,18 @@ class TokenVerifier:
         if key.algorithm_name != algorithm:  # an ES256 token naming an RSA key, say
             raise TokenError(f"token algorithm {algorithm} does not match its key")
         return key
+
+
+def _key_of(kid: object, key: jwt.PyJWK | str) -> tuple[str | None, jwt.PyJWK | None]:
+    """What a cache entry must find unchanged to be used: a JWKS key by kid; nothing for HS256's fixed secret."""
+    return (kid, key) if isinstance(key, jwt.PyJWK) and isinstance(kid, str) else (None, None)
+
+
+def _anonymous(claims: Mapping[str, Any], kid: object, key: jwt.PyJWK | str) -> Verified:
+    """A valid token naming no user; kept only until its exp like any other (never, when exp is no number)."""
+    expiry = claims["exp"]
+    numeric = isinstance(expiry, int | float) and not isinstance(expiry, bool)
+    return Verified(None, int(expiry) + LEEWAY_SECONDS if numeric else -math.inf, *_key_of(kid, key))
 
 
 def _names_no_user(claims: Mapping[str, Any]) -> bool:
