@@ -147,12 +147,13 @@ class CrossOrigin:
         if scope["type"] != "http" or not self._covers(scope):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        preflight = scope["method"] == "OPTIONS" and "access-control-request-method" in headers
-        if preflight and origin is not None and not self.cors.is_allowed_origin(origin):
-            await _refusal(origin)(scope, receive, send)
-            return
+        if scope["method"] == "OPTIONS":  # only a preflight is refused here: other requests read no header
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            preflight = "access-control-request-method" in headers
+            if preflight and origin is not None and not self.cors.is_allowed_origin(origin):
+                await _refusal(origin)(scope, receive, send)
+                return
         await self.cors(scope, receive, send)
 
     def _covers(self, scope: Scope) -> bool:

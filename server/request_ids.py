@@ -4,7 +4,9 @@ The rule (README: "Logs and request ids"): a request carrying exactly one
 ``X-Request-ID`` of 1-128 characters from ``A-Z a-z 0-9 . _ : -`` keeps it,
 so a proxy's or client's id follows the request through our logs; anything
 else (absent, empty, longer, other characters, sent twice) gets a fresh
-``uuid4().hex``. The characters allowed cannot break a log line or a header.
+one: 16 random bytes as 32 hex digits (a ``uuid4().hex``'s randomness at a
+fifth of its cost: no UUID object). The characters allowed cannot break a
+log line or a header.
 
 The id is set in a context variable for the request's task
 (observability/log_context.py), so every log line the request causes,
@@ -17,8 +19,8 @@ every operation it runs logs it; the handshake's response does not carry it.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,10 +34,15 @@ WELL_FORMED = re.compile(rb"[A-Za-z0-9._:-]{1,%d}" % MAX_LENGTH)
 
 def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The client's id when it sent exactly one well-formed ``X-Request-ID``; else a new one."""
-    sent = [value for name, value in headers if name == HEADER]
-    if len(sent) == 1 and WELL_FORMED.fullmatch(sent[0]):
-        return sent[0].decode("ascii")
-    return uuid.uuid4().hex
+    sent: bytes | None = None
+    for name, value in headers:
+        if name == HEADER:
+            if sent is not None:  # sent twice: neither is the request's
+                return os.urandom(16).hex()
+            sent = value
+    if sent is not None and WELL_FORMED.fullmatch(sent):
+        return sent.decode("ascii")
+    return os.urandom(16).hex()
 
 
 class RequestIds:
