@@ -26,6 +26,7 @@ lines; neither has the wildcard rule above.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -35,6 +36,10 @@ SERVED = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8, {JSON}; charset=utf-8"
 # The header values longer than this are not parsed (they cannot name more than the two types usefully): the
 # RequestLimits and header caps bound it already; this bounds the work of a pathological one further.
 MAX_RANGES = 64
+# A client sends the same Accept on every request: the choice for the most recent values of up to this many
+# characters is kept (at most CHOICES_KEPT of them, the least recently used dropped), the parse costing ~4 us.
+CACHED_ACCEPT_CHARS = 256
+CHOICES_KEPT = 256
 
 
 class _Match(NamedTuple):
@@ -47,6 +52,17 @@ class _Match(NamedTuple):
 
 def response_media_type(accept: str | None) -> str | None:
     """``GRAPHQL_RESPONSE_JSON`` or ``JSON`` for an ``Accept`` header value; ``None`` when it admits neither."""
+    if accept is not None and len(accept) <= CACHED_ACCEPT_CHARS:
+        return _kept_choice(accept)
+    return _choice(accept)
+
+
+@lru_cache(maxsize=CHOICES_KEPT)
+def _kept_choice(accept: str) -> str | None:
+    return _choice(accept)
+
+
+def _choice(accept: str | None) -> str | None:
     if accept is None or not accept.strip():
         return GRAPHQL_RESPONSE_JSON
     ranges = [_media_range(part) for part in accept.split(",", MAX_RANGES)[:MAX_RANGES] if part.strip()]
