@@ -1,11 +1,11 @@
 """Counting GraphQL operations and the error codes they answer with (graph/operation_metrics.py).
 
-Called from the hooks of the schema's one extension (graph/schema.py:
-``LimitedCachedDocuments``), not from an extension of its own: strawberry
-sets up every extension for each of an operation's four stages, and a
-second one cost a query about 100 more Python calls than these hooks do (bench/metrics_overhead.py).
-Counting runs once per operation, never per field; for a subscription
-``executed`` wraps only its start, so an idle subscriber keeps nothing of it.
+Called from the schema's stages (graph/schema.py: ``LimitedCachedDocuments``,
+run by graph/stages.py), not from an extension of its own: strawberry sets up
+every extension for each of an operation's four stages, and a second one cost
+a query about 100 more Python calls (bench/metrics_overhead.py). Counting runs
+once per operation, never per field; for a subscription the execution stage
+is only its start, so an idle subscriber keeps nothing of it.
 
 Only an operation that parsed and validated is named (its operationName, or
 ``anonymous``); a refused one is counted as ``other``/``refused``, so a
@@ -15,14 +15,14 @@ server caps the distinct names besides (server/metrics.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from graph.context import Context
 from graph.operation_metrics import ANONYMOUS, ERROR, OK, REFUSED, SUBSCRIBED, UNNAMED_REFUSAL
+
+SUBSCRIPTION = OperationType.SUBSCRIPTION.value
 
 
 def record_errors(errors: list[GraphQLError], context: object) -> None:
@@ -36,17 +36,21 @@ def record_refusal(execution: ExecutionContext) -> None:
     _record(execution, UNNAMED_REFUSAL, _type(execution), REFUSED)
 
 
-def executed(execution: ExecutionContext) -> Iterator[None]:
-    """Wraps the execution of a validated operation (``yield from`` in ``on_execute``) and counts its outcome."""
-    outcome = ERROR
-    try:
-        yield
-        if execution.operation_type is OperationType.SUBSCRIPTION:
-            outcome = SUBSCRIBED
-        elif execution.result is not None and not execution.result.errors:
-            outcome = OK
-    finally:
-        _record(execution, execution.operation_name or ANONYMOUS, _type(execution), outcome)
+def record_execution(execution: ExecutionContext, *, failed: bool) -> None:
+    """A validated operation's execution ended (``failed``: it raised): counted with its outcome."""
+    context = execution.context
+    if not isinstance(context, Context):
+        return
+    operation_type = _type(execution)
+    if failed:
+        outcome = ERROR
+    elif operation_type == SUBSCRIPTION:
+        outcome = SUBSCRIBED
+    elif execution.result is not None and not execution.result.errors:
+        outcome = OK
+    else:
+        outcome = ERROR
+    context.metrics.operation(execution.operation_name or ANONYMOUS, operation_type, outcome)
 
 
 def _type(execution: ExecutionContext) -> str:

@@ -11,7 +11,7 @@ and ``MAX_INTROSPECTION`` of introspection (graph/result_size.py). GraphiQL's in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable
 from functools import cache
 from typing import Any
 
@@ -31,6 +31,7 @@ from graphql import (
 )
 from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import (
     DEFAULT_ALLOWED_OPERATION_TYPES,
@@ -49,10 +50,11 @@ from graph.document_cost import Limits, count, document_too_long, measure, over_
 from graph.errors import as_validation_error, log_and_format_errors, with_request_id
 from graph.jobs import JobMutation, JobQuery
 from graph.library import LibraryMutation, LibraryQuery
-from graph.operation_count import executed, record_errors, record_refusal
+from graph.operation_count import record_errors, record_execution, record_refusal
 from graph.plans import PlanCache
 from graph.plans.strawberry_fields import basic_fields
 from graph.result_size import ListBounds, estimate_results, introspection_averages, introspection_bounds
+from graph.stages import StageRunner, Stages
 from graph.subscriptions import Subscription
 from graph.variable_bounds import check_variables
 from graph.viewer import ViewerQuery
@@ -122,87 +124,88 @@ SUBSCRIPTION_NEEDS_WEBSOCKET = (
 )
 
 
-class LimitedCachedDocuments(SchemaExtension):
+class LimitedCachedDocuments:
     """Parse under ``MAX_TOKENS``, refuse documents over the cost limits, validate; each through a shared LRU cache.
 
+    The schema's ``Stages`` (graph/stages.py): strawberry's runner calls them
+    around its parse, validation and execution, with no extension machinery.
     The cost (graph/document_cost.py) is measured before validation, in one
     pass that measures each fragment once, so no validator ever sees a
     document whose fragments expand past the limits. Repeated documents (every
     client sends the same few) skip parsing, measuring and validation.
-    Strawberry validates in its own step, between this hook's two halves: on a
-    cache hit, or a document over the limits, the hook hands it the errors
-    (``pre_execution_errors``, which makes strawberry skip validation), and on
-    a miss it keeps what strawberry found. Variables too big to coerce
-    (graph/variable_bounds.py) are refused in the same place, uncached. This does in two hooks what
-    strawberry's MaxTokensLimiter, ParserCache and ValidationCache do in three
-    extensions; two of those hook ``on_operation``, which stays open as long as
-    a subscription lives: about 1.5 KB per idle subscriber.
+    Strawberry validates in its own step, between ``validating`` and
+    ``validated``: on a cache hit, or a document over the limits, the first
+    hands it the errors (``pre_execution_errors``, which makes strawberry skip
+    validation), and on a miss the second keeps what strawberry found.
+    Variables too big to coerce (graph/variable_bounds.py) are refused in the
+    same place, uncached. This does what strawberry's MaxTokensLimiter,
+    ParserCache and ValidationCache do in three extensions; two of those hook
+    ``on_operation``, which stays open as long as a subscription lives: about
+    1.5 KB per idle subscriber.
 
-    Its hooks also count each operation for the metrics, refused or executed
-    (graph/operation_count.py): in this extension's hooks rather than an
-    extension of its own, which strawberry would set up four times per operation.
+    It also counts each operation for the metrics, refused or executed
+    (graph/operation_count.py), once per operation, never per field.
     """
 
     documents = DocumentCache(CACHED_DOCUMENT_CHARS)
 
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        context.parse_options["max_tokens"] = MAX_TOKENS
+    def parsing(self, execution: ExecutionContext) -> None:
+        execution.parse_options["max_tokens"] = MAX_TOKENS
         # On a syntax error strawberry parses it again, where the failure becomes the
-        # client's error (one raised in a hook would escape).
+        # client's error (one raised here would escape).
         # (a longer one strawberry parses itself, uncached, under the same token limit; one over
-        # MAX_DOCUMENT_CHARS is then refused in on_validate)
-        query = context.query or ""
+        # MAX_DOCUMENT_CHARS is then refused in validating)
+        query = execution.query or ""
         if len(query) <= MAX_CACHED_DOCUMENT_CHARS:
             with contextlib.suppress(GraphQLError):
-                context.graphql_document = self.documents.parse(query, max_tokens=MAX_TOKENS)
-        try:
-            yield
-        finally:
-            if context.graphql_document is None:  # strawberry's parse raised: a syntax error, too many tokens
-                record_refusal(context)
+                execution.graphql_document = self.documents.parse(query, max_tokens=MAX_TOKENS)
 
-    def on_validate(self) -> Iterator[None]:
-        yield from self._validate()
-        if self.execution_context.pre_execution_errors:
-            record_refusal(self.execution_context)
+    def parsed(self, execution: ExecutionContext) -> None:
+        if execution.graphql_document is None:  # strawberry's parse raised: a syntax error, too many tokens
+            record_refusal(execution)
 
-    def on_execute(self) -> Iterator[None]:
-        yield from executed(self.execution_context)
-
-    def _validate(self) -> Iterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        if document is None or context.pre_execution_errors is not None:
-            yield
-            return
-        too_big = document_too_long(context.query or "", MAX_DOCUMENT_CHARS) or check_variables(
-            context.variables, document
-        )
+    def validating(self, execution: ExecutionContext) -> int:
+        document = execution.graphql_document
+        if document is None or execution.pre_execution_errors is not None:
+            return _NOTHING_TO_KEEP
+        query = execution.query or ""
+        too_big = document_too_long(query, MAX_DOCUMENT_CHARS) or check_variables(execution.variables, document)
         if too_big is not None:
-            context.pre_execution_errors = [too_big]  # refused before it could fill the caches: never cached
-            yield
-            return
-        query = context.query or ""
+            execution.pre_execution_errors = [too_big]  # refused before it could fill the caches: never cached
+            return _NOTHING_TO_KEEP
         cached = len(query) <= MAX_CACHED_DOCUMENT_CHARS
-        context.pre_execution_errors = self.documents.errors(query) if cached else None
-        if context.pre_execution_errors is None:
-            context.pre_execution_errors = (
-                over_limits(measure(document), LIMITS)
-                or results_over_limit(document, context.schema)
-                or counts_over_limit(document, MAX_TOTAL_COUNTS, MAX_SEARCHES)
-                or None
-            )
-        validated_now = context.pre_execution_errors is None
-        yield
-        errors = context.pre_execution_errors
-        if errors is not None:
-            if validated_now:
+        if cached and (known := self.documents.errors(query)) is not None:
+            execution.pre_execution_errors = known
+            return _NOTHING_TO_KEEP  # a hit: the cache holds these errors already
+        execution.pre_execution_errors = (
+            over_limits(measure(document), LIMITS)
+            or results_over_limit(document, execution.schema)
+            or counts_over_limit(document, MAX_TOTAL_COUNTS, MAX_SEARCHES)
+            or None
+        )
+        step = _VALIDATED_NOW if execution.pre_execution_errors is None else 0
+        return step | _KEEP if cached else step
+
+    def validated(self, execution: ExecutionContext, step: int) -> None:
+        errors = execution.pre_execution_errors
+        if errors is not None and step:
+            if step & _VALIDATED_NOW:
                 # In place: strawberry returns this very list. Coded here, where they are known to be
                 # validation errors ("Variable '$x' is never used." is one; a variable's bad value is not).
                 errors[:] = [as_validation_error(error) for error in errors]
-            if cached:
-                self.documents.put_errors(query, errors)
+            if step & _KEEP:
+                self.documents.put_errors(execution.query or "", errors)
+        if errors:
+            record_refusal(execution)
+
+    def executed(self, execution: ExecutionContext, *, failed: bool) -> None:
+        record_execution(execution, failed=failed)
+
+
+# What ``LimitedCachedDocuments.validated`` does with what validation found (flags of ``validating``'s step).
+_NOTHING_TO_KEEP = 0
+_VALIDATED_NOW = 1  # strawberry validated it: its errors are validation errors
+_KEEP = 2  # a cacheable document, not found in the cache: keep the errors found
 
 
 def validated(query: str) -> bool:
@@ -368,6 +371,17 @@ class PortraitsExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 
 class PortraitsSchema(strawberry.Schema):
+    """Strawberry's schema with our stages (``LimitedCachedDocuments``), request errors and error formatting."""
+
+    # What the schema does at each stage of every operation (graph/stages.py).
+    stages: Stages = LimitedCachedDocuments()
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        """Strawberry's runner with ``stages`` run first in and last out of every stage (graph/stages.py)."""
+        return StageRunner(execution_context, extensions, self.stages)
+
     async def execute(
         self,
         query: str | None,
@@ -435,13 +449,12 @@ class PortraitsSchema(strawberry.Schema):
             record_errors(errors, execution_context.context)
 
 
-# A named operation starts with one of these words: a document holding fewer than two holds at most one operation
-# that clients can name (an anonymous one beside others fails validation), and is never parsed twice here.
-_OPERATION_KEYWORDS = ("query", "mutation", "subscription")
-
-
 def several_operations_unnamed(query: str | None, operation_name: str | None) -> GraphQLError | None:
     """The request error of a document holding several operations sent without ``operationName``.
+
+    A named operation starts with ``query``, ``mutation`` or ``subscription``: a document holding fewer than two
+    of these words holds at most one operation that clients can name (an anonymous one beside others fails
+    validation), and is never parsed here.
 
     The GraphQL spec's GetOperation() raises then; strawberry's execution
     context instead picks the document's first operation and graphql-core
@@ -452,7 +465,7 @@ def several_operations_unnamed(query: str | None, operation_name: str | None) ->
     """
     if operation_name is not None or not query or len(query) > MAX_DOCUMENT_CHARS:
         return None
-    if sum(query.count(keyword) for keyword in _OPERATION_KEYWORDS) < 2:
+    if query.count("query") + query.count("mutation") + query.count("subscription") < 2:
         return None
     try:
         document = LimitedCachedDocuments.documents.parse(query, max_tokens=MAX_TOKENS)
@@ -489,13 +502,13 @@ async def _refused_stream(error: GraphQLError) -> AsyncGenerator[PreExecutionErr
 
 
 def build_schema(extensions: Iterable[type[SchemaExtension]] = (), **kwargs: Any) -> PortraitsSchema:
-    """The schema, with ``extensions`` after our own ``LimitedCachedDocuments``."""
+    """The schema, with ``extensions`` run inside our own stages (``LimitedCachedDocuments``)."""
     return PortraitsSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PortraitsExecutionContext,
-        extensions=[LimitedCachedDocuments, *extensions],
+        extensions=list(extensions),
         **kwargs,
     )
 

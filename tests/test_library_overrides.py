@@ -23,6 +23,8 @@ import uvicorn
 from graphql.execution import Executor
 from graphql.execution import collect_fields as graphql_collect_fields
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.extensions.context import ExtensionContextManagerBase, StreamResultContextManager
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
@@ -80,6 +82,30 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     ("strawberry Schema.get_field_for_type", strawberry.Schema.get_field_for_type, "4db4a96d89eeba86"),
     # PortraitsSchema.execute wraps this one and passes its arguments through.
     ("strawberry Schema.execute", strawberry.Schema.execute, "a4b76c96d614f4d0"),
+    # PortraitsSchema.create_extensions_runner replaces this with graph/stages.py's StageRunner, which subclasses the
+    # runner and replaces its stage methods; its stage managers subclass strawberry's and call these base methods
+    # (and StreamResultContextManager's constructor) for the schema's other extensions.
+    (
+        "strawberry Schema.create_extensions_runner",
+        strawberry.Schema.create_extensions_runner,
+        "ee54557db9341b39",
+    ),
+    ("strawberry SchemaExtensionsRunner.__init__", SchemaExtensionsRunner.__init__, "597f6a751bc826ab"),
+    ("strawberry SchemaExtensionsRunner.operation", SchemaExtensionsRunner.operation, "dd42fae9326ecc07"),
+    ("strawberry SchemaExtensionsRunner.parsing", SchemaExtensionsRunner.parsing, "b8605ffb6ff8b4cf"),
+    ("strawberry SchemaExtensionsRunner.validation", SchemaExtensionsRunner.validation, "1b824d77ebba8b8a"),
+    ("strawberry SchemaExtensionsRunner.executing", SchemaExtensionsRunner.executing, "5aaed1634162e822"),
+    (
+        "strawberry SchemaExtensionsRunner.on_stream_result",
+        SchemaExtensionsRunner.on_stream_result,
+        "52056f5cfda7959a",
+    ),
+    ("strawberry ExtensionContextManagerBase.__init__", ExtensionContextManagerBase.__init__, "00f00d1e57c37cb8"),
+    ("strawberry ExtensionContextManagerBase.__enter__", ExtensionContextManagerBase.__enter__, "77161a8d9f98bd89"),
+    ("strawberry ExtensionContextManagerBase.__exit__", ExtensionContextManagerBase.__exit__, "fbaa8de566230506"),
+    ("strawberry ExtensionContextManagerBase.__aenter__", ExtensionContextManagerBase.__aenter__, "c7058e93f7f81f94"),
+    ("strawberry ExtensionContextManagerBase.__aexit__", ExtensionContextManagerBase.__aexit__, "cdd9e64136a6c76a"),
+    ("strawberry StreamResultContextManager.__init__", StreamResultContextManager.__init__, "e9dad8d707275777"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
     # PortraitsSchema.stream refuses a multi-operation document sent without operationName, else passes through.
     ("strawberry Schema.stream", strawberry.Schema.stream, "e62e57ab6ead5652"),
@@ -182,6 +208,9 @@ def test_our_overrides_keep_the_library_signatures() -> None:
     )
     assert inspect.signature(PortraitsSchema.stream).parameters.keys() == (
         inspect.signature(strawberry.Schema.stream).parameters.keys()
+    )
+    assert inspect.signature(PortraitsSchema.create_extensions_runner).parameters.keys() == (
+        inspect.signature(strawberry.Schema.create_extensions_runner).parameters.keys()
     )
     for name in ("get_sub_response", "process_result", "create_response", "execute_operation"):
         assert inspect.signature(getattr(PortraitsGraphQL, name)).parameters.keys() == (
