@@ -146,15 +146,19 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         self.persisted = PersistedQueries(settings.persisted_documents, introspection=settings.graphiql)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        # The lifespan's state, as the server hands every request a copy of it (the ASGI scope's "state"), read
+        # as it is rather than through Starlette's ``request.state`` wrapper.
+        state: State = request.scope["state"]
+        settings = self.settings
         return Context(
             request=request,
             response=response,
-            pool=request.state.pool,
-            signer=request.state.signer,
-            objects=request.state.objects,
-            job_policy=self.settings.job_policy,
-            subscription_limits=self.settings.subscription_limits,
-            events=request.state.events,
+            pool=state["pool"],
+            signer=state["signer"],
+            objects=state["objects"],
+            job_policy=settings.job_policy,
+            subscription_limits=settings.subscription_limits,
+            events=state["events"],
             viewer=viewer_of(request),
             metrics=self.metrics,
             plans=self.plans,
@@ -214,8 +218,11 @@ class PortraitsGraphQL(GraphQL[Context, None]):
         return graphql_request.request_from_body(request.content_type, await request.get_body())
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
-        """Strawberry's, carrying the media type the answer will have (server/media_types.py) to ``create_response``."""
-        sub_response = await super().get_sub_response(request)
+        """Strawberry's (a Response with no status and no header yet, for resolvers to add theirs), carrying the
+        media type the answer will have (server/media_types.py) to ``create_response``."""
+        sub_response = Response()
+        sub_response.status_code = None  # type: ignore[assignment]  # (strawberry's: None until a resolver sets one)
+        sub_response.raw_headers = []  # (Response() gave it a content-length, which strawberry's deletes)
         sub_response.media_type = _media_type_of(request)
         if isinstance(request, Request) and request.method == "GET":
             sub_response.headers.update(get_cache_headers(
@@ -235,13 +242,18 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
     ) -> Response:
-        """Strawberry's answer in the negotiated media type: application/graphql-response+json answers a body
-        without ``data`` (a request error) with a 4xx (server/request_errors.py), unless a resolver set a status."""
-        response = super().create_response(response_data, sub_response)
+        """Strawberry's answer (the body encoded, the sub-response's headers, background and status) in the
+        negotiated media type: application/graphql-response+json answers a body without ``data`` (a request
+        error) with a 4xx (server/request_errors.py), unless a resolver set a status."""
+        media_type = sub_response.media_type or JSON
+        response = Response(self.encode_json(response_data), media_type=response_content_type(media_type))
+        response.raw_headers.extend(sub_response.raw_headers)
+        if sub_response.background:
+            response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
         if isinstance(response_data, dict) and response_data.get("errors"):
             response.headers["cache-control"] = with_errors(response.headers.get("cache-control"))
-        media_type = sub_response.media_type or JSON
-        response.headers["content-type"] = response_content_type(media_type)
         response.headers.add_vary_header("Accept")  # a cache (a CDN keeping GETs) must not serve one type for the other
         if (
             media_type == GRAPHQL_RESPONSE_JSON
@@ -263,11 +275,16 @@ class PortraitsGraphQL(GraphQL[Context, None]):
     ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
         """A persisted query's document looked up (or refused) first; a new one kept once it has validated."""
         assert isinstance(request_data, GraphQLRequestData)  # parse_http_body refuses batches
-        resolved = await self.persisted.resolve(request_data, context.pool)
+        persisted = self.persisted
+        if not persisted.concerns(request_data):
+            return await super().execute_operation(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+        resolved = await persisted.resolve(request_data, context.pool)
         result = await super().execute_operation(
             request, request_adapter, resolved.request, context, root_value, sub_response
         )
-        await self.persisted.keep_if_valid(resolved, context.pool)
+        await persisted.keep_if_valid(resolved, context.pool)
         return result
 
     def decode_json(self, data: str | bytes) -> object:

@@ -82,6 +82,13 @@ class PersistedQueries:
         self.introspection = introspection
         self.store = PersistedStore(registered_only=config.mode == PERSISTED_REGISTERED, max_automatic=config.max_count)
 
+    def concerns(self, request: GraphQLRequestData) -> bool:
+        """Whether ``resolve`` has anything to do for ``request``: it carries a ``persistedQuery``, or only
+        registered documents run. Otherwise the request runs as it came, and nothing is kept."""
+        return self.mode == PERSISTED_REGISTERED or (
+            request.extensions is not None and EXTENSION in request.extensions
+        )
+
     async def resolve(self, request: GraphQLRequestData, pool: asyncpg.Pool) -> Resolved:
         """The request with its document; raises ``RequestRefused`` with the code the client acts on."""
         extension = (request.extensions or {}).get(EXTENSION)

@@ -110,9 +110,10 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     # PortraitsSchema.stream refuses a multi-operation document sent without operationName, else passes through.
     ("strawberry Schema.stream", strawberry.Schema.stream, "e62e57ab6ead5652"),
     # server/app.py: PortraitsGraphQL answers in the negotiated media type (server/media_types.py): get_sub_response
-    # carries it on strawberry's sub-response, process_result drops a request error's data, create_response sets the
-    # Content-Type (over strawberry's application/json) and a request error's 4xx unless a resolver set a status;
-    # run asks should_render_graphql_ide and is_request_allowed before answering 406.
+    # makes strawberry's sub-response (no status, no header) carrying it, process_result drops a request error's
+    # data, create_response answers as strawberry's does (body, the sub-response's headers, background and status)
+    # with that Content-Type and a request error's 4xx unless a resolver set a status; run asks
+    # should_render_graphql_ide and is_request_allowed before answering 406.
     ("strawberry GraphQL.get_sub_response", GraphQL.get_sub_response, "dce070c34227fdbc"),
     ("strawberry GraphQL.process_result", GraphQL.process_result, "e51c08852da07fca"),
     ("strawberry GraphQL.create_response", GraphQL.create_response, "c3e2be21da60675b"),
