@@ -65,9 +65,9 @@ class CharacterQuery:
             context.pool, viewer, first=first, after=after, order=order_by, only=only,
             columns=character_columns(selection.node_fields), with_cursors=selection.needs_cursors,
         )
-        return Connection.from_page(
+        return Connection.from_nodes(
+            CharacterType.from_models(page.items),
             page,
-            CharacterType.from_model,
             counter=lambda: characters.count_characters(context.pool, viewer, only=only),
         )
 

@@ -204,6 +204,24 @@ async def test_a_partial_row_holds_only_what_was_fetched(pool: asyncpg.Pool, ali
     assert full.content_rating is ContentRating.SFW and full.appearance_tags == ("tag",)
 
 
+async def test_a_partial_row_holds_its_columns_as_a_full_row_does(pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+    # given a character with tags, a rating and an image
+    await insert(pool, alice, "a")
+    every_column_but_one = characters.ALL_COLUMNS - {"description"}
+    # when a page of every column but one is read, beside a full one
+    async with acquire(pool) as connection:
+        (row,) = await characters.list_page(connection, user_id=alice, limit=5, columns=every_column_but_one)
+        (full,) = await characters.list_page(connection, user_id=alice, limit=5)
+    # then each column the partial row holds is the full row's, converted the same way (tuple, enum, frozenset)
+    assert {name: getattr(row, name) for name in every_column_but_one} == {
+        name: getattr(full, name) for name in every_column_but_one
+    }
+    assert type(row.appearance_tags) is tuple and row.content_rating is ContentRating.SFW
+    assert type(row.stored_image_keys) is frozenset
+    with pytest.raises(AttributeError):
+        _ = row.description
+
+
 def test_a_partial_statement_takes_only_known_columns() -> None:
     with pytest.raises(ValueError, match="not a character column"):
         partial_list_statement(CharacterOrder.CREATED_AT_DESC, False, False, frozenset({"name; DROP TABLE x"}))

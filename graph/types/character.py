@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, cast
 
@@ -67,7 +68,7 @@ class CharacterType:
     ``str(uuid)``, a list field takes the row's tuple, the JSON scalar passes a dict through, and the enum is
     the very class storage uses. The signed URLs are resolvers given the row as ``root``. CharacterType has no
     interface, so strawberry gives it no ``is_type_of`` that would check the object's class. A row of a page
-    may hold only the selected columns (storage/characters.py ``_partial_character``).
+    may hold only the selected columns (storage/characters.py ``partial_characters``).
     """
 
     id: strawberry.ID = strawberry.field(description="The character's id (a UUID).")
@@ -116,6 +117,11 @@ class CharacterType:
     def from_model(character: Character) -> CharacterType:
         """The row itself, typed as the GraphQL type it is resolved as (see the class docstring)."""
         return cast(CharacterType, character)
+
+    @staticmethod
+    def from_models(characters: Sequence[Character]) -> Sequence[CharacterType]:
+        """The rows themselves, as ``from_model`` (a page's items: ``Connection.from_nodes``)."""
+        return cast("Sequence[CharacterType]", characters)
 
 
 # The fields a page's rows must hold for each Character field a client may select, by GraphQL name

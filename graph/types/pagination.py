@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Generic, TypeVar, cast
 
 import strawberry
@@ -66,13 +66,20 @@ class Connection(Generic[Node]):
 
     @classmethod
     def from_page(cls, page: Page[Row], node: Callable[[Row], Node], *, counter: Counter) -> Connection[Node]:
-        """``counter`` is called only when a client selects totalCount (strawberry resolves selected fields only)."""
+        """``node`` makes each item's GraphQL object; ``counter`` is called only when a client selects totalCount
+        (strawberry resolves selected fields only)."""
+        return cls.from_nodes(list(map(node, page.items)), page, counter=counter)
+
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[Node], page: Page[Row], *, counter: Counter) -> Connection[Node]:
+        """``page`` with ``nodes`` as its items' GraphQL objects (its items themselves, for a type that resolves
+        straight from storage's rows), each edge made in one pass over them."""
         cursors = page.cursors
         edges: list[Edge[Node]]
         if cursors is None:
-            edges = [cast("Edge[Node]", _EdgeWithoutCursor(node(item))) for item in page.items]
+            edges = cast("list[Edge[Node]]", list(map(_EdgeWithoutCursor, nodes)))
         else:
-            edges = [Edge(cursor=cursor, node=node(item)) for item, cursor in zip(page.items, cursors, strict=True)]
+            edges = [Edge(cursor=cursor, node=node) for node, cursor in zip(nodes, cursors, strict=True)]
         return cls(
             counter=counter,
             edges=edges,
