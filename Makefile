@@ -59,6 +59,7 @@ schema: $(VENV)/.installed
 # Prints figures (not a test): URL signing costs, the list query plain and with signedImageUrl on Portraits, its
 # hand-written endpoint and PostGraphile (installed with npm into ~/.cache/portraits-bench when node is present) in
 # interleaved rounds, with CPU per request, then one character by id, { __typename } and a subscription event;
+# what a request costs around its execution, stage by stage, in process;
 # jobs/s and per-job overhead through one generation worker, then 50 jobs at a time against fake fal and Replicate
 # servers taking 2 s each, webhooks off and on (provider finished -> job completed, requests per job; the fakes are
 # imported from tests/, hence PYTHONPATH), then 10,000 idle subscribers on one server process: memory per subscriber
@@ -71,6 +72,7 @@ schema: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_urls.py
 	$(BIN)/python bench/reads.py
+	$(BIN)/python bench/request_overhead.py
 	$(BIN)/python bench/generation.py
 	PYTHONPATH=. $(BIN)/python bench/generation.py --remote
 	$(BIN)/python bench/subscriptions.py
