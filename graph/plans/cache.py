@@ -12,7 +12,9 @@ from graphql.execution import Executor
 
 from graph.plans.collect import Unsupported
 from graph.plans.compile import BasicFields
+from graph.plans.generate import MAX_SOURCE, Generator
 from graph.plans.plan import Plan
+from graph.plans.runtime import KnownTypes
 
 DEFAULT_MAX_PLANS = 256
 
@@ -30,6 +32,9 @@ class PlanStats:
     unsupported: int = 0
     planned: int = 0
     fallback: int = 0
+    # Objects' selection sets compiled into generated code, and left to closures by a plan's budget of source.
+    generated: int = 0
+    over_budget: int = 0
 
 
 @dataclass
@@ -46,14 +51,35 @@ class PlanCache:
     An operation the plans do not support is remembered as such (``None``), so it is tried once.
     """
 
-    def __init__(self, max_plans: int = DEFAULT_MAX_PLANS) -> None:
+    def __init__(
+        self,
+        max_plans: int = DEFAULT_MAX_PLANS,
+        *,
+        generate: bool = True,
+        max_source: int = MAX_SOURCE,
+        keep_sources: bool = False,
+    ) -> None:
         self.max_plans = max_plans
+        # Objects' selection sets as generated code (graph/plans/generate.py), at most ``max_source`` characters
+        # of it per plan; False: closures only. ``keep_sources``: each plan keeps its source (``sources``).
+        self.generate = generate
+        self.max_source = max_source
+        self.keep_sources = keep_sources
         self.stats = PlanStats()
         self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
-        self._sync_types: dict[Callable[[Any], bool], set[type]] = {}
+        self._known_types: dict[Callable[[Any], bool], KnownTypes] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def sources(self) -> list[str]:
+        """The generated source of the cached plans, oldest first, when the cache keeps it (``keep_sources``)."""
+        return [
+            source
+            for entry in self._entries.values()
+            if entry.plan is not None and entry.plan.generator is not None
+            for source in entry.plan.generator.sources
+        ]
 
     def execute(
         self,
@@ -76,8 +102,10 @@ class PlanCache:
         plan = self._plan(executor, basic_fields)
         result = None
         if plan is not None:
-            sync_types = self._sync_types.setdefault(executor.is_awaitable, set())
-            result = plan.execute(executor, serially, sync_types)
+            known = self._known_types.get(executor.is_awaitable)
+            if known is None:
+                known = self._known_types.setdefault(executor.is_awaitable, KnownTypes())
+            result = plan.execute(executor, serially, known)
         if result is None:
             self.stats.fallback += 1
         else:
@@ -91,8 +119,9 @@ class PlanCache:
         if entry is not None:
             self._entries.move_to_end(key)
             return entry.plan
+        generator = Generator(self.max_source, self.stats, self.keep_sources) if self.generate else None
         try:
-            plan: Plan | None = Plan(schema, operation, executor.fragment_definitions, basic_fields(schema))
+            plan: Plan | None = Plan(schema, operation, executor.fragment_definitions, basic_fields(schema), generator)
             self.stats.built += 1
         except Unsupported:
             plan = None

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from graphql import (
     FieldNode,
@@ -66,8 +67,50 @@ IDENTITY: dict[object, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoole
 IMMUTABLE = (str, int, float, bool, type(None))
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How a value of one output type is completed: ``complete`` (the closure), and what generated code
+    (graph/plans/generate.py) inlines in its place: the null message, the leaf type, the object's fields, the
+    list's items."""
+
+    complete: CompleteFn
+    # graphql-core's error when the type is non-null and the value is null; None: a nullable type.
+    null: str | None
+    leaf: GraphQLLeafType | None = None
+    # execute_fields of an object type's selection (generated, or closures)
+    fields: ObjectFn | None = None
+    item: Completion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One response key of an object's selection, compiled: ``execute`` is its closure; the rest says what it
+    does, for code generated in its place."""
+
+    key: str
+    nodes: list[FieldNode]
+    parent: GraphQLObjectType
+    execute: FieldFn
+    # None for __typename; then ``execute`` returns the parent's name
+    field_def: GraphQLField | None
+    # A basic field (read inline, completed by ``completion``), or None (its resolver called by ``execute``).
+    reader: Reader | None
+    completion: Completion | None
+
+    @property
+    def non_null(self) -> bool:
+        return self.field_def is not None and is_non_null_type(self.field_def.type)
+
+
+class ObjectGenerator(Protocol):
+    """Makes one function of an object's compiled fields (graph/plans/generate.py), or None: closures run it."""
+
+    def object_fields(self, parent: GraphQLObjectType, specs: list[FieldSpec]) -> ObjectFn | None: ...
+
+
 class Compiler:
-    """Builds the closures of one operation for one set of @skip/@include decisions."""
+    """Builds the closures of one operation for one set of @skip/@include decisions; with a ``generator``, each
+    object's selection set is generated code where the generator can make it (its fields stay closures too)."""
 
     def __init__(
         self,
@@ -75,22 +118,32 @@ class Compiler:
         fragments: Mapping[str, FragmentDefinitionNode],
         basic_fields: BasicFields,
         decisions: Decisions,
+        generator: ObjectGenerator | None = None,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.basic_fields = basic_fields
         self.decisions = decisions
+        self.generator = generator
 
     def root(self, operation: OperationDefinitionNode, root_type: GraphQLObjectType) -> tuple[ObjectFn, ObjectFn]:
         """The root fields, executed in parallel and serially (mutations; execute_operation's ``serially``)."""
         grouped = collect(self.schema, self.fragments, root_type, [operation.selection_set], self.decisions)
-        fields = self._fields(root_type, grouped)
+        fields = [(spec.key, spec.execute) for spec in self._specs(root_type, grouped)]
         return _object(fields), _serial(fields)
 
-    def _fields(self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]) -> list[tuple[str, FieldFn]]:
-        return [(key, self._field(parent, key, nodes)) for key, nodes in grouped.items()]
+    def _specs(self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]) -> list[FieldSpec]:
+        return [self._field(parent, key, nodes) for key, nodes in grouped.items()]
 
-    def _field(self, parent: GraphQLObjectType, key: str, nodes: list[FieldNode]) -> FieldFn:
+    def _object_fields(self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]) -> ObjectFn:
+        specs = self._specs(parent, grouped)
+        if self.generator is not None:
+            generated = self.generator.object_fields(parent, specs)
+            if generated is not None:
+                return generated
+        return _object([(spec.key, spec.execute) for spec in specs])
+
+    def _field(self, parent: GraphQLObjectType, key: str, nodes: list[FieldNode]) -> FieldSpec:
         name = nodes[0].name.value
         if name in INTROSPECTION_ROOTS:
             raise Unsupported(f"introspection field {name}")
@@ -99,29 +152,32 @@ class Compiler:
             raise Unsupported(f"unknown field {parent.name}.{name}")
         if field_def is TypeNameMetaFieldDef:
             typename = parent.name
-            return lambda _source, _location, _run: typename
-        complete = self._complete(field_def.type, parent.name, name, nodes)
+            return FieldSpec(key, nodes, parent, lambda _source, _location, _run: typename, None, None, None)
+        completion = self._completion(field_def.type, parent.name, name, nodes)
         reader = self.basic_fields(parent.name, name)
         if reader is not None and not field_def.args and not nodes[0].arguments:
-            return _basic_field(key, parent.name, nodes, field_def.type, reader, complete)
-        return _resolved_field(key, parent, nodes, field_def, complete)
+            execute = _basic_field(key, parent.name, nodes, field_def.type, reader, completion.complete)
+            return FieldSpec(key, nodes, parent, execute, field_def, reader, completion)
+        execute = _resolved_field(key, parent, nodes, field_def, completion.complete)
+        return FieldSpec(key, nodes, parent, execute, field_def, None, completion)
 
-    def _complete(
+    def _completion(
         self, type_: GraphQLOutputType, parent: str, field: str, nodes: list[FieldNode], non_null: bool = False
-    ) -> CompleteFn:
+    ) -> Completion:
         """complete_value for ``type_``; ``non_null``: the type wrapped it in NonNull, so a null (None or
         Undefined: the only values each completion turns into null) raises graphql-core's error instead."""
         if is_non_null_type(type_):
             assert isinstance(type_, GraphQLNonNull)
-            return self._complete(type_.of_type, parent, field, nodes, non_null=True)
+            return self._completion(type_.of_type, parent, field, nodes, non_null=True)
         null = f"Cannot return null for non-nullable field {parent}.{field}." if non_null else None
         if is_list_type(type_):
             assert isinstance(type_, GraphQLList)
             item_type: GraphQLOutputType = type_.of_type
-            return _list(item_type, self._complete(item_type, parent, field, nodes), parent, field, nodes, null)
+            item = self._completion(item_type, parent, field, nodes)
+            return Completion(_list(item_type, item.complete, parent, field, nodes, null), null, item=item)
         if is_leaf_type(type_):
             assert isinstance(type_, GraphQLLeafType)
-            return _leaf(type_, null)
+            return Completion(_leaf(type_, null), null, leaf=type_)
         if is_abstract_type(type_):
             raise Unsupported(f"abstract type {type_}")
         if is_object_type(type_):
@@ -130,7 +186,8 @@ class Compiler:
                 raise Unsupported(f"is_type_of on {type_.name}")
             selection_sets = [node.selection_set for node in nodes if node.selection_set is not None]
             grouped = collect(self.schema, self.fragments, type_, selection_sets, self.decisions)
-            return _object_value(_object(self._fields(type_, grouped)), null)
+            fields = self._object_fields(type_, grouped)
+            return Completion(_object_value(fields, null), null, fields=fields)
         raise Unsupported(f"output type {type_}")
 
 
@@ -157,9 +214,9 @@ def _basic_field(
     ``default_resolver(source, python_name)`` and nothing else; our schema passes no exception_handlers)."""
     read, attribute = reader
     non_null = is_non_null_type(return_type)
-    fast = _identity_class(return_type)
-    awaited = _awaited(key, parent, nodes, non_null, complete)
-    completed_later = _completed_later(key, parent, nodes, non_null)
+    fast = identity_class(return_type)
+    awaited = awaited_field(key, parent, nodes, non_null, complete)
+    completed_later = field_completed_later(key, parent, nodes, non_null)
 
     if fast is not None:
 
@@ -202,8 +259,8 @@ def _resolved_field(
     node = nodes[0]
     fixed_arguments = _arguments(field_def, node)
     resolve = field_def.resolve
-    awaited = _awaited(key, parent_name, nodes, non_null, complete)
-    completed_later = _completed_later(key, parent_name, nodes, non_null)
+    awaited = awaited_field(key, parent_name, nodes, non_null, complete)
+    completed_later = field_completed_later(key, parent_name, nodes, non_null)
 
     def resolved_field(source: Any, location: Location, run: Run) -> Any:
         field_location = (location, key, parent_name)
@@ -226,7 +283,7 @@ def _resolved_field(
     return resolved_field
 
 
-def _awaited(
+def awaited_field(
     key: str, parent: str, nodes: list[FieldNode], non_null: bool, complete: CompleteFn
 ) -> Callable[[Any, Location, Run], Any]:
     """complete_awaitable_value: the resolver's awaitable awaited, then completed."""
@@ -246,7 +303,7 @@ def _awaited(
     return awaited
 
 
-def _completed_later(
+def field_completed_later(
     key: str, parent: str, nodes: list[FieldNode], non_null: bool
 ) -> Callable[[Any, Location, Run], Any]:
     """execute_field's await_completed: a completion that awaits (an object or list with pending fields)."""
@@ -330,7 +387,7 @@ def _object_value(execute_fields: ObjectFn, null: str | None) -> CompleteFn:
     return complete_object
 
 
-def _identity_class(type_: GraphQLOutputType) -> type | None:
+def identity_class(type_: GraphQLOutputType) -> type | None:
     """The class whose values a (non-null) String, ID or Boolean field returns as they are."""
     if is_non_null_type(type_):
         assert isinstance(type_, GraphQLNonNull)
@@ -355,13 +412,18 @@ def _leaf(type_: GraphQLLeafType, null: str | None) -> CompleteFn:
             return None
         coerced = coerce(value)
         if coerced is Undefined or coerced is None:
-            raise TypeError(
-                f"Expected `{inspect(type_)}.coerce_output_value({inspect(value)})` to return non-nullable value,"
-                f" returned: {inspect(coerced)}"
-            )
+            raise TypeError(not_coerced(type_, value, coerced))
         return coerced
 
     return complete_leaf
+
+
+def not_coerced(type_: GraphQLLeafType, value: Any, coerced: Any) -> str:
+    """graphql-core's message for a leaf whose coercion returned null."""
+    return (
+        f"Expected `{inspect(type_)}.coerce_output_value({inspect(value)})` to return non-nullable value,"
+        f" returned: {inspect(coerced)}"
+    )
 
 
 def _list(
@@ -370,24 +432,8 @@ def _list(
 ) -> CompleteFn:
     """complete_list_value and complete_iterable_value: each item completed; pending items awaited together."""
     item_non_null = is_non_null_type(item_type)
-    fast = _identity_class(item_type)
-
-    async def awaited_item(item: Any, location: Location, run: Run) -> Any:
-        try:
-            completed = complete_item(await item, location, run)
-            if type(completed) is COROUTINE:
-                completed = await completed
-        except Exception as raw:
-            run.field_error(raw, nodes, location, item_non_null)
-            return None
-        return completed
-
-    async def completed_item_later(completed: Any, location: Location, run: Run) -> Any:
-        try:
-            return await completed
-        except Exception as raw:
-            run.field_error(raw, nodes, location, item_non_null)
-            return None
+    fast = identity_class(item_type)
+    awaited_item, completed_item_later = list_item_helpers(complete_item, nodes, item_non_null)
 
     def add_item(item: Any, index: int, results: list[Any], location: Location, run: Run) -> bool:
         item_location = (location, index, None)
@@ -459,10 +505,7 @@ def _list(
                     else:
                         pending.append(index)
         except Exception:
-            left = [results[index] for index in pending or ()]
-            left.extend(run.drain_awaitables(iterator))
-            if left:
-                run.settle_in_background(left)
+            settle_list(run, results, pending, iterator)
             raise
         if pending is None:
             return results
@@ -471,4 +514,38 @@ def _list(
     return complete_list
 
 
-__all__ = ["BasicFields", "Compiler", "Reader", "to_path"]
+def list_item_helpers(
+    complete_item: CompleteFn, nodes: list[FieldNode], item_non_null: bool
+) -> tuple[CompleteFn, CompleteFn]:
+    """complete_list_value's item that is awaitable (awaited, then completed) and item whose completion awaits;
+    each takes (the item or its completion, the item's location, run)."""
+
+    async def awaited_item(item: Any, location: Location, run: Run) -> Any:
+        try:
+            completed = complete_item(await item, location, run)
+            if type(completed) is COROUTINE:
+                completed = await completed
+        except Exception as raw:
+            run.field_error(raw, nodes, location, item_non_null)
+            return None
+        return completed
+
+    async def completed_item_later(completed: Any, location: Location, run: Run) -> Any:
+        try:
+            return await completed
+        except Exception as raw:
+            run.field_error(raw, nodes, location, item_non_null)
+            return None
+
+    return awaited_item, completed_item_later
+
+
+def settle_list(run: Run, results: list[Any], pending: list[int] | None, iterator: Any) -> None:
+    """A list left by an error: its pending items, and the awaitables its iterator still holds, run to their end."""
+    left = [results[index] for index in pending or ()]
+    left.extend(run.drain_awaitables(iterator))
+    if left:
+        run.settle_in_background(left)
+
+
+__all__ = ["BasicFields", "Compiler", "Completion", "FieldSpec", "ObjectGenerator", "Reader", "to_path"]

@@ -20,7 +20,8 @@ from graphql.execution import Executor
 
 from graph.plans.collect import INCLUDE, Conditions, Unsupported
 from graph.plans.compile import BasicFields, Compiler, ObjectFn
-from graph.plans.runtime import COROUTINE, Run
+from graph.plans.generate import Generator
+from graph.plans.runtime import COROUTINE, KnownTypes, Run
 
 # Sets of @skip/@include values compiled for one operation; a request bringing yet another set runs on graphql-core.
 MAX_VARIANTS = 32
@@ -35,6 +36,7 @@ class Plan:
         operation: OperationDefinitionNode,
         fragments: Mapping[str, FragmentDefinitionNode],
         basic_fields: BasicFields,
+        generator: Generator | None = None,
     ) -> None:
         root_type = schema.get_root_type(operation.operation)
         if root_type is None:
@@ -50,20 +52,25 @@ class Plan:
         self.root_type = root_type
         self.is_mutation = operation.operation == OperationType.MUTATION
         self.conditions = conditions.directives
-        # Every field any request could select, compiled once here: whatever is unsupported is found now.
-        everything = Compiler(schema, fragments, basic_fields, None).root(operation, root_type)
+        # Objects' selection sets as generated code (generate.py; its budget is for every variant), or closures.
+        self.generator = generator
+        # Every field any request could select, compiled once here: whatever is unsupported is found now. (Without
+        # variable conditions that is the one variant, generated; with them it is only this check.)
+        everything = Compiler(
+            schema, fragments, basic_fields, None, None if self.conditions else self.generator
+        ).root(operation, root_type)
         self.variants: dict[tuple[bool, ...], tuple[ObjectFn, ObjectFn]] = {}
         if not self.conditions:
             self.variants[()] = everything
 
-    def execute(self, executor: Executor[Any], serially: bool | None, sync_types: set[type]) -> Any:
+    def execute(self, executor: Executor[Any], serially: bool | None, known: KnownTypes) -> Any:
         """The ExecutionResult (or a coroutine of it) execute_operation would return; None when this request's
         @skip/@include values could not be read (graphql-core reports why) or are one set too many."""
         variant = self._variant(executor)
         if variant is None:
             return None
         parallel, serial = variant
-        run = Run(executor, sync_types)
+        run = Run(executor, known)
         execute_fields = serial if (self.is_mutation if serially is None else serially) else parallel
         try:
             data = execute_fields(executor.root_value, None, run)
@@ -95,7 +102,7 @@ class Plan:
             if len(self.variants) >= MAX_VARIANTS:
                 return None
             decisions = {id(directive): value for directive, value in zip(self.conditions, values, strict=True)}
-            variant = Compiler(self.schema, self.fragments, self.basic_fields, decisions).root(
+            variant = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self.generator).root(
                 self.operation, self.root_type
             )
             self.variants[values] = variant

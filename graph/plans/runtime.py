@@ -4,6 +4,8 @@ closures share (paths built on demand, awaitables settled in the background, awa
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from types import CoroutineType, GeneratorType
@@ -12,7 +14,7 @@ from typing import Any
 from graphql import GraphQLError, located_error
 from graphql.execution import Executor
 from graphql.language import FieldNode
-from graphql.pyutils import Path, gather_with_cancel
+from graphql.pyutils import Path, Undefined, gather_with_cancel
 
 from graph.plans.errors import FieldErrors
 
@@ -36,20 +38,60 @@ def field_path(location: Location) -> Path:
     return path
 
 
+class KnownTypes:
+    """Classes whose every instance was found to need no check, for one awaitable predicate (an executor's
+    ``is_awaitable``; kept by the plan cache across executions).
+
+    ``sync``: the predicate's answer is False for every instance (see ``_cached_is_awaitable``), so
+    ``type(v) not in sync and is_awaitable(v)`` is ``is_awaitable(v)``. ``plain`` (a subset of ``sync``): moreover
+    no instance is an exception, None or Undefined, so a value of such a class goes straight to its completion,
+    skipping the checks complete_value makes first (``remember_plain``).
+    """
+
+    __slots__ = ("plain", "sync")
+
+    def __init__(self) -> None:
+        self.sync: set[type] = set()
+        self.plain: set[type] = set()
+
+
+def remember_plain(plain: set[type], sync: set[type], value: Any) -> None:
+    """Add ``value``'s class to ``plain`` when no instance of it can be awaitable, an exception, None or
+    Undefined: it is in ``sync``, no exception class, and nothing in it redefines ``__class__`` (which
+    ``isinstance`` would read)."""
+    cls = type(value)
+    if (
+        cls in sync
+        and cls not in plain
+        and not issubclass(cls, BaseException)
+        and cls is not NONE_TYPE
+        and cls is not UNDEFINED_TYPE
+        and not any("__class__" in vars(base) for base in cls.__mro__ if base is not object)
+    ):
+        plain.add(cls)
+
+
+NONE_TYPE = type(None)
+UNDEFINED_TYPE = type(Undefined)
+
+
 class Run:
     """One execution: the executor (variables, info, resolvers), its errors, its awaitable check."""
 
     __slots__ = ("errors", "executor", "field_resolver", "hide_suggestions", "is_async_iterable", "is_awaitable",
-                 "variable_values")
+                 "plain_types", "sync_types", "variable_values")
 
-    def __init__(self, executor: Executor[Any], sync_types: set[type]) -> None:
+    def __init__(self, executor: Executor[Any], known: KnownTypes) -> None:
         self.executor = executor
         self.errors = FieldErrors()
         self.variable_values = executor.variable_values
         self.hide_suggestions = executor.hide_suggestions
         self.field_resolver = executor.field_resolver
         self.is_async_iterable = executor.is_async_iterable
-        self.is_awaitable = _cached_is_awaitable(executor.is_awaitable, sync_types)
+        self.is_awaitable = _cached_is_awaitable(executor.is_awaitable, known.sync)
+        # Generated code (generate.py) looks a value's class up in these before checking the value itself.
+        self.sync_types = known.sync
+        self.plain_types = known.plain
 
     def field_error(
         self, raw: Exception, nodes: list[FieldNode], location: Location, non_null: bool
@@ -89,9 +131,10 @@ def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[ty
     """The executor's predicate, remembering the plain classes whose instances it found not awaitable.
 
     A class is remembered only when nothing of its own decides attribute lookup (no ``__getattr__`` or
-    ``__getattribute__`` of its own) and it is not a coroutine or generator: then the predicate's answer
-    (graphql-core's and strawberry's: the type, ``isinstance`` of coroutine and generator, ``hasattr(__await__)``)
-    is the same for every instance.
+    ``__getattribute__`` of its own) and it is not a coroutine or generator, or it is one of the built-in value
+    classes (``BUILT_IN_VALUES``: their instances hold no attributes of their own, and lookup is the generic one):
+    then the predicate's answer (graphql-core's and strawberry's: the type, ``isinstance`` of coroutine and
+    generator, ``hasattr(__await__)``) is the same for every instance.
     """
 
     def check(value: Any) -> bool:
@@ -102,9 +145,14 @@ def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[ty
             return True
         if (
             len(sync_types) < MAX_SYNC_TYPES
-            and getattr(cls, "__getattribute__", None) is object.__getattribute__
-            and not hasattr(cls, "__getattr__")
-            and not issubclass(cls, (COROUTINE, GeneratorType))
+            and (
+                cls in BUILT_IN_VALUES
+                or (
+                    getattr(cls, "__getattribute__", None) is object.__getattribute__
+                    and not hasattr(cls, "__getattr__")
+                    and not issubclass(cls, (COROUTINE, GeneratorType))
+                )
+            )
         ):
             sync_types.add(cls)
         return False
@@ -113,6 +161,12 @@ def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[ty
 
 
 MAX_SYNC_TYPES = 1000
+# Exact classes (never subclasses: ``type(value)`` is looked up) whose attribute lookup is the generic one and
+# whose instances have no __dict__: the lists, scalars and times resolvers hand back.
+BUILT_IN_VALUES = frozenset({
+    list, tuple, dict, str, bytes, int, float, bool, datetime.datetime, datetime.date, datetime.time,
+    datetime.timedelta, decimal.Decimal,
+})
 
 
 async def gather_into(results: dict[str, Any] | list[Any], keys: list[Any]) -> Any:

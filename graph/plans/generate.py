@@ -1,0 +1,338 @@
+"""Generated Python for an object's selection set: one function that builds the response dict with its fields'
+reads, leaf coercions, null checks and list loops written out, in place of a closure per field and value.
+
+Each generated function is ``execute_fields(source, location, run)`` of graph/plans/compile.py, and its code
+does, statement by statement, what the closures it replaces do (``_basic_field``, ``_leaf``, ``_object_value``,
+``_list``, ``_object``; they mirror graphql-core's Executor): the same reads and calls in the same order, the same
+errors at the same locations, awaitables awaited at the same points. What it does not write out it calls: a
+field with a resolver (its closure, ``FieldSpec.execute``), a nested object's fields (that object's own function,
+generated or not), a list's item that is itself a list, and every rare path (an awaitable value, an iterable
+that is not a list or tuple) through the closures' own helpers. So a value is completed the same way whichever
+code runs it.
+
+Safety: nothing of the client's document reaches the source. Response keys, field nodes, messages, type names
+and every other value are bound to generated names (``k3``, ``n3``, ...) in the function's namespace; the only
+other words in the source are ours, and attribute names (a basic field's Python name, from the schema's code)
+are written out only when they are plain identifiers, else read with ``getattr`` and a bound name. The namespace's
+builtins are the few the code uses. The source of one plan is bounded (``Generator.budget``): an object past it
+runs on closures.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from graphql import FieldNode, GraphQLObjectType
+from graphql.pyutils import Undefined
+
+from graph.plans.compile import (
+    IDENTITY,
+    CompleteFn,
+    Completion,
+    FieldSpec,
+    ObjectFn,
+    Reader,
+    awaited_field,
+    field_completed_later,
+    list_item_helpers,
+    not_coerced,
+    settle_list,
+)
+from graph.plans.runtime import COROUTINE, Location, Run, gather_into, remember_plain
+
+# Characters of generated source one plan may hold (all its @skip/@include variants); objects past it run on
+# closures. A field is 0.3-1.5 KB of source; documents are bounded before they get here (graph/document_cost.py).
+MAX_SOURCE = 256 * 1024
+
+# What generated code may name besides its namespace's bound values.
+BUILTINS: dict[str, Any] = {
+    "type": type, "iter": iter, "enumerate": enumerate, "list": list, "tuple": tuple,
+    "Exception": Exception, "TypeError": TypeError,
+}
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+INDENT = "    "
+
+
+class GeneratorStats(Protocol):
+    """Where a generator counts what it did (the plan cache's PlanStats)."""
+
+    generated: int
+    over_budget: int
+
+
+@dataclass
+class _Counts:
+    generated: int = 0
+    over_budget: int = 0
+
+
+@dataclass
+class Generator:
+    """Generates the functions of one plan's objects, within its budget of source characters."""
+
+    budget: int = MAX_SOURCE
+    stats: GeneratorStats = field(default_factory=_Counts)
+    keep_sources: bool = False
+    # The source of each function, when kept (``keep_sources``: tests, and a look at what runs).
+    sources: list[str] = field(default_factory=list, repr=False)
+
+    def object_fields(self, parent: GraphQLObjectType, specs: list[FieldSpec]) -> ObjectFn | None:
+        """``execute_fields`` for ``specs`` (``parent``'s selection, compiled) as one generated function, or None
+        when the plan's budget cannot hold its source (closures run it)."""
+        source = _ObjectSource(specs)
+        text = source.text()
+        if len(text) > self.budget:
+            self.stats.over_budget += 1
+            return None
+        self.budget -= len(text)
+        self.stats.generated += 1
+        if self.keep_sources:
+            self.sources.append(text)
+        namespace: dict[str, Any] = {"__builtins__": BUILTINS, **source.namespace}
+        exec(compile(text, f"<plan: {parent.name}>", "exec"), namespace)  # our source only: see the module docstring
+        function: ObjectFn = namespace["execute_fields"]
+        return function
+
+
+def _pend(keys: list[str] | None, values: list[Any] | None, key: str, value: Any) -> tuple[list[str], list[Any]]:
+    """A field left pending: its key and coroutine, awaited with the others once every field has run."""
+    if keys is None or values is None:
+        return [key], [value]
+    keys.append(key)
+    values.append(value)
+    return keys, values
+
+
+def _pend_index(indexes: list[int] | None, index: int) -> list[int]:
+    """A list item left pending."""
+    if indexes is None:
+        return [index]
+    indexes.append(index)
+    return indexes
+
+
+def _field_after_read(spec: FieldSpec, completion: Completion) -> Callable[[Any, Location, Run], Any]:
+    """What compile.py's ``_basic_field`` does with the value it read, for a value generated code does not
+    complete itself: awaited later, or completed by the closure (the value's class remembered when plain); the
+    completion's error is raised to the generated code, which locates it at the field."""
+    key, parent = spec.key, spec.parent.name
+    awaited = awaited_field(key, parent, spec.nodes, spec.non_null, completion.complete)
+    completed_later = field_completed_later(key, parent, spec.nodes, spec.non_null)
+    complete = completion.complete
+
+    def after_read(value: Any, location: Location, run: Run) -> Any:
+        if run.is_awaitable(value):
+            return awaited(value, location, run)
+        if value is not None:
+            remember_plain(run.plain_types, run.sync_types, value)
+        completed = complete(value, (location, key, parent), run)
+        if type(completed) is COROUTINE:
+            return completed_later(completed, location, run)
+        return completed
+
+    return after_read
+
+
+def _item_helpers(item: Completion, nodes: list[FieldNode]) -> tuple[CompleteFn, CompleteFn]:
+    """compile.py's ``add_item`` for an item generated code does not complete itself (its value, or the coroutine
+    that will complete it), and the wrapper of an item's completion that awaits."""
+    item_non_null = item.null is not None
+    awaited_item, completed_item_later = list_item_helpers(item.complete, nodes, item_non_null)
+    complete = item.complete
+
+    def item_slowly(value: Any, location: Location, run: Run) -> Any:
+        if run.is_awaitable(value):
+            return awaited_item(value, location, run)
+        try:
+            if value is not None:
+                remember_plain(run.plain_types, run.sync_types, value)
+            completed = complete(value, location, run)
+            if type(completed) is COROUTINE:
+                return completed_item_later(completed, location, run)
+        except Exception as raw:  # noqa: BLE001 - a field error, as in graphql-core
+            run.field_error(raw, nodes, location, item_non_null)
+            return None
+        return completed
+
+    return item_slowly, completed_item_later
+
+
+class _ObjectSource:
+    """The source of one object's ``execute_fields`` and the values its names are bound to.
+
+    Only the common case is written out: a value whose class is known plain (``KnownTypes``), completed in place.
+    Any other value (awaitable, null, an exception, a class not seen yet, an iterable other than a list or tuple)
+    goes to a closure doing what compile.py's closures do with it (``_field_after_read``, ``_item_helpers``).
+    """
+
+    def __init__(self, specs: list[FieldSpec]) -> None:
+        self.lines: list[str] = []
+        self.namespace: dict[str, Any] = {
+            "CO": COROUTINE, "U": Undefined, "gather_into": gather_into, "settle_list": settle_list,
+            "pend": _pend, "pend_index": _pend_index,
+        }
+        self.names: dict[int, str] = {}
+        self.count = 0
+        self.specs = specs
+
+    def bind(self, prefix: str, value: Any) -> str:
+        """The name of ``value`` in the namespace: the prefix (ours) and a number; one name per value."""
+        name = self.names.get(id(value))
+        if name is None:
+            name = f"{prefix}{self.count}"
+            self.count += 1
+            self.namespace[name] = value  # (held here, so its id stays its own)
+            self.names[id(value)] = name
+        return name
+
+    def line(self, depth: int, text: str) -> None:
+        self.lines.append(INDENT * depth + text)
+
+    def text(self) -> str:
+        if not self.lines:
+            self._function()
+        return "\n".join(self.lines) + "\n"
+
+    def _function(self) -> None:
+        self.line(0, "def execute_fields(source, location, run):")
+        self.line(1, "G = run.plain_types")
+        self.line(1, "pk = pv = None")
+        self.line(1, "try:")
+        values = []
+        for index, spec in enumerate(self.specs):
+            value = f"v{index}"
+            key = self.bind("k", spec.key)
+            self._field(2, spec, key, value)
+            values.append(f"{key}: {value}")
+        if not self.specs:
+            self.line(2, "pass")
+        self.line(1, "except Exception:")
+        self.line(2, "if pv is not None:")
+        self.line(3, "run.settle_in_background(pv)")
+        self.line(2, "raise")
+        self.line(1, f"r = {{{', '.join(values)}}}")
+        self.line(1, "if pk is None:")
+        self.line(2, "return r")
+        self.line(1, "return gather_into(r, pk)")
+
+    def _field(self, depth: int, spec: FieldSpec, key: str, value: str) -> None:
+        if spec.field_def is None:  # __typename
+            self.line(depth, f"{value} = {self.bind('t', spec.parent.name)}")
+            return
+        if spec.reader is None or spec.completion is None:  # a resolver: the closure, as _object calls it
+            self.line(depth, f"{value} = {self.bind('f', spec.execute)}(source, location, run)")
+            self.line(depth, f"if type({value}) is CO:")
+            self.line(depth + 1, f"pk, pv = pend(pk, pv, {key}, {value})")
+            return
+        self._basic_field(depth, spec, spec.reader, spec.completion, key, value)
+
+    def _basic_field(
+        self, depth: int, spec: FieldSpec, reader: Reader, completion: Completion, key: str, value: str
+    ) -> None:
+        """compile.py's ``_basic_field``: read, completed in place (a plain value) or by the closure's way; an
+        error located at the field."""
+        read, attribute = reader
+        here = f"(location, {key}, {self.bind('p', spec.parent.name)})"
+        after_read = self.bind("ar", _field_after_read(spec, completion))
+        later = self.bind("lt", field_completed_later(spec.key, spec.parent.name, spec.nodes, spec.non_null))
+        if read is getattr and IDENTIFIER.fullmatch(attribute) and not keyword.iskeyword(attribute):
+            expression = f"source.{attribute}"
+        else:
+            expression = f"{self.bind('r', read)}(source, {self.bind('a', attribute)})"
+
+        def pending(at: int) -> None:  # the completion returned a coroutine (an object or list with pending fields)
+            self.line(at, f"{value} = {later}({value}, location, run)")
+            self.line(at, f"pk, pv = pend(pk, pv, {key}, {value})")
+
+        self.line(depth, "try:")
+        body = depth + 1
+        self.line(body, f"{value} = {expression}")
+        if completion.item is not None:
+            self.line(body, f"if type({value}) in G and (type({value}) is list or type({value}) is tuple):")
+            self._list(body + 1, completion.item, value, here, spec.nodes, pending)
+        else:
+            fast = IDENTITY.get(completion.leaf) if completion.leaf is not None else None
+            if fast is not None:
+                self.line(body, f"if type({value}) is {self.bind('fc', fast)}:")
+                self.line(body + 1, "pass")
+                self.line(body, f"elif type({value}) in G:")
+            else:
+                self.line(body, f"if type({value}) in G:")
+            self._plain(body + 1, completion, value, here, pending)
+        self.line(body, "else:")
+        self.line(body + 1, f"{value} = {after_read}({value}, location, run)")
+        self.line(body + 1, f"if type({value}) is CO:")
+        self.line(body + 2, f"pk, pv = pend(pk, pv, {key}, {value})")
+        self.line(depth, "except Exception as e:")
+        self.line(depth + 1, f"run.field_error(e, {self.bind('n', spec.nodes)}, {here}, {spec.non_null})")
+        if not spec.non_null:
+            self.line(depth + 1, f"{value} = None")
+
+    def _plain(self, depth: int, completion: Completion, value: str, here: str, pending: Callable[[int], None]) -> None:
+        """The completion of a leaf or object value of a class known plain (never awaitable, an exception or
+        null), in place: a leaf coerced, an object's fields executed."""
+        if completion.leaf is not None:
+            self.line(depth, f"cv = {self.bind('co', completion.leaf.coerce_output_value)}({value})")
+            self.line(depth, "if cv is U or cv is None:")
+            self.line(depth + 1, f"raise TypeError({self.bind('nc', not_coerced)}({self.bind('ty', completion.leaf)}, "
+                                 f"{value}, cv))")
+            self.line(depth, f"{value} = cv")
+            return
+        assert completion.fields is not None
+        self.line(depth, f"{value} = {self.bind('o', completion.fields)}({value}, {here}, run)")
+        self.line(depth, f"if type({value}) is CO:")
+        pending(depth + 1)
+
+    def _list(
+        self, depth: int, item: Completion, value: str, here: str, nodes: list[FieldNode],
+        pending: Callable[[int], None],
+    ) -> None:
+        """compile.py's ``complete_list`` for a list or tuple (a plain class: never awaitable, an exception or
+        null), each item completed in place when plain, else by the closure's way."""
+        item_slowly, item_later = _item_helpers(item, nodes)
+        slowly = self.bind("si", item_slowly)
+        self.line(depth, f"l = {here}")
+        self.line(depth, "out = []")
+        self.line(depth, "pi = None")
+        self.line(depth, f"it = iter({value})")
+        self.line(depth, "try:")
+        self.line(depth + 1, "for i, x in enumerate(it):")
+        at = depth + 2
+        fast = IDENTITY.get(item.leaf) if item.leaf is not None else None
+        if item.item is None:  # (a list of lists: each inner list by the closure's way)
+            if fast is not None:
+                self.line(at, f"if type(x) is {self.bind('fc', fast)}:")
+                self.line(at + 1, "pass")
+                self.line(at, "elif type(x) in G:")
+            else:
+                self.line(at, "if type(x) in G:")
+            later = self.bind("il", item_later)
+
+            def item_pending(inner: int) -> None:
+                self.line(inner, f"x = {later}(x, (l, i, None), run)")
+                self.line(inner, "pi = pend_index(pi, i)")
+
+            self.line(at + 1, "try:")
+            self._plain(at + 2, item, "x", "(l, i, None)", item_pending)
+            self.line(at + 1, "except Exception as e:")
+            self.line(at + 2, f"run.field_error(e, {self.bind('n', nodes)}, (l, i, None), {item.null is not None})")
+            if item.null is None:
+                self.line(at + 2, "x = None")
+            self.line(at, "else:")
+            at += 1
+        self.line(at, f"x = {slowly}(x, (l, i, None), run)")
+        self.line(at, "if type(x) is CO:")
+        self.line(at + 1, "pi = pend_index(pi, i)")
+        self.line(depth + 2, "out.append(x)")
+        self.line(depth, "except Exception:")
+        self.line(depth + 1, "settle_list(run, out, pi, it)")
+        self.line(depth + 1, "raise")
+        self.line(depth, "if pi is None:")
+        self.line(depth + 1, f"{value} = out")
+        self.line(depth, "else:")
+        self.line(depth + 1, f"{value} = gather_into(out, pi)")
+        pending(depth + 1)

@@ -1,0 +1,440 @@
+"""Generated plan code (graph/plans/generate.py) answers exactly what graphql-core and the closure plans answer.
+
+Each operation runs three ways on the same objects: generated code, closures only, and graphql-core's own
+execution, all through the app's executor class; data and formatted errors (messages, paths, locations,
+extensions) must be identical. The schema is strawberry's, as the app's is, so its plain attributes are read
+inline by the generated code (strawberry's "basic" fields) and its resolvers called beside them. The app's own
+page is checked the same way over HTTP on a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import asyncpg
+import strawberry
+
+from graph.plans import PlanCache
+from graph.plans.runtime import KnownTypes, remember_plain
+from graph.schema import PortraitsExecutionContext
+from server.settings import Settings
+from tests.test_execution_plans import PAGE, app_over_http
+from tests.test_pagination import insert_characters
+
+
+class Refused(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.extensions = {"code": "REFUSED"}
+
+
+@strawberry.enum
+class Kind(Enum):
+    CAT = "cat"
+    DOG = "dog"
+
+
+@strawberry.type
+class Tag:
+    label: str
+    weight: int | None
+
+    @strawberry.field
+    async def shout(self) -> str | None:
+        await asyncio.sleep(0)
+        if self.label == "l1":
+            raise Refused("l1 refused")
+        return self.label.upper()
+
+
+async def _later(value: Any) -> Any:
+    await asyncio.sleep(0)
+    return value
+
+
+@strawberry.type
+class Item:
+    id: strawberry.ID
+    name: str
+    note: str | None
+    kind: Kind
+    seen: datetime
+    tags: list[str]
+    maybe_tags: list[str | None] | None
+    tag: Tag | None
+    first_tag: Tag
+    labels: list[Tag]
+    grid: list[list[int]] | None
+    scores: list[int | None]
+    deferred: str | None
+
+    @strawberry.field
+    def checked(self, refuse_at: int = -1) -> str | None:
+        if int(self.id) == refuse_at:
+            raise Refused(f"item {self.id} refused")
+        return f"checked {self.id}"
+
+    @strawberry.field
+    async def slow(self) -> str:
+        await asyncio.sleep(0.001 * (4 - int(self.id)))
+        if self.id == "2":
+            raise Refused("slow 2 failed")
+        return f"slow {self.id}"
+
+    @strawberry.field
+    def echo(self, text: str) -> str:
+        return text
+
+
+def make_item(n: int, **changes: Any) -> Item:
+    item = Item(
+        id=strawberry.ID(str(n)), name=f"item {n}", note=None if n % 2 else f"note {n}",
+        kind=Kind.CAT if n % 2 else Kind.DOG,
+        seen=datetime(2025, 1, n + 1, tzinfo=UTC), tags=["a", f"t{n}"], maybe_tags=["x", None],
+        tag=Tag(label=f"tag {n}", weight=n), first_tag=Tag(label="first", weight=None),
+        labels=[Tag(label="l0", weight=0), Tag(label="l1", weight=None)], grid=[[n, 1], [2]], scores=[n, 7],
+        deferred=None,
+    )
+    for name, value in changes.items():
+        setattr(item, name, value)
+    return item
+
+
+# What each root field hands back: made anew per execution (a coroutine can be awaited once).
+ROWS: dict[str, Any] = {}
+
+
+def rows(name: str) -> Any:
+    return ROWS[name]()
+
+
+ROWS.update(
+    items=lambda: [make_item(n) for n in range(4)],
+    # Item 2's non-null name is null; item 1's non-null first tag's label is null; item 3's tags hold a null.
+    broken=lambda: [
+        make_item(0), make_item(1, first_tag=Tag(label=None, weight=1)),  # type: ignore[arg-type]
+        make_item(2, name=None), make_item(3, tags=["a", None]),
+    ],
+    # Values that are exceptions, awaitables, a generator and a tuple where lists are expected, a wrong type.
+    odd=lambda: [
+        make_item(0, note=ValueError("note 0 is an error"), deferred=_later("deferred 0")),
+        make_item(1, tags=(tag for tag in ("g", "h")), labels=(Tag(label="tuple", weight=1),),
+                  scores=[0.5, 1.5, 3]),
+        make_item(2, maybe_tags=None, tag=_later(Tag(label="late", weight=2)), grid=[[1], None]),
+        make_item(3, kind="not a kind", seen="not a time"),
+    ],
+)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self, which: str = "items") -> list[Item | None] | None:
+        return rows(which)
+
+    @strawberry.field
+    def strict(self, which: str = "items") -> list[Item]:
+        return rows(which)
+
+    @strawberry.field
+    async def late(self, which: str = "items") -> list[Item] | None:
+        return await _later(rows(which))
+
+    @strawberry.field
+    def one(self) -> Item:
+        return make_item(1)
+
+
+SCHEMA = strawberry.Schema(query=Query, execution_context_class=PortraitsExecutionContext)
+
+
+@dataclass
+class PlanContext:
+    """What the executor reads of a context (graph/context.py's Context has the same field)."""
+
+    plans: PlanCache | None
+
+
+Outcome = tuple[Any, Any]
+
+
+async def three_ways(query: str, variables: dict[str, Any] | None = None, **cache: Any) -> tuple[Outcome, PlanCache]:
+    """The outcome (data, formatted errors) with generated code, checked to be the closures' and graphql-core's."""
+    generated = PlanCache(generate=True, keep_sources=True, **cache)
+    outcomes = []
+    for plans in (generated, PlanCache(generate=False), None):
+        result = await SCHEMA.execute(query, variable_values=variables, context_value=PlanContext(plans))
+        errors = [error.formatted for error in result.errors] if result.errors else None
+        outcomes.append((result.data, errors))
+    assert outcomes[0] == outcomes[2], "generated code differs from graphql-core"
+    assert outcomes[1] == outcomes[2], "closures differ from graphql-core"
+    assert generated.stats.planned == 1
+    return outcomes[0], generated
+
+
+ITEM_FIELDS = """
+  id name note kind seen tags maybeTags
+  tag { label weight } firstTag { label } labels { label weight } grid scores deferred
+"""
+
+
+async def test_every_kind_of_field_is_generated_and_answers_as_graphql_core() -> None:
+    # given an operation selecting leaves, enums, times, lists of leaves, nested objects, lists of objects, lists
+    # of lists, resolvers with arguments, beside each other
+    query = f"{{ items {{ {ITEM_FIELDS} checked echo(text: \"hi\") }} one {{ id firstTag {{ label }} }} }}"
+
+    # when it runs three ways
+    (data, errors), plans = await three_ways(query)
+
+    # then the answers are the same, and each object's selection (Item, Tag three times) was generated code
+    assert errors is None
+    assert data["items"][2]["tags"] == ["a", "t2"]
+    assert data["items"][0]["kind"] == "DOG"
+    assert data["one"] == {"id": "1", "firstTag": {"label": "first"}}
+    assert plans.stats.generated == 6
+    assert plans.stats.over_budget == 0
+
+
+async def test_nulls_in_generated_lists_go_to_the_nearest_nullable_parent() -> None:
+    # given items whose non-null name, non-null first tag's label and a non-null list item are null
+    query = "query { items(which: \"broken\") { id name firstTag { label } tags } }"
+
+    # when they run in a list of nullable items, and in a non-null list of non-null items
+    (data, errors), _ = await three_ways(query)
+    (strict, strict_errors), _ = await three_ways(query.replace("items(", "strict("))
+
+    # then each bad item is null in the nullable list, with its error at its index; the strict list nulls the field
+    assert data["items"][0]["name"] == "item 0"
+    assert data["items"][1:] == [None, None, None]
+    assert errors is not None
+    assert [error["path"] for error in errors] == [
+        ["items", 1, "firstTag", "label"], ["items", 2, "name"], ["items", 3, "tags", 1]
+    ]
+    assert errors[1]["message"] == "Cannot return null for non-nullable field Item.name."
+    assert errors[1]["locations"] == [{"line": 1, "column": 37}]
+    assert strict is None
+    assert strict_errors is not None
+    assert [error["path"] for error in strict_errors] == [["strict", 1, "firstTag", "label"]]
+
+
+async def test_resolver_errors_at_list_indexes_keep_their_paths_and_codes() -> None:
+    # given a resolver refusing item 2, beside an async resolver failing for item 2, in a list resolved late
+    query = "query($at: Int!) { late { id checked(refuseAt: $at) slow } items { id slow } }"
+
+    # when it runs
+    (data, errors), _ = await three_ways(query, {"at": 1})
+
+    # then a nullable field is null at its index; a non-null one nulls its item (late's items are non-null, so
+    # late is null), each error with graphql-core's path and code
+    assert data["late"] is None
+    assert data["items"][1] == {"id": "1", "slow": "slow 1"}
+    assert data["items"][2] is None
+    assert errors is not None
+    assert [error["path"] for error in errors] == [["late", 1, "checked"], ["items", 2, "slow"], ["late", 2, "slow"]]
+    assert [error["extensions"] for error in errors] == [{"code": "REFUSED"}] * 3
+
+
+async def test_pending_fields_inside_generated_lists_are_awaited_in_place() -> None:
+    # given objects in plain lists and plain fields whose own fields await, one of them failing (tags first: its
+    # list makes lists known plain, so the first Tag is the first item of a generated loop, completed the slow way)
+    query = "{ items { id tags labels { label shout } tag { shout } } }"
+
+    # when it runs
+    (data, errors), _ = await three_ways(query)
+
+    # then each awaited value is in its place, the failing one null with its error at its index
+    assert data["items"][3] == {
+        "id": "3", "tags": ["a", "t3"], "labels": [{"label": "l0", "shout": "L0"}, {"label": "l1", "shout": None}],
+        "tag": {"shout": "TAG 3"},
+    }
+    assert errors is not None
+    assert [error["path"] for error in errors] == [["items", n, "labels", 1, "shout"] for n in range(4)]
+
+
+async def test_odd_values_take_the_closures_paths_with_the_same_answers() -> None:
+    # given an exception as a value, awaitables in plain attributes, a generator and a tuple for lists, a null in a
+    # list of lists, an enum field holding a string, a time field holding a string, floats in a list of Int
+    query = f"{{ items(which: \"odd\") {{ {ITEM_FIELDS} }} }}"
+
+    # when it runs
+    (data, errors), _ = await three_ways(query)
+
+    # then every value and error is graphql-core's
+    assert data["items"][0]["deferred"] == "deferred 0"
+    assert data["items"][1]["tags"] == ["g", "h"]
+    assert data["items"][1]["labels"] == [{"label": "tuple", "weight": 1}]
+    assert data["items"][2]["tag"] == {"label": "late", "weight": 2}
+    assert errors is not None
+    assert data["items"][1]["scores"] == [None, None, 3]
+    assert data["items"][3] is None
+    assert [error["path"] for error in errors] == [
+        ["items", 0, "note"], ["items", 1, "scores", 0], ["items", 1, "scores", 1], ["items", 2, "grid", 1],
+        ["items", 3, "kind"],
+    ]
+
+
+async def test_skip_and_include_with_variables_aliases_and_typename() -> None:
+    # given a document with variable directives on fields, fragments and inline fragments, aliases and __typename
+    query = """
+    query($withTag: Boolean!, $hideName: Boolean!) {
+      first: items { ...Card @include(if: $withTag) id title: name @skip(if: $hideName) __typename }
+      second: items { kind: id id: kind ... @skip(if: $withTag) { note } type: __typename }
+    }
+    fragment Card on Item { tag { label __typename } name }
+    """
+
+    # when it runs with each set of values
+    answers = []
+    for with_tag in (True, False):
+        for hide_name in (True, False):
+            (data, errors), plans = await three_ways(query, {"withTag": with_tag, "hideName": hide_name})
+            assert errors is None
+            assert plans.stats.generated > 0
+            answers.append(data)
+
+    # then each answer has its keys in graphql-core's order
+    assert list(answers[0]["first"][0]) == ["tag", "name", "id", "__typename"]
+    assert answers[0]["first"][0]["tag"] == {"label": "tag 0", "__typename": "Tag"}
+    assert list(answers[3]["first"][0]) == ["id", "title", "__typename"]
+    assert answers[3]["second"][0] == {"kind": "0", "id": "DOG", "note": "note 0", "type": "Item"}
+
+
+HOSTILE_NAMES = [
+    "__import__", "__builtins__", "__class__", "exec", "eval", "compile", "open", "globals", "import", "def",
+    "lambda", "return", "raise", "None", "True", "source", "location", "run", "S", "G", "aw", "pk", "pv", "r",
+    "v0", "k0", "n1", "CO", "U", "e", "x", "i", "l", "out", "execute_fields", "remember_plain", "gather_into",
+    "_" * 300, "a" * 5000,
+]
+HOSTILE_TEXT = [
+    '"); __import__("os").system("echo pwned") #', "'''", '"""', "\\", "line\nbreak\r\n", "\x00", "{k0}", "%s",
+]
+
+
+async def test_hostile_names_and_values_are_data_only() -> None:
+    # given aliases that are Python keywords, builtins, the generated code's own names and very long names, and
+    # string arguments holding quotes, backslashes, newlines and code
+    aliases = " ".join(f"{name}: name" for name in HOSTILE_NAMES)
+    labels = " ".join(f"{name}: label" for name in HOSTILE_NAMES)
+    echoes = " ".join(f"echo{n}: echo(text: {graphql_string(text)})" for n, text in enumerate(HOSTILE_TEXT))
+    query = f"query {{ items {{ {aliases} {echoes} tag {{ {labels} }} }} }}"
+
+    # when it runs
+    (data, errors), plans = await three_ways(query)
+
+    # then every alias is a key of the answer holding the field's value, every argument came back as given
+    assert errors is None
+    item = data["items"][1]
+    assert [key for key in item if key in HOSTILE_NAMES] == HOSTILE_NAMES
+    assert all(item[name] == "item 1" for name in HOSTILE_NAMES)
+    assert list(item["tag"]) == HOSTILE_NAMES
+    assert [item[f"echo{n}"] for n in range(len(HOSTILE_TEXT))] == HOSTILE_TEXT
+    # and none of it is in the generated source, which names only what the generator made
+    sources = plans.sources()
+    assert len(sources) == 2
+    for source in sources:
+        compile(source, "<check>", "exec")
+        assert "a" * 100 not in source and "_" * 100 not in source
+        assert "__import__" not in source and "pwned" not in source and "echo" not in source
+        assert "\\" not in source and "'" not in source and '"' not in source
+
+
+def graphql_string(text: str) -> str:
+    """``text`` as a GraphQL string literal."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return '"' + escaped.replace("\x00", "\\u0000") + '"'
+
+
+async def test_a_plan_past_its_source_budget_runs_on_closures() -> None:
+    # given a budget of source that holds the two small Tag selections and not the Item one
+    query = "{ items { id name tag { label } labels { label } } }"
+    _, unbounded = await three_ways(query)
+    sizes = sorted(len(source) for source in unbounded.sources())
+    assert len(sizes) == 3
+    budget = sizes[0] + sizes[1] + 1
+
+    # when it runs
+    (data, errors), plans = await three_ways(query, max_source=budget)
+
+    # then the answer is the same; what did not fit ran on closures
+    assert errors is None
+    assert data["items"][0]["tag"] == {"label": "tag 0"}
+    assert plans.stats.generated == 2
+    assert plans.stats.over_budget == 1
+    assert sum(len(source) for source in plans.sources()) <= budget
+
+
+async def test_a_subscription_event_runs_generated_code() -> None:
+    # given a subscription whose events hold an item, the second one with a null in a non-null field
+    @strawberry.type
+    class Subscription:
+        @strawberry.subscription
+        async def ticks(self) -> AsyncIterator[Item]:
+            for n in range(3):
+                yield make_item(n, name=None) if n == 1 else make_item(n)
+
+    schema = strawberry.Schema(
+        query=Query, subscription=Subscription, execution_context_class=PortraitsExecutionContext
+    )
+    outcomes = []
+    generated = PlanCache(generate=True)
+    for plans in (generated, None):
+        # when its events are read
+        stream = await schema.subscribe("subscription { ticks { id name tag { label } } }",
+                                        context_value=PlanContext(plans))
+        assert not isinstance(stream, Awaitable)
+        outcomes.append([(event.data, event.errors) async for event in stream])
+
+    # then each event is graphql-core's, executed by the plan's generated code
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1][0] is None
+    assert generated.stats.planned == 3
+    assert generated.stats.generated == 2
+
+
+def test_only_classes_whose_every_instance_is_plain_are_remembered() -> None:
+    # given classes known never awaitable: a plain one, an exception, one whose __class__ lies, None's, a list
+    class Plain:
+        pass
+
+    liar = type("Liar", (), {"__class__": property(lambda _self: ValueError)})
+
+    known = KnownTypes()
+    known.sync.update({Plain, ValueError, liar, type(None), list})
+
+    # when each is offered, and a class never found sync
+    for value in (Plain(), ValueError("x"), liar(), None, [], object()):
+        remember_plain(known.plain, known.sync, value)
+
+    # then only the plain class and the list are remembered: a value of any other is checked each time
+    assert known.plain == {Plain, list}
+
+
+async def test_the_apps_page_is_generated_code_with_graphql_cores_answer(
+    settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given 30 characters, and the app with generated plans, with closures only, and with plans off
+    await insert_characters(pool, alice, 30)
+    generated = PlanCache(generate=True)
+    closures = PlanCache(generate=False)
+    async with contextlib.AsyncExitStack() as stack:
+        apps = [
+            await stack.enter_async_context(app_over_http(replace(settings, execution_plans=True), plans))
+            for plans in (generated, closures)
+        ]
+        apps.append(await stack.enter_async_context(app_over_http(replace(settings, execution_plans=False))))
+
+        # when alice asks each for a page
+        answers = [await graphql(PAGE, user=alice) for graphql in apps]
+
+    # then the answers are the same, the first one from generated code
+    assert answers[0] == answers[1] == answers[2]
+    assert len(answers[0]["data"]["characters"]["edges"]) == 30
+    assert generated.stats.generated == 3
+    assert generated.stats.planned == 1
