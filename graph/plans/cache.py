@@ -12,11 +12,13 @@ from graphql.execution import Executor
 
 from graph.plans.collect import Unsupported
 from graph.plans.compile import BasicFields
-from graph.plans.generate import MAX_SOURCE, Generator
+from graph.plans.generate import MAX_SOURCE, MAX_TOTAL_SOURCE, Generator, SourcePool
 from graph.plans.plan import Plan
 from graph.plans.runtime import KnownTypes
 
 DEFAULT_MAX_PLANS = 256
+# Executions of a plan on closures before its objects are generated code: a document sent once is not compiled.
+GENERATE_AFTER = 1
 
 
 def no_basic_fields(_schema: GraphQLSchema) -> BasicFields:
@@ -56,15 +58,21 @@ class PlanCache:
         max_plans: int = DEFAULT_MAX_PLANS,
         *,
         generate: bool = True,
+        generate_after: int = GENERATE_AFTER,
         max_source: int = MAX_SOURCE,
+        max_total_source: int = MAX_TOTAL_SOURCE,
         keep_sources: bool = False,
     ) -> None:
         self.max_plans = max_plans
-        # Objects' selection sets as generated code (graph/plans/generate.py), at most ``max_source`` characters
-        # of it per plan; False: closures only. ``keep_sources``: each plan keeps its source (``sources``).
+        # Objects' selection sets as generated code (graph/plans/generate.py) once a plan has run
+        # ``generate_after`` times on closures, at most ``max_source`` characters of it per plan and
+        # ``max_total_source`` for the plans held; False: closures only. ``keep_sources``: each plan keeps its source
+        # (``sources``).
         self.generate = generate
+        self.generate_after = generate_after
         self.max_source = max_source
         self.keep_sources = keep_sources
+        self._pool = SourcePool(max_total_source)
         self.stats = PlanStats()
         self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
         self._known_types: dict[Callable[[Any], bool], KnownTypes] = {}
@@ -119,14 +127,20 @@ class PlanCache:
         if entry is not None:
             self._entries.move_to_end(key)
             return entry.plan
-        generator = Generator(self.max_source, self.stats, self.keep_sources) if self.generate else None
+        while self._entries and len(self._entries) >= self.max_plans:  # first: the new plan may use what it frees
+            _, evicted = self._entries.popitem(last=False)
+            if evicted.plan is not None and evicted.plan.generator is not None:
+                evicted.plan.generator.release()
+        generator = Generator(self.max_source, self.stats, self.keep_sources, self._pool) if self.generate else None
         try:
-            plan: Plan | None = Plan(schema, operation, executor.fragment_definitions, basic_fields(schema), generator)
+            plan: Plan | None = Plan(
+                schema, operation, executor.fragment_definitions, basic_fields(schema), generator, self.generate_after
+            )
             self.stats.built += 1
         except Unsupported:
             plan = None
+            if generator is not None:
+                generator.release()
             self.stats.unsupported += 1
         self._entries[key] = _Entry(schema, operation, plan)
-        if len(self._entries) > self.max_plans:
-            self._entries.popitem(last=False)
         return plan

@@ -14,8 +14,8 @@ Safety: nothing of the client's document reaches the source. Response keys, fiel
 and every other value are bound to generated names (``k3``, ``n3``, ...) in the function's namespace; the only
 other words in the source are ours, and attribute names (a basic field's Python name, from the schema's code)
 are written out only when they are plain identifiers, else read with ``getattr`` and a bound name. The namespace's
-builtins are the few the code uses. The source of one plan is bounded (``Generator.budget``): an object past it
-runs on closures.
+builtins are the few the code uses. The source of one plan is bounded, and so is that of all the plans of a cache
+(``Generator``): an object past either runs on closures.
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ from graph.plans.compile import (
 )
 from graph.plans.runtime import COROUTINE, Location, Run, gather_into, remember_plain
 
-# Characters of generated source one plan may hold (all its @skip/@include variants); objects past it run on
-# closures. A field is 0.3-1.5 KB of source; documents are bounded before they get here (graph/document_cost.py).
-MAX_SOURCE = 256 * 1024
+# Characters of generated source one plan may hold (all its @skip/@include variants), and all the plans of one
+# cache; objects past either run on closures. A field is 0.5-1.5 KB of source, compiled at ~8 MB/s into ~3x its
+# size in code objects: a plan of 64 KiB costs ~8 ms once and ~200 KB, the cache at most ~6 MB.
+MAX_SOURCE = 64 * 1024
+MAX_TOTAL_SOURCE = 2 * 1024 * 1024
 
 # What generated code may name besides its namespace's bound values.
 BUILTINS: dict[str, Any] = {
@@ -71,24 +73,37 @@ class _Counts:
 
 
 @dataclass
+class SourcePool:
+    """The characters of generated source the plans of one cache may still hold."""
+
+    left: int = MAX_TOTAL_SOURCE
+
+
+@dataclass
 class Generator:
-    """Generates the functions of one plan's objects, within its budget of source characters."""
+    """Generates the functions of one plan's objects, within its budget of source characters and its cache's."""
 
     budget: int = MAX_SOURCE
     stats: GeneratorStats = field(default_factory=_Counts)
     keep_sources: bool = False
+    pool: SourcePool = field(default_factory=SourcePool)
+    # The characters of source generated, drawn from the pool (given back by ``release``).
+    used: int = 0
     # The source of each function, when kept (``keep_sources``: tests, and a look at what runs).
     sources: list[str] = field(default_factory=list, repr=False)
 
     def object_fields(self, parent: GraphQLObjectType, specs: list[FieldSpec]) -> ObjectFn | None:
         """``execute_fields`` for ``specs`` (``parent``'s selection, compiled) as one generated function, or None
-        when the plan's budget cannot hold its source (closures run it)."""
+        when the plan's budget or its cache's cannot hold its source (closures run it)."""
         source = _ObjectSource(specs)
         text = source.text()
-        if len(text) > self.budget:
+        size = len(text)
+        if size > self.budget or size > self.pool.left:
             self.stats.over_budget += 1
             return None
-        self.budget -= len(text)
+        self.budget -= size
+        self.pool.left -= size
+        self.used += size
         self.stats.generated += 1
         if self.keep_sources:
             self.sources.append(text)
@@ -96,6 +111,11 @@ class Generator:
         exec(compile(text, f"<plan: {parent.name}>", "exec"), namespace)  # our source only: see the module docstring
         function: ObjectFn = namespace["execute_fields"]
         return function
+
+    def release(self) -> None:
+        """The plan is gone from its cache: its source no longer counts against the cache's."""
+        self.pool.left += self.used
+        self.used = 0
 
 
 def _pend(keys: list[str] | None, values: list[Any] | None, key: str, value: Any) -> tuple[list[str], list[Any]]:

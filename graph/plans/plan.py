@@ -37,6 +37,7 @@ class Plan:
         fragments: Mapping[str, FragmentDefinitionNode],
         basic_fields: BasicFields,
         generator: Generator | None = None,
+        generate_after: int = 0,
     ) -> None:
         root_type = schema.get_root_type(operation.operation)
         if root_type is None:
@@ -52,16 +53,21 @@ class Plan:
         self.root_type = root_type
         self.is_mutation = operation.operation == OperationType.MUTATION
         self.conditions = conditions.directives
-        # Objects' selection sets as generated code (generate.py; its budget is for every variant), or closures.
+        # Objects' selection sets as generated code (generate.py; its budget is for every variant), or closures:
+        # closures for the first ``generate_after`` executions, so a document sent once never pays for its code.
         self.generator = generator
+        self.closure_runs_left = generate_after if generator is not None else 0
         # Every field any request could select, compiled once here: whatever is unsupported is found now. (Without
-        # variable conditions that is the one variant, generated; with them it is only this check.)
-        everything = Compiler(
-            schema, fragments, basic_fields, None, None if self.conditions else self.generator
-        ).root(operation, root_type)
+        # variable conditions that is the one variant; with them it is only this check.)
+        everything = Compiler(schema, fragments, basic_fields, None, self._generator(bool(self.conditions))).root(
+            operation, root_type
+        )
         self.variants: dict[tuple[bool, ...], tuple[ObjectFn, ObjectFn]] = {}
         if not self.conditions:
             self.variants[()] = everything
+
+    def _generator(self, only_checking: bool = False) -> Generator | None:
+        return None if only_checking or self.closure_runs_left else self.generator
 
     def execute(self, executor: Executor[Any], serially: bool | None, known: KnownTypes) -> Any:
         """The ExecutionResult (or a coroutine of it) execute_operation would return; None when this request's
@@ -69,6 +75,10 @@ class Plan:
         variant = self._variant(executor)
         if variant is None:
             return None
+        if self.closure_runs_left:
+            self.closure_runs_left -= 1
+            if not self.closure_runs_left:  # from the next execution on, each variant is compiled again, generated
+                self.variants = {}
         parallel, serial = variant
         run = Run(executor, known)
         execute_fields = serial if (self.is_mutation if serially is None else serially) else parallel
@@ -83,7 +93,13 @@ class Plan:
 
     def _variant(self, executor: Executor[Any]) -> tuple[ObjectFn, ObjectFn] | None:
         if not self.conditions:
-            return self.variants[()]
+            variant = self.variants.get(())
+            if variant is None:
+                variant = Compiler(self.schema, self.fragments, self.basic_fields, None, self._generator()).root(
+                    self.operation, self.root_type
+                )
+                self.variants[()] = variant
+            return variant
         try:
             values = tuple(
                 bool(get_argument_values(
@@ -102,7 +118,7 @@ class Plan:
             if len(self.variants) >= MAX_VARIANTS:
                 return None
             decisions = {id(directive): value for directive, value in zip(self.conditions, values, strict=True)}
-            variant = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self.generator).root(
+            variant = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self._generator()).root(
                 self.operation, self.root_type
             )
             self.variants[values] = variant
