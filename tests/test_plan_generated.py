@@ -16,14 +16,15 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import strawberry
+from graphql import GraphQLID
 from strawberry.extensions import ParserCache
 
 from graph.plans import PlanCache
-from graph.plans.runtime import KnownTypes, remember_plain
+from graph.plans.runtime import KnownTypes, remember_plain, remember_str_id
 from graph.schema import PortraitsExecutionContext
 from server.settings import Settings
 from tests.test_execution_plans import PAGE, app_over_http
@@ -63,6 +64,7 @@ async def _later(value: Any) -> Any:
 @strawberry.type
 class Item:
     id: strawberry.ID
+    ref: strawberry.ID
     name: str
     note: str | None
     kind: Kind
@@ -96,8 +98,8 @@ class Item:
 
 def make_item(n: int, **changes: Any) -> Item:
     item = Item(
-        id=strawberry.ID(str(n)), name=f"item {n}", note=None if n % 2 else f"note {n}",
-        kind=Kind.CAT if n % 2 else Kind.DOG,
+        id=strawberry.ID(str(n)), ref=cast(strawberry.ID, uuid.UUID(int=n)), name=f"item {n}",
+        note=None if n % 2 else f"note {n}", kind=Kind.CAT if n % 2 else Kind.DOG,
         seen=datetime(2025, 1, n + 1, tzinfo=UTC), tags=["a", f"t{n}"], maybe_tags=["x", None],
         tag=Tag(label=f"tag {n}", weight=n), first_tag=Tag(label="first", weight=None),
         labels=[Tag(label="l0", weight=0), Tag(label="l1", weight=None)], grid=[[n, 1], [2]], scores=[n, 7],
@@ -128,8 +130,8 @@ ROWS.update(
         make_item(0, note=ValueError("note 0 is an error"), deferred=_later("deferred 0")),
         make_item(1, tags=(tag for tag in ("g", "h")), labels=(Tag(label="tuple", weight=1),),
                   scores=[0.5, 1.5, 3]),
-        make_item(2, maybe_tags=None, tag=_later(Tag(label="late", weight=2)), grid=[[1], None]),
-        make_item(3, kind="not a kind", seen="not a time"),
+        make_item(2, ref=2, maybe_tags=None, tag=_later(Tag(label="late", weight=2)), grid=[[1], None]),
+        make_item(3, kind="not a kind", seen="not a time", ref=[3]),
     ],
 )
 
@@ -185,7 +187,7 @@ async def three_ways(query: str, variables: dict[str, Any] | None = None, **cach
 
 
 ITEM_FIELDS = """
-  id name note kind seen tags maybeTags
+  id ref name note kind seen tags maybeTags
   tag { label weight } firstTag { label } labels { label weight } grid scores deferred
 """
 
@@ -278,11 +280,13 @@ async def test_odd_values_take_the_closures_paths_with_the_same_answers() -> Non
     assert data["items"][2]["tag"] == {"label": "late", "weight": 2}
     assert errors is not None
     assert data["items"][1]["scores"] == [None, None, 3]
+    assert data["items"][2]["ref"] == "2"
     assert data["items"][3] is None
     assert [error["path"] for error in errors] == [
         ["items", 0, "note"], ["items", 1, "scores", 0], ["items", 1, "scores", 1], ["items", 2, "grid", 1],
-        ["items", 3, "kind"],
+        ["items", 3, "ref"],
     ]
+    assert errors[-1]["message"] == "ID cannot represent value: [3]"
 
 
 async def test_skip_and_include_with_variables_aliases_and_typename() -> None:
@@ -455,6 +459,27 @@ def test_only_classes_whose_every_instance_is_plain_are_remembered() -> None:
 
     # then only the plain class and the list are remembered: a value of any other is checked each time
     assert known.plain == {Plain, list}
+
+
+def test_only_classes_graphql_core_serializes_as_str_are_remembered_as_ids() -> None:
+    # given plain classes: a UUID, an int subclass, a builtin, a str subclass
+    class Number(int):
+        pass
+
+    class Text(str):
+        pass
+
+    known = KnownTypes()
+    known.plain.update({uuid.UUID, Number, list, Text})
+
+    # when each is offered
+    for value in (uuid.uuid4(), Number(3), [1], Text("t"), uuid.uuid4()):
+        remember_str_id(known.str_ids, known.plain, value)
+
+    # then only the UUID is remembered, and graphql-core's ID serializes it as str() does
+    assert known.str_ids == {uuid.UUID}
+    value = uuid.uuid4()
+    assert GraphQLID.coerce_output_value(value) == str(value)
 
 
 async def test_the_apps_page_is_generated_code_with_graphql_cores_answer(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from graphql import FieldNode, GraphQLObjectType
+from graphql import FieldNode, GraphQLID, GraphQLObjectType
 from graphql.pyutils import Undefined
 
 from graph.plans.compile import (
@@ -42,7 +42,7 @@ from graph.plans.compile import (
     not_coerced,
     settle_list,
 )
-from graph.plans.runtime import COROUTINE, Location, Run, gather_into, remember_plain
+from graph.plans.runtime import COROUTINE, Location, Run, gather_into, remember_plain, remember_str_id
 
 # Characters of generated source one plan may hold (all its @skip/@include variants), and all the plans of one
 # cache; objects past either run on closures. A field is 0.5-1.5 KB of source, compiled at ~8 MB/s into ~3x its
@@ -52,7 +52,7 @@ MAX_TOTAL_SOURCE = 2 * 1024 * 1024
 
 # What generated code may name besides its namespace's bound values.
 BUILTINS: dict[str, Any] = {
-    "type": type, "iter": iter, "enumerate": enumerate, "list": list, "tuple": tuple,
+    "type": type, "iter": iter, "enumerate": enumerate, "list": list, "tuple": tuple, "str": str,
     "Exception": Exception, "TypeError": TypeError,
 }
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -116,6 +116,13 @@ class Generator:
         """The plan is gone from its cache: its source no longer counts against the cache's."""
         self.pool.left += self.used
         self.used = 0
+
+
+def _is_id(completion: Completion) -> bool:
+    """An ID serialized by graphql-core's own serializer: a value of a class ``remember_str_id`` names is
+    serialized as ``str(value)``, written out."""
+    leaf = completion.leaf
+    return leaf is not None and leaf.coerce_output_value is GraphQLID.coerce_output_value
 
 
 def _pend(keys: list[str] | None, values: list[Any] | None, key: str, value: Any) -> tuple[list[str], list[Any]]:
@@ -193,11 +200,12 @@ class _ObjectSource:
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {
             "CO": COROUTINE, "U": Undefined, "gather_into": gather_into, "settle_list": settle_list,
-            "pend": _pend, "pend_index": _pend_index,
+            "pend": _pend, "pend_index": _pend_index, "remember_str_id": remember_str_id,
         }
         self.names: dict[int, str] = {}
         self.count = 0
         self.specs = specs
+        self.uses_str_ids = False
 
     def bind(self, prefix: str, value: Any) -> str:
         """The name of ``value`` in the namespace: the prefix (ours) and a number; one name per value."""
@@ -238,6 +246,8 @@ class _ObjectSource:
         self.line(1, "if pk is None:")
         self.line(2, "return r")
         self.line(1, "return gather_into(r, pk)")
+        if self.uses_str_ids:
+            self.lines.insert(2, INDENT + "SI = run.str_id_types")
 
     def _field(self, depth: int, spec: FieldSpec, key: str, value: str) -> None:
         if spec.field_def is None:  # __typename
@@ -279,6 +289,10 @@ class _ObjectSource:
             if fast is not None:
                 self.line(body, f"if type({value}) is {self.bind('fc', fast)}:")
                 self.line(body + 1, "pass")
+                if _is_id(completion):
+                    self.uses_str_ids = True
+                    self.line(body, f"elif type({value}) in SI:")
+                    self.line(body + 1, f"{value} = str({value})")
                 self.line(body, f"elif type({value}) in G:")
             else:
                 self.line(body, f"if type({value}) in G:")
@@ -300,6 +314,8 @@ class _ObjectSource:
             self.line(depth, "if cv is U or cv is None:")
             self.line(depth + 1, f"raise TypeError({self.bind('nc', not_coerced)}({self.bind('ty', completion.leaf)}, "
                                  f"{value}, cv))")
+            if _is_id(completion):
+                self.line(depth, f"remember_str_id(SI, G, {value})")
             self.line(depth, f"{value} = cv")
             return
         assert completion.fields is not None

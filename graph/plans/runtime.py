@@ -48,11 +48,13 @@ class KnownTypes:
     skipping the checks complete_value makes first (``remember_plain``).
     """
 
-    __slots__ = ("plain", "sync")
+    __slots__ = ("plain", "str_ids", "sync")
 
     def __init__(self) -> None:
         self.sync: set[type] = set()
         self.plain: set[type] = set()
+        # (a subset of ``plain``) classes graphql-core's ID serializes as ``str(value)`` (``remember_str_id``)
+        self.str_ids: set[type] = set()
 
 
 def remember_plain(plain: set[type], sync: set[type], value: Any) -> None:
@@ -71,6 +73,15 @@ def remember_plain(plain: set[type], sync: set[type], value: Any) -> None:
         plain.add(cls)
 
 
+def remember_str_id(str_ids: set[type], plain: set[type], value: Any) -> None:
+    """Add ``value``'s class to ``str_ids`` when graphql-core's ID serializer (``GraphQLID.coerce_output_value``,
+    graphql/type/scalars.py ``serialize_id``) returns ``str(value)`` for every instance of it: a plain class that is
+    no str, int or float and not a builtin (a UUID, say)."""
+    cls = type(value)
+    if cls in plain and not issubclass(cls, (str, int, float)) and cls.__module__ != "builtins":
+        str_ids.add(cls)
+
+
 NONE_TYPE = type(None)
 UNDEFINED_TYPE = type(Undefined)
 
@@ -79,7 +90,7 @@ class Run:
     """One execution: the executor (variables, info, resolvers), its errors, its awaitable check."""
 
     __slots__ = ("errors", "executor", "field_resolver", "hide_suggestions", "is_async_iterable", "is_awaitable",
-                 "plain_types", "sync_types", "variable_values")
+                 "plain_types", "str_id_types", "sync_types", "variable_values")
 
     def __init__(self, executor: Executor[Any], known: KnownTypes) -> None:
         self.executor = executor
@@ -92,6 +103,7 @@ class Run:
         # Generated code (generate.py) looks a value's class up in these before checking the value itself.
         self.sync_types = known.sync
         self.plain_types = known.plain
+        self.str_id_types = known.str_ids
 
     def field_error(
         self, raw: Exception, nodes: list[FieldNode], location: Location, non_null: bool
