@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, cast
@@ -47,12 +47,15 @@ class Kind(Enum):
 class Tag:
     label: str
     weight: int | None
+    inner: Tag | None = None
+    more: list[Tag] = strawberry.field(default_factory=list)
 
     @strawberry.field
-    async def shout(self) -> str | None:
+    async def shout(self, info: strawberry.Info) -> str | None:
         await asyncio.sleep(0)
         if self.label == "l1":
             raise Refused("l1 refused")
+        info.context.log.append(f"shout {self.label}")
         return self.label.upper()
 
 
@@ -164,9 +167,11 @@ CACHED = strawberry.Schema(
 
 @dataclass
 class PlanContext:
-    """What the executor reads of a context (graph/context.py's Context has the same field)."""
+    """What the executor reads of a context (graph/context.py's Context has the same field), and a log resolvers
+    write to."""
 
     plans: PlanCache | None
+    log: list[str] = field(default_factory=list)
 
 
 Outcome = tuple[Any, Any]
@@ -263,6 +268,74 @@ async def test_pending_fields_inside_generated_lists_are_awaited_in_place() -> N
     }
     assert errors is not None
     assert [error["path"] for error in errors] == [["items", n, "labels", 1, "shout"] for n in range(4)]
+
+
+def nested_tag(depth: int, label: str) -> Tag:
+    """A tag holding ``depth`` levels of tags: ``inner`` one, ``more`` two; the last one of an ``inner`` has no
+    label (a null in a non-null field)."""
+    if depth == 0:
+        return Tag(label=None if label.endswith(".i") else label, weight=None)  # type: ignore[arg-type]
+    return Tag(
+        label=label, weight=depth, inner=nested_tag(depth - 1, f"{label}.i"),
+        more=[nested_tag(depth - 1, f"{label}.{n}") for n in range(2)],
+    )
+
+
+async def test_objects_nested_deeper_than_written_out_are_called() -> None:
+    # given tags nested six deep, in a field and in lists, the deepest of an inner chain without its non-null label
+    ROWS["deep"] = lambda: [
+        make_item(n, tag=nested_tag(6, f"t{n}"), labels=[nested_tag(6, f"l{n}")]) for n in range(2)
+    ]
+    inner = more = "label weight"
+    for _ in range(6):
+        inner = f"label inner {{ {inner} }}"
+        more = f"label more {{ {more} }}"
+    chains = f'{{ items(which: "deep") {{ tag {{ {inner} }} labels {{ {more} }} }} }}'
+    tree = "label weight"
+    for _ in range(6):
+        tree = f"label inner {{ {tree} }} more {{ {tree} }}"
+
+    # when chains of them run (with room for their code), nested objects written out in their parents' code as
+    # deep as allowed, called below
+    (data, errors), plans = await three_ways(chains, None, max_source=1 << 20)
+
+    # then the answer is graphql-core's: every level, and the null gone up to the nearest nullable parent
+    tag = data["items"][0]["tag"]
+    assert tag["inner"]["inner"]["label"] == "t0.i.i"
+    assert tag["inner"]["inner"]["inner"]["inner"]["inner"]["inner"] is None
+    assert data["items"][1]["labels"][0]["more"][1]["more"][0]["more"][1]["more"][0]["label"] == "l1.1.0.1.0"
+    assert errors is not None
+    assert [error["path"] for error in errors] == [["items", n, "tag", *["inner"] * 6, "label"] for n in range(2)]
+    assert plans.stats.over_budget == 0
+
+    # and when the whole tree runs, its 254 selections more than a plan's budget of code holds, the rest closures
+    (data, errors), plans = await three_ways(f'{{ items(which: "deep") {{ tag {{ {tree} }} }} }}')
+    tag = data["items"][0]["tag"]
+    assert tag["more"][1]["more"][0]["more"][1]["more"][0]["more"][1]["more"][0]["label"] == "t0.1.0.1.0.1.0"
+    assert plans.stats.generated > 0
+    assert plans.stats.over_budget > 0
+
+
+async def test_pending_fields_left_by_an_error_still_run_to_their_end() -> None:
+    # given objects whose awaited field is pending when a later non-null field fails: item 0's first tag, item 1's
+    # label (which fails item 1 before its first tag runs)
+    unlabelled = Tag(label=None, weight=0)  # type: ignore[arg-type]
+    ROWS["unlabelled"] = lambda: [
+        make_item(0, labels=[Tag(label="a", weight=0)], first_tag=unlabelled),
+        make_item(1, labels=[unlabelled], first_tag=Tag(label="b", weight=0)),
+    ]
+    query = '{ items(which: "unlabelled") { id labels { shout label } firstTag { shout label } } }'
+    logs = []
+    for plans in (PlanCache(generate_after=0), PlanCache(generate=False), None):
+        # when it runs, and the loop runs on a moment after the answer
+        context = PlanContext(plans)
+        result = await SCHEMA.execute(query, context_value=context)
+        await asyncio.sleep(0.01)
+        assert result.data == {"items": [None, None]}
+        logs.append(sorted(context.log))
+
+    # then the pending fields ran to their end each way, as graphql-core lets them (its settle_in_background)
+    assert logs[0] == logs[1] == logs[2] == ["shout None", "shout None", "shout a"]
 
 
 async def test_odd_values_take_the_closures_paths_with_the_same_answers() -> None:

@@ -77,8 +77,9 @@ class Completion:
     # graphql-core's error when the type is non-null and the value is null; None: a nullable type.
     null: str | None
     leaf: GraphQLLeafType | None = None
-    # execute_fields of an object type's selection (generated, or closures)
+    # execute_fields of an object type's selection (generated, or closures), and that selection compiled
     fields: ObjectFn | None = None
+    specs: list[FieldSpec] | None = None
     item: Completion | None = None
 
 
@@ -135,13 +136,15 @@ class Compiler:
     def _specs(self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]) -> list[FieldSpec]:
         return [self._field(parent, key, nodes) for key, nodes in grouped.items()]
 
-    def _object_fields(self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]) -> ObjectFn:
+    def _object_fields(
+        self, parent: GraphQLObjectType, grouped: dict[str, list[FieldNode]]
+    ) -> tuple[ObjectFn, list[FieldSpec]]:
         specs = self._specs(parent, grouped)
         if self.generator is not None:
             generated = self.generator.object_fields(parent, specs)
             if generated is not None:
-                return generated
-        return _object([(spec.key, spec.execute) for spec in specs])
+                return generated, specs
+        return _object([(spec.key, spec.execute) for spec in specs]), specs
 
     def _field(self, parent: GraphQLObjectType, key: str, nodes: list[FieldNode]) -> FieldSpec:
         name = nodes[0].name.value
@@ -186,8 +189,8 @@ class Compiler:
                 raise Unsupported(f"is_type_of on {type_.name}")
             selection_sets = [node.selection_set for node in nodes if node.selection_set is not None]
             grouped = collect(self.schema, self.fragments, type_, selection_sets, self.decisions)
-            fields = self._object_fields(type_, grouped)
-            return Completion(_object_value(fields, null), null, fields=fields)
+            fields, specs = self._object_fields(type_, grouped)
+            return Completion(_object_value(fields, null), null, fields=fields, specs=specs)
         raise Unsupported(f"output type {type_}")
 
 

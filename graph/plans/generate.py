@@ -23,7 +23,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from graphql import FieldNode, GraphQLID, GraphQLObjectType
@@ -49,6 +49,12 @@ from graph.plans.runtime import COROUTINE, Location, Run, gather_into, remember_
 # size in code objects: a plan of 64 KiB costs ~8 ms once and ~200 KB, the cache at most ~6 MB.
 MAX_SOURCE = 64 * 1024
 MAX_TOTAL_SOURCE = 2 * 1024 * 1024
+# Objects written out inside another's function (an object nested in a field or list item), at most this deep,
+# and only where the blocks around them leave room for theirs (CPython's 20 statically nested blocks).
+# (A written-out object's location is an expression, evaluated only where it is needed, an error or a call: at most
+# two tuples deep.)
+MAX_INLINED = 2
+MAX_INLINE_BLOCKS = 10
 
 # What generated code may name besides its namespace's bound values.
 BUILTINS: dict[str, Any] = {
@@ -56,7 +62,7 @@ BUILTINS: dict[str, Any] = {
     "Exception": Exception, "TypeError": TypeError,
 }
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-INDENT = "    "
+INDENT = " "  # (one space a level: deep code stays small)
 
 
 class GeneratorStats(Protocol):
@@ -95,10 +101,18 @@ class Generator:
     def object_fields(self, parent: GraphQLObjectType, specs: list[FieldSpec]) -> ObjectFn | None:
         """``execute_fields`` for ``specs`` (``parent``'s selection, compiled) as one generated function, or None
         when the plan's budget or its cache's cannot hold its source (closures run it)."""
-        source = _ObjectSource(specs)
-        text = source.text()
-        size = len(text)
-        if size > self.budget or size > self.pool.left:
+        for inline in (True, False):  # nested objects written out in place; past the budget, called instead
+            source = _ObjectSource(specs, inline)
+            text = source.text()
+            size = len(text)
+            if size > self.budget or size > self.pool.left:
+                continue
+            try:
+                code = compile(text, f"<plan: {parent.name}>", "exec")
+            except (SyntaxError, RecursionError, MemoryError):  # (a limit of the compiler's: never expected)
+                continue
+            break
+        else:
             self.stats.over_budget += 1
             return None
         self.budget -= size
@@ -108,7 +122,7 @@ class Generator:
         if self.keep_sources:
             self.sources.append(text)
         namespace: dict[str, Any] = {"__builtins__": BUILTINS, **source.namespace}
-        exec(compile(text, f"<plan: {parent.name}>", "exec"), namespace)  # our source only: see the module docstring
+        exec(code, namespace)  # our source only: see the module docstring
         function: ObjectFn = namespace["execute_fields"]
         return function
 
@@ -188,15 +202,29 @@ def _item_helpers(item: Completion, nodes: list[FieldNode]) -> tuple[CompleteFn,
     return item_slowly, completed_item_later
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Where an object's fields are written out: the function's own object, or one written out inside it (a
+    nested object's fields in place of a call to its function). ``tag`` keeps each frame's variables apart."""
+
+    source: str  # the variable holding the object
+    location: str  # an expression of its location (evaluated only where a location is needed)
+    tag: str
+    # Statically nested blocks (try, for) around the frame's fields: CPython allows 20.
+    blocks: int
+    inlined: int  # objects written out around it
+
+
 class _ObjectSource:
     """The source of one object's ``execute_fields`` and the values its names are bound to.
 
-    Only the common case is written out: a value whose class is known plain (``KnownTypes``), completed in place.
-    Any other value (awaitable, null, an exception, a class not seen yet, an iterable other than a list or tuple)
-    goes to a closure doing what compile.py's closures do with it (``_field_after_read``, ``_item_helpers``).
+    Only the common case is written out: a value whose class is known plain (``KnownTypes``), completed in place,
+    a nested object's fields written out in place of a call (``inline``: up to MAX_INLINED deep). Any other
+    value (awaitable, null, an exception, a class not seen yet, an iterable other than a list or tuple) goes to a
+    closure doing what compile.py's closures do with it (``_field_after_read``, ``_item_helpers``).
     """
 
-    def __init__(self, specs: list[FieldSpec]) -> None:
+    def __init__(self, specs: list[FieldSpec], inline: bool) -> None:
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {
             "CO": COROUTINE, "U": Undefined, "gather_into": gather_into, "settle_list": settle_list,
@@ -204,7 +232,9 @@ class _ObjectSource:
         }
         self.names: dict[int, str] = {}
         self.count = 0
+        self.frames = 0
         self.specs = specs
+        self.inline = inline
         self.uses_str_ids = False
 
     def bind(self, prefix: str, value: Any) -> str:
@@ -228,62 +258,74 @@ class _ObjectSource:
     def _function(self) -> None:
         self.line(0, "def execute_fields(source, location, run):")
         self.line(1, "G = run.plain_types")
-        self.line(1, "pk = pv = None")
-        self.line(1, "try:")
-        values = []
-        for index, spec in enumerate(self.specs):
-            value = f"v{index}"
-            key = self.bind("k", spec.key)
-            self._field(2, spec, key, value)
-            values.append(f"{key}: {value}")
-        if not self.specs:
-            self.line(2, "pass")
-        self.line(1, "except Exception:")
-        self.line(2, "if pv is not None:")
-        self.line(3, "run.settle_in_background(pv)")
-        self.line(2, "raise")
-        self.line(1, f"r = {{{', '.join(values)}}}")
+        frame = _Frame("source", "location", "", 0, 0)
+        result = self._fields(1, frame, self.specs)
         self.line(1, "if pk is None:")
-        self.line(2, "return r")
-        self.line(1, "return gather_into(r, pk)")
+        self.line(2, f"return {result}")
+        self.line(1, f"return gather_into({result}, pk)")
         if self.uses_str_ids:
             self.lines.insert(2, INDENT + "SI = run.str_id_types")
 
-    def _field(self, depth: int, spec: FieldSpec, key: str, value: str) -> None:
+    def _fields(self, depth: int, frame: _Frame, specs: list[FieldSpec]) -> str:
+        """The fields of ``frame``'s object, run in order (``_object``); returns the expression of its dict. Pending
+        ones are left in ``pk``/``pv`` (tagged); an error raised past them lets them settle."""
+        tag = frame.tag
+        self.line(depth, f"pk{tag} = pv{tag} = None")
+        self.line(depth, "try:")
+        inner = replace(frame, blocks=frame.blocks + 1)
+        values = []
+        for index, spec in enumerate(specs):
+            value = f"v{tag}{index}"
+            key = self.bind("k", spec.key)
+            self._field(depth + 1, inner, spec, key, value)
+            values.append(f"{key}: {value}")
+        if not specs:
+            self.line(depth + 1, "pass")
+        self.line(depth, "except Exception:")
+        self.line(depth + 1, f"if pv{tag} is not None:")
+        self.line(depth + 2, f"run.settle_in_background(pv{tag})")
+        self.line(depth + 1, "raise")
+        return f"{{{', '.join(values)}}}"
+
+    def _field(self, depth: int, frame: _Frame, spec: FieldSpec, key: str, value: str) -> None:
+        tag = frame.tag
         if spec.field_def is None:  # __typename
             self.line(depth, f"{value} = {self.bind('t', spec.parent.name)}")
             return
         if spec.reader is None or spec.completion is None:  # a resolver: the closure, as _object calls it
-            self.line(depth, f"{value} = {self.bind('f', spec.execute)}(source, location, run)")
+            self.line(depth, f"{value} = {self.bind('f', spec.execute)}({frame.source}, {frame.location}, run)")
             self.line(depth, f"if type({value}) is CO:")
-            self.line(depth + 1, f"pk, pv = pend(pk, pv, {key}, {value})")
+            self.line(depth + 1, f"pk{tag}, pv{tag} = pend(pk{tag}, pv{tag}, {key}, {value})")
             return
-        self._basic_field(depth, spec, spec.reader, spec.completion, key, value)
+        self._basic_field(depth, frame, spec, spec.reader, spec.completion, key, value)
 
     def _basic_field(
-        self, depth: int, spec: FieldSpec, reader: Reader, completion: Completion, key: str, value: str
+        self, depth: int, frame: _Frame, spec: FieldSpec, reader: Reader, completion: Completion, key: str,
+        value: str,
     ) -> None:
         """compile.py's ``_basic_field``: read, completed in place (a plain value) or by the closure's way; an
         error located at the field."""
         read, attribute = reader
-        here = f"(location, {key}, {self.bind('p', spec.parent.name)})"
+        tag, location = frame.tag, frame.location
+        here = f"({location}, {key}, {self.bind('p', spec.parent.name)})"
         after_read = self.bind("ar", _field_after_read(spec, completion))
         later = self.bind("lt", field_completed_later(spec.key, spec.parent.name, spec.nodes, spec.non_null))
         if read is getattr and IDENTIFIER.fullmatch(attribute) and not keyword.iskeyword(attribute):
-            expression = f"source.{attribute}"
+            expression = f"{frame.source}.{attribute}"
         else:
-            expression = f"{self.bind('r', read)}(source, {self.bind('a', attribute)})"
+            expression = f"{self.bind('r', read)}({frame.source}, {self.bind('a', attribute)})"
 
         def pending(at: int) -> None:  # the completion returned a coroutine (an object or list with pending fields)
-            self.line(at, f"{value} = {later}({value}, location, run)")
-            self.line(at, f"pk, pv = pend(pk, pv, {key}, {value})")
+            self.line(at, f"{value} = {later}({value}, {location}, run)")
+            self.line(at, f"pk{tag}, pv{tag} = pend(pk{tag}, pv{tag}, {key}, {value})")
 
         self.line(depth, "try:")
+        inner = replace(frame, blocks=frame.blocks + 1)
         body = depth + 1
         self.line(body, f"{value} = {expression}")
         if completion.item is not None:
             self.line(body, f"if type({value}) in G and (type({value}) is list or type({value}) is tuple):")
-            self._list(body + 1, completion.item, value, here, spec.nodes, pending)
+            self._list(body + 1, inner, completion.item, value, here, spec.nodes, pending)
         else:
             fast = IDENTITY.get(completion.leaf) if completion.leaf is not None else None
             if fast is not None:
@@ -296,79 +338,98 @@ class _ObjectSource:
                 self.line(body, f"elif type({value}) in G:")
             else:
                 self.line(body, f"if type({value}) in G:")
-            self._plain(body + 1, completion, value, here, pending)
+            self._plain(body + 1, inner, completion, value, here, pending)
         self.line(body, "else:")
-        self.line(body + 1, f"{value} = {after_read}({value}, location, run)")
+        self.line(body + 1, f"{value} = {after_read}({value}, {location}, run)")
         self.line(body + 1, f"if type({value}) is CO:")
-        self.line(body + 2, f"pk, pv = pend(pk, pv, {key}, {value})")
+        self.line(body + 2, f"pk{tag}, pv{tag} = pend(pk{tag}, pv{tag}, {key}, {value})")
         self.line(depth, "except Exception as e:")
         self.line(depth + 1, f"run.field_error(e, {self.bind('n', spec.nodes)}, {here}, {spec.non_null})")
         if not spec.non_null:
             self.line(depth + 1, f"{value} = None")
 
-    def _plain(self, depth: int, completion: Completion, value: str, here: str, pending: Callable[[int], None]) -> None:
+    def _plain(
+        self, depth: int, frame: _Frame, completion: Completion, value: str, here: str,
+        pending: Callable[[int], None],
+    ) -> None:
         """The completion of a leaf or object value of a class known plain (never awaitable, an exception or
-        null), in place: a leaf coerced, an object's fields executed."""
+        null), in place: a leaf coerced, an object's fields executed (written out here, or its function called)."""
         if completion.leaf is not None:
             self.line(depth, f"cv = {self.bind('co', completion.leaf.coerce_output_value)}({value})")
             self.line(depth, "if cv is U or cv is None:")
             self.line(depth + 1, f"raise TypeError({self.bind('nc', not_coerced)}({self.bind('ty', completion.leaf)}, "
                                  f"{value}, cv))")
             if _is_id(completion):
+                self.uses_str_ids = True
                 self.line(depth, f"remember_str_id(SI, G, {value})")
             self.line(depth, f"{value} = cv")
             return
         assert completion.fields is not None
+        specs = completion.specs
+        if self.inline and specs is not None and frame.inlined < MAX_INLINED and frame.blocks <= MAX_INLINE_BLOCKS:
+            self.frames += 1
+            nested = _Frame(value, here, f"f{self.frames}_", frame.blocks, frame.inlined + 1)
+            result = self._fields(depth, nested, specs)
+            self.line(depth, f"if pk{nested.tag} is None:")
+            self.line(depth + 1, f"{value} = {result}")
+            self.line(depth, "else:")
+            self.line(depth + 1, f"{value} = gather_into({result}, pk{nested.tag})")
+            pending(depth + 1)
+            return
         self.line(depth, f"{value} = {self.bind('o', completion.fields)}({value}, {here}, run)")
         self.line(depth, f"if type({value}) is CO:")
         pending(depth + 1)
 
     def _list(
-        self, depth: int, item: Completion, value: str, here: str, nodes: list[FieldNode],
+        self, depth: int, frame: _Frame, item: Completion, value: str, here: str, nodes: list[FieldNode],
         pending: Callable[[int], None],
     ) -> None:
         """compile.py's ``complete_list`` for a list or tuple (a plain class: never awaitable, an exception or
         null), each item completed in place when plain, else by the closure's way."""
         item_slowly, item_later = _item_helpers(item, nodes)
         slowly = self.bind("si", item_slowly)
-        self.line(depth, f"l = {here}")
-        self.line(depth, "out = []")
-        self.line(depth, "pi = None")
-        self.line(depth, f"it = iter({value})")
+        tag = frame.tag
+        here_list, out, pi, it, i, x = (f"{name}{tag}" for name in ("l", "out", "pi", "it", "i", "x"))
+        item_here = f"({here_list}, {i}, None)"
+        self.line(depth, f"{here_list} = {here}")
+        self.line(depth, f"{out} = []")
+        self.line(depth, f"{pi} = None")
+        self.line(depth, f"{it} = iter({value})")
         self.line(depth, "try:")
-        self.line(depth + 1, "for i, x in enumerate(it):")
+        self.line(depth + 1, f"for {i}, {x} in enumerate({it}):")
         at = depth + 2
         fast = IDENTITY.get(item.leaf) if item.leaf is not None else None
         if item.item is None:  # (a list of lists: each inner list by the closure's way)
             if fast is not None:
-                self.line(at, f"if type(x) is {self.bind('fc', fast)}:")
+                self.line(at, f"if type({x}) is {self.bind('fc', fast)}:")
                 self.line(at + 1, "pass")
-                self.line(at, "elif type(x) in G:")
+                self.line(at, f"elif type({x}) in G:")
             else:
-                self.line(at, "if type(x) in G:")
+                self.line(at, f"if type({x}) in G:")
             later = self.bind("il", item_later)
 
             def item_pending(inner: int) -> None:
-                self.line(inner, f"x = {later}(x, (l, i, None), run)")
-                self.line(inner, "pi = pend_index(pi, i)")
+                self.line(inner, f"{x} = {later}({x}, {item_here}, run)")
+                self.line(inner, f"{pi} = pend_index({pi}, {i})")
 
             self.line(at + 1, "try:")
-            self._plain(at + 2, item, "x", "(l, i, None)", item_pending)
+            item_frame = replace(frame, blocks=frame.blocks + 3)
+            self._plain(at + 2, item_frame, item, x, item_here, item_pending)
             self.line(at + 1, "except Exception as e:")
-            self.line(at + 2, f"run.field_error(e, {self.bind('n', nodes)}, (l, i, None), {item.null is not None})")
+            self.line(at + 2, f"run.field_error(e, {self.bind('n', nodes)}, {item_here}, {item.null is not None})")
             if item.null is None:
-                self.line(at + 2, "x = None")
+                self.line(at + 2, f"{x} = None")
             self.line(at, "else:")
             at += 1
-        self.line(at, f"x = {slowly}(x, (l, i, None), run)")
-        self.line(at, "if type(x) is CO:")
-        self.line(at + 1, "pi = pend_index(pi, i)")
-        self.line(depth + 2, "out.append(x)")
+        self.line(at, f"{x} = {slowly}({x}, {item_here}, run)")
+        self.line(at, f"if type({x}) is CO:")
+        self.line(at + 1, f"{pi} = pend_index({pi}, {i})")
+        self.line(depth + 2, f"{out}.append({x})")
         self.line(depth, "except Exception:")
-        self.line(depth + 1, "settle_list(run, out, pi, it)")
+        self.line(depth + 1, f"settle_list(run, {out}, {pi}, {it})")
         self.line(depth + 1, "raise")
-        self.line(depth, "if pi is None:")
-        self.line(depth + 1, f"{value} = out")
+        self.line(depth, f"if {pi} is None:")
+        self.line(depth + 1, f"{value} = {out}")
         self.line(depth, "else:")
-        self.line(depth + 1, f"{value} = gather_into(out, pi)")
+        self.line(depth + 1, f"{value} = gather_into({out}, {pi})")
         pending(depth + 1)
