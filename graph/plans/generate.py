@@ -42,7 +42,15 @@ from graph.plans.compile import (
     not_coerced,
     settle_list,
 )
-from graph.plans.runtime import COROUTINE, Location, Run, gather_into, remember_plain, remember_str_id
+from graph.plans.runtime import (
+    COROUTINE,
+    NONE_TYPE,
+    Location,
+    Run,
+    gather_into,
+    remember_plain,
+    remember_str_id,
+)
 
 # Characters of generated source one plan may hold (all its @skip/@include variants), and all the plans of one
 # cache; objects past either run on closures. A field is 0.5-1.5 KB of source, compiled at ~8 MB/s into ~3x its
@@ -228,7 +236,7 @@ class _ObjectSource:
         self.lines: list[str] = []
         self.namespace: dict[str, Any] = {
             "CO": COROUTINE, "U": Undefined, "gather_into": gather_into, "settle_list": settle_list,
-            "pend": _pend, "pend_index": _pend_index, "remember_str_id": remember_str_id,
+            "pend": _pend, "pend_index": _pend_index, "remember_str_id": remember_str_id, "NT": NONE_TYPE,
         }
         self.names: dict[int, str] = {}
         self.count = 0
@@ -236,6 +244,7 @@ class _ObjectSource:
         self.specs = specs
         self.inline = inline
         self.uses_str_ids = False
+        self.uses_sync = False
 
     def bind(self, prefix: str, value: Any) -> str:
         """The name of ``value`` in the namespace: the prefix (ours) and a number; one name per value."""
@@ -265,6 +274,8 @@ class _ObjectSource:
         self.line(1, f"return gather_into({result}, pk)")
         if self.uses_str_ids:
             self.lines.insert(2, INDENT + "SI = run.str_id_types")
+        if self.uses_sync:
+            self.lines.insert(2, INDENT + "S = run.sync_types")
 
     def _fields(self, depth: int, frame: _Frame, specs: list[FieldSpec]) -> str:
         """The fields of ``frame``'s object, run in order (``_object``); returns the expression of its dict. Pending
@@ -339,6 +350,8 @@ class _ObjectSource:
             else:
                 self.line(body, f"if type({value}) in G:")
             self._plain(body + 1, inner, completion, value, here, pending)
+        if completion.null is None:
+            self._none_stays(body, value)
         self.line(body, "else:")
         self.line(body + 1, f"{value} = {after_read}({value}, {location}, run)")
         self.line(body + 1, f"if type({value}) is CO:")
@@ -347,6 +360,13 @@ class _ObjectSource:
         self.line(depth + 1, f"run.field_error(e, {self.bind('n', spec.nodes)}, {here}, {spec.non_null})")
         if not spec.non_null:
             self.line(depth + 1, f"{value} = None")
+
+    def _none_stays(self, depth: int, value: str) -> None:
+        """A None in a nullable place is completed as None, once None is known never awaitable (so the closures'
+        check would say so); written as an ``elif`` of the value's chain."""
+        self.uses_sync = True
+        self.line(depth, f"elif {value} is None and NT in S:")
+        self.line(depth + 1, "pass")
 
     def _plain(
         self, depth: int, frame: _Frame, completion: Completion, value: str, here: str,
@@ -419,6 +439,7 @@ class _ObjectSource:
             self.line(at + 2, f"run.field_error(e, {self.bind('n', nodes)}, {item_here}, {item.null is not None})")
             if item.null is None:
                 self.line(at + 2, f"{x} = None")
+                self._none_stays(at, x)
             self.line(at, "else:")
             at += 1
         self.line(at, f"{x} = {slowly}({x}, {item_here}, run)")

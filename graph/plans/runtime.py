@@ -142,11 +142,12 @@ class Run:
 def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[type]) -> Callable[[Any], bool]:
     """The executor's predicate, remembering the plain classes whose instances it found not awaitable.
 
-    A class is remembered only when nothing of its own decides attribute lookup (no ``__getattr__`` or
-    ``__getattribute__`` of its own) and it is not a coroutine or generator, or it is one of the built-in value
-    classes (``BUILT_IN_VALUES``: their instances hold no attributes of their own, and lookup is the generic one):
-    then the predicate's answer (graphql-core's and strawberry's: the type, ``isinstance`` of coroutine and
-    generator, ``hasattr(__await__)``) is the same for every instance.
+    A class is remembered only when its attribute lookup is the generic one (its ``__getattribute__`` is
+    object's or one of the built-in value classes', ``BUILT_IN_VALUES``: each is CPython's generic lookup), nothing
+    in it defines ``__getattr__`` (a metaclass's, as enums have, is for the class's own attributes), and it is not a
+    coroutine or generator: then the predicate's answer (graphql-core's and strawberry's: the type, ``isinstance``
+    of coroutine and generator, ``hasattr(__await__)``) is the same for every instance. Enum members and the
+    built-in values (their instances hold no attributes of their own) are remembered so too.
     """
 
     def check(value: Any) -> bool:
@@ -157,14 +158,9 @@ def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[ty
             return True
         if (
             len(sync_types) < MAX_SYNC_TYPES
-            and (
-                cls in BUILT_IN_VALUES
-                or (
-                    getattr(cls, "__getattribute__", None) is object.__getattribute__
-                    and not hasattr(cls, "__getattr__")
-                    and not issubclass(cls, (COROUTINE, GeneratorType))
-                )
-            )
+            and getattr(cls, "__getattribute__", None) in GENERIC_LOOKUP
+            and not any("__getattr__" in vars(base) for base in cls.__mro__)
+            and not issubclass(cls, (COROUTINE, GeneratorType))
         ):
             sync_types.add(cls)
         return False
@@ -173,12 +169,13 @@ def _cached_is_awaitable(is_awaitable: Callable[[Any], bool], sync_types: set[ty
 
 
 MAX_SYNC_TYPES = 1000
-# Exact classes (never subclasses: ``type(value)`` is looked up) whose attribute lookup is the generic one and
-# whose instances have no __dict__: the lists, scalars and times resolvers hand back.
-BUILT_IN_VALUES = frozenset({
+# The lists, scalars and times resolvers hand back: classes whose attribute lookup (``__getattribute__``) is
+# CPython's generic one, as object's is.
+BUILT_IN_VALUES = (
     list, tuple, dict, str, bytes, int, float, bool, datetime.datetime, datetime.date, datetime.time,
     datetime.timedelta, decimal.Decimal,
-})
+)
+GENERIC_LOOKUP = frozenset(cls.__getattribute__ for cls in (object, *BUILT_IN_VALUES))
 
 
 async def gather_into(results: dict[str, Any] | list[Any], keys: list[Any]) -> Any:
