@@ -429,7 +429,10 @@ def create_app(
 
     graphiql = GraphiQLAssets.load(settings.graphiql_assets) if settings.graphiql else None
     # One per app: the compiled plans of the operations it has run (graph/plans/), when EXECUTION_PLANS is on.
-    plans = (PlanCache() if plans is None else plans) if settings.execution_plans else None
+    if not settings.execution_plans:
+        plans = None
+    elif plans is None:
+        plans = PlanCache(generate=settings.generated_plans)
     view = PortraitsGraphQL(schema, settings, metrics, tokens, graphiql, plans)
     backend = BearerTokenBackend(tokens)
     routes: list[Any] = [

@@ -218,6 +218,8 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     # EXECUTION_PLANS: operations executed by compiled plans (graph/plans/); off: graphql-core executes them all.
     execution_plans: bool = True
+    # ... with their objects' code generated (graph/plans/generate.py); EXECUTION_PLANS=closures: closures only.
+    generated_plans: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -316,7 +318,8 @@ class Settings:
                 env, "PUBLIC_GET_MAX_AGE_SECONDS", 60, minimum=0, maximum=24 * 3600
             ),
             webhooks=webhooks,
-            execution_plans=_on_off_setting(env, "EXECUTION_PLANS", True),
+            execution_plans=_execution_plans(env) != "off",
+            generated_plans=_execution_plans(env) == "on",
         )
 
 
@@ -691,6 +694,14 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: in
     if not minimum <= value <= maximum:
         raise SettingsError(f"{name} must be between {minimum} and {maximum}, not {value}")
     return value
+
+
+def _execution_plans(env: Mapping[str, str]) -> str:
+    """EXECUTION_PLANS: on (the default), closures (plans without generated code) or off."""
+    raw = (env.get("EXECUTION_PLANS") or "on").strip().lower()
+    if raw not in ("on", "closures", "off"):
+        raise SettingsError(f"EXECUTION_PLANS must be 'on', 'closures' or 'off', not {env.get('EXECUTION_PLANS')!r}")
+    return raw
 
 
 def _on_off_setting(env: Mapping[str, str], name: str, default: bool) -> bool:

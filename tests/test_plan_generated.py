@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, cast
 
 import asyncpg
+import pytest
 import strawberry
 from graphql import GraphQLID
 from strawberry.extensions import ParserCache
@@ -26,7 +27,7 @@ from strawberry.extensions import ParserCache
 from graph.plans import PlanCache
 from graph.plans.runtime import KnownTypes, remember_plain, remember_str_id
 from graph.schema import PortraitsExecutionContext
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from tests.test_execution_plans import PAGE, app_over_http
 from tests.test_pagination import insert_characters
 
@@ -556,6 +557,21 @@ def test_only_classes_graphql_core_serializes_as_str_are_remembered_as_ids() -> 
     assert known.str_ids == {uuid.UUID}
     value = uuid.uuid4()
     assert GraphQLID.coerce_output_value(value) == str(value)
+
+
+def test_execution_plans_closures_turns_generated_code_off() -> None:
+    # given each value of EXECUTION_PLANS an operator may set
+    def read(value: str | None) -> tuple[bool, bool]:
+        environ = {"JWT_SECRET": "x" * 40} | ({} if value is None else {"EXECUTION_PLANS": value})
+        settings = Settings.from_environ(environ)
+        return settings.execution_plans, settings.generated_plans
+
+    # then on (the default) is plans with generated code, closures is plans without, off is no plans
+    assert read(None) == read("on") == (True, True)
+    assert read("closures") == read(" Closures ") == (True, False)
+    assert read("off")[0] is False
+    with pytest.raises(SettingsError, match="'on', 'closures' or 'off'"):
+        read("generated")
 
 
 async def test_the_apps_page_is_generated_code_with_graphql_cores_answer(
