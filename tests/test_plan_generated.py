@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ import pytest
 import strawberry
 from graphql import GraphQLID
 from strawberry.extensions import ParserCache
+from strawberry.schema.config import StrawberryConfig
 
 from graph.plans import PlanCache
 from graph.plans.runtime import KnownTypes, remember_plain, remember_str_id
@@ -390,6 +392,43 @@ async def test_skip_and_include_with_variables_aliases_and_typename() -> None:
     assert answers[0]["first"][0]["tag"] == {"label": "tag 0", "__typename": "Tag"}
     assert list(answers[3]["first"][0]) == ["id", "title", "__typename"]
     assert answers[3]["second"][0] == {"kind": "0", "id": "DOG", "note": "note 0", "type": "Item"}
+
+
+@strawberry.type
+class Pet:
+    name: str
+    age: int | None
+
+
+@strawberry.type
+class Owner:
+    @strawberry.field
+    def pets(self) -> list[Pet]:
+        return [{"name": "Rex", "age": 3}, {"name": "Tom"}, {"name": "Kit", "age": None}]  # type: ignore[list-item]
+
+
+async def test_a_schema_reading_fields_its_own_way_is_read_its_way() -> None:
+    # given a schema whose fields are read from dicts (strawberry's default_resolver set to getitem), one value
+    # missing
+    schema = strawberry.Schema(
+        query=Owner, config=StrawberryConfig(default_resolver=operator.getitem),
+        execution_context_class=PortraitsExecutionContext,
+    )
+    generated = PlanCache(generate_after=0, keep_sources=True)
+    outcomes = []
+    for plans in (generated, None):
+        # when it runs
+        result = await schema.execute("{ pets { name age } }", context_value=PlanContext(plans))
+        outcomes.append((result.data, [error.formatted for error in result.errors or ()]))
+
+    # then generated code read each field with getitem, as strawberry does, and answered as graphql-core did
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == {
+        "pets": [{"name": "Rex", "age": 3}, {"name": "Tom", "age": None}, {"name": "Kit", "age": None}]
+    }
+    assert [error["path"] for error in outcomes[0][1]] == [["pets", 1, "age"]]
+    assert generated.stats.generated == 1
+    assert ".name" not in generated.sources()[0]
 
 
 HOSTILE_NAMES = [

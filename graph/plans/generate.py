@@ -4,11 +4,13 @@ reads, leaf coercions, null checks and list loops written out, in place of a clo
 Each generated function is ``execute_fields(source, location, run)`` of graph/plans/compile.py, and its code
 does, statement by statement, what the closures it replaces do (``_basic_field``, ``_leaf``, ``_object_value``,
 ``_list``, ``_object``; they mirror graphql-core's Executor): the same reads and calls in the same order, the same
-errors at the same locations, awaitables awaited at the same points. What it does not write out it calls: a
-field with a resolver (its closure, ``FieldSpec.execute``), a nested object's fields (that object's own function,
-generated or not), a list's item that is itself a list, and every rare path (an awaitable value, an iterable
-that is not a list or tuple) through the closures' own helpers. So a value is completed the same way whichever
-code runs it.
+errors at the same locations, awaitables awaited at the same points. It writes out the common case only: values
+of classes known plain (``runtime.KnownTypes``), completed in place, and the fields of nested objects (two
+levels deep) in place of a call to their own function. What it does not write out it calls: a field with a
+resolver (its closure, ``FieldSpec.execute``), a deeper object's function (generated or not), a list's item that
+is itself a list, and every rare path (an awaitable, a null where null is an error, an exception as a value, a
+class not seen yet, an iterable that is not a list or tuple) through the closures' own helpers. So a value is
+completed the same way whichever code runs it.
 
 Safety: nothing of the client's document reaches the source. Response keys, field nodes, messages, type names
 and every other value are bound to generated names (``k3``, ``n3``, ...) in the function's namespace; the only
@@ -53,8 +55,8 @@ from graph.plans.runtime import (
 )
 
 # Characters of generated source one plan may hold (all its @skip/@include variants), and all the plans of one
-# cache; objects past either run on closures. A field is 0.5-1.5 KB of source, compiled at ~8 MB/s into ~3x its
-# size in code objects: a plan of 64 KiB costs ~8 ms once and ~200 KB, the cache at most ~6 MB.
+# cache; objects past either run on closures. A field is 0.3-1 KB of source, compiled at ~6 MB/s into ~3x its
+# size in code objects: a plan of 64 KiB costs ~11 ms once and ~200 KB, the cache at most ~6 MB.
 MAX_SOURCE = 64 * 1024
 MAX_TOTAL_SOURCE = 2 * 1024 * 1024
 # Objects written out inside another's function (an object nested in a field or list item), at most this deep,
