@@ -12,6 +12,10 @@ awaitables awaited at the same points (one directly, several gathered with graph
 
 Anything else (abstract types, is_type_of, introspection's __schema and __type, directives other than
 @skip/@include) raises ``Unsupported`` while the plan is built: graphql-core runs that operation.
+
+With an ``ObjectGenerator`` (graph/plans/generate.py), an object's selection set runs as one generated function
+instead of ``_object`` over its fields' closures. The closures are built either way (``FieldSpec``,
+``Completion``): the generated code calls them for whatever it does not write out.
 """
 
 from __future__ import annotations
