@@ -308,7 +308,8 @@ async def test_every_drawn_subscription_sends_alike_with_and_without_plans(
     # then the messages are the same, and each event the planned app sent ran on the plan
     assert set(planned) & set(plain), f"with plans:\n{planned[0]}\nwithout:\n{plain[0]}"
     events = sum(map(executed, json.loads(planned[0])))
-    assert events_planned == events, (events_planned, planned[0])
+    # (an operation plans leave to graphql-core by design, a condition's variable given null, runs no event on one)
+    assert events_planned == (0 if operation.falls_back else events), (events_planned, planned[0])
     assert "INTERNAL_SERVER_ERROR" not in plain[0], plain[0]
     sockets.apps.tally.subscriptions += 1
     sockets.apps.tally.events += events
