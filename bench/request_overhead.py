@@ -9,7 +9,9 @@ user's --rows characters seeded and removed after) or a throw-away embedded
 PostgreSQL. Two operations, POSTed with a bearer token:
 
 - ``{ __typename }``: no resolver of ours, no database: nearly all of it is the path around execution;
-- ``characters(first: 100) { edges { node { id name description } } }``: the issue's page.
+- ``characters(first: 100) { edges { node { id name description } } }``: the issue's page;
+- ``query($id: ID!) { character(id: $id) { id name description } }``: one character by id (a variable, the
+  per-request data loader).
 
 For each, three runs on apps of their own:
 
@@ -38,7 +40,8 @@ For each, three runs on apps of their own:
    response         ``create_response`` less the encoding: headers, status
    JSON encoding    ``encode_json`` (orjson)
 
-    DATABASE_URL=postgresql://... python bench/request_overhead.py [--rounds 2000] [--batches 5] [--rows 1000]
+    DATABASE_URL=postgresql://... python bench/request_overhead.py [--rounds 2000] [--batches 5] [--rows 1000] \
+        [--only typename,page,by-id]
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+import asyncpg
 import orjson
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,7 +90,9 @@ except ImportError:  # pragma: no cover - uvloop is optional
 
 TYPENAME = "{ __typename }"
 PAGE = "query { characters(first: 100) { edges { node { id name description } } } }"
+BY_ID = "query($id: ID!) { character(id: $id) { id name description } }"
 PUBLIC_URL = "http://bench.invalid"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -286,10 +292,12 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[dict[str, Any]]:
 class Caller:
     """POSTs one GraphQL document to an app over raw ASGI, as uvicorn would hand it the request."""
 
-    def __init__(self, app: ASGIApp, state: dict[str, Any], query: str, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, state: dict[str, Any], query: str, token: str, variables: dict[str, Any] | None = None
+    ) -> None:
         self.app = app
         self.state = state
-        self.body = orjson.dumps({"query": query})
+        self.body = orjson.dumps({"query": query} if variables is None else {"query": query, "variables": variables})
         self.headers = [
             (b"host", b"127.0.0.1:8000"),
             (b"content-type", b"application/json"),
@@ -332,6 +340,8 @@ class Caller:
             raise SystemExit(f"HTTP {self.status}: {self.answer[:300]!r}")
         if expected_edges is not None and len(data["data"]["characters"]["edges"]) != expected_edges:
             raise SystemExit(f"expected {expected_edges} characters: {self.answer[:300]!r}")
+        if "character" in data["data"] and not data["data"]["character"]:
+            raise SystemExit(f"expected a character: {self.answer[:300]!r}")
 
 
 async def per_request_us(call: Caller, rounds: int, batches: int) -> tuple[float, float]:
@@ -378,7 +388,7 @@ async def profile(call: Caller, rounds: int, top: int) -> None:
     print(f"  top {top} functions by own time (profiled µs per request, calls per request):")
     ranked = sorted(raw.items(), key=lambda item: -item[1][2])[:top]
     for (filename, line, name), (_, ncalls, tottime, _, _) in ranked:
-        where = filename.split("site-packages/", 1)[-1].split("/wt/overhead/", 1)[-1]
+        where = filename.split("site-packages/", 1)[-1].removeprefix(f"{REPO_ROOT}/")
         print(f"    {tottime / rounds * 1e6:7.1f} µs {ncalls / rounds:6.1f}x  {name} ({where}:{line})")
 
 
@@ -424,12 +434,19 @@ def freeze() -> None:
     gc.freeze()
 
 
-async def measure(settings: Settings, token: str, args: argparse.Namespace) -> None:
-    for title, query, edges in (("{ __typename }", TYPENAME, None), ("characters(first: 100) page", PAGE, 100)):
+async def measure(settings: Settings, token: str, character_id: uuid.UUID, args: argparse.Namespace) -> None:
+    operations: tuple[tuple[str, str, str, dict[str, Any] | None, int | None], ...] = (
+        ("typename", "{ __typename }", TYPENAME, None, None),
+        ("page", "characters(first: 100) page", PAGE, None, 100),
+        ("by-id", "character(id: $id) by id", BY_ID, {"id": str(character_id)}, None),
+    )
+    for name, title, query, variables, edges in operations:
+        if name not in args.only.split(","):
+            continue
         print(f"\n== {title}")
         app = create_app(settings)
         async with lifespan(app) as state:
-            call = Caller(app, state, query, token)
+            call = Caller(app, state, query, token, variables)
             await call.check(edges)
             for _ in range(200):  # warm: caches, plans, the pool's connections
                 await call()
@@ -441,13 +458,25 @@ async def measure(settings: Settings, token: str, args: argparse.Namespace) -> N
         with probed_app_classes():
             app = create_app(settings, schema=probed_schema())
         async with lifespan(app) as state:
-            call = Caller(app, state, query, token)
+            call = Caller(app, state, query, token, variables)
             await call.check(edges)
             for _ in range(200):
                 await call()
             freeze()
             print("  by stage (probed; each stage's own time, per request):")
             await stage_split(call, args.rounds, args.batches)
+
+
+async def some_character(dsn: str, user: uuid.UUID) -> uuid.UUID:
+    """The id of one of ``user``'s seeded characters (the by-id operation's variable)."""
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        found: uuid.UUID = await connection.fetchval(
+            "SELECT id FROM characters WHERE user_id = $1 ORDER BY created_at DESC LIMIT 1", user
+        )
+        return found
+    finally:
+        await connection.close()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -458,6 +487,7 @@ async def main(args: argparse.Namespace) -> None:
             user = uuid.uuid4()
             await seed(dsn, user, args.rows)
             try:
+                character_id = await some_character(dsn, user)
                 secret = secrets.token_hex(32)
                 settings = Settings.from_environ({
                     "DATABASE_URL": dsn, "JWT_SECRET": secret, "PORTRAITS_DATA_DIR": str(workdir / "data"),
@@ -467,7 +497,7 @@ async def main(args: argparse.Namespace) -> None:
                 token = issue_token(secret, user, ttl=timedelta(hours=1))
                 print(f"database: {description}; {args.rows} characters; loop: {LOOP}; "
                       f"EXECUTION_PLANS={'on' if settings.execution_plans else 'off'}")
-                await measure(settings, token, args)
+                await measure(settings, token, character_id, args)
             finally:
                 if os.environ.get("DATABASE_URL"):
                     await unseed(dsn, user)
@@ -479,6 +509,7 @@ if __name__ == "__main__":
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1000, help="characters seeded")
     parser.add_argument("--top", type=int, default=25, help="functions listed from the profile")
+    parser.add_argument("--only", default="typename,page,by-id", help="operations measured, comma-separated")
     arguments = parser.parse_args()
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(main(arguments))
