@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 import asyncpg
@@ -21,8 +22,14 @@ import pytest
 from asgi_lifespan import LifespanManager
 from graphql import (
     ExecutionResult,
+    GraphQLArgument,
+    GraphQLEnumType,
+    GraphQLEnumValue,
+    GraphQLField,
+    GraphQLList,
     GraphQLObjectType,
     GraphQLSchema,
+    GraphQLString,
     build_schema,
     execute,
     parse,
@@ -462,3 +469,46 @@ async def test_subscription_events_run_through_the_plan() -> None:
     assert outcomes[0][1][0] is None
     assert plans.stats.planned == 3
     assert plans.stats.built == 1
+
+
+class Shade(Enum):
+    LIGHT = "light"
+    DARK = "dark"
+
+
+async def test_arguments_a_plan_computes_once_are_what_graphql_core_gives_every_call() -> None:
+    # given a field whose enum argument's values are Python enum members (as strawberry's enums are), defaulted
+    # or given as a literal, and whose list argument the resolver changes
+    def paint(_root: Any, info: Any, shade: Shade, tags: list[str] | None = None) -> str:
+        info.context.log.append(shade)
+        if tags is not None:
+            tags.append("changed")
+        return f"{shade.name} {tags}"
+
+    shade = GraphQLEnumType("Shade", {"LIGHT": GraphQLEnumValue(Shade.LIGHT), "DARK": GraphQLEnumValue(Shade.DARK)})
+    arguments = {
+        "shade": GraphQLArgument(shade, default_value=Shade.DARK),
+        "tags": GraphQLArgument(GraphQLList(GraphQLString)),
+    }
+    schema = GraphQLSchema(GraphQLObjectType("Query", {"paint": GraphQLField(GraphQLString, arguments, paint)}))
+    document = parse('{ default: paint given: paint(shade: LIGHT) listed: paint(tags: ["a"]) }')
+
+    # when it runs three times on one plan, and on graphql-core
+    outcomes = []
+    plans = PlanCache()
+    for cache in (plans, None):
+        context = PlanContext(cache, [])
+        answers = []
+        for _ in range(3):
+            result = execute(schema, document, context_value=context, executor_class=PortraitsExecutionContext)
+            assert isinstance(result, ExecutionResult)
+            answers.append((result.data, result.errors))
+        outcomes.append((answers, context.log))
+
+    # then every run got the enum's own members and a list of its own (the one a run changed is never the next
+    # run's), as on graphql-core
+    assert outcomes[0] == outcomes[1]
+    assert plans.stats.planned == 3
+    answers, log = outcomes[0]
+    assert answers[2] == ({"default": "DARK None", "given": "LIGHT None", "listed": "DARK ['a', 'changed']"}, None)
+    assert all(member in (Shade.LIGHT, Shade.DARK) for member in log)

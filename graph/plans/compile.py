@@ -67,7 +67,8 @@ BasicFields = Callable[[str, str], Reader | None]
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 # Scalars whose coerce_output_value returns a value of this exact class unchanged.
 IDENTITY: dict[object, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool}
-# Argument values a plan may compute once and share between calls: nothing a resolver could change.
+# Argument values a plan may compute once and share between calls: nothing a resolver could change (and, below,
+# what graphql-core shares between calls itself).
 IMMUTABLE = (str, int, float, bool, type(None))
 
 
@@ -206,9 +207,12 @@ def _arguments(field_def: GraphQLField, node: FieldNode) -> dict[str, Any] | Non
         return None
     try:
         values = get_argument_values(field_def, node)
+        again = get_argument_values(field_def, node)
     except Exception:  # computed at each call instead, where the error belongs to the field
         return None
-    if all(type(value) in IMMUTABLE for value in values.values()):
+    # A value graphql-core hands out as the very same object on every call (an enum member: strawberry's enum
+    # type maps the literal or default to its one member) is shared already; sharing it once more changes nothing.
+    if all(type(value) in IMMUTABLE or value is again[name] for name, value in values.items()):
         return values
     return None
 
