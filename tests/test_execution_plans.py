@@ -480,7 +480,7 @@ async def test_arguments_a_plan_computes_once_are_what_graphql_core_gives_every_
     # given a field whose enum argument's values are Python enum members (as strawberry's enums are), defaulted
     # or given as a literal, and whose list argument the resolver changes
     def paint(_root: Any, info: Any, shade: Shade, tags: list[str] | None = None) -> str:
-        info.context.log.append(shade)
+        info.context.log.append(shade.name)  # a member: a plain string would have no name
         if tags is not None:
             tags.append("changed")
         return f"{shade.name} {tags}"
@@ -511,4 +511,4 @@ async def test_arguments_a_plan_computes_once_are_what_graphql_core_gives_every_
     assert plans.stats.planned == 3
     answers, log = outcomes[0]
     assert answers[2] == ({"default": "DARK None", "given": "LIGHT None", "listed": "DARK ['a', 'changed']"}, None)
-    assert all(member in (Shade.LIGHT, Shade.DARK) for member in log)
+    assert log == ["DARK", "LIGHT", "DARK"] * 3
