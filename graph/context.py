@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from graph.loaders import Loaders
+from graph.loaders import Loaders, made_on_first_use
 from graph.operation_metrics import NO_OPERATION_METRICS, OperationMetrics
 from graph.plans import PlanCache
 from realtime.event_hub import EventHub
@@ -47,7 +46,7 @@ class Context:
             raise Unauthenticated(AUTH_REQUIRED)
         return self.viewer
 
-    @cached_property
+    @made_on_first_use
     def loaders(self) -> Loaders:
         """Made on first use, so a request batches and caches its own loads and nobody else's."""
         return Loaders(self.pool, self.require_viewer())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -17,6 +19,26 @@ from storage.job_attempts import JobAttempt
 from storage.jobs import Job
 from storage.user_library import LibraryAsset
 from storage.workspace_assets import WorkspaceAsset
+
+T = TypeVar("T")
+
+
+class made_on_first_use(Generic[T]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes an RLock on every first read): the value
+    is made from the instance on first read and kept in its ``__dict__``, where every later read finds it without
+    calling this. Per-request objects are read from one task, so nothing races for the lock to prevent."""
+
+    def __init__(self, make: Callable[[Any], T]) -> None:
+        self.make = make
+        self.name = make.__name__
+        self.__doc__ = make.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        value = instance.__dict__[self.name] = self.make(instance)
+        return value
 
 
 class CharacterByIdLoader(DataLoader[UUID, Character | None]):
@@ -45,9 +67,28 @@ class LibraryAssetByJobIdLoader(DataLoader[UUID, LibraryAsset | None]):
 
 
 class Loaders:
+    """A request's loaders, each made when first used: most requests use one, or none."""
+
     def __init__(self, pool: asyncpg.Pool, viewer: Viewer) -> None:
-        self.character_by_id = CharacterByIdLoader(pool, viewer)
-        self.job_by_id = JobByIdLoader(pool, viewer)
-        self.job_attempts_by_job_id = JobAttemptsByJobIdLoader(pool, viewer)
-        self.workspace_asset_by_job_id = WorkspaceAssetByJobIdLoader(pool, viewer)
-        self.library_asset_by_job_id = LibraryAssetByJobIdLoader(pool, viewer)
+        self.pool = pool
+        self.viewer = viewer
+
+    @made_on_first_use
+    def character_by_id(self) -> CharacterByIdLoader:
+        return CharacterByIdLoader(self.pool, self.viewer)
+
+    @made_on_first_use
+    def job_by_id(self) -> JobByIdLoader:
+        return JobByIdLoader(self.pool, self.viewer)
+
+    @made_on_first_use
+    def job_attempts_by_job_id(self) -> JobAttemptsByJobIdLoader:
+        return JobAttemptsByJobIdLoader(self.pool, self.viewer)
+
+    @made_on_first_use
+    def workspace_asset_by_job_id(self) -> WorkspaceAssetByJobIdLoader:
+        return WorkspaceAssetByJobIdLoader(self.pool, self.viewer)
+
+    @made_on_first_use
+    def library_asset_by_job_id(self) -> LibraryAssetByJobIdLoader:
+        return LibraryAssetByJobIdLoader(self.pool, self.viewer)
