@@ -32,7 +32,9 @@ from graphql import (
 from graphql import build_schema as build_graphql_schema
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.name_converter import NameConverter
 from strawberry.schema.schema import (
     DEFAULT_ALLOWED_OPERATION_TYPES,
     StrawberryGraphQLCoreExecutionContext,
@@ -501,8 +503,34 @@ async def _refused_stream(error: GraphQLError) -> AsyncGenerator[PreExecutionErr
     yield PreExecutionError(data=None, errors=[error])
 
 
+class RememberedNames(NameConverter):
+    """strawberry's own naming (auto camel case), each Python name's GraphQL name worked out once.
+
+    strawberry asks its name converter for the GraphQL name of every argument of a field each time it calls the
+    field's resolver (``convert_arguments``: ``to_camel_case`` splits and joins the name anew), about 1.5 us an
+    argument: 8 of the 28 us strawberry spends around ``characters``' resolver, which has five. Names come from the
+    schema's code, so the memo holds a fixed set; ``MAX_NAMES`` bounds it all the same.
+    """
+
+    MAX_NAMES = 4096
+
+    def __init__(self) -> None:
+        super().__init__(auto_camel_case=True)
+        self.names: dict[str, str] = {}
+
+    def apply_naming_config(self, name: str) -> str:
+        converted = self.names.get(name)
+        if converted is None:
+            converted = super().apply_naming_config(name)
+            if len(self.names) < self.MAX_NAMES:
+                self.names[name] = converted
+        return converted
+
+
 def build_schema(extensions: Iterable[type[SchemaExtension]] = (), **kwargs: Any) -> PortraitsSchema:
-    """The schema, with ``extensions`` run inside our own stages (``LimitedCachedDocuments``)."""
+    """The schema, with ``extensions`` run inside our own stages (``LimitedCachedDocuments``), naming with
+    ``RememberedNames`` unless ``config`` says otherwise."""
+    kwargs.setdefault("config", StrawberryConfig(name_converter=RememberedNames()))
     return PortraitsSchema(
         query=Query,
         mutation=Mutation,
