@@ -10,7 +10,7 @@ from strawberry.types import Info
 from graph.context import Context
 from graph.count_cost import MAX_SEARCHES
 from graph.ids import CharacterId, LibraryAssetId, parse_id, parse_optional_id
-from graph.selections import connection_selection
+from graph.selections import connection_selection, object_selection
 from graph.types.character import CharacterType, CreateCharacterInput, UpdateCharacterInput, character_columns
 from graph.types.enums import CharacterOrder, ContentRating
 from graph.types.pagination import After, Connection, First
@@ -24,8 +24,9 @@ class CharacterQuery:
     async def character(
         self, info: Info[Context, None], id: CharacterId  # noqa: A002 - the GraphQL argument's name
     ) -> CharacterType | None:
-        load = info.context.loaders.character_by_id.load  # UNAUTHENTICATED before any check of the id
-        character = await characters.get_character(load, character_id=parse_id(id))
+        loaders = info.context.loaders  # UNAUTHENTICATED before any check of the id
+        columns = character_columns(object_selection(info))
+        character = await characters.get_character(loaders.character_by_id_for(columns).load, character_id=parse_id(id))
         return CharacterType.from_model(character)
 
     @strawberry.field(

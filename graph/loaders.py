@@ -14,7 +14,7 @@ from resolvers.characters import load_characters
 from resolvers.jobs import load_job_attempts, load_jobs
 from resolvers.library import load_library_assets_by_job, load_workspace_assets_by_job
 from resolvers.viewer import Viewer
-from storage.characters import Character
+from storage.characters import ALL_COLUMNS, Character
 from storage.job_attempts import JobAttempt
 from storage.jobs import Job
 from storage.user_library import LibraryAsset
@@ -42,8 +42,10 @@ class made_on_first_use(Generic[T]):
 
 
 class CharacterByIdLoader(DataLoader[UUID, Character | None]):
-    def __init__(self, pool: asyncpg.Pool, viewer: Viewer) -> None:
-        super().__init__(load_fn=functools.partial(load_characters, pool, viewer))
+    """Characters by id, each holding ``columns`` (and its id and owner): storage/characters.py ``get_many``."""
+
+    def __init__(self, pool: asyncpg.Pool, viewer: Viewer, columns: frozenset[str] = ALL_COLUMNS) -> None:
+        super().__init__(load_fn=functools.partial(load_characters, pool, viewer, columns=columns))
 
 
 class JobByIdLoader(DataLoader[UUID, Job | None]):
@@ -75,7 +77,22 @@ class Loaders:
 
     @made_on_first_use
     def character_by_id(self) -> CharacterByIdLoader:
+        """Whole characters."""
         return CharacterByIdLoader(self.pool, self.viewer)
+
+    def character_by_id_for(self, columns: frozenset[str]) -> CharacterByIdLoader:
+        """Characters holding ``columns``: one loader per column set (a request that selects a character's fields
+        two ways loads it twice, in two statements; the one of whole characters for all columns)."""
+        if columns == ALL_COLUMNS:
+            return self.character_by_id
+        loader = self.partial_characters.get(columns)
+        if loader is None:
+            loader = self.partial_characters[columns] = CharacterByIdLoader(self.pool, self.viewer, columns)
+        return loader
+
+    @made_on_first_use
+    def partial_characters(self) -> dict[frozenset[str], CharacterByIdLoader]:
+        return {}
 
     @made_on_first_use
     def job_by_id(self) -> JobByIdLoader:

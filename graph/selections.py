@@ -47,6 +47,7 @@ class ConnectionSelection:
 
 _PathKey = tuple[object, ...]
 _memo: dict[tuple[int, _PathKey], tuple[OperationDefinitionNode, ConnectionSelection]] = {}
+_object_memo: dict[tuple[int, _PathKey], tuple[OperationDefinitionNode, frozenset[str]]] = {}
 
 
 def connection_selection(info: Info[Any, Any]) -> ConnectionSelection:
@@ -62,6 +63,33 @@ def connection_selection(info: Info[Any, Any]) -> ConnectionSelection:
             _memo.clear()
         _memo[key] = (operation, summary)
     return summary
+
+
+def object_selection(info: Info[Any, Any]) -> frozenset[str]:
+    """The fields selected on the object the field ``info`` resolves returns, by GraphQL name (aliases resolved,
+    fragments flattened, ``__typename`` left out); memoised as ``connection_selection`` is."""
+    operation = info.operation
+    key = (id(operation), _path_key(info))
+    hit = _object_memo.get(key)
+    if hit is not None and hit[0] is operation:
+        return hit[1]
+    names, conditional = summarise_object(info.selected_fields)
+    if not conditional:
+        if len(_object_memo) >= MEMO_SIZE:
+            _object_memo.clear()
+        _object_memo[key] = (operation, names)
+    return names
+
+
+def summarise_object(fields: Iterable[Selection]) -> tuple[frozenset[str], bool]:
+    """The names of the fields selected under an object field's selections (one per merged field node), and
+    whether a directive decided any of them."""
+    conditional = [False]
+    names = {
+        field.name for selected in _fields(fields, conditional) for field in _fields(selected.selections, conditional)
+    }
+    names.discard("__typename")
+    return frozenset(names), conditional[0]
 
 
 def _path_key(info: Info[Any, Any]) -> _PathKey:

@@ -102,10 +102,17 @@ async def get_character(load: Callable[[UUID], Awaitable[Character | None]], *, 
     return character
 
 
-async def load_characters(pool: asyncpg.Pool, viewer: Viewer, character_ids: Sequence[UUID]) -> list[Character | None]:
-    """For a data loader: one query for many ids, None where the viewer has no such character."""
+async def load_characters(
+    pool: asyncpg.Pool, viewer: Viewer, character_ids: Sequence[UUID], columns: frozenset[str] = ALL_COLUMNS
+) -> list[Character | None]:
+    """For a data loader: one query for many ids, None where the viewer has no such character.
+
+    ``columns`` are the Character attributes the caller reads (storage adds the id and owner).
+    """
     async with acquire(pool) as connection:
-        found = await characters.get_many(connection, user_id=viewer.user_id, character_ids=set(character_ids))
+        found = await characters.get_many(
+            connection, user_id=viewer.user_id, character_ids=set(character_ids), columns=columns
+        )
     by_id = {character.id: character for character in found}
     return [by_id.get(character_id) for character_id in character_ids]
 

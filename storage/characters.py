@@ -169,16 +169,37 @@ async def get(connection: Connection, *, user_id: UUID, character_id: UUID) -> C
     return None if row is None else _character(row)
 
 
-GET_MANY = f"SELECT {COLUMNS} FROM characters c WHERE c.id = ANY($1::uuid[]) AND c.user_id = $2"
+_GET_MANY_WHERE = "FROM characters c WHERE c.id = ANY($1::uuid[]) AND c.user_id = $2"
+GET_MANY = f"SELECT {COLUMNS} {_GET_MANY_WHERE}"
+
+
+@lru_cache(maxsize=512)
+def partial_get_many_statement(columns: frozenset[str]) -> str:
+    """``GET_MANY`` for only ``columns`` (and the id and owner: a loader matches rows to ids by the first, signing
+    checks the second), from the fixed fragments of ``_COLUMN_SQL`` in its order, as ``partial_list_statement``.
+    ValueError for a name that is no column."""
+    unknown = columns - ALL_COLUMNS
+    if unknown:
+        raise ValueError(f"not a character column: {sorted(unknown)}")
+    wanted = columns | _ALWAYS
+    select = ", ".join(sql for name, sql in _COLUMN_SQL.items() if name in wanted)
+    return f"SELECT {select} {_GET_MANY_WHERE}"
 
 
 @translate_errors
 async def get_many(
-    connection: Connection, *, user_id: UUID, character_ids: Collection[UUID]
+    connection: Connection, *, user_id: UUID, character_ids: Collection[UUID], columns: frozenset[str] = ALL_COLUMNS
 ) -> list[Character]:
-    """The user's characters among ``character_ids``, in no particular order."""
-    rows = await connection.fetch(GET_MANY, [*character_ids], user_id)
-    return [_character(row) for row in rows]
+    """The user's characters among ``character_ids``, in no particular order.
+
+    With ``columns`` fewer than all, each Character holds only those (and its id and owner): see
+    ``partial_characters``.
+    """
+    if columns == ALL_COLUMNS:
+        rows = await connection.fetch(GET_MANY, [*character_ids], user_id)
+        return [_character(row) for row in rows]
+    rows = await connection.fetch(partial_get_many_statement(columns), [*character_ids], user_id)
+    return list(map(partial_characters(tuple(rows[0].keys())), rows)) if rows else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,3 +227,98 @@ def test_a_partial_statement_takes_only_known_columns() -> None:
         partial_list_statement(CharacterOrder.CREATED_AT_DESC, False, False, frozenset({"name; DROP TABLE x"}))
     statement = partial_list_statement(CharacterOrder.UPDATED_AT_ASC, True, True, frozenset({"name"}))
     assert select_list(statement).split() == ["SELECT", "c.id,", "c.user_id,", "c.name,", "c.updated_at"]
+
+
+async def character_id(pool: asyncpg.Pool, owner: uuid.UUID, name: str) -> str:
+    found = await pool.fetchval("SELECT id FROM characters WHERE user_id = $1 AND name = $2", owner, name)
+    return str(found)
+
+
+async def test_a_character_by_id_fetches_only_what_is_selected(
+    settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given
+    await insert(pool, alice, "a", "the description")
+    wanted = await character_id(pool, alice, "a")
+    async with graphql_logging_statements(settings) as (graphql, statements):
+        data(await graphql("query($id: ID!) { character(id: $id) { id } }", {"id": wanted}, user=alice))
+        # (asyncpg has looked up uuid[] now, once per connection)
+        # when: the character by id with two fields, then with its signed URL, then with two selections at once
+        statements.clear()
+        plain = data(await graphql("query($id: ID!) { character(id: $id) { id name } }", {"id": wanted}, user=alice))
+        plain_statements = list(statements)
+        statements.clear()
+        signed = data(await graphql(
+            "query($id: ID!) { character(id: $id) { name signedImageUrl { url } } }", {"id": wanted}, user=alice
+        ))
+        signed_statements = list(statements)
+        statements.clear()
+        both = data(await graphql(
+            "query($id: ID!) { a: character(id: $id) { name } b: character(id: $id) { description } }",
+            {"id": wanted}, user=alice,
+        ))
+        both_statements = list(statements)
+
+    # then: the plain one fetches the id, owner and name only, in one statement
+    assert plain["character"] == {"id": wanted, "name": "a"}
+    (statement,) = plain_statements
+    fetched = select_list(statement)
+    assert "c.name" in fetched and "c.user_id" in fetched
+    for column in ("c.description", "c.scene_behavior_rules", "c.appearance_tags", "c.image_url", "stored_objects"):
+        assert column not in fetched, column
+    # and the signed one probes the catalogue for its image
+    assert signed["character"] == {"name": "a", "signedImageUrl": {"url": "https://cdn.example.com/a.png"}}
+    (statement,) = signed_statements
+    assert "stored_objects" in select_list(statement)
+    assert "c.description" not in select_list(statement)
+    # and two selections of one character are each answered from a row holding what they read
+    assert both == {"a": {"name": "a"}, "b": {"description": "the description"}}
+    assert len([statement for statement in both_statements if " FROM characters c " in statement]) == 2
+
+
+BY_ID_WITH_DIRECTIVES = """
+query($id: ID!, $withDescription: Boolean!) {
+  character(id: $id) { ...Named  ... @include(if: $withDescription) { description } }
+}
+fragment Named on Character { label: name tags: appearanceTags }
+"""
+
+
+async def test_a_character_by_id_reads_fragments_aliases_and_directives(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, bob: uuid.UUID
+) -> None:
+    # given
+    await insert(pool, alice, "a", "the description")
+    wanted = await character_id(pool, alice, "a")
+
+    # when: the same document asks without the description, then with it, then without again, and as a stranger
+    variables: list[dict[str, Any]] = [{"id": wanted, "withDescription": value} for value in (False, True, False)]
+    answers = [data(await graphql(BY_ID_WITH_DIRECTIVES, variables, user=alice)) for variables in variables]
+    stranger = await graphql(BY_ID_WITH_DIRECTIVES, variables[1], user=bob)
+
+    # then: each answer holds what its variables selected, and another user's character is NOT_FOUND as before
+    full = {"label": "a", "tags": ["tag"], "description": "the description"}
+    named = {"label": "a", "tags": ["tag"]}
+    assert answers == [{"character": named}, {"character": full}, {"character": named}]
+    assert stranger["data"] == {"character": None}
+    assert stranger["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_partial_row_by_id_holds_only_what_was_fetched(pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+    # given
+    await insert(pool, alice, "a")
+    wanted = uuid.UUID(await character_id(pool, alice, "a"))
+
+    # when: storage reads it by id for its name only, and whole
+    async with acquire(pool) as connection:
+        (partial,) = await characters.get_many(
+            connection, user_id=alice, character_ids=[wanted], columns=frozenset({"name"})
+        )
+        (whole,) = await characters.get_many(connection, user_id=alice, character_ids=[wanted])
+
+    # then: the partial row holds its id, owner and name as the whole one does, and nothing else
+    assert (partial.id, partial.user_id, partial.name) == (whole.id, whole.user_id, whole.name)
+    with pytest.raises(AttributeError):
+        _ = partial.description
+    with pytest.raises(ValueError, match="not a character column"):
+        characters.partial_get_many_statement(frozenset({"name; DROP TABLE characters"}))
