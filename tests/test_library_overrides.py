@@ -25,6 +25,7 @@ from graphql.execution import collect_fields as graphql_collect_fields
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.extensions.context import ExtensionContextManagerBase, StreamResultContextManager
 from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.schema.name_converter import NameConverter
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
@@ -107,6 +108,10 @@ WATCHED: list[tuple[str, Callable[..., Any], str]] = [
     ("strawberry ExtensionContextManagerBase.__aexit__", ExtensionContextManagerBase.__aexit__, "cdd9e64136a6c76a"),
     ("strawberry StreamResultContextManager.__init__", StreamResultContextManager.__init__, "e9dad8d707275777"),
     ("strawberry Schema.process_errors", strawberry.Schema.process_errors, "1bafd3450ba5af97"),
+    # graph/schema.py: RememberedNames remembers what this gives for each name (it must stay a pure function of
+    # the name and auto_camel_case).
+    ("strawberry NameConverter.apply_naming_config", NameConverter.apply_naming_config, "18ff305435bd9821"),
+    ("strawberry NameConverter.__init__", NameConverter.__init__, "89912251e8d28895"),
     # PortraitsSchema.stream refuses a multi-operation document sent without operationName, else passes through.
     ("strawberry Schema.stream", strawberry.Schema.stream, "e62e57ab6ead5652"),
     # server/app.py: PortraitsGraphQL answers in the negotiated media type (server/media_types.py): get_sub_response
