@@ -34,8 +34,8 @@ def check_variables(
 
     Values the document does not declare are never coerced, so they cost nothing and are not measured.
     """
-    if not variables:
-        return None
+    if not variables or not any(isinstance(value, (list, dict)) for value in variables.values()):
+        return None  # scalars only (a by-id query's one id, say): nothing that could be too big
     declared = _declared(document)
     pending: list[tuple[_Trail, object]] = [
         ((None, name), value) for name, value in variables.items() if name in declared

@@ -119,6 +119,8 @@ async def load_characters(
 
 def character_filter(*, search: str | None, content_rating: ContentRating | None) -> CharacterFilter:
     """The listing's filter: ``search`` trimmed, at most ``SEARCH_MAX`` characters; a blank one searches nothing."""
+    if search is None and content_rating is None:
+        return EVERY_CHARACTER
     if search is not None:
         search = clean_text(search, field="search", max_length=SEARCH_MAX, required=False)
     return CharacterFilter(name_contains=search, content_rating=content_rating)
