@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import operator
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
+from types import FunctionType
 from typing import Any, cast
 
 import asyncpg
@@ -513,6 +515,36 @@ async def test_a_cache_gives_back_the_source_budget_of_the_plans_it_drops() -> N
     assert plans.stats.built == 3
     assert plans.stats.generated == 6
     assert plans.stats.over_budget == 0
+
+
+def many_fields(name: str) -> str:
+    """A document of one operation called ``name`` (distinct names: distinct operations) compiling ~140 fields."""
+    return f"query {name} {{ {' '.join(f'a{n}: one {{ {ITEM_FIELDS} }}' for n in range(6))} }}"
+
+
+async def test_a_plan_dropped_from_its_cache_leaves_no_cycle() -> None:
+    # given a cache of one plan, holding the generated code of a document that ran twice
+    plans = PlanCache(max_plans=1)
+    context = PlanContext(plans)
+    for _ in range(2):
+        assert (await CACHED.execute(many_fields("First"), context_value=context)).errors is None
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        # when another document takes its place
+        assert (await CACHED.execute("{ one { id } }", context_value=context)).errors is None
+        gc.collect()
+        # then nothing of the dropped plan was left in a reference cycle (which, frozen by server/gc_pacer.py in a
+        # serving process, would wait for a full collection): reference counting freed it all
+        left = [
+            garbage for garbage in gc.garbage
+            if (isinstance(garbage, FunctionType) and str(garbage.__module__).startswith("graph.plans"))
+            or (isinstance(garbage, dict) and "execute_fields" in garbage)
+        ]
+        assert left == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
 
 
 async def test_a_plan_runs_on_closures_until_it_has_run_once() -> None:
