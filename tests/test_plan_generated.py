@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import gc
 import operator
+import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -28,7 +29,7 @@ from graphql import GraphQLID
 from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
 
-from graph.plans import PlanCache
+from graph.plans import PlanCache, PlanStats
 from graph.plans.runtime import KnownTypes, remember_plain, remember_str_id
 from graph.schema import PortraitsExecutionContext
 from server.settings import Settings, SettingsError
@@ -517,9 +518,91 @@ async def test_a_cache_gives_back_the_source_budget_of_the_plans_it_drops() -> N
     assert plans.stats.over_budget == 0
 
 
+@dataclass
+class Kept:
+    """What a cache held after some runs: the bytes only it kept alive, its plans and their compiled fields."""
+
+    bytes: int
+    plans: int
+    fields: int
+    stats: PlanStats
+
+
+async def kept_by(plans: PlanCache, runs: Sequence[tuple[str, dict[str, Any] | None]]) -> Kept:
+    """What ``plans`` keeps after ``runs`` (each document with its variables, through a schema keeping parsed
+    documents as the app does): measured as what is freed when the cache goes."""
+    tracemalloc.start()
+    context = PlanContext(plans)
+    for query, variables in runs:
+        result = await CACHED.execute(query, variable_values=variables, context_value=context)
+        assert result.errors is None
+    kept = Kept(0, len(plans), plans.fields, plans.stats)
+    del context, result
+    gc.collect()
+    with_cache = tracemalloc.get_traced_memory()[0]
+    del plans
+    gc.collect()
+    kept.bytes = with_cache - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return kept
+
+
 def many_fields(name: str) -> str:
     """A document of one operation called ``name`` (distinct names: distinct operations) compiling ~140 fields."""
     return f"query {name} {{ {' '.join(f'a{n}: one {{ {ITEM_FIELDS} }}' for n in range(6))} }}"
+
+
+async def test_the_plans_a_cache_keeps_are_bounded_by_their_compiled_fields() -> None:
+    # given 12 distinct documents of ~140 fields each, each run twice (its code generated for its second run)
+    runs = [(many_fields(f"Q{n}"), None) for n in range(12) for _ in range(2)]
+
+    # when they run through a cache with room for 300 compiled fields, and through one with room for every plan
+    bounded = await kept_by(PlanCache(max_fields=300), runs)
+    everything = await kept_by(PlanCache(max_fields=10**9), runs)
+
+    # then the bounded cache held at most its budget, and kept a fraction of the memory of 12 plans
+    assert 0 < bounded.fields <= 300
+    assert bounded.plans < everything.plans == 12
+    assert bounded.bytes < everything.bytes / 4, (bounded, everything)
+
+
+async def test_a_plans_variants_are_bounded_by_its_compiled_fields() -> None:
+    # given one document whose fields hang on five variables, run with each of their 32 sets of values, twice
+    query = (
+        "query($v0: Boolean!, $v1: Boolean!, $v2: Boolean!, $v3: Boolean!, $v4: Boolean!) { "
+        + " ".join(f"a{n}: one @include(if: $v{n % 5}) {{ {ITEM_FIELDS} }}" for n in range(6))
+        + " }"
+    )
+    sets = [{f"v{k}": bool(n >> k & 1) for k in range(5)} for n in range(32)]
+    runs = [(query, values) for values in sets for _ in range(2)]
+
+    # when they run through a cache whose plans may hold 300 compiled fields, and through one without that bound
+    bounded = await kept_by(PlanCache(max_plan_fields=300), runs)
+    everything = await kept_by(PlanCache(max_plan_fields=10**9, max_fields=10**9), runs)
+
+    # then the plan held at most its budget of fields (other sets ran on graphql-core), and kept a fraction of the
+    # memory of 32 variants
+    assert 0 < bounded.fields <= 300
+    assert bounded.stats.fallback > 0
+    assert bounded.bytes < everything.bytes / 4, (bounded, everything)
+
+
+async def test_the_plans_a_cache_keeps_are_bounded_by_their_documents_characters() -> None:
+    # given 24 distinct small documents, each padded with a comment to 20,000 characters (a parsed document keeps
+    # its text and tokens, and a plan keeps its operation), each run twice
+    def padded(n: int) -> str:
+        text = f"query Q{n} {{ one {{ id }} }}\n#"
+        return text + "x" * (20_000 - len(text))
+
+    runs = [(padded(n), None) for n in range(24) for _ in range(2)]
+
+    # when they run through a cache with room for 100,000 characters of documents, and one with room for all
+    bounded = await kept_by(PlanCache(max_chars=100_000), runs)
+    everything = await kept_by(PlanCache(max_chars=10**9), runs)
+
+    # then the bounded cache kept at most five of them, and a fraction of the memory of 24
+    assert 0 < bounded.plans <= 5
+    assert bounded.bytes < everything.bytes / 4, (bounded, everything)
 
 
 async def test_a_plan_dropped_from_its_cache_leaves_no_cycle() -> None:

@@ -131,6 +131,8 @@ class Compiler:
         self.basic_fields = basic_fields
         self.decisions = decisions
         self.generator = generator
+        # Fields compiled (a response key of an object's selection each): what the plan cache counts of a plan's size.
+        self.fields = 0
 
     def root(self, operation: OperationDefinitionNode, root_type: GraphQLObjectType) -> tuple[ObjectFn, ObjectFn]:
         """The root fields, executed in parallel and serially (mutations; execute_operation's ``serially``)."""
@@ -152,6 +154,7 @@ class Compiler:
         return _object([(spec.key, spec.execute) for spec in specs]), specs
 
     def _field(self, parent: GraphQLObjectType, key: str, nodes: list[FieldNode]) -> FieldSpec:
+        self.fields += 1
         name = nodes[0].name.value
         if name in INTROSPECTION_ROOTS:
             raise Unsupported(f"introspection field {name}")

@@ -25,10 +25,15 @@ from graph.plans.runtime import COROUTINE, KnownTypes, Run
 
 # Sets of @skip/@include values compiled for one operation; a request bringing yet another set runs on graphql-core.
 MAX_VARIANTS = 32
+# Fields one plan may hold compiled, all its variants together (each field's closures and code cost ~2 KB): an
+# operation larger than this runs on graphql-core, and a set of @skip/@include values that would take a plan past it
+# runs there too. The limits on documents allow ~1,000 fields to one variant.
+MAX_PLAN_FIELDS = 4096
 
 
 class Plan:
-    """Built once per operation; raises ``Unsupported`` (graphql-core runs the operation) when built."""
+    """Built once per operation; raises ``Unsupported`` (graphql-core runs the operation) when built, for what
+    plans do not run or an operation of more than ``max_fields`` fields."""
 
     def __init__(
         self,
@@ -38,6 +43,7 @@ class Plan:
         basic_fields: BasicFields,
         generator: Generator | None = None,
         generate_after: int = 0,
+        max_fields: int = MAX_PLAN_FIELDS,
     ) -> None:
         root_type = schema.get_root_type(operation.operation)
         if root_type is None:
@@ -59,19 +65,27 @@ class Plan:
         self.closure_runs_left = generate_after if generator is not None else 0
         # Every field any request could select, compiled once here: whatever is unsupported is found now. (Without
         # variable conditions that is the one variant; with them it is only this check.)
-        everything = Compiler(schema, fragments, basic_fields, None, self._generator(bool(self.conditions))).root(
-            operation, root_type
-        )
+        checking = Compiler(schema, fragments, basic_fields, None, self._generator(bool(self.conditions)))
+        everything = checking.root(operation, root_type)
+        # No variant compiles more fields than this one, which lets every conditional field in.
+        self.variant_fields = checking.fields
+        if self.variant_fields > max_fields:
+            raise Unsupported(f"{self.variant_fields} fields, more than a plan holds")
+        self.max_fields = max_fields
+        # The fields compiled in the variants held (the plan cache's measure of this plan).
+        self.fields = 0
         self.variants: dict[tuple[bool, ...], tuple[ObjectFn, ObjectFn]] = {}
         if not self.conditions:
             self.variants[()] = everything
+            self.fields = checking.fields
 
     def _generator(self, only_checking: bool = False) -> Generator | None:
         return None if only_checking or self.closure_runs_left else self.generator
 
     def execute(self, executor: Executor[Any], serially: bool | None, known: KnownTypes) -> Any:
         """The ExecutionResult (or a coroutine of it) execute_operation would return; None when this request's
-        @skip/@include values could not be read (graphql-core reports why) or are one set too many."""
+        @skip/@include values could not be read (graphql-core reports why) or are one set too many (past
+        MAX_VARIANTS, or past the plan's compiled fields)."""
         variant = self._variant(executor)
         if variant is None:
             return None
@@ -79,6 +93,7 @@ class Plan:
             self.closure_runs_left -= 1
             if not self.closure_runs_left:  # from the next execution on, each variant is compiled again, generated
                 self.variants = {}
+                self.fields = 0
         parallel, serial = variant
         run = Run(executor, known)
         execute_fields = serial if (self.is_mutation if serially is None else serially) else parallel
@@ -95,10 +110,10 @@ class Plan:
         if not self.conditions:
             variant = self.variants.get(())
             if variant is None:
-                variant = Compiler(self.schema, self.fragments, self.basic_fields, None, self._generator()).root(
-                    self.operation, self.root_type
-                )
+                compiler = Compiler(self.schema, self.fragments, self.basic_fields, None, self._generator())
+                variant = compiler.root(self.operation, self.root_type)
                 self.variants[()] = variant
+                self.fields += compiler.fields
             return variant
         try:
             values = tuple(
@@ -115,13 +130,13 @@ class Plan:
             return None
         variant = self.variants.get(values)
         if variant is None:
-            if len(self.variants) >= MAX_VARIANTS:
+            if len(self.variants) >= MAX_VARIANTS or self.fields + self.variant_fields > self.max_fields:
                 return None
             decisions = {id(directive): value for directive, value in zip(self.conditions, values, strict=True)}
-            variant = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self._generator()).root(
-                self.operation, self.root_type
-            )
+            compiler = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self._generator())
+            variant = compiler.root(self.operation, self.root_type)
             self.variants[values] = variant
+            self.fields += compiler.fields
         return variant
 
 
