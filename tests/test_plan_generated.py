@@ -605,6 +605,20 @@ async def test_the_plans_a_cache_keeps_are_bounded_by_their_documents_characters
     assert bounded.bytes < everything.bytes / 4, (bounded, everything)
 
 
+async def test_writing_code_for_objects_too_big_for_the_budget_is_bounded_too() -> None:
+    # given a document of many objects, each larger than a plan's budget of source
+    query = many_fields("Big").replace("one {", "one { tag { label inner { label } } more: labels { label weight }")
+    plans = PlanCache(generate_after=0, max_source=4096)
+
+    # when it runs, its objects written as code while the budget lasts
+    result = await CACHED.execute(query, context_value=PlanContext(plans))
+    assert result.errors is None
+
+    # then what was written, kept or dropped, is at most twice the budget: the rest runs on closures unwritten
+    assert plans.stats.over_budget > 0
+    assert 0 < plans.stats.written <= 2 * 4096
+
+
 async def test_a_plan_dropped_from_its_cache_leaves_no_cycle() -> None:
     # given a cache of one plan, holding the generated code of a document that ran twice
     plans = PlanCache(max_plans=1)

@@ -46,6 +46,8 @@ class PlanStats:
     # Objects' selection sets compiled into generated code, and left to closures by a plan's budget of source.
     generated: int = 0
     over_budget: int = 0
+    # Characters of source written, kept or dropped (an object that did not fit).
+    written: int = 0
 
 
 @dataclass

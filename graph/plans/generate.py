@@ -17,7 +17,8 @@ and every other value are bound to generated names (``k3``, ``n3``, ...) in the 
 other words in the source are ours, and attribute names (a basic field's Python name, from the schema's code)
 are written out only when they are plain identifiers, else read with ``getattr`` and a bound name. The namespace's
 builtins are the few the code uses. The source of one plan is bounded, and so is that of all the plans of a cache
-(``Generator``): an object past either runs on closures.
+(``Generator``): an object past either runs on closures. Writing it is bounded too: an object's source is written
+only as far as it could fit, and what a plan writes and drops is at most its budget again.
 """
 
 from __future__ import annotations
@@ -80,12 +81,18 @@ class GeneratorStats(Protocol):
 
     generated: int
     over_budget: int
+    written: int
 
 
 @dataclass
 class _Counts:
     generated: int = 0
     over_budget: int = 0
+    written: int = 0
+
+
+class _TooLong(Exception):
+    """The source being written passed the characters it may have."""
 
 
 @dataclass
@@ -105,6 +112,12 @@ class Generator:
     pool: SourcePool = field(default_factory=SourcePool)
     # The characters of source generated, drawn from the pool (given back by ``release``).
     used: int = 0
+    # The characters it may still write and drop (an object's source that did not fit): writing is most of what
+    # generating costs, so a plan of many objects too big for its budget writes in vain at most its budget again.
+    droppable: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.droppable = self.budget
     # The source of each function, when kept (``keep_sources``: tests, and a look at what runs).
     sources: list[str] = field(default_factory=list, repr=False)
 
@@ -112,14 +125,20 @@ class Generator:
         """``execute_fields`` for ``specs`` (``parent``'s selection, compiled) as one generated function, or None
         when the plan's budget or its cache's cannot hold its source (closures run it)."""
         for inline in (True, False):  # nested objects written out in place; past the budget, called instead
-            source = _ObjectSource(specs, inline)
-            text = source.text()
-            size = len(text)
-            if size > self.budget or size > self.pool.left:
+            # Written only as far as it could fit (kept) and be dropped (in vain).
+            source = _ObjectSource(specs, inline, min(self.budget, self.pool.left, self.droppable))
+            try:
+                text = source.text()
+            except _TooLong:
+                self.droppable -= source.size
+                self.stats.written += source.size
                 continue
+            size = len(text)
+            self.stats.written += size
             try:
                 code = compile(text, f"<plan: {parent.name}>", "exec")
             except (SyntaxError, RecursionError, MemoryError):  # (a limit of the compiler's: never expected)
+                self.droppable -= size
                 continue
             break
         else:
@@ -236,8 +255,11 @@ class _ObjectSource:
     closure doing what compile.py's closures do with it (``_field_after_read``, ``_item_helpers``).
     """
 
-    def __init__(self, specs: list[FieldSpec], inline: bool) -> None:
+    def __init__(self, specs: list[FieldSpec], inline: bool, limit: int) -> None:
         self.lines: list[str] = []
+        # The characters of its lines so far (each with its newline), at most ``limit``: past it, _TooLong.
+        self.size = 0
+        self.limit = limit
         self.namespace: dict[str, Any] = {
             "CO": COROUTINE, "U": Undefined, "gather_into": gather_into, "settle_list": settle_list,
             "pend": _pend, "pend_index": _pend_index, "remember_str_id": remember_str_id, "NT": NONE_TYPE,
@@ -260,8 +282,16 @@ class _ObjectSource:
             self.names[id(value)] = name
         return name
 
-    def line(self, depth: int, text: str) -> None:
-        self.lines.append(INDENT * depth + text)
+    def line(self, depth: int, text: str, at: int | None = None) -> None:
+        line = INDENT * depth + text
+        size = self.size + len(line) + 1
+        if size > self.limit:
+            raise _TooLong
+        self.size = size
+        if at is None:
+            self.lines.append(line)
+        else:
+            self.lines.insert(at, line)
 
     def text(self) -> str:
         if not self.lines:
@@ -277,9 +307,9 @@ class _ObjectSource:
         self.line(2, f"return {result}")
         self.line(1, f"return gather_into({result}, pk)")
         if self.uses_str_ids:
-            self.lines.insert(2, INDENT + "SI = run.str_id_types")
+            self.line(1, "SI = run.str_id_types", at=2)
         if self.uses_sync:
-            self.lines.insert(2, INDENT + "S = run.sync_types")
+            self.line(1, "S = run.sync_types", at=2)
 
     def _fields(self, depth: int, frame: _Frame, specs: list[FieldSpec]) -> str:
         """The fields of ``frame``'s object, run in order (``_object``); returns the expression of its dict. Pending
