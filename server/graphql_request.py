@@ -156,12 +156,13 @@ def _persisted_query(data: Mapping[str, Any]) -> object:
 def _media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     """The media type, lowercased, and its parameters, as ``email.message`` parses them (strawberry's way).
 
-    Split by hand when nothing in the value needs its rules (no quotes or escapes, every parameter
-    ``name=value``): the same answer, in a tenth of the time (``email.message`` cost ~12 us a request).
+    Split by hand when nothing in the value needs its rules (no quotes or escapes, no RFC 2231 ``name*=``
+    parameter, every parameter ``name=value``): the same answer, in a tenth of the time (``email.message`` cost
+    ~12 us a request).
     """
     if not content_type:
         return "", {}
-    if '"' in content_type or "\\" in content_type:
+    if '"' in content_type or "\\" in content_type or "*" in content_type:
         return _media_type_by_email(content_type)
     first, *rest = content_type.split(";")
     if "=" in first:

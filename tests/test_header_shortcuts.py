@@ -12,7 +12,7 @@ from server.media_types import CACHED_ACCEPT_CHARS, CHOICES_KEPT, _choice, _kept
 
 PIECES = st.sampled_from(
     ["application/json", "APPLICATION/JSON", "text/plain", ";", "=", " ", "\t", "charset", "utf-8", "UTF-8",
-     "latin-1", ",", '"', "\\", "(", ")", "x", ";;", "==", "é", "*/*"]
+     "latin-1", ",", '"', "\\", "(", ")", "x", ";;", "==", "é", "*/*", "*", "'", "%"]
 )  # fmt: skip
 
 
@@ -28,6 +28,20 @@ def test_common_content_types() -> None:
     assert _media_type(" Application/JSON ; Charset=UTF-8") == ("application/json", {"charset": "UTF-8"})
     assert _media_type('application/json; charset="utf-8"') == ("application/json", {"charset": "utf-8"})
     assert _media_type(None) == ("", {})
+
+
+def test_an_rfc_2231_parameter_is_read_as_email_message_reads_it() -> None:
+    # given a charset in RFC 2231's extended form (``charset*``: a charset, a language and the value, quoted by %),
+    # which email.message decodes into another value than the text after the "="
+    content_type = "application/json; charset*=utf-8''latin-1"
+
+    # when the shortcut reads it
+    media_type, params = _media_type(content_type)
+
+    # then it answers as email.message does (which the request then refuses as an unsupported charset), not with
+    # a parameter named "charset*" that leaves the charset unsaid (read as UTF-8)
+    assert (media_type, params) == _media_type_by_email(content_type)
+    assert "charset" in params
 
 
 ACCEPT_PIECES = st.sampled_from(
