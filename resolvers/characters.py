@@ -107,7 +107,7 @@ async def load_characters(
 ) -> list[Character | None]:
     """For a data loader: one query for many ids, None where the viewer has no such character.
 
-    ``columns`` are the Character attributes the caller reads (storage adds the id and owner).
+    ``columns`` are the Character attributes the caller reads (storage adds the id).
     """
     async with acquire(pool) as connection:
         found = await characters.get_many(
@@ -144,11 +144,13 @@ async def list_characters(
 ) -> Page[Character]:
     """A page of the viewer's characters matching ``only`` in ``order``; a cursor of another order is refused.
 
-    ``columns`` are the Character attributes the caller reads (storage adds what ordering and ownership need);
-    ``with_cursors`` False when no cursor is shown.
+    ``columns`` are the Character attributes the caller reads (storage adds the id; the order's time is added here
+    when cursors are made); ``with_cursors`` False when no cursor is shown.
     """
     size = page_size(first)
     key = decode_cursor(after, _order_tag(order))
+    if with_cursors:
+        columns = columns | characters.ORDER_KEYS[order]
     async with acquire(pool) as connection:
         rows = await characters.list_page(
             connection, user_id=viewer.user_id, limit=size + 1, after=key, order=order, only=only, columns=columns

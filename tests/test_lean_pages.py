@@ -55,16 +55,15 @@ async def test_a_page_fetches_only_what_is_selected(settings: Settings, pool: as
     assert plain["characters"]["edges"][0]["node"]["name"] == "a"
     (statement,) = plain_statements
     fetched = select_list(statement)
-    assert "c.name" in fetched
-    for column in ("c.description", "c.scene_behavior_rules", "c.appearance_tags", "c.image_url", "stored_objects"):
-        assert column not in fetched, column
-    # and the signed page probes the catalogue for its image only, in the same single statement
+    assert fetched.split() == ["SELECT", "c.id,", "c.name"]  # no owner, no time: no cursor, nothing signed
+    # and the signed page probes the catalogue for its image only, with the owner signing checks, in the same single
+    # statement
     assert signed["characters"]["edges"][0]["node"]["signedImageUrl"] == {"url": "https://cdn.example.com/a.png"}
     (statement,) = signed_statements
     fetched = select_list(statement)
     assert "stored_objects" in fetched
-    assert "c.image_url" in fetched
-    assert "c.description" not in fetched
+    assert "c.image_url" in fetched and "c.user_id" in fetched
+    assert "c.description" not in fetched and "c.created_at" not in fetched
 
 
 FRAGMENTS = """
@@ -134,6 +133,30 @@ async def test_cursors_are_made_when_any_is_selected(graphql: GraphQL, pool: asy
     assert decode_cursor(edge["cursor"]) is not None
 
 
+async def test_cursors_of_every_order_come_from_its_own_time(
+    settings: Settings, pool: asyncpg.Pool, alice: uuid.UUID
+) -> None:
+    # given three characters, the oldest changed last
+    for name in ("a", "b", "c"):
+        await insert(pool, alice, name)
+    await pool.execute("UPDATE characters SET description = 'changed' WHERE user_id = $1 AND name = 'a'", alice)
+    page = "query($after: String) { characters(first: 1, after: $after, orderBy: UPDATED_AT_DESC) { " \
+        "edges { cursor node { name } } } }"
+    async with graphql_logging_statements(settings) as (graphql, statements):
+        # when the list is walked by its update time, a page at a time, by the edges' cursors
+        names, after = [], None
+        for _ in range(3):
+            statements.clear()
+            (edge,) = data(await graphql(page, {"after": after}, user=alice))["characters"]["edges"]
+            names.append(edge["node"]["name"])
+            after = edge["cursor"]
+        (statement,) = [statement for statement in statements if " FROM characters c" in statement]
+
+    # then each page followed the one before in that order, fetching the update time (not the creation time)
+    assert names == ["a", "c", "b"]
+    assert select_list(statement).split() == ["SELECT", "c.id,", "c.name,", "c.updated_at"]
+
+
 def test_a_page_without_cursors_encodes_none() -> None:
     # given
     now = datetime.now(UTC)
@@ -197,10 +220,11 @@ async def test_a_partial_row_holds_only_what_was_fetched(pool: asyncpg.Pool, ali
     async with acquire(pool) as connection:
         (row,) = await characters.list_page(connection, user_id=alice, limit=5, columns=frozenset({"name"}))
         (full,) = await characters.list_page(connection, user_id=alice, limit=5)
-    # then: what ordering and ownership need, and the selected column; reading another fails loudly
-    assert (row.id, row.user_id, row.created_at, row.name) == (full.id, alice, full.created_at, "a")
-    with pytest.raises(AttributeError):
-        _ = row.description
+    # then: the id and the selected column; reading another (the owner, the order's time) fails loudly
+    assert (row.id, row.name) == (full.id, "a")
+    for unfetched in ("description", "user_id", "created_at"):
+        with pytest.raises(AttributeError):
+            getattr(row, unfetched)
     assert full.content_rating is ContentRating.SFW and full.appearance_tags == ("tag",)
 
 
@@ -226,7 +250,7 @@ def test_a_partial_statement_takes_only_known_columns() -> None:
     with pytest.raises(ValueError, match="not a character column"):
         partial_list_statement(CharacterOrder.CREATED_AT_DESC, False, False, frozenset({"name; DROP TABLE x"}))
     statement = partial_list_statement(CharacterOrder.UPDATED_AT_ASC, True, True, frozenset({"name"}))
-    assert select_list(statement).split() == ["SELECT", "c.id,", "c.user_id,", "c.name,", "c.updated_at"]
+    assert select_list(statement).split() == ["SELECT", "c.id,", "c.name"]
 
 
 async def character_id(pool: asyncpg.Pool, owner: uuid.UUID, name: str) -> str:
@@ -259,11 +283,11 @@ async def test_a_character_by_id_fetches_only_what_is_selected(
         ))
         both_statements = list(statements)
 
-    # then: the plain one fetches the id, owner and name only, in one statement
+    # then: the plain one fetches the id and name only, in one statement
     assert plain["character"] == {"id": wanted, "name": "a"}
     (statement,) = plain_statements
     fetched = select_list(statement)
-    assert "c.name" in fetched and "c.user_id" in fetched
+    assert fetched.split() == ["SELECT", "c.id,", "c.name"]
     for column in ("c.description", "c.scene_behavior_rules", "c.appearance_tags", "c.image_url", "stored_objects"):
         assert column not in fetched, column
     # and the signed one probes the catalogue for its image
@@ -316,9 +340,10 @@ async def test_a_partial_row_by_id_holds_only_what_was_fetched(pool: asyncpg.Poo
         )
         (whole,) = await characters.get_many(connection, user_id=alice, character_ids=[wanted])
 
-    # then: the partial row holds its id, owner and name as the whole one does, and nothing else
-    assert (partial.id, partial.user_id, partial.name) == (whole.id, whole.user_id, whole.name)
-    with pytest.raises(AttributeError):
-        _ = partial.description
+    # then: the partial row holds its id and name as the whole one does, and nothing else
+    assert (partial.id, partial.name) == (whole.id, whole.name)
+    for unfetched in ("description", "user_id"):
+        with pytest.raises(AttributeError):
+            getattr(partial, unfetched)
     with pytest.raises(ValueError, match="not a character column"):
         characters.partial_get_many_statement(frozenset({"name; DROP TABLE characters"}))
