@@ -125,7 +125,7 @@ class CharacterType:
 
 
 # The fields a page's rows must hold for each Character field a client may select, by GraphQL name
-# (graph/selections.py): storage fetches these columns and no others (plus the id; and the order's time when cursors are made).
+# (graph/selections.py): storage fetches these columns and no others (plus the id, and the order's time for cursors).
 CHARACTER_COLUMNS: dict[str, frozenset[str]] = {
     "id": frozenset({"id"}),
     "name": frozenset({"name"}),
