@@ -15,9 +15,9 @@ operation, fixes the field nodes graphql-core merged). An answer that depended o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import OperationDefinitionNode
 from graphql.pyutils import Path
@@ -46,39 +46,42 @@ class ConnectionSelection:
 
 
 _PathKey = tuple[object, ...]
-_memo: dict[tuple[int, _PathKey], tuple[OperationDefinitionNode, ConnectionSelection]] = {}
-_object_memo: dict[tuple[int, _PathKey], tuple[OperationDefinitionNode, frozenset[str]]] = {}
+_Summary = TypeVar("_Summary")
+# One memo per kind of answer: an entry is the operation (kept, see the module docstring) and its answer.
+_Memo = dict[tuple[int, _PathKey], tuple[OperationDefinitionNode, _Summary]]
+_memo: _Memo[ConnectionSelection] = {}
+_object_memo: _Memo[frozenset[str]] = {}
 
 
-def connection_selection(info: Info[Any, Any]) -> ConnectionSelection:
-    """The selection under the field ``info`` resolves; memoised unless a directive decided part of it."""
+def _memoised(
+    memo: _Memo[_Summary],
+    info: Info[Any, Any],
+    summarise: Callable[[Iterable[Selection]], tuple[_Summary, bool]],
+) -> _Summary:
+    """``summarise(info.selected_fields)``'s answer, from ``memo`` when this operation's field asked before; an
+    answer that a directive decided (``summarise`` says so) is not kept. The memo is emptied when full."""
     operation = info.operation
     key = (id(operation), _path_key(info))
-    hit = _memo.get(key)
+    hit = memo.get(key)
     if hit is not None and hit[0] is operation:
         return hit[1]
     summary, conditional = summarise(info.selected_fields)
     if not conditional:
-        if len(_memo) >= MEMO_SIZE:
-            _memo.clear()
-        _memo[key] = (operation, summary)
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[key] = (operation, summary)
     return summary
+
+
+def connection_selection(info: Info[Any, Any]) -> ConnectionSelection:
+    """The selection under the field ``info`` resolves; memoised unless a directive decided part of it."""
+    return _memoised(_memo, info, summarise)
 
 
 def object_selection(info: Info[Any, Any]) -> frozenset[str]:
     """The fields selected on the object the field ``info`` resolves returns, by GraphQL name (aliases resolved,
     fragments flattened, ``__typename`` left out); memoised as ``connection_selection`` is."""
-    operation = info.operation
-    key = (id(operation), _path_key(info))
-    hit = _object_memo.get(key)
-    if hit is not None and hit[0] is operation:
-        return hit[1]
-    names, conditional = summarise_object(info.selected_fields)
-    if not conditional:
-        if len(_object_memo) >= MEMO_SIZE:
-            _object_memo.clear()
-        _object_memo[key] = (operation, names)
-    return names
+    return _memoised(_object_memo, info, summarise_object)
 
 
 def summarise_object(fields: Iterable[Selection]) -> tuple[frozenset[str], bool]:
