@@ -163,50 +163,38 @@ class _Executing(_Stage, ExecutingContextManager):
         self.stages.executed(self.execution, failed=failed)
 
 
-class _NoOperationHooks(OperationContextManager):
+class _NothingToEnter:
+    """Entering and leaving, sync or async, do nothing: the stage managers below when no extension hooks them."""
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        pass
+
+    async def __aenter__(self) -> None:
+        pass
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        pass
+
+
+class _NoOperationHooks(_NothingToEnter, OperationContextManager):
     """``operation()`` when no extension hooks it: nothing to enter. One for all requests: it holds nothing."""
 
     def __init__(self) -> None:
         super().__init__([])
 
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        pass
-
-    async def __aenter__(self) -> None:
-        pass
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        pass
-
 
 _NO_OPERATION_HOOKS = _NoOperationHooks()
 
 
-class _NoStreamResultHooks(StreamResultContextManager):
+class _NoStreamResultHooks(_NothingToEnter, StreamResultContextManager):
     """``on_stream_result`` when no extension hooks it (each subscription event enters one)."""
 
     def __init__(self, result: StreamExecutionResult) -> None:
         super().__init__([], result)
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        pass
-
-    async def __aenter__(self) -> None:
-        pass
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        pass
