@@ -165,10 +165,12 @@ def codes_of(text: str) -> list[str]:
     return [str((error.get("extensions") or {}).get("code")) for error in body.get("errors") or []]
 
 
-@settings(
-    max_examples=EXAMPLES or DEFAULT_EXAMPLES,
+# What both differential tests run under (each adds its number of examples): fixed seeds unless
+# PLAN_DIFFERENTIAL_EXAMPLES asks for more, no example folder left in the work tree (a failure prints its
+# reproduction), and no explain phase.
+DIFFERENTIAL_SETTINGS = settings(
     deadline=None,
-    database=None,  # no example folder left in the work tree; a failure prints its reproduction
+    database=None,
     derandomize=not EXAMPLES,
     print_blob=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
@@ -177,8 +179,14 @@ def codes_of(text: str) -> list[str]:
         HealthCheck.too_slow,
         HealthCheck.filter_too_much,
         HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
     ],
+)
+
+
+@settings(
+    DIFFERENTIAL_SETTINGS,
+    max_examples=EXAMPLES or DEFAULT_EXAMPLES,
+    suppress_health_check=[*DIFFERENTIAL_SETTINGS.suppress_health_check, HealthCheck.large_base_example],
 )
 @given(data=st.data())
 async def test_every_drawn_operation_is_answered_alike_with_and_without_plans(apps: Apps, data: st.DataObject) -> None:
@@ -278,20 +286,7 @@ def executed(message: dict[str, Any]) -> bool:
     return payload.get("data") is not None or any("path" in error for error in payload.get("errors") or [])
 
 
-@settings(
-    max_examples=SUBSCRIPTION_EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=not EXAMPLES,
-    print_blob=True,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-    ],
-)
+@settings(DIFFERENTIAL_SETTINGS, max_examples=SUBSCRIPTION_EXAMPLES)
 @given(data=st.data())
 async def test_every_drawn_subscription_sends_alike_with_and_without_plans(
     sockets: Sockets, data: st.DataObject
