@@ -171,6 +171,22 @@ async def get(connection: Connection, *, user_id: UUID, character_id: UUID) -> C
     return None if row is None else _character(row)
 
 
+def _select_list(columns: frozenset[str]) -> str:
+    """The select list of a partial statement: ``columns`` and the id, from the fixed fragments of ``_COLUMN_SQL``
+    in its order, so one column set is one statement text. ValueError for a name that is no column: nothing but
+    those fragments reaches the SQL."""
+    unknown = columns - ALL_COLUMNS
+    if unknown:
+        raise ValueError(f"not a character column: {sorted(unknown)}")
+    wanted = columns | _ALWAYS
+    return ", ".join(sql for name, sql in _COLUMN_SQL.items() if name in wanted)
+
+
+def _partial_rows(rows: Sequence[asyncpg.Record]) -> list[Character]:
+    """The Characters of a partial statement's rows (``partial_characters``, by the columns the rows have)."""
+    return partial_characters(tuple(rows[0].keys()))(rows) if rows else []
+
+
 _GET_MANY_WHERE = "FROM characters c WHERE c.id = ANY($1::uuid[]) AND c.user_id = $2"
 GET_MANY = f"SELECT {COLUMNS} {_GET_MANY_WHERE}"
 
@@ -179,12 +195,7 @@ GET_MANY = f"SELECT {COLUMNS} {_GET_MANY_WHERE}"
 def partial_get_many_statement(columns: frozenset[str]) -> str:
     """``GET_MANY`` for only ``columns`` (and the id: a loader matches rows to ids by it), from the fixed fragments
     of ``_COLUMN_SQL`` in its order, as ``partial_list_statement``. ValueError for a name that is no column."""
-    unknown = columns - ALL_COLUMNS
-    if unknown:
-        raise ValueError(f"not a character column: {sorted(unknown)}")
-    wanted = columns | _ALWAYS
-    select = ", ".join(sql for name, sql in _COLUMN_SQL.items() if name in wanted)
-    return f"SELECT {select} {_GET_MANY_WHERE}"
+    return f"SELECT {_select_list(columns)} {_GET_MANY_WHERE}"
 
 
 @translate_errors
@@ -199,7 +210,7 @@ async def get_many(
         rows = await connection.fetch(GET_MANY, [*character_ids], user_id)
         return [_character(row) for row in rows]
     rows = await connection.fetch(partial_get_many_statement(columns), [*character_ids], user_id)
-    return partial_characters(tuple(rows[0].keys()))(rows) if rows else []
+    return _partial_rows(rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +288,7 @@ def partial_list_statement(order: CharacterOrder, search: bool, after: bool, col
     """The statement for a page of only ``columns`` (and the id), from the fixed fragments of ``_COLUMN_SQL`` in
     its order, so one column set is one statement text (one prepared statement per connection). ValueError for a
     name that is no column: nothing but those fragments reaches the SQL."""
-    unknown = columns - ALL_COLUMNS
-    if unknown:
-        raise ValueError(f"not a character column: {sorted(unknown)}")
-    wanted = columns | _ALWAYS
-    select = ", ".join(sql for name, sql in _COLUMN_SQL.items() if name in wanted)
-    return _list_statement(order, search=search, after=after, columns=select)
+    return _list_statement(order, search=search, after=after, columns=_select_list(columns))
 
 
 @translate_errors
@@ -314,7 +320,7 @@ async def list_page(
         arguments += after
     rows = await connection.fetch(statement, *arguments)
     if partial:
-        return partial_characters(tuple(rows[0].keys()))(rows) if rows else []
+        return _partial_rows(rows)
     return [_character(row) for row in rows]
 
 
