@@ -38,9 +38,6 @@ def record_refusal(execution: ExecutionContext) -> None:
 
 def record_execution(execution: ExecutionContext, *, failed: bool) -> None:
     """A validated operation's execution ended (``failed``: it raised): counted with its outcome."""
-    context = execution.context
-    if not isinstance(context, Context):
-        return
     operation_type = _type(execution)
     if failed:
         outcome = ERROR
@@ -50,7 +47,7 @@ def record_execution(execution: ExecutionContext, *, failed: bool) -> None:
         outcome = OK
     else:
         outcome = ERROR
-    context.metrics.operation(execution.operation_name or ANONYMOUS, operation_type, outcome)
+    _record(execution, execution.operation_name or ANONYMOUS, operation_type, outcome)
 
 
 def _type(execution: ExecutionContext) -> str:
