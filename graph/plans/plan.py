@@ -18,7 +18,7 @@ from graphql import (
 )
 from graphql.execution import Executor
 
-from graph.plans.collect import INCLUDE, Conditions, Unsupported
+from graph.plans.collect import INCLUDE, Conditions, Decisions, Unsupported
 from graph.plans.compile import BasicFields, Compiler, ObjectFn
 from graph.plans.generate import Generator
 from graph.plans.runtime import COROUTINE, KnownTypes, Run
@@ -109,12 +109,7 @@ class Plan:
     def _variant(self, executor: Executor[Any]) -> tuple[ObjectFn, ObjectFn] | None:
         if not self.conditions:
             variant = self.variants.get(())
-            if variant is None:
-                compiler = Compiler(self.schema, self.fragments, self.basic_fields, None, self._generator())
-                variant = compiler.root(self.operation, self.root_type)
-                self.variants[()] = variant
-                self.fields += compiler.fields
-            return variant
+            return self._compiled((), None) if variant is None else variant
         try:
             values = tuple(
                 bool(get_argument_values(
@@ -133,10 +128,15 @@ class Plan:
             if len(self.variants) >= MAX_VARIANTS or self.fields + self.variant_fields > self.max_fields:
                 return None
             decisions = {id(directive): value for directive, value in zip(self.conditions, values, strict=True)}
-            compiler = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self._generator())
-            variant = compiler.root(self.operation, self.root_type)
-            self.variants[values] = variant
-            self.fields += compiler.fields
+            variant = self._compiled(values, decisions)
+        return variant
+
+    def _compiled(self, values: tuple[bool, ...], decisions: Decisions) -> tuple[ObjectFn, ObjectFn]:
+        """The variant of these @skip/@include ``values`` compiled (generated code once closure runs are over),
+        held, and counted in the plan's fields."""
+        compiler = Compiler(self.schema, self.fragments, self.basic_fields, decisions, self._generator())
+        variant = self.variants[values] = compiler.root(self.operation, self.root_type)
+        self.fields += compiler.fields
         return variant
 
 
