@@ -165,3 +165,18 @@ async def test_the_running_pacer_freezes_survivors() -> None:
     finally:
         await pacer.stop()
     assert not is_frozen(survivor)  # stop unfreezes everything
+
+
+async def test_young_collections_are_paced_while_started_and_as_before_after() -> None:
+    # given the interpreter's thresholds before a pacer starts
+    before = gc.get_threshold()
+    pacer = GcPacer(SocketTally(), freeze_seconds=3600, young_threshold=before[0] + 1234)
+
+    # when it starts, then stops
+    pacer.start()
+    while_started = gc.get_threshold()
+    await pacer.stop()
+
+    # then only the young generation's threshold was its own, and only while started
+    assert while_started == (before[0] + 1234, *before[1:])
+    assert gc.get_threshold() == before
