@@ -14,7 +14,7 @@ same list (``websocket_origin_refusal``): browsers do not apply CORS to them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -143,18 +143,17 @@ class CrossOrigin:
             max_age=MAX_AGE_SECONDS,
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function: a request passes to the app or to Starlette's CORS with no coroutine of ours.
         if scope["type"] != "http" or not self._covers(scope):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         if scope["method"] == "OPTIONS":  # only a preflight is refused here: other requests read no header
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             preflight = "access-control-request-method" in headers
             if preflight and origin is not None and not self.cors.is_allowed_origin(origin):
-                await _refusal(origin)(scope, receive, send)
-                return
-        await self.cors(scope, receive, send)
+                return _refusal(origin)(scope, receive, send)
+        return self.cors(scope, receive, send)
 
     def _covers(self, scope: Scope) -> bool:
         path: str = scope["path"]

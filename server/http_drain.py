@@ -102,10 +102,10 @@ class AnswerCutRequests:
     async def answered(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
-        async def noting_start(message: Message) -> None:
+        def noting_start(message: Message) -> Awaitable[None]:  # (plain: no coroutine of its own per message)
             nonlocal started
             started = started or message["type"] == "http.response.start"
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, noting_start)

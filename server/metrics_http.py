@@ -14,7 +14,7 @@ import hmac
 import logging
 import socketserver
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -66,11 +66,11 @@ class CountRequests:
             return
         status: int | None = None  # None: no response started
 
-        async def send_status(message: Message) -> None:
+        def send_status(message: Message) -> Awaitable[None]:  # (plain: no coroutine of its own per message)
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_status)

@@ -71,10 +71,10 @@ class RequestIds:
         bind_request(request_id)
         header = (HEADER, request_id.encode("ascii"))
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:  # (plain: no coroutine of its own per message)
             if message["type"] == "http.response.start":
                 headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != HEADER]
                 message = {**message, "headers": [*headers, header]}
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -152,10 +152,13 @@ class GraphQLSocketShortcut:
         self.live = live
         self.tally = tally
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function: every HTTP request passes through, and pays no coroutine of ours for it.
         if scope["type"] != "websocket" or _route_path(scope) != self.path:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self.socket(scope, receive, send)
+
+    async def socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.origin_refusal is not None and (reason := self.origin_refusal(scope)) is not None:
             await refuse_origin(scope, receive, send, reason)
             return
