@@ -42,7 +42,9 @@ def signed_image(
         return None
     known = _catalogued_key(reference, stored_keys)
     if known is not None:  # a key we wrote: checked then, not parsed again
-        return signer.sign(known, ttl=ttl) if known.is_owned_by(owner_id) else None
+        bucket, path = known
+        owned = path.partition("/")[0] == str(owner_id)  # (ObjectKey.is_owned_by's rule)
+        return signer.sign_path(bucket, path, ttl=ttl) if owned else None
     try:
         target = parse_image_reference(reference)
     except InvalidObjectPath as error:
@@ -60,8 +62,10 @@ def signed_image(
 _BUCKETS = {bucket.value: bucket for bucket in Bucket}
 
 
-def _catalogued_key(reference: str, stored_keys: Collection[str]) -> ObjectKey | None:
-    """The key ``reference`` names when the catalog holds it, by ``parse_image_reference``'s reading; else None.
+def _catalogued_key(reference: str, stored_keys: Collection[str]) -> tuple[Bucket, str] | None:
+    """The bucket and path ``reference`` names when the catalog holds it, by ``parse_image_reference``'s reading;
+    else None. (A tuple, not an ObjectKey: a page signs a hundred, and the dataclass's frozen ``__init__`` cost
+    more than the lookup.)
 
     The catalog (storage/objects/catalog.py) records only objects a store wrote, and both stores run
     ``check_path`` on every path they write (s3.py, local.py): a catalogued key's path passed it then and is
@@ -73,9 +77,9 @@ def _catalogued_key(reference: str, stored_keys: Collection[str]) -> ObjectKey |
     head, separator, rest = reference.partition("/")
     bucket = _BUCKETS.get(head) if separator else None
     if bucket is not None:
-        return ObjectKey(bucket, rest) if reference in stored_keys else None
+        return (bucket, rest) if reference in stored_keys else None
     if f"{DEFAULT_BUCKET.value}/{reference}" in stored_keys:
-        return ObjectKey(DEFAULT_BUCKET, reference)
+        return DEFAULT_BUCKET, reference
     return None
 
 

@@ -142,6 +142,30 @@ async def test_ttl_seconds_shortens_and_is_capped(backend: Backend, pool: asyncp
     assert seconds_left(capped) <= HOUR * 1.1 + 1
 
 
+@pytest.mark.parametrize(
+    "document, variables",
+    [
+        (PAGE, None),  # the variable left out: the argument is omitted (UNSET to the resolver)
+        (PAGE, {"ttl": None}),  # a null variable
+        (PAGE.replace("ttlSeconds: $ttl", "ttlSeconds: null").replace("query($ttl: Int)", "query"), None),
+    ],
+    ids=["omitted", "null variable", "null literal"],
+)
+async def test_an_omitted_or_null_ttl_is_the_buckets_ttl(
+    graphql: GraphQL, pool: asyncpg.Pool, local_store: ObjectStore, alice: uuid.UUID,
+    document: str, variables: dict[str, object] | None,
+) -> None:
+    # given a workspace-temp image (a one-hour bucket)
+    await CatalogedObjectStore(local_store, pool).put(Bucket.WORKSPACE_TEMP, f"{alice}/w.png", PNG)
+    await insert_character(pool, alice, "c", f"workspace-temp/{alice}/w.png")
+
+    # when the page asks without a TTL, or with a null one
+    signed = nodes(await graphql(document, variables, user=alice))["c"]["signedImageUrl"]
+
+    # then the URL lasts the bucket's hour
+    assert HOUR - 5 <= seconds_left(signed) <= HOUR * 1.1 + 5
+
+
 @pytest.mark.parametrize("ttl", [0, -1])
 async def test_a_ttl_below_one_second_is_bad_user_input(
     graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, ttl: int

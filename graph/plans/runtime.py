@@ -24,12 +24,16 @@ Location = tuple[Any, str | int, str | None] | None
 
 COROUTINE = CoroutineType
 
+# graphql-core's Path is a NamedTuple: made here as the tuple it is, in C, without the namedtuple's ``__new__`` (a
+# Python function call per segment, and a signed URL of a page is five segments deep).
+_new_path: Callable[[type[Path], tuple[Any, str | int, str | None]], Path] = tuple.__new__
+
 
 def to_path(location: Location) -> Path | None:
     if location is None:
         return None
     prev, key, typename = location
-    return Path(to_path(prev), key, typename)
+    return _new_path(Path, (to_path(prev), key, typename))
 
 
 def field_path(location: Location) -> Path:

@@ -10,6 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from graph.arguments import OMITTED, given
 from graph.context import Context
 from graph.types.enums import AssetType
 from graph.types.signed_url import SignedUrlType
@@ -28,7 +29,7 @@ def _signed(
 ) -> SignedUrlType | None:
     """The same rules as a character's image: signed when the catalog holds it, else null."""
     signed = signed_image(
-        key, owner_id=owner_id, stored_keys=stored_keys, signer=info.context.signer, ttl=check_ttl(ttl_seconds)
+        key, owner_id=owner_id, stored_keys=stored_keys, signer=info.context.signer, ttl=check_ttl(given(ttl_seconds))
     )
     return SignedUrlType.from_model(signed)
 
@@ -66,13 +67,13 @@ class WorkspaceAssetType:
 
     @strawberry.field(description="The image, signed for workspace-temp (1 h by default); null when it is gone.")
     def signed_url(
-        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = OMITTED
     ) -> SignedUrlType | None:
         return _signed(info, self.path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
     @strawberry.field(description="The thumbnail (longest side 256 px by default), signed likewise.")
     def signed_thumbnail_url(
-        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = OMITTED
     ) -> SignedUrlType | None:
         return _signed(info, self.thumbnail_path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
@@ -133,13 +134,13 @@ class LibraryAssetType:
 
     @strawberry.field(description="The image, signed for user-library (24 h by default); null when it is gone.")
     def signed_url(
-        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = OMITTED
     ) -> SignedUrlType | None:
         return _signed(info, self.path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 
     @strawberry.field(description="The thumbnail, signed likewise; what a library grid shows.")
     def signed_thumbnail_url(
-        self, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+        self, info: Info[Context, None], ttl_seconds: TtlSeconds = OMITTED
     ) -> SignedUrlType | None:
         return _signed(info, self.thumbnail_path, self.model.stored_keys, self.model.user_id, ttl_seconds)
 

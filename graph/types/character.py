@@ -10,6 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from graph.arguments import OMITTED, given
 from graph.context import Context
 from graph.types.enums import ContentRating
 from graph.types.signed_url import SignedUrlType
@@ -34,13 +35,13 @@ TtlSeconds = Annotated[int | None, strawberry.argument(description=TTL_DESCRIPTI
 
 
 def _signed_image_url(
-    root: Character, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+    root: Character, info: Info[Context, None], ttl_seconds: TtlSeconds = OMITTED
 ) -> SignedUrlType | None:
     return _sign(info, root, root.image_url, ttl_seconds)
 
 
 def _signed_reference_image_url(
-    root: Character, info: Info[Context, None], ttl_seconds: TtlSeconds = None
+    root: Character, info: Info[Context, None], ttl_seconds: TtlSeconds = OMITTED
 ) -> SignedUrlType | None:
     return _sign(info, root, root.reference_image_url, ttl_seconds)
 
@@ -53,7 +54,7 @@ def _sign(
         owner_id=character.user_id,
         stored_keys=character.stored_image_keys,
         signer=info.context.signer,
-        ttl=check_ttl(ttl_seconds),
+        ttl=check_ttl(given(ttl_seconds)),
     )
     return SignedUrlType.from_model(signed)
 

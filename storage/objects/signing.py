@@ -74,15 +74,19 @@ class UrlSigner:
         self._windows: dict[tuple[Bucket, int | None], _Window] = {}
 
     def sign(self, key: ObjectKey, *, ttl: int | None = None) -> SignedUrl:
+        return self.sign_path(key.bucket, key.path, ttl=ttl)
+
+    def sign_path(self, bucket: Bucket, path: str, *, ttl: int | None = None) -> SignedUrl:
+        """``sign`` for a bucket and path already in hand (a page's catalogued keys: no ObjectKey made per URL)."""
         identity = self.store.signing_identity()
         if identity is not self._identity and identity != self._identity:
             self._url.cache_clear()
             self._identity = identity
         now = int(self._clock())
-        window = self._windows.get((key.bucket, ttl))
+        window = self._windows.get((bucket, ttl))
         if window is None or not window.start <= now < window.until:
-            window = self._window(key.bucket, ttl, now)
-        url = self._url(key.bucket, key.path, issued_at=window.issued_at, expires_at=window.expires_at)
+            window = self._window(bucket, ttl, now)
+        url = self._url(bucket, path, issued_at=window.issued_at, expires_at=window.expires_at)
         return SignedUrl(url, window.expires)
 
     def _window(self, bucket: Bucket, ttl: int | None, now: int) -> _Window:
