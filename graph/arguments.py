@@ -1,11 +1,12 @@
 """Nullable arguments declared without a default: ``= OMITTED`` where the Python default would be None.
 
-Declared ``ttlSeconds: Int`` rather than ``ttlSeconds: Int = null``, an
-argument the operation leaves out is absent from the arguments graphql-core
-hands the resolver, so strawberry converts nothing for it; with ``= null``
-it converts the null on every call (``convert_argument`` twice: about 10 µs
-per signed URL of a page, a sixth of what each cost, bench/reads.py). For a
-client the two declarations mean the same: left out is null. The resolver
+Declared ``ttlSeconds: Int`` rather than ``ttlSeconds: Int = null`` (and so
+a list's ``first``, ``after`` and filters), an argument the operation leaves
+out is absent from the arguments graphql-core hands the resolver, so
+strawberry converts nothing for it; with ``= null`` it converts the null on
+every call (``convert_argument`` twice per argument, on each of a signed
+page's 100 URLs). For a client the two declarations mean the same: left out
+is null. The resolver
 then gets strawberry's ``UNSET`` (its documented marker of an argument not
 given), which ``given`` turns back into None.
 """

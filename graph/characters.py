@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
+from graph.arguments import OMITTED, given
 from graph.context import Context
 from graph.count_cost import MAX_SEARCHES
 from graph.ids import CharacterId, LibraryAssetId, parse_id, parse_optional_id
@@ -36,8 +37,8 @@ class CharacterQuery:
     async def characters(
         self,
         info: Info[Context, None],
-        first: First = None,
-        after: After = None,
+        first: First = OMITTED,
+        after: After = OMITTED,
         search: Annotated[
             str | None,
             strawberry.argument(
@@ -45,11 +46,11 @@ class CharacterQuery:
                 "characters, trimmed. `%` and `_` match themselves. Blank or omitted: every character. A document may "
                 f"search at most {MAX_SEARCHES} lists (GRAPHQL_VALIDATION_FAILED, measure `searches`)."
             ),
-        ] = None,
+        ] = OMITTED,
         content_rating: Annotated[
             ContentRating | None,
             strawberry.argument(description="Only characters of this rating; every rating when omitted."),
-        ] = None,
+        ] = OMITTED,
         order_by: Annotated[
             CharacterOrder,
             strawberry.argument(
@@ -60,10 +61,10 @@ class CharacterQuery:
     ) -> Connection[CharacterType] | None:
         context = info.context
         viewer = context.require_viewer()
-        only = characters.character_filter(search=search, content_rating=content_rating)
+        only = characters.character_filter(search=given(search), content_rating=given(content_rating))
         selection = connection_selection(info)
         page = await characters.list_characters(
-            context.pool, viewer, first=first, after=after, order=order_by, only=only,
+            context.pool, viewer, first=given(first), after=given(after), order=order_by, only=only,
             columns=character_columns(selection.node_fields), with_cursors=selection.needs_cursors,
         )
         return Connection.from_nodes(

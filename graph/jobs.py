@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
+from graph.arguments import OMITTED, given
 from graph.context import Context
 from graph.ids import JobId, parse_id, parse_optional_id
 from graph.selections import connection_selection
@@ -40,16 +41,17 @@ class JobQuery:
     async def jobs(
         self,
         info: Info[Context, None],
-        first: First = None,
-        after: After = None,
+        first: First = OMITTED,
+        after: After = OMITTED,
         status: Annotated[
             JobStatus | None, strawberry.argument(description="Only jobs with this status; every job when omitted.")
-        ] = None,
+        ] = OMITTED,
     ) -> Connection[JobType] | None:
         context = info.context
         viewer = context.require_viewer()
+        status = given(status)
         page = await jobs.list_jobs(
-            context.pool, viewer, first=first, after=after, status=status,
+            context.pool, viewer, first=given(first), after=given(after), status=status,
             with_cursors=connection_selection(info).needs_cursors,
         )
         return Connection.from_page(

@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
+from graph.arguments import OMITTED, given
 from graph.context import Context
 from graph.ids import LibraryAssetId, parse_id
 from graph.selections import connection_selection
@@ -22,12 +23,13 @@ class LibraryQuery:
         description="The viewer's unexpired workspace images, newest first. `first` is 1-100 (default 20)."
     )
     async def workspace_assets(
-        self, info: Info[Context, None], first: First = None, after: After = None
+        self, info: Info[Context, None], first: First = OMITTED, after: After = OMITTED
     ) -> Connection[WorkspaceAssetType] | None:
         context = info.context
         viewer = context.require_viewer()
         page = await library.list_workspace_assets(
-            context.pool, viewer, first=first, after=after, with_cursors=connection_selection(info).needs_cursors
+            context.pool, viewer, first=given(first), after=given(after),
+            with_cursors=connection_selection(info).needs_cursors,
         )
         return Connection.from_page(
             page, WorkspaceAssetType.from_model, counter=lambda: library.count_workspace_assets(context.pool, viewer)
@@ -40,14 +42,14 @@ class LibraryQuery:
     async def library_assets(
         self,
         info: Info[Context, None],
-        first: First = None,
-        after: After = None,
+        first: First = OMITTED,
+        after: After = OMITTED,
         tab: Annotated[LibraryTab, strawberry.argument(description="Which images; ALL when omitted.")] = LibraryTab.ALL,
     ) -> Connection[LibraryAssetType] | None:
         context = info.context
         viewer = context.require_viewer()
         page = await library.list_library_assets(
-            context.pool, viewer, first=first, after=after, tab=tab,
+            context.pool, viewer, first=given(first), after=given(after), tab=tab,
             with_cursors=connection_selection(info).needs_cursors,
         )
         return Connection.from_page(

@@ -100,10 +100,23 @@ async def test_a_new_character_does_not_shift_the_next_page(
     assert second["pageInfo"]["hasNextPage"] is False
 
 
-async def test_default_page_is_20(graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID) -> None:
+@pytest.mark.parametrize(
+    "document, variables",
+    [
+        (PAGE, None),  # the variables left out: the arguments are omitted (UNSET to the resolver, graph/arguments.py)
+        (PAGE, {"first": None, "after": None}),  # null variables
+        (PAGE.replace("query($first: Int, $after: String)", "query").replace(
+            "first: $first, after: $after", "first: null, after: null, search: null, contentRating: null"
+        ), None),  # null literals
+    ],
+    ids=["omitted", "null variables", "null literals"],
+)
+async def test_default_page_is_20(
+    graphql: GraphQL, pool: asyncpg.Pool, alice: uuid.UUID, document: str, variables: dict[str, object] | None
+) -> None:
     await insert_characters(pool, alice, 21)
 
-    connection = (await graphql(PAGE, user=alice))["data"]["characters"]
+    connection = (await graphql(document, variables, user=alice))["data"]["characters"]
 
     assert len(connection["edges"]) == 20
     assert connection["pageInfo"]["hasNextPage"] is True
