@@ -21,6 +21,7 @@ from storage.objects.paths import (
     InvalidObjectPath,
     ObjectKey,
     parse_image_reference,
+    path_owned_by,
 )
 from storage.objects.signing import SignedUrl, UrlSigner
 
@@ -43,8 +44,7 @@ def signed_image(
     known = _catalogued_key(reference, stored_keys)
     if known is not None:  # a key we wrote: checked then, not parsed again
         bucket, path = known
-        owned = path.partition("/")[0] == str(owner_id)  # (ObjectKey.is_owned_by's rule)
-        return signer.sign_path(bucket, path, ttl=ttl) if owned else None
+        return signer.sign_path(bucket, path, ttl=ttl) if path_owned_by(path, owner_id) else None
     try:
         target = parse_image_reference(reference)
     except InvalidObjectPath as error:

@@ -38,7 +38,8 @@ A server whose population holds steady never stalls
 (bench/socket_cycles.py shows RSS returning to its level, and the p99).
 
 It also makes young collections rarer: CPython runs one each time the
-tracked objects allocated (less those freed) pass 700, and walks every young
+tracked objects allocated (less those freed) pass 700 (its default through
+3.13; 3.14's collector is incremental), and walks every young
 object still alive, promoting the survivors to be walked again by the middle
 generation. Under load the live ones are the requests in flight: serving
 bench/reads.py's page to 16 connections, collections took 12% of the
@@ -117,16 +118,19 @@ class GcPacer:
 
     def start(self) -> None:
         """Call once start-up is done: what it made is frozen, young collections are paced, and the pacing starts."""
+        if self._task is not None:
+            raise RuntimeError("this GC pacer has already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-pacer")
         self._collect_everything("start-up")
         before = self._thresholds_before = gc.get_threshold()
         gc.set_threshold(self.young_threshold, *before[1:])
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="gc-pacer")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
         if self._thresholds_before is not None:
             gc.set_threshold(*self._thresholds_before)
             self._thresholds_before = None

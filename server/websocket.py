@@ -159,6 +159,7 @@ class GraphQLSocketShortcut:
         return self.socket(scope, receive, send)
 
     async def socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A GraphQL websocket past Starlette: its origin, the per-address cap and the upgrade's token checked here."""
         if self.origin_refusal is not None and (reason := self.origin_refusal(scope)) is not None:
             await refuse_origin(scope, receive, send, reason)
             return

@@ -180,3 +180,18 @@ async def test_young_collections_are_paced_while_started_and_as_before_after() -
     # then only the young generation's threshold was its own, and only while started
     assert while_started == (before[0] + 1234, *before[1:])
     assert gc.get_threshold() == before
+
+
+async def test_a_pacer_started_twice_refuses_and_still_gives_the_thresholds_back() -> None:
+    # given a started pacer
+    before = gc.get_threshold()
+    pacer = GcPacer(SocketTally(), freeze_seconds=3600, young_threshold=before[0] + 1234)
+    pacer.start()
+
+    # when it is started again, then stopped
+    with pytest.raises(RuntimeError):
+        pacer.start()
+    await pacer.stop()
+
+    # then the interpreter's thresholds are those from before the first start
+    assert gc.get_threshold() == before

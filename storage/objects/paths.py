@@ -58,7 +58,13 @@ class ObjectKey:
         return self.path.split("/", 1)[0]
 
     def is_owned_by(self, user_id: UUID) -> bool:
-        return self.owner_prefix == str(user_id)
+        return path_owned_by(self.path, user_id)
+
+
+def path_owned_by(path: str, user_id: UUID) -> bool:
+    """Whether ``path``'s first segment (its owner prefix) is ``user_id``: ``ObjectKey.is_owned_by`` for a path in
+    hand (a page's catalogued keys make no ObjectKey)."""
+    return path.split("/", 1)[0] == str(user_id)
 
 
 @dataclass(frozen=True, slots=True)
