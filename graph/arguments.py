@@ -6,9 +6,8 @@ out is absent from the arguments graphql-core hands the resolver, so
 strawberry converts nothing for it; with ``= null`` it converts the null on
 every call (``convert_argument`` twice per argument, on each of a signed
 page's 100 URLs). For a client the two declarations mean the same: left out
-is null. The resolver
-then gets strawberry's ``UNSET`` (its documented marker of an argument not
-given), which ``given`` turns back into None.
+is null. The resolver then gets strawberry's ``UNSET`` (its documented marker
+of an argument not given), which ``given`` turns back into None.
 """
 
 from __future__ import annotations

@@ -39,16 +39,15 @@ A server whose population holds steady never stalls
 
 It also makes young collections rarer: CPython runs one each time the
 tracked objects allocated (less those freed) pass 700 (its default through
-3.13; 3.14's collector is incremental), and walks every young
-object still alive, promoting the survivors to be walked again by the middle
-generation. Under load the live ones are the requests in flight: serving
-bench/reads.py's page to 16 connections, collections took 12% of the
-server's CPU at 700, 5% at 5,000 and 3% at ``YOUNG_THRESHOLD`` (20,000),
-timed by ``gc.callbacks``; in one process, 16 pages at once spent 120, 30, 25
-and 57 µs per request collecting at 700, 5,000, 20,000 and 100,000 (past
-20,000 each walk outgrows the CPU caches). The cyclic garbage a request leaves (about 35
-objects: its context and graphql-core's executor) waits at most that many
-allocations.
+3.13; 3.14's collector is incremental), and walks every young object still
+alive, promoting the survivors to be walked again by the middle generation.
+Under load the live ones are the requests in flight: serving bench/reads.py's
+page to 16 connections, collections took 12% of the server's CPU at 700, 5%
+at 5,000 and 3% at ``YOUNG_THRESHOLD`` (20,000), timed by ``gc.callbacks``;
+in one process, 16 pages at once spent 120, 30, 25 and 57 µs per request
+collecting at 700, 5,000, 20,000 and 100,000 (past 20,000 each walk outgrows
+the CPU caches). The cyclic garbage a request leaves (about 35 objects: its
+context and graphql-core's executor) waits at most that many allocations.
 """
 
 from __future__ import annotations
