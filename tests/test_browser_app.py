@@ -28,7 +28,8 @@ from tests.support import TEST_JWT_SECRET, ServedUvicorn, free_port, serve_uvico
 __all__ = ["chromium", "chromium_page"]  # fixtures used below
 
 PAGES = Path(__file__).parent / "browser"
-# The app finishes in about a second (a 256 px portrait from the local renderer); the bound stops a broken one.
+# The app finishes in about two seconds (a 256 px portrait from the local renderer, one second of it simulated
+# latency); the bound stops a broken one.
 APP_TIMEOUT_MS = 60_000
 
 
@@ -60,6 +61,9 @@ async def cross_origin(database_url: str, tmp_path: Path, pool: asyncpg.Pool) ->
             "CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{app_port}",
             "WORKERS": "1",
             "IMAGE_SIZE": "256",
+            # The page subscribes once the mutation has answered: a render lasting a second leaves it time to see
+            # the job before it ends (an instant one, under a busy CI machine, finished first: only COMPLETED seen).
+            "LOCAL_RENDER_LATENCY_MS": "1000",
         }
     )
     files = {"/app.html": PAGES / "app.html", "/app.js": PAGES / "app.js", "/modules": modules}
