@@ -52,18 +52,13 @@ class ObjectKey:
     def key(self) -> str:
         return f"{self.bucket.value}/{self.path}"
 
-    @property
-    def owner_prefix(self) -> str:
-        """The first path segment: the owner's user id in every path we write."""
-        return self.path.split("/", 1)[0]
-
     def is_owned_by(self, user_id: UUID) -> bool:
         return path_owned_by(self.path, user_id)
 
 
 def path_owned_by(path: str, user_id: UUID) -> bool:
-    """Whether ``path``'s first segment (its owner prefix) is ``user_id``: ``ObjectKey.is_owned_by`` for a path in
-    hand (a page's catalogued keys make no ObjectKey)."""
+    """Whether ``path``'s first segment, the owner's user id in every path we write, is ``user_id``: the rule of
+    ``ObjectKey.is_owned_by``, for a path in hand too (a page's catalogued keys make no ObjectKey)."""
     return path.split("/", 1)[0] == str(user_id)
 
 
